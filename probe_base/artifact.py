@@ -1,0 +1,159 @@
+"""The ``.probe`` file: safetensors weights + JSON metadata. No pickle anywhere.
+
+One file holds every probe seed's weights and normalisation, the latent-distance
+reference set, calibration, the label definition, the backbone fingerprint and versions.
+Loading uses ``safetensors`` only, so a crafted file can never execute code, whatever
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says. Writes go to a temporary file that is renamed
+into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .classifier import ProbeClassifier
+from .errors import ArtifactError, FingerprintMismatch
+from .labels import LabelSpec
+
+FORMAT = "mlip-probe/1"
+METADATA_KEY = "mlip_probe"
+
+
+@dataclass
+class ProbeArtifact:
+    classifier: ProbeClassifier
+    label: LabelSpec
+    fingerprint: dict
+    info: dict
+
+    def check_backbone(self, backbone_fingerprint: dict, allow_mismatch: bool = False, source="probe"):
+        check_fingerprint(self.fingerprint, backbone_fingerprint, allow_mismatch, source)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint: dict, info=None):
+    tensors = {}
+    for i, state in enumerate(classifier.members_):
+        for key, value in state.items():
+            tensors[f"member{i}.{key}"] = value.detach().cpu().contiguous()
+    tensors["pool_mean"] = torch.from_numpy(np.asarray(classifier.pool_mean_, dtype=np.float32))
+    tensors["pool_std"] = torch.from_numpy(np.asarray(classifier.pool_std_, dtype=np.float32))
+    if getattr(classifier, "knn_reference_", None) is not None:
+        tensors["knn_reference"] = torch.from_numpy(classifier.knn_reference_)
+    if classifier.isotonic_ is not None:
+        tensors["isotonic_x"] = torch.from_numpy(classifier.isotonic_[0])
+        tensors["isotonic_y"] = torch.from_numpy(classifier.isotonic_[1])
+    params = classifier.get_params()
+    params["extras"] = list(params["extras"])
+    meta = {
+        "format": FORMAT,
+        "params": params,
+        "n_features": int(classifier.n_features_in_),
+        "n_members": len(classifier.members_),
+        "temperature": classifier.temperature_,
+        "prior_log_odds": classifier.prior_log_odds_,
+        "label": label.to_dict(),
+        "fingerprint": fingerprint,
+        "info": info or {},
+        "versions": _versions(),
+    }
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)}))
+
+
+def _versions():
+    import probe_base
+
+    return {"mlip_probe": probe_base.__version__, "torch": torch.__version__}
+
+
+def load_probe(path) -> ProbeArtifact:
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: probe file not found; train one with `probe fit`")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+        meta = json.loads(metadata[METADATA_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"{path}: not a valid .probe file (corrupted, truncated, or another format such as a "
+            f"pickle, which is never loaded): {exc}. Re-create it with `probe fit`."
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: unsupported probe format {meta.get('format')!r}; expected {FORMAT}")
+    try:
+        params = meta["params"]
+        classifier = ProbeClassifier(**params)
+        classifier.n_features_in_ = meta["n_features"]
+        classifier.members_ = []
+        for i in range(meta["n_members"]):
+            prefix = f"member{i}."
+            classifier.members_.append({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        classifier.pool_mean_ = tensors["pool_mean"].numpy()
+        classifier.pool_std_ = tensors["pool_std"].numpy()
+        if "knn_reference" in tensors:
+            from sklearn.neighbors import NearestNeighbors
+
+            classifier.knn_reference_ = tensors["knn_reference"].numpy()
+            classifier._knn_ = NearestNeighbors(n_neighbors=classifier.latent_neighbors).fit(classifier.knn_reference_)
+        classifier.isotonic_ = ((tensors["isotonic_x"].numpy(), tensors["isotonic_y"].numpy())
+                                if "isotonic_x" in tensors else None)
+        classifier.temperature_ = float(meta["temperature"])
+        classifier.prior_log_odds_ = float(meta["prior_log_odds"])
+        classifier.classes_ = np.array([0, 1])
+        classifier._cached_nets()  # builds the nets: fails here, not later, on bad weights
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise ArtifactError(f"{path}: probe file is incomplete or inconsistent ({exc}); "
+                            "re-create it with `probe fit`") from None
+    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta)
+
+
+def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, source="probe"):
+    """Refuse a probe trained on another backbone or other layers (unless overridden)."""
+    problems = []
+    if probe_fp.get("adapter") != backbone_fp.get("adapter"):
+        problems.append(f"adapter {probe_fp.get('adapter')!r} vs {backbone_fp.get('adapter')!r}")
+    if probe_fp.get("weights_sha256") != backbone_fp.get("weights_sha256"):
+        problems.append("the backbone's weights differ (another model file or another training)")
+    if probe_fp.get("layers") != backbone_fp.get("layers") or probe_fp.get("widths") != backbone_fp.get("widths"):
+        problems.append(f"feature layers {probe_fp.get('layers')} {probe_fp.get('widths')} vs "
+                        f"{backbone_fp.get('layers')} {backbone_fp.get('widths')}")
+    if not problems:
+        return
+    message = (f"{source} was trained on another backbone: " + "; ".join(problems) +
+               ". Use the backbone it was trained on, or retrain it with `probe fit`; "
+               "to use it anyway pass --allow-backbone-mismatch (allow_mismatch=True).")
+    if not allow_mismatch:
+        raise FingerprintMismatch(message)
+    if probe_fp.get("widths") != backbone_fp.get("widths"):
+        raise FingerprintMismatch(f"{source}: feature widths differ; cannot be overridden. {message}")
+    import warnings
+
+    warnings.warn(message, stacklevel=3)

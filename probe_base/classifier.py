@@ -1,0 +1,332 @@
+"""``ProbeClassifier``: the scikit-learn-style estimator around ``ProbeNet``.
+
+``fit(X, y)`` with X a ``FeatureSet`` (per-atom backbone features) and y = 1 for reliable,
+0 for unreliable structures. Training reads cached features only (the backbone is never
+re-run), uses a class-balanced loss, AdamW and early stopping on a validation split, and
+is deterministic for a fixed ``seed``. ``n_seeds`` > 1 trains a small probe ensemble
+(averaged logits: nearly free at inference, unlike a backbone ensemble). Calibration
+(temperature scaling after correcting the class-balancing prior shift, or isotonic) is
+fitted on a held-out calibration split.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import NearestNeighbors
+from tqdm.auto import tqdm
+
+from .errors import LabelError
+from .model import ProbeNet
+
+EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
+PRESETS = {
+    # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
+    "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
+                  selection="loss", n_seeds=1, extras=("energy_per_atom", "log_n_atoms")),
+}
+
+
+def pooled_features(X, mean, std) -> np.ndarray:
+    """Mean over atoms of standardised features: one vector per structure."""
+    z = (X.features - mean) / std
+    sums = np.add.reduceat(z, X.offsets[:-1], axis=0) if len(X) else np.zeros((0, z.shape[1]))
+    return sums / X.n_atoms[:, None]
+
+
+class ProbeClassifier:
+    """P(reliable) for each structure from frozen per-atom backbone features."""
+
+    def __init__(self, hidden=64, heads=4, attention_layers=1, dropout=0.1, lr=1e-3,
+                 weight_decay=1e-2, batch_size=64, max_epochs=300, patience=30,
+                 val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
+                 selection="auroc", n_seeds=1, element_embedding=True,
+                 per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
+                 latent_neighbors=5, seed=0, progress=False):
+        self.hidden = hidden
+        self.heads = heads
+        self.attention_layers = attention_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.calibration = calibration
+        self.calibration_fraction = calibration_fraction
+        self.selection = selection
+        self.n_seeds = n_seeds
+        self.element_embedding = element_embedding
+        self.per_element_norm = per_element_norm
+        self.extras = tuple(extras)
+        self.latent_neighbors = latent_neighbors
+        self.seed = seed
+        self.progress = progress
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def get_params(self):
+        return {k: getattr(self, k) for k in (
+            "hidden", "heads", "attention_layers", "dropout", "lr", "weight_decay", "batch_size",
+            "max_epochs", "patience", "val_fraction", "calibration", "calibration_fraction",
+            "selection", "n_seeds", "element_embedding", "per_element_norm", "extras",
+            "latent_neighbors", "seed")}
+
+    # ---- inputs ------------------------------------------------------------------------
+    def _extras(self, X) -> np.ndarray:
+        columns = []
+        for name in self.extras:
+            if name == "energy_per_atom":
+                columns.append(X.energy_pred / X.n_atoms)
+            elif name == "log_n_atoms":
+                columns.append(np.log(X.n_atoms))
+            elif name == "latent_distance":
+                columns.append(self.latent_distance(X))
+            else:
+                raise ValueError(f"unknown extra input {name!r}; choose from {EXTRAS}")
+        return np.stack(columns, axis=1) if columns else np.zeros((len(X), 0))
+
+    def latent_distance(self, X) -> np.ndarray:
+        """Mean distance of each structure's pooled features to its k nearest fitting
+        structures (a density signal in the backbone's own feature space)."""
+        pooled = pooled_features(X, self.pool_mean_, self.pool_std_)
+        distances, _ = self._knn_.kneighbors(pooled, n_neighbors=self.latent_neighbors)
+        return distances.mean(axis=1)
+
+    def _batch(self, X, extras, indices):
+        counts = X.n_atoms[indices]
+        width = int(counts.max())
+        arange = np.arange(width)
+        mask = arange[None, :] < counts[:, None]
+        atom_index = X.offsets[indices][:, None] + arange[None, :]
+        atom_index[~mask] = 0
+        return (torch.from_numpy(X.features[atom_index]),
+                torch.from_numpy(X.atomic_numbers[atom_index].astype(np.int64) * mask),
+                torch.from_numpy(mask),
+                torch.from_numpy(extras[indices].astype(np.float32)))
+
+    def _batches(self, X, extras, indices, shuffle_generator=None):
+        order = np.asarray(indices)
+        if shuffle_generator is not None:
+            order = order[shuffle_generator.permutation(len(order))]
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    # ---- fitting -----------------------------------------------------------------------
+    def fit(self, X, y):
+        y = np.asarray(y).astype(np.int64)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} structures but y has {len(y)} labels")
+        if len(np.unique(y)) < 2:
+            raise LabelError("all fitting structures have the same label; choose another "
+                             "threshold (e.g. the median error) so both classes occur")
+        self._nets_cache = None
+        indices = np.arange(len(X))
+        calib_idx = np.array([], dtype=np.int64)
+        if self.calibration:
+            indices, calib_idx = _stratified_split(indices, y, self.calibration_fraction, self.seed)
+        train_idx, val_idx = _stratified_split(indices, y, self.val_fraction, self.seed + 1)
+
+        train_atoms = np.concatenate([np.arange(X.offsets[i], X.offsets[i + 1]) for i in train_idx])
+        feats, zs = X.features[train_atoms], X.atomic_numbers[train_atoms]
+        self.n_features_in_ = X.features.shape[1]
+        self.pool_mean_ = feats.mean(0)
+        self.pool_std_ = feats.std(0) + 1e-6
+        if "latent_distance" in self.extras:
+            self._fit_knn(X.subset(train_idx))
+        extras = self._extras(X)
+        self.norm_ = _normalisation(feats, zs, extras[train_idx], self.per_element_norm)
+        self.prior_log_odds_ = float(np.log(y[train_idx].mean() / (1 - y[train_idx].mean())))
+
+        self.members_, self.history_ = [], []
+        seeds = range(self.seed, self.seed + self.n_seeds)
+        for member_seed in tqdm(seeds, desc="probe seeds", disable=not self.progress or self.n_seeds == 1):
+            state, history = self._fit_one(X, y, extras, train_idx, val_idx, member_seed)
+            self.members_.append(state)
+            self.history_.append(history)
+        self.classes_ = np.array([0, 1])
+        self.temperature_ = 1.0
+        self.isotonic_ = None
+        if self.calibration:
+            self._calibrate(self._logits(X.subset(calib_idx)), y[calib_idx])
+        self.split_ = {"train": train_idx, "validation": val_idx, "calibration": calib_idx}
+        return self
+
+    def _fit_knn(self, X_fit):
+        pooled = pooled_features(X_fit, self.pool_mean_, self.pool_std_)
+        self.knn_reference_ = pooled.astype(np.float32)
+        self._knn_ = NearestNeighbors(n_neighbors=self.latent_neighbors).fit(self.knn_reference_)
+
+    def new_net(self):
+        return ProbeNet(self.n_features_in_, self.hidden, self.heads, self.attention_layers,
+                        self.dropout, len(self.extras), self.element_embedding,
+                        self.per_element_norm)
+
+    def _fit_one(self, X, y, extras, train_idx, val_idx, seed):
+        torch.manual_seed(seed)
+        generator = np.random.default_rng(seed)
+        net = self.new_net()
+        net.load_state_dict({**net.state_dict(), **self.norm_})
+        optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        n_pos = y[train_idx].sum()
+        pos_weight = torch.tensor((len(train_idx) - n_pos) / max(n_pos, 1), dtype=torch.float32)
+        target = torch.from_numpy(y.astype(np.float32))
+        best, best_state, stale, history = -np.inf, None, 0, []
+        bar = tqdm(range(self.max_epochs), desc=f"probe fit (seed {seed})", disable=not self.progress, leave=False)
+        for epoch in bar:
+            net.train()
+            total = 0.0
+            for idx in self._batches(X, extras, train_idx, generator):
+                feats, z, mask, ex = self._batch(X, extras, idx)
+                logit, _ = net(feats, z, mask, ex)
+                loss = F.binary_cross_entropy_with_logits(logit, target[idx], pos_weight=pos_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss) * len(idx)
+            val_logits = self._net_logits(net, X, extras, val_idx)
+            val_loss = float(F.binary_cross_entropy_with_logits(
+                torch.from_numpy(val_logits), target[val_idx], pos_weight=pos_weight))
+            val_auroc = float(roc_auc_score(y[val_idx], val_logits))
+            history.append({"epoch": epoch, "train_loss": total / len(train_idx),
+                            "val_loss": val_loss, "val_auroc": val_auroc})
+            score = val_auroc if self.selection == "auroc" else -val_loss
+            if score > best + 1e-6:
+                best, best_state, stale = score, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+            bar.set_postfix(val_auroc=f"{val_auroc:.3f}", best=f"{best:.3f}", refresh=False)
+        return best_state, history
+
+    @torch.no_grad()
+    def _net_logits(self, net, X, extras, indices, importance=False):
+        net.eval()
+        logits, importances = [], []
+        for idx in self._batches(X, extras, indices):
+            feats, z, mask, ex = self._batch(X, extras, idx)
+            logit, imp = net(feats, z, mask, ex, return_importance=importance)
+            logits.append(logit.numpy())
+            if importance:
+                importances.extend(row[:count].numpy() for row, count in zip(imp, X.n_atoms[idx]))
+        out = np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+        return (out, importances) if importance else out
+
+    def _nets(self):
+        nets = []
+        for state in self.members_:
+            net = self.new_net()
+            net.load_state_dict(state)
+            nets.append(net)
+        return nets
+
+    def _logits(self, X, importance=False):
+        extras = self._extras(X)
+        indices = np.arange(len(X))
+        results = [self._net_logits(net, X, extras, indices, importance) for net in self._cached_nets()]
+        if not importance:
+            return np.mean(results, axis=0)
+        logits = np.mean([r[0] for r in results], axis=0)
+        imps = [np.mean([r[1][i] for r in results], axis=0) for i in range(len(X))]
+        return logits, imps
+
+    def _cached_nets(self):
+        if getattr(self, "_nets_cache", None) is None or len(self._nets_cache) != len(self.members_):
+            self._nets_cache = self._nets()
+        return self._nets_cache
+
+    # ---- calibration -----------------------------------------------------------------------
+    def _calibrated_log_odds(self, logits):
+        return (logits + self.prior_log_odds_) / self.temperature_
+
+    def _calibrate(self, logits, y):
+        if self.calibration not in ("temperature", "isotonic"):
+            raise ValueError(f"calibration must be 'temperature', 'isotonic' or None, not {self.calibration!r}")
+        shifted = logits + self.prior_log_odds_
+
+        def nll(log_t):
+            z = shifted / np.exp(log_t)
+            return float(np.mean(np.logaddexp(0, z) - y * z))
+
+        self.temperature_ = float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+        if self.calibration == "isotonic":
+            p = _sigmoid(shifted / self.temperature_)
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+            self.isotonic_ = (iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64))
+
+    # ---- prediction -------------------------------------------------------------------------
+    def decision_function(self, X) -> np.ndarray:
+        """Calibrated log-odds of being reliable."""
+        return self._calibrated_log_odds(self._logits(X))
+
+    def _probability(self, logits):
+        p = _sigmoid(self._calibrated_log_odds(logits))
+        if self.isotonic_ is not None:
+            p = np.interp(p, *self.isotonic_)
+        return p
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""
+        p = self._probability(self._logits(X))
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X, threshold=0.5) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
+
+    def predict_with_importance(self, X):
+        """P(reliable) per structure and per-atom importance (list of arrays), one pass."""
+        logits, importance = self._logits(X, importance=True)
+        return self._probability(logits), importance
+
+    def score(self, X, y) -> float:
+        """AUROC of detecting unreliable structures (y = 0) by 1 - P(reliable)."""
+        y = np.asarray(y)
+        return float(roc_auc_score(1 - y, 1 - self.predict_proba(X)[:, 1]))
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def _stratified_split(indices, y, fraction, seed):
+    """(rest, held_out) with ``fraction`` of ``indices`` held out, stratified by y."""
+    labels = y[indices]
+    if min(np.bincount(labels, minlength=2)) < 2:
+        raise LabelError(
+            f"only {min(np.bincount(labels, minlength=2))} structures in the smaller class; "
+            "PROBE needs at least a few of each: use more data or a threshold nearer the median"
+        )
+    rest, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(rest), np.sort(held)
+
+
+def _normalisation(feats, zs, extras, per_element):
+    out = {}
+    if per_element:
+        mean = np.zeros((119, feats.shape[1]), dtype=np.float32)
+        std = np.ones((119, feats.shape[1]), dtype=np.float32)
+        global_mean, global_std = feats.mean(0), feats.std(0) + 1e-6
+        for z in np.unique(zs):
+            rows = feats[zs == z]
+            mean[z] = rows.mean(0)
+            std[z] = rows.std(0) + 1e-6 if len(rows) > 1 else global_std
+        out["feature_mean"], out["feature_std"] = torch.from_numpy(mean), torch.from_numpy(std)
+    else:
+        out["feature_mean"] = torch.from_numpy(feats.mean(0).astype(np.float32))
+        out["feature_std"] = torch.from_numpy((feats.std(0) + 1e-6).astype(np.float32))
+    out["extras_mean"] = torch.from_numpy(extras.mean(0).astype(np.float32))
+    out["extras_std"] = torch.from_numpy((extras.std(0) + 1e-6).astype(np.float32))
+    return out

@@ -1,0 +1,111 @@
+"""The probe network: atom encoder -> multi-head self-attention among the atoms of a
+structure -> mean/max pooling (+ backbone energy per atom, atom count) -> logit.
+
+Invariant to atom order and padding. Attention runs in query chunks through
+``scaled_dot_product_attention``, so memory stays linear in the number of atoms: no
+B x H x N x N tensor is kept. Per-atom importance = attention each atom receives in the
+last block, averaged over heads and normalised to sum to one per structure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_Z = 119
+QUERY_CHUNK = 1024
+
+
+def _chunked_attention(q, k, v, key_mask, want_received):
+    """q, k, v: (B, H, N, d); key_mask: (B, N) True = real atom.
+    Returns outputs (B, H, N, d) and, if asked, attention received per key (B, H, N)."""
+    n = q.shape[2]
+    bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill(~key_mask, float("-inf"))[:, None, None, :]  # (B,1,1,N)
+    outputs, received = [], None
+    if want_received:
+        received = torch.zeros(q.shape[0], q.shape[1], n, dtype=q.dtype, device=q.device)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    for start in range(0, n, QUERY_CHUNK):
+        q_chunk = q[:, :, start:start + QUERY_CHUNK]
+        outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
+        if want_received:
+            weights = torch.softmax(q_chunk @ k.transpose(-1, -2) * scale + bias, dim=-1)
+            query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
+            received += (weights * query_mask).sum(dim=2)
+    return torch.cat(outputs, dim=2), received
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm transformer block over the atoms of each structure."""
+
+    def __init__(self, dim, heads, dropout):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} must be divisible by the number of heads {heads}")
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h, mask, want_received=False):
+        b, n, dim = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        attended, received = _chunked_attention(q, k, v, mask, want_received)
+        attended = attended.transpose(1, 2).reshape(b, n, dim)
+        h = h + self.dropout(self.out(attended))
+        h = h + self.dropout(self.ffn(self.norm2(h)))
+        return h, received
+
+
+class ProbeNet(nn.Module):
+    def __init__(self, n_features, hidden=64, heads=4, attention_layers=1, dropout=0.1,
+                 n_extras=2, element_embedding=True, per_element_norm=False):
+        super().__init__()
+        self.per_element_norm = per_element_norm
+        shape = (MAX_Z, n_features) if per_element_norm else (n_features,)
+        self.register_buffer("feature_mean", torch.zeros(shape))
+        self.register_buffer("feature_std", torch.ones(shape))
+        self.register_buffer("extras_mean", torch.zeros(n_extras))
+        self.register_buffer("extras_std", torch.ones(n_extras))
+        self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, hidden))
+        self.element = nn.Embedding(MAX_Z, hidden) if element_embedding else None
+        self.blocks = nn.ModuleList(AttentionBlock(hidden, heads, dropout) for _ in range(attention_layers))
+        self.head = nn.Sequential(nn.Linear(2 * hidden + n_extras, hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def normalise(self, features, atomic_numbers):
+        if self.per_element_norm:
+            return (features - self.feature_mean[atomic_numbers]) / self.feature_std[atomic_numbers]
+        return (features - self.feature_mean) / self.feature_std
+
+    def forward(self, features, atomic_numbers, mask, extras, return_importance=False):
+        """features (B, N, F), atomic_numbers (B, N), mask (B, N) bool, extras (B, E).
+        Returns the reliability logit (B,) and, if asked, importance (B, N)."""
+        h = self.encoder(self.normalise(features, atomic_numbers))
+        if self.element is not None:
+            h = h + self.element(atomic_numbers)
+        received = None
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            h, received = block(h, mask, want_received=return_importance and last)
+        maskf = mask.to(h.dtype)[..., None]
+        mean = (h * maskf).sum(1) / maskf.sum(1).clamp(min=1.0)
+        peak = h.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        extras = (extras - self.extras_mean) / self.extras_std
+        logit = self.head(torch.cat([mean, peak, extras], dim=-1)).squeeze(-1)
+        if not return_importance:
+            return logit, None
+        if received is None:  # no attention layer: fall back to uniform importance
+            received = mask.to(h.dtype)[:, None, :]
+        importance = received.mean(1) * mask
+        importance = importance / importance.sum(1, keepdim=True).clamp(min=1e-12)
+        return logit, importance

@@ -1,0 +1,154 @@
+"""The steps the CLI, the demo and the benchmarks share: fit, evaluate, predict.
+
+Each step reads and writes files only through the store and the artifact modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import atomic_write, load_probe, save_probe
+from .baselines import all_baselines
+from .classifier import ProbeClassifier
+from .labels import LabelSpec, errors
+from .metrics import evaluate_signal, format_table
+from .store import load_store
+
+
+def split_holdout(n, fraction, seed):
+    """Deterministic split of ``n`` structures: (fit indices, held-out indices)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = int(round(fraction * n))
+    return np.sort(order[n_eval:]), np.sort(order[:n_eval])
+
+
+def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
+              eval_fraction: float = 0.0, split_seed: int = 0):
+    """Fit on a feature store (minus an optional held-out fraction); write ``output``."""
+    data = load_store(store_path)
+    fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
+    fit_data = data.subset(fit_idx)
+    fit_errors = errors(fit_data, label.target)
+    resolved = label.resolved(fit_errors)
+    y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
+    classifier.fit(fit_data, y)
+    info = {
+        "fit_store": str(Path(store_path).resolve()),
+        "store_identity": data.attrs,
+        "fit_indices": fit_idx.tolist(),
+        "eval_indices": eval_idx.tolist(),
+        "n_fit": int(len(fit_idx)),
+        "fit_error_quantiles": np.quantile(fit_errors, [0.1, 0.5, 0.9]).tolist(),
+        "epochs": [len(h) for h in classifier.history_],
+        "decision_threshold": 0.5,
+    }
+    save_probe(output, classifier, resolved, data.fingerprint, info)
+    return resolved, classifier
+
+
+def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False):
+    """PROBE and the baselines on the same structures. If ``store_path`` is the store the
+    probe was fitted on, only its held-out structures are used."""
+    artifact = load_probe(probe_path)
+    data = load_store(store_path)
+    artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
+    info = artifact.info["info"]
+    same_store = info.get("store_identity") == data.attrs
+    fit_data = None
+    if same_store:
+        if not info["eval_indices"]:
+            raise ValueError(f"{store_path} is the store {probe_path} was fitted on, with no "
+                             "held-out part: evaluate on another store or refit with --eval-fraction")
+        fit_data = data.subset(info["fit_indices"])
+        data = data.subset(info["eval_indices"])
+    elif Path(info.get("fit_store", "")).exists():
+        fit_store = load_store(info["fit_store"])
+        fit_data = fit_store.subset(info["fit_indices"])
+    errs = errors(data, artifact.label.target)
+    unreliable = (errs > artifact.label.threshold).astype(int)
+    p_reliable, importance = artifact.classifier.predict_with_importance(data)
+    scores = {"PROBE": 1 - p_reliable}
+    if fit_data is not None:
+        scores.update(all_baselines(fit_data, data, seed))
+    else:
+        from .baselines import ensemble_energy_std, ensemble_force_std, random_scores
+
+        for name, s in (("ensemble E std", ensemble_energy_std(data)),
+                        ("ensemble F std", ensemble_force_std(data)),
+                        ("random", random_scores(len(data), seed))):
+            if s is not None:
+                scores[name] = s
+    results = {}
+    for name, score in scores.items():
+        results[name] = evaluate_signal(score, unreliable, errs,
+                                        p_reliable if name == "PROBE" else None,
+                                        n_bootstrap=n_bootstrap, seed=seed)
+    return {
+        "label": artifact.label.to_dict(),
+        "n_structures": int(len(data)),
+        "unreliable_fraction": float(unreliable.mean()),
+        "metrics": results,
+        "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": p_reliable,
+                   "scores": scores, "importance": importance, "data": data},
+    }
+
+
+def write_evaluation(evaluation, output_dir) -> Path:
+    """metrics.json and the four plots; returns the folder."""
+    from .report import write_plots
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in evaluation.items() if k != "arrays"}
+    atomic_write(output_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
+    write_plots(evaluation, output_dir)
+    return output_dir
+
+
+def metrics_table(evaluation) -> str:
+    return format_table(evaluation["metrics"])
+
+
+def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_size=32,
+                 allow_mismatch=False, progress=True):
+    """Score every structure of ``input_path``; write extxyz with ``probe_reliability``
+    per structure and ``probe_importance`` per atom (plus the backbone's energy)."""
+    import ase.io
+    from tqdm.auto import tqdm
+
+    from .data import count_structures, iter_structures
+    from .store import FeatureSet
+
+    artifact = load_probe(probe_path)
+    artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
+    annotated = []
+    bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="predict", disable=not progress)
+
+    def score(batch):
+        atoms_list = [s.atoms for s in batch]
+        out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
+                          indices=[s.index for s in batch])
+        p, importance = artifact.classifier.predict_with_importance(
+            FeatureSet.from_backbone_output(out, atoms_list))
+        for atoms, prob, imp, energy in zip(atoms_list, p, importance, out.energies):
+            atoms = atoms.copy()
+            atoms.calc = None
+            atoms.info["probe_reliability"] = float(prob)
+            atoms.info["probe_energy"] = float(energy)
+            atoms.arrays["probe_importance"] = imp.astype(np.float64)
+            annotated.append(atoms)
+        bar.update(len(batch))
+
+    batch = []
+    for item in iter_structures(input_path, index, require_energy=False, require_forces=False):
+        batch.append(item)
+        if len(batch) == batch_size:
+            score(batch)
+            batch = []
+    if batch:
+        score(batch)
+    bar.close()
+    atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), annotated, format="extxyz"))
+    return annotated
