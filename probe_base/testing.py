@@ -1,0 +1,131 @@
+"""The adapter conformance suite every plugin runs.
+
+In a plugin's tests::
+
+    from probe_base.testing import AdapterConformance
+
+    class TestMyAdapter(AdapterConformance):
+        @pytest.fixture(scope="class")
+        def adapter(self):          # an Adapter built from >= 2 model files (an ensemble)
+            ...
+        @pytest.fixture(scope="class")
+        def structures(self):       # a few ase.Atoms the backbone knows, >= 2 atoms each
+            ...
+
+Each test names the contract it checks; a failing one says what the adapter must fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from .adapter import Adapter
+from .errors import InputError
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+class AdapterConformance:
+    """Behaviour every ``Adapter`` subclass must show. Tolerances suit float32 backbones."""
+
+    atol = 1e-4
+
+    def test_is_registered_adapter(self, adapter):
+        assert isinstance(adapter, Adapter)
+        assert adapter.name, "set the class attribute `name` (the --adapter value)"
+
+    def test_layers_are_declared_with_widths(self, adapter):
+        layers = adapter.feature_layers()
+        names = [layer.name for layer in layers]
+        assert len(names) == len(set(names)), "layer names must be unique"
+        assert all(int(layer.width) > 0 for layer in layers)
+        assert set(adapter.default_layers()) <= set(names)
+
+    def test_features_have_declared_shape(self, adapter, structures):
+        out = adapter.run(structures, compute_forces=True)
+        assert len(out.features) == len(structures)
+        for atoms, feats in zip(structures, out.features):
+            assert feats.shape == (len(atoms), adapter.n_features)
+            assert feats.dtype == np.float32 and np.all(np.isfinite(feats))
+        assert out.energies.shape == (len(structures),)
+        for atoms, forces in zip(structures, out.forces):
+            assert forces.shape == (len(atoms), 3)
+
+    def test_hooks_are_removed_afterwards(self, adapter, structures):
+        before = [_hook_count(m) for m in adapter.models]
+        adapter.run(structures)
+        assert [_hook_count(m) for m in adapter.models] == before
+
+    def test_hooks_do_not_change_predictions(self, adapter, structures):
+        plain_e, plain_f = adapter.predict(adapter.models[0], structures, True)
+        out = adapter.run(structures, compute_forces=True)
+        np.testing.assert_allclose(out.energies, _np(plain_e), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(np.concatenate(out.forces), _np(plain_f), rtol=0, atol=1e-8)
+
+    def test_features_come_from_the_same_single_pass(self, adapter, structures, monkeypatch):
+        calls = []
+        original = adapter.predict
+
+        def counting(model, atoms_list, compute_forces):
+            calls.append(model)
+            return original(model, atoms_list, compute_forces)
+
+        monkeypatch.setattr(adapter, "predict", counting)
+        adapter.run(structures, members=False)
+        assert len(calls) == 1, "run() must call the primary model exactly once"
+
+    def test_ensemble_members(self, adapter, structures):
+        assert len(adapter.models) >= 2, "give the `adapter` fixture at least two model files"
+        out = adapter.run(structures)
+        assert out.member_energies.shape == (len(structures), len(adapter.models))
+        np.testing.assert_allclose(out.member_energies[:, 0], out.energies)
+        assert np.any(np.abs(out.member_energies[:, 1] - out.energies) > 0), \
+            "ensemble members must be different models"
+        for atoms, mf in zip(structures, out.member_forces):
+            assert mf.shape == (len(adapter.models), len(atoms), 3)
+
+    def test_features_follow_atom_order(self, adapter, structures):
+        atoms = structures[0]
+        order = np.random.default_rng(0).permutation(len(atoms))
+        base = adapter.run([atoms], members=False).features[0]
+        permuted = adapter.run([atoms[order]], members=False).features[0]
+        np.testing.assert_allclose(permuted, base[order], atol=self.atol, rtol=1e-4)
+
+    def test_batching_does_not_change_features(self, adapter, structures):
+        batched = adapter.run(structures, members=False).features
+        for atoms, feats in zip(structures, batched):
+            alone = adapter.run([atoms], members=False).features[0]
+            np.testing.assert_allclose(alone, feats, atol=self.atol, rtol=1e-4)
+
+    def test_fingerprint_identifies_backbone_and_layers(self, adapter):
+        fp = adapter.fingerprint()
+        assert fp["adapter"] == adapter.name
+        assert len(fp["weights_sha256"]) == 64
+        assert fp["layers"] == list(adapter.layers) and fp["widths"] == list(adapter.widths)
+        assert fp == adapter.fingerprint(), "the fingerprint must be stable"
+        other = type(adapter).from_models(adapter.models[1:2], layers=adapter.layers)
+        assert other.fingerprint()["weights_sha256"] != fp["weights_sha256"]
+
+    def test_rejects_unknown_elements(self, adapter, structures):
+        supported = adapter.supported_elements()
+        if supported is None:
+            pytest.skip("this backbone accepts every element")
+        atoms = structures[0].copy()
+        unknown = next(z for z in range(1, 119) if z not in supported)
+        atoms.numbers[0] = unknown
+        with pytest.raises(InputError, match="structure 0"):
+            adapter.run([atoms])
+
+    def test_rejects_nan_positions(self, adapter, structures):
+        atoms = structures[0].copy()
+        atoms.positions[0, 0] = np.nan
+        with pytest.raises(InputError, match="NaN"):
+            adapter.run([atoms])
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
