@@ -1,0 +1,227 @@
+"""Train the MACE backbones the benchmarks probe, the way users train MACE.
+
+``mace_run_train`` with ScaleShiftMACE, 32 channels, max_L 0, 2 interactions, r_max 5,
+E0s from the isolated-atom file, EMA, and a stage-two (SWA) phase with a higher energy
+weight so that energies converge, not only forces. Models already in the cache are
+skipped; an interrupted run resumes from mace's latest checkpoint.
+
+    ethanol: ../shared/data/ethanol/train.xyz (900 train / 100 valid), held out: test_MD.xyz
+    3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
+             configurations that are not in train_300K.xyz
+
+Models go to ``benchmarks/cache/mace/<dataset>/seed<k>.model``; held-out errors of every
+model to ``benchmarks/cache/mace/metrics.json``. One training process at a time.
+
+    python benchmarks/mace_backbones.py                      # everything, seeds 1..4
+    python benchmarks/mace_backbones.py --datasets ethanol --seeds 1 2
+    python benchmarks/mace_backbones.py --evaluate-only      # metrics of existing models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+CACHE = REPO / "benchmarks" / "cache" / "mace"
+
+# epochs chosen so that one model takes <= ~8 min on ONE CPU thread (float32)
+DATASETS = {
+    "ethanol": {
+        "train": "ethanol/train.xyz",
+        "isolated": "ethanol/isolated_atoms.xyz",
+        "valid_fraction": 0.1,  # 900 / 100
+        "epochs": 20,
+        "start_swa": 14,
+    },
+    "3bpa": {
+        "train": "3bpa/train_300K.xyz",
+        "isolated": "3bpa/iso_atoms.xyz",
+        "valid_fraction": 0.1,  # 450 / 50
+        "epochs": 13,
+        "start_swa": 9,
+    },
+}
+
+log = logging.getLogger("mace_backbones")
+
+
+def e0s_of(path: Path) -> dict[int, float]:
+    from ase.io import read
+
+    return {int(a.numbers[0]): float(a.get_potential_energy()) for a in read(path, ":")}
+
+
+def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtype: str,
+                  epochs: int, start_swa: int) -> list[str]:
+    mace_run_train = Path(sys.executable).with_name("mace_run_train")
+    e0s = e0s_of(data / spec["isolated"])
+    return [
+        str(mace_run_train),
+        f"--name=seed{seed}",
+        f"--seed={seed}",
+        f"--train_file={data / spec['train']}",
+        f"--valid_fraction={spec['valid_fraction']}",
+        "--energy_key=energy",  # mace reads ASE's SinglePointCalculator for these keys
+        "--forces_key=forces",
+        f"--E0s={e0s!r}",
+        "--model=ScaleShiftMACE",
+        "--num_channels=32",
+        "--max_L=0",
+        "--num_interactions=2",
+        "--correlation=3",
+        "--r_max=5.0",
+        "--batch_size=10",
+        "--valid_batch_size=50",
+        f"--max_num_epochs={epochs}",
+        "--swa",
+        f"--start_swa={start_swa}",
+        "--swa_energy_weight=1000",
+        "--swa_forces_weight=100",
+        "--ema",
+        "--ema_decay=0.99",
+        "--amsgrad",
+        f"--default_dtype={dtype}",
+        "--device=cpu",
+        "--save_cpu",
+        "--restart_latest",
+        f"--work_dir={work}",
+        f"--model_dir={work}",
+    ]
+
+
+def train_one(name: str, seed: int, args) -> Path | None:
+    spec = DATASETS[name]
+    target = args.cache / name / f"seed{seed}.model"
+    if target.exists():
+        log.info("%s seed %d: %s exists, skipping", name, seed, target)
+        return target
+    work = args.cache / name / "work" / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    epochs = args.epochs or spec["epochs"]
+    start_swa = min(spec["start_swa"], max(epochs - 1, 1)) if args.epochs else spec["start_swa"]
+    cmd = train_command(name, spec, seed, work, args.data, args.dtype, epochs, start_swa)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    log.info("%s seed %d: training (%d epochs, stage two from %d) in %s",
+             name, seed, epochs, start_swa, work)
+    started = time.time()
+    with open(work / "mace_run_train.out", "a") as out:
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
+    minutes = (time.time() - started) / 60
+    produced = work / f"seed{seed}_stagetwo.model"
+    if rc != 0 or not produced.exists():
+        log.error("%s seed %d: mace_run_train failed (rc %d) after %.1f min; see %s",
+                  name, seed, rc, minutes, work / "mace_run_train.out")
+        return None
+    partial = target.with_suffix(".model.partial")
+    shutil.copyfile(produced, partial)
+    os.replace(partial, target)  # atomic: a model in the cache is always complete
+    log.info("%s seed %d: done in %.1f min -> %s", name, seed, minutes, target)
+    return target
+
+
+def held_out(name: str, data: Path):
+    from ase.io import read
+
+    if name == "ethanol":
+        return read(data / "ethanol/test_MD.xyz", ":")
+    seen = {_key(a) for a in read(data / "3bpa/train_300K.xyz", ":")}
+    return [a for a in read(data / "3bpa/train_mixedT.xyz", ":") if _key(a) not in seen]
+
+
+def _key(atoms) -> bytes:
+    return atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
+
+
+def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
+    from probe_mace import MACEAdapter
+
+    adapter = MACEAdapter([model_path])
+    energies, forces = [], []
+    for start in range(0, len(structures), batch):
+        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
+        energies.append(out.energies)
+        forces.extend(out.forces)
+    pred_e = np.concatenate(energies)
+    ref_e = np.array([a.get_potential_energy() for a in structures])
+    n_atoms = np.array([len(a) for a in structures])
+    err = pred_e - ref_e
+    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(forces, structures)])
+    return {
+        "n_structures": len(structures),
+        "energy_mae_meV": float(np.mean(np.abs(err)) * 1e3),
+        "energy_mean_signed_error_meV": float(np.mean(err) * 1e3),
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(err) / n_atoms) * 1e3),
+        "energy_rmse_meV": float(np.sqrt(np.mean(err**2)) * 1e3),
+        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
+        "forces_rmse_meV_per_A": float(np.sqrt(np.mean(f_err**2)) * 1e3),
+    }
+
+
+def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
+    path = cache / "metrics.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table.setdefault(name, {})[f"seed{seed}"] = metrics
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(table, indent=2, sort_keys=True))
+    os.replace(partial, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the per-dataset number of epochs (e.g. 1 to smoke-test)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
+    )
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from tqdm import tqdm
+
+    # seed-major: every dataset gets a first model early
+    jobs = [(name, seed) for seed in args.seeds for name in args.datasets]
+    failed = 0
+    held = {}
+    for name, seed in tqdm(jobs, desc="backbones", unit="model", disable=None):
+        if args.evaluate_only:
+            path = args.cache / name / f"seed{seed}.model"
+            path = path if path.exists() else None
+        else:
+            path = train_one(name, seed, args)
+        if path is None:
+            failed += not args.evaluate_only
+            continue
+        if name not in held:
+            held[name] = held_out(name, args.data)
+        metrics = evaluate(path, held[name])
+        update_metrics(args.cache, name, seed, metrics)
+        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
+                 "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
+                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
+                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
