@@ -56,16 +56,23 @@ DATASETS = {
 log = logging.getLogger("mace_backbones")
 
 
-def e0s_of(path: Path) -> dict[int, float]:
+def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
+    """Isolated-atom energies of the elements in ``train_file`` (mace refuses E0s of
+    elements that are not in the training data)."""
     from ase.io import read
 
-    return {int(a.numbers[0]): float(a.get_potential_energy()) for a in read(path, ":")}
+    present = {int(z) for atoms in read(train_file, ":") for z in atoms.numbers}
+    e0s = {int(a.numbers[0]): float(a.get_potential_energy()) for a in read(path, ":")}
+    missing = present - set(e0s)
+    if missing:
+        raise SystemExit(f"{path}: no isolated-atom energy for Z={sorted(missing)}")
+    return {z: e0s[z] for z in sorted(present)}
 
 
 def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtype: str,
                   epochs: int, start_swa: int) -> list[str]:
     mace_run_train = Path(sys.executable).with_name("mace_run_train")
-    e0s = e0s_of(data / spec["isolated"])
+    e0s = e0s_of(data / spec["isolated"], data / spec["train"])
     return [
         str(mace_run_train),
         f"--name=seed{seed}",
