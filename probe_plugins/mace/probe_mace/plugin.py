@@ -135,6 +135,13 @@ class MACEAdapter(Adapter):
         return energies, forces
 
     # ---- ASE ----------------------------------------------------------------------
+    def primary_energy(self, results: dict) -> float:
+        """A committee ``MACECalculator`` reports the committee mean as ``energy``; the
+        probe reads the first model, whose energy is ``energy_comm[0]``."""
+        if "energy_comm" in results:
+            return float(results["energy_comm"][0])
+        return float(results["energy"])
+
     @classmethod
     def models_of_calculator(cls, calculator):
         import sys

@@ -1,0 +1,92 @@
+"""The drop-in ``probe_mace.MACECalculator`` with a probe attached."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from probe_base import UnreliablePrediction
+from probe_mace import MACEAdapter, MACECalculator
+
+
+@pytest.fixture(scope="module")
+def probe_file(model_paths, tmp_path_factory):
+    """A small probe fitted on the first member's features of rattled ethanols."""
+    from ase.build import molecule
+
+    from probe_base.artifact import save_probe
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+    from probe_base.store import FeatureSet
+
+    rng = np.random.default_rng(5)
+    structures = []
+    for scale in np.linspace(0.0, 0.25, 48):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
+        structures.append(atoms)
+    adapter = MACEAdapter(model_paths[:1])
+    out = adapter.run(structures, members=False)
+    n = np.array([len(a) for a in structures])
+    X = FeatureSet(np.concatenate(out.features), np.concatenate([a.numbers for a in structures]),
+                   np.concatenate([[0], np.cumsum(n)]), out.energies)
+    y = (np.arange(len(structures)) < 24).astype(int)  # small rattles are "reliable"
+    clf = ProbeClassifier(hidden=16, heads=2, max_epochs=5, patience=5, seed=0).fit(X, y)
+    paths = {}
+    for name, threshold in (("plain", 0.5), ("strict", 1.01)):
+        path = tmp_path_factory.mktemp("probe") / f"{name}.probe"
+        save_probe(path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(),
+                   {"decision_threshold": threshold})
+        paths[name] = path
+    return paths, clf, X
+
+
+def test_probe_results_from_the_same_pass(model_paths, structures, probe_file):
+    paths, clf, _ = probe_file
+    plain = MACECalculator(model_paths=[str(p) for p in model_paths[:2]], device="cpu")
+    probed = MACECalculator(model_paths=[str(p) for p in model_paths[:2]], device="cpu",
+                            probe=paths["plain"], probe_policy="ignore")
+    atoms = structures[0].copy()
+    atoms.calc = probed
+    energy = atoms.get_potential_energy()
+    reference = structures[0].copy()
+    reference.calc = plain
+    assert energy == pytest.approx(reference.get_potential_energy(), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=1e-10)
+    results = probed.results
+    assert 0.0 <= results["reliability"] <= 1.0
+    assert results["atom_importance"].shape == (len(atoms),)
+    assert "energy_var" in results  # mace's committee results are kept
+    # same value as scoring the primary model's features offline
+    from probe_base.store import FeatureSet
+
+    out = MACEAdapter(model_paths[:1]).run([structures[0]], members=False)
+    X = FeatureSet(out.features[0], structures[0].numbers, np.array([0, len(atoms)]), out.energies)
+    assert results["reliability"] == pytest.approx(float(clf.predict_proba(X)[0, 1]), abs=1e-5)
+    assert all(not p._forward_hooks for m in plain.models for p in m.products)
+
+
+def test_probe_policies(model_paths, structures, probe_file):
+    paths, _, _ = probe_file
+    strict = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
+                            probe=paths["strict"], probe_policy="raise")
+    atoms = structures[1].copy()
+    atoms.calc = strict
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()
+    warn = MACECalculator(model_paths=str(model_paths[0]), device="cpu", probe=paths["strict"])
+    atoms.calc = warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()
+    assert any("unreliable" in str(w.message) for w in caught)
+
+
+def test_probe_refuses_another_backbone(model_paths, probe_file):
+    from probe_base.errors import FingerprintMismatch
+
+    paths, _, _ = probe_file
+    with pytest.raises(FingerprintMismatch):
+        MACECalculator(model_paths=str(model_paths[2]), device="cpu", probe=paths["plain"])
