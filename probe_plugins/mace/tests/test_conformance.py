@@ -1,14 +1,10 @@
 """The core's adapter conformance suite, run on a tiny MACE ensemble.
 
-Fixtures ``adapter`` (an ensemble adapter) and ``structures`` come from conftest.py.
+Fixtures ``adapter`` (an ensemble of three model files) and ``structures`` come from
+conftest.py.
 """
 
-import pytest
-
-testing = pytest.importorskip(
-    "probe_base.testing", reason="probe_base.testing (the conformance suite) not available yet"
-)
-AdapterConformance = testing.AdapterConformance
+from probe_base.testing import AdapterConformance
 
 
 class TestMACEConformance(AdapterConformance):
