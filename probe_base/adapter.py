@@ -252,6 +252,12 @@ class Adapter:
         or None if this adapter does not know that calculator."""
         return None
 
+    @classmethod
+    def example_models(cls, train_file: Path, workdir: Path, n_members: int, retrain=False) -> list[Path]:
+        """Model files of a small ensemble for ``probe demo``, trained on ``train_file``
+        (EMT-labelled copper clusters). Optional: adapters without it have no demo."""
+        raise ProbeError(f"the {cls.name} adapter has no built-in demo example")
+
     def primary_energy(self, results: dict) -> float:
         """The primary model's energy from a calculator's ``results`` (override when a
         committee calculator reports the committee mean as ``energy``)."""

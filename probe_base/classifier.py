@@ -3,10 +3,12 @@
 ``fit(X, y)`` with X a ``FeatureSet`` (per-atom backbone features) and y = 1 for reliable,
 0 for unreliable structures. Training reads cached features only (the backbone is never
 re-run), uses a class-balanced loss, AdamW and early stopping on a validation split, and
-is deterministic for a fixed ``seed``. ``n_seeds`` > 1 trains a small probe ensemble
-(averaged logits: nearly free at inference, unlike a backbone ensemble). Calibration
-(temperature scaling after correcting the class-balancing prior shift, or isotonic) is
-fitted on a held-out calibration split.
+is deterministic for a fixed ``seed``. By default it cross-fits (``cv_folds`` = 5): one
+member per fold, each early-stopped on the fold it never trains on, their logits
+averaged (a probe ensemble is nearly free at inference, unlike a backbone ensemble), and
+the out-of-fold logits fit the calibration (temperature scaling after correcting the
+class-balancing prior shift, or isotonic). So every labelled structure serves for
+training, model selection and calibration. ``cv_folds=1`` is the paper's single split.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
@@ -30,7 +32,7 @@ EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
     "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
-                  selection="loss", n_seeds=1, extras=("energy_per_atom", "log_n_atoms")),
+                  selection="loss", cv_folds=1, n_seeds=1, extras=("energy_per_atom", "log_n_atoms")),
 }
 
 
@@ -45,9 +47,9 @@ class ProbeClassifier:
     """P(reliable) for each structure from frozen per-atom backbone features."""
 
     def __init__(self, hidden=64, heads=4, attention_layers=1, dropout=0.1, lr=1e-3,
-                 weight_decay=1e-2, batch_size=64, max_epochs=300, patience=30,
+                 weight_decay=1e-2, batch_size=64, max_epochs=200, patience=20,
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
-                 selection="auroc", n_seeds=1, element_embedding=True,
+                 selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
                  latent_neighbors=5, seed=0, progress=False):
         self.hidden = hidden
@@ -63,6 +65,7 @@ class ProbeClassifier:
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.selection = selection
+        self.cv_folds = cv_folds
         self.n_seeds = n_seeds
         self.element_embedding = element_embedding
         self.per_element_norm = per_element_norm
@@ -81,11 +84,11 @@ class ProbeClassifier:
         return {k: getattr(self, k) for k in (
             "hidden", "heads", "attention_layers", "dropout", "lr", "weight_decay", "batch_size",
             "max_epochs", "patience", "val_fraction", "calibration", "calibration_fraction",
-            "selection", "n_seeds", "element_embedding", "per_element_norm", "extras",
+            "selection", "cv_folds", "n_seeds", "element_embedding", "per_element_norm", "extras",
             "latent_neighbors", "seed")}
 
     # ---- inputs ------------------------------------------------------------------------
-    def _extras(self, X) -> np.ndarray:
+    def _extras(self, X, fitting=False) -> np.ndarray:
         columns = []
         for name in self.extras:
             if name == "energy_per_atom":
@@ -93,17 +96,19 @@ class ProbeClassifier:
             elif name == "log_n_atoms":
                 columns.append(np.log(X.n_atoms))
             elif name == "latent_distance":
-                columns.append(self.latent_distance(X))
+                columns.append(self.latent_distance(X, exclude_self=fitting))
             else:
                 raise ValueError(f"unknown extra input {name!r}; choose from {EXTRAS}")
         return np.stack(columns, axis=1) if columns else np.zeros((len(X), 0))
 
-    def latent_distance(self, X) -> np.ndarray:
+    def latent_distance(self, X, exclude_self=False) -> np.ndarray:
         """Mean distance of each structure's pooled features to its k nearest fitting
-        structures (a density signal in the backbone's own feature space)."""
+        structures (a density signal in the backbone's own feature space). For the fitting
+        structures themselves (``exclude_self``) the zero self-distance is left out."""
         pooled = pooled_features(X, self.pool_mean_, self.pool_std_)
-        distances, _ = self._knn_.kneighbors(pooled, n_neighbors=self.latent_neighbors)
-        return distances.mean(axis=1)
+        k = self.latent_neighbors + int(exclude_self)
+        distances, _ = self._knn_.kneighbors(pooled, n_neighbors=k)
+        return distances[:, int(exclude_self):].mean(axis=1)
 
     def _batch(self, X, extras, indices):
         counts = X.n_atoms[indices]
@@ -133,36 +138,56 @@ class ProbeClassifier:
             raise LabelError("all fitting structures have the same label; choose another "
                              "threshold (e.g. the median error) so both classes occur")
         self._nets_cache = None
+        self.n_features_in_ = X.features.shape[1]
+        self.pool_mean_ = X.features.mean(0)
+        self.pool_std_ = X.features.std(0) + 1e-6
+        if "latent_distance" in self.extras:
+            self._fit_knn(X)
+        extras = self._extras(X, fitting=True)
+        self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
+        self.prior_log_odds_ = float(np.log(y.mean() / (1 - y.mean())))
+        self.members_, self.history_ = [], []
+        self.classes_ = np.array([0, 1])
+        self.temperature_ = 1.0
+        self.isotonic_ = None
+        if self.cv_folds >= 2:
+            self._fit_cross(X, y, extras)
+        else:
+            self._fit_split(X, y, extras)
+        return self
+
+    def _fit_cross(self, X, y, extras):
+        """Cross-fitting: member k early-stops on fold k and never sees it; the
+        out-of-fold logits calibrate the averaged probe. All labelled data trains."""
+        _check_class_sizes(y, self.cv_folds)
+        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
+        out_of_fold = np.zeros(len(y))
+        jobs = [(k, s, train, val) for k, (train, val) in enumerate(folds) for s in range(self.n_seeds)]
+        for k, s, train_idx, val_idx in tqdm(jobs, desc="probe members", disable=not self.progress):
+            state, history = self._fit_one(X, y, extras, train_idx, val_idx, self.seed + 1000 * s + k)
+            self.members_.append(state)
+            self.history_.append(history)
+            net = self.new_net()
+            net.load_state_dict(state)
+            out_of_fold[val_idx] += self._net_logits(net, X, extras, val_idx) / self.n_seeds
+        self.out_of_fold_logits_ = out_of_fold
+        if self.calibration:
+            self._calibrate(out_of_fold, y)
+
+    def _fit_split(self, X, y, extras):
+        """One train/validation split (+ a calibration split), as the paper's code does."""
         indices = np.arange(len(X))
         calib_idx = np.array([], dtype=np.int64)
         if self.calibration:
             indices, calib_idx = _stratified_split(indices, y, self.calibration_fraction, self.seed)
         train_idx, val_idx = _stratified_split(indices, y, self.val_fraction, self.seed + 1)
-
-        train_atoms = np.concatenate([np.arange(X.offsets[i], X.offsets[i + 1]) for i in train_idx])
-        feats, zs = X.features[train_atoms], X.atomic_numbers[train_atoms]
-        self.n_features_in_ = X.features.shape[1]
-        self.pool_mean_ = feats.mean(0)
-        self.pool_std_ = feats.std(0) + 1e-6
-        if "latent_distance" in self.extras:
-            self._fit_knn(X.subset(train_idx))
-        extras = self._extras(X)
-        self.norm_ = _normalisation(feats, zs, extras[train_idx], self.per_element_norm)
-        self.prior_log_odds_ = float(np.log(y[train_idx].mean() / (1 - y[train_idx].mean())))
-
-        self.members_, self.history_ = [], []
-        seeds = range(self.seed, self.seed + self.n_seeds)
-        for member_seed in tqdm(seeds, desc="probe seeds", disable=not self.progress or self.n_seeds == 1):
+        for member_seed in tqdm(range(self.seed, self.seed + self.n_seeds), desc="probe members",
+                                disable=not self.progress or self.n_seeds == 1):
             state, history = self._fit_one(X, y, extras, train_idx, val_idx, member_seed)
             self.members_.append(state)
             self.history_.append(history)
-        self.classes_ = np.array([0, 1])
-        self.temperature_ = 1.0
-        self.isotonic_ = None
         if self.calibration:
             self._calibrate(self._logits(X.subset(calib_idx)), y[calib_idx])
-        self.split_ = {"train": train_idx, "validation": val_idx, "calibration": calib_idx}
-        return self
 
     def _fit_knn(self, X_fit):
         pooled = pooled_features(X_fit, self.pool_mean_, self.pool_std_)
@@ -195,7 +220,7 @@ class ProbeClassifier:
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             val_logits = self._net_logits(net, X, extras, val_idx)
             val_loss = float(F.binary_cross_entropy_with_logits(
                 torch.from_numpy(val_logits), target[val_idx], pos_weight=pos_weight))
@@ -301,14 +326,19 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
+def _check_class_sizes(y, needed):
+    smaller = int(min(np.bincount(y, minlength=2)))
+    if smaller < needed:
+        raise LabelError(
+            f"only {smaller} structures in the smaller class; PROBE needs at least {needed} of each: "
+            "use more data or a threshold nearer the median error"
+        )
+
+
 def _stratified_split(indices, y, fraction, seed):
     """(rest, held_out) with ``fraction`` of ``indices`` held out, stratified by y."""
     labels = y[indices]
-    if min(np.bincount(labels, minlength=2)) < 2:
-        raise LabelError(
-            f"only {min(np.bincount(labels, minlength=2))} structures in the smaller class; "
-            "PROBE needs at least a few of each: use more data or a threshold nearer the median"
-        )
+    _check_class_sizes(labels, 2)
     rest, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
     return np.sort(rest), np.sort(held)
 

@@ -1,4 +1,4 @@
-"""The ``probe`` command: plugins, extract, fit, evaluate, predict, toy-example, demo."""
+"""The ``probe`` command: plugins, extract, fit, evaluate, predict, calibrate, select, demo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ typical run (a MACE model, DFT data in extxyz):
   probe extract --adapter mace --model my.model m2.model m3.model m4.model \\
                 --input heldout.xyz --output heldout.h5
   probe fit --store heldout.h5 --output my.probe --eval-fraction 0.5
+  probe calibrate --probe my.probe --store heldout.h5 --target-risk 0.1 --delta 0.05
   probe evaluate --probe my.probe --store heldout.h5 --output-dir report/
   probe predict --probe my.probe --adapter mace --model my.model \\
                 --input new_structures.xyz --output scored.xyz
@@ -96,11 +97,46 @@ def build_parser():
     p.add_argument("--allow-backbone-mismatch", action="store_true",
                    help="use a probe on a backbone other than the one it was trained on")
 
-    p = sub.add_parser("toy-example", help="write a small worked example without any MLIP framework: "
-                                           "EMT-labelled Cu clusters and a 4-member ensemble of a tiny "
-                                           "message-passing MLIP trained on them")
-    p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--members", type=int, default=4)
+    p = sub.add_parser("demo", help="the whole chain on a built-in example (EMT copper clusters, a "
+                                    "4-member backbone ensemble): metrics table, plots, scored extxyz")
+    p.add_argument("--backbone", default="mace", help="adapter whose example to run: mace (default) or toy")
+    p.add_argument("--output-dir", type=Path, default=Path("probe-demo-output"))
+    p.add_argument("--members", type=int, default=4, help="ensemble size for the comparison")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the example backbones from scratch instead of using the shipped ones")
+
+    p = sub.add_parser("calibrate", help="choose the P(reliable) threshold whose selective risk (unreliable "
+                                         "among accepted) stays below --target-risk with probability "
+                                         ">= 1 - --delta; stored in the probe file")
+    p.add_argument("--probe", required=True, type=Path)
+    p.add_argument("--store", required=True, type=Path,
+                   help="labelled feature store not used for fitting (the fitting store: half of its "
+                        "held-out part is used, the other half stays for `probe evaluate`)")
+    p.add_argument("--target-risk", required=True, type=float, help="alpha, e.g. 0.1")
+    p.add_argument("--delta", type=float, default=0.05, help="allowed failure probability (default 0.05)")
+    p.add_argument("--method", choices=["sgr", "crc"], default="sgr",
+                   help="sgr: selective risk <= alpha w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
+                        "conformal risk control, expected rate of accepted-and-unreliable <= alpha")
+    p.add_argument("--output", type=Path, default=None, help="probe file to write (default: update --probe)")
+    p.add_argument("--calibration-fraction", type=float, default=None,
+                   help="fraction of the eligible structures to calibrate on (default 0.5 of the "
+                        "held-out part of the fitting store, 1.0 of another store)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-backbone-mismatch", action="store_true")
+
+    p = sub.add_parser("select", help="pick the N unlabelled structures to label next (least reliable; "
+                                      "--diverse: spread over the probe's embedding)")
+    _add_backbone_args(p, several=False)
+    p.add_argument("--probe", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="pool of structures (no labels needed)")
+    p.add_argument("--n", required=True, type=int, help="how many to pick")
+    p.add_argument("--diverse", action="store_true",
+                   help="farthest-point sampling among the --candidate-factor * N least reliable")
+    p.add_argument("--candidate-factor", type=float, default=5.0)
+    p.add_argument("--output", required=True, type=Path, help="extxyz to write")
+    p.add_argument("--index", default=":")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--allow-backbone-mismatch", action="store_true")
     return parser
 
 
@@ -178,6 +214,10 @@ def cmd_evaluate(args):
     print(f"{evaluation['n_structures']} structures, {100 * evaluation['unreliable_fraction']:.1f}% "
           f"unreliable ({evaluation['label']['target']} error > {evaluation['label']['threshold']:.4g})")
     print(metrics_table(evaluation))
+    if evaluation.get("selective"):
+        from .selective import format_selective
+
+        print(format_selective(evaluation["selective"]))
     folder = write_evaluation(evaluation, args.output_dir)
     print(f"metrics and plots in {folder}")
 
@@ -192,16 +232,51 @@ def cmd_predict(args):
     print(f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5); wrote {args.output}")
 
 
-def cmd_toy_example(args):
-    from .toy import write_example
+def cmd_calibrate(args):
+    from .selective import calibrate_probe, min_calibration_size
 
-    paths = write_example(args.output_dir, n_members=args.members)
-    for name, path in paths.items():
-        print(f"{name:<10} {path}")
+    control = calibrate_probe(args.probe, args.store, args.target_risk, args.delta, args.method,
+                              args.output, args.calibration_fraction, args.seed,
+                              args.allow_backbone_mismatch)
+    if args.method == "sgr":
+        print(f"guarantee: selective risk <= {args.target_risk:g} with probability >= {1 - args.delta:g} (SGR)")
+    else:
+        print(f"guarantee: expected rate of accepted-and-unreliable predictions <= {args.target_risk:g} (CRC)")
+    if control.achievable:
+        print(f"threshold P(reliable) >= {control.threshold:.4g}: calibration coverage "
+              f"{100 * control.coverage:.1f}% ({control.n_accepted}/{control.n_calibration}), "
+              f"selective risk {100 * control.risk:.1f}%"
+              + (f", bound {100 * control.risk_bound:.1f}%" if control.risk_bound is not None else ""))
+    else:
+        needed = min_calibration_size(args.target_risk, args.delta) if args.method == "sgr" else 0
+        hint = (f" (SGR needs >= {needed} calibration structures even if all are reliable)"
+                if control.n_calibration < needed else "")
+        print(f"no threshold meets the target on {control.n_calibration} calibration structures{hint}: "
+              "every prediction will be flagged unreliable; raise --target-risk or calibrate on more data")
+    print(f"wrote {args.output or args.probe}")
+
+
+def cmd_select(args):
+    from .selection import select_file
+
+    adapter = _adapter(args, args.model)
+    picked = select_file(args.probe, adapter, args.input, args.output, args.n, args.diverse,
+                         args.candidate_factor, args.index, args.batch_size,
+                         args.allow_backbone_mismatch)
+    p = [a.info["probe_reliability"] for a in picked]
+    print(f"picked {len(picked)} structures (P(reliable) {min(p):.3f} to {max(p):.3f}"
+          f"{', diverse' if args.diverse else ''}); wrote {args.output}")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.output_dir, args.backbone, args.members, args.retrain)
 
 
 COMMANDS = {"plugins": cmd_plugins, "extract": cmd_extract, "fit": cmd_fit, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "toy-example": cmd_toy_example}
+            "predict": cmd_predict, "calibrate": cmd_calibrate, "select": cmd_select,
+            "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

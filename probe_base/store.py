@@ -275,6 +275,7 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
     try:
         for item in iter_structures(input_path, index, energy_key, forces_key,
                                     require_forces=with_forces, start=n_done):
+            adapter.check_structures([item.atoms], str(input_path), [item.index])
             batch.append(item)
             if len(batch) == batch_size:
                 run_batch(batch)

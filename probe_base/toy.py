@@ -196,6 +196,22 @@ class ToyAdapter(Adapter):
     def models_of_calculator(cls, calculator):
         return [calculator.model] if isinstance(calculator, ToyCalculator) else None
 
+    @classmethod
+    def example_models(cls, train_file, workdir, n_members, retrain=False):
+        import ase.io
+
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        frames = ase.io.read(train_file, ":")
+        paths = []
+        for k in range(n_members):
+            path = workdir / f"toy{k}.pt"
+            if retrain or not path.exists():
+                save_model(train(frames, [a.get_potential_energy() for a in frames],
+                                 [a.get_forces() for a in frames], seed=k, epochs=40, progress=True), path)
+            paths.append(path)
+        return paths
+
 
 class ToyCalculator(Calculator):
     """ASE calculator for a TinyMLIP file (energy, forces)."""
@@ -217,24 +233,3 @@ class ToyCalculator(Calculator):
 def register_adapters(register):
     register(ToyAdapter)
 
-
-def write_example(output_dir, n_members=4, n_train=160, n_heldout=500, seed=0, epochs=40):
-    """Training data, a ``n_members`` ensemble, and a held-out set that reaches beyond the
-    training distribution (hotter, strained, with vacancies and Au substitutions)."""
-    import ase.io
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    train_set = emt_clusters(n_train, seed=seed, rattle=(0.02, 0.08))
-    heldout = emt_clusters(n_heldout, seed=seed + 1, rattle=(0.02, 0.2), vacancy_fraction=0.3,
-                           strain=(0.97, 1.03))
-    paths = {"train": output_dir / "train.xyz", "heldout": output_dir / "heldout.xyz"}
-    ase.io.write(paths["train"], train_set)
-    ase.io.write(paths["heldout"], heldout)
-    energies = [a.get_potential_energy() for a in train_set]
-    forces = [a.get_forces() for a in train_set]
-    for k in range(n_members):
-        model = train(train_set, energies, forces, seed=seed + k, epochs=epochs, progress=True)
-        paths[f"model{k}"] = output_dir / f"toy{k}.pt"
-        save_model(model, paths[f"model{k}"])
-    return paths

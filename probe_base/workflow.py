@@ -14,6 +14,7 @@ from .baselines import all_baselines
 from .classifier import ProbeClassifier
 from .labels import LabelSpec, errors
 from .metrics import evaluate_signal, format_table
+from .selective import selective_evaluation
 from .store import load_store
 
 
@@ -90,6 +91,7 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         "n_structures": int(len(data)),
         "unreliable_fraction": float(unreliable.mean()),
         "metrics": results,
+        "selective": selective_evaluation(artifact, data, p_reliable, unreliable),
         "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": p_reliable,
                    "scores": scores, "importance": importance, "data": data},
     }

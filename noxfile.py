@@ -1,0 +1,50 @@
+"""Test environments: one for the core, one per backbone plugin (their dependencies clash:
+mace-torch pins e3nn 0.4.4, nequip and sevenn need e3nn >= 0.6).
+
+    python3 -m pip install nox && nox          # every test suite
+    nox -s demo                                # the MACE demo on EMT-labelled clusters
+
+torch is installed first, pinned to the CPU build this machine keeps on disk, so that no
+plugin's dependency pulls a multi-GB CUDA build. Environments are reused between runs.
+"""
+
+import os
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["core", "mace"]
+
+TORCH = "torch==2.13.0"
+THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+PLUGIN_PINS = {"mace": ["mace-torch==0.3.16"]}
+
+
+def _install(session, *plugins):
+    session.install(TORCH)
+    session.install("-e", ".[test]")
+    for plugin in plugins:
+        session.install(*PLUGIN_PINS.get(plugin, []), "-e", f"probe_plugins/{plugin}[test]")
+
+
+@nox.session(python="3.11")
+def core(session):
+    """probe_base: unit tests and the end-to-end test on EMT copper clusters."""
+    _install(session)
+    session.run("pytest", "tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def mace(session):
+    """probe-mace: conformance suite and MACE-specific tests on tiny MACE models."""
+    _install(session, "mace")
+    session.run("pytest", "probe_plugins/mace/tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def demo(session):
+    """The built-in example: a MACE ensemble on EMT-labelled clusters, extract -> fit ->
+    evaluate -> predict, results in a folder whose path is printed."""
+    _install(session, "mace")
+    session.run("probe", "demo", *session.posargs, env={**THREADS, "PYTHONUNBUFFERED": "1"})

@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny real MLIP ensemble trained on EMT labels in seconds."""
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from probe_base import toy
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def toy_files(tmp_path_factory):
+    """Train data, held-out data reaching beyond it, and 3 TinyMLIP members (~30 s)."""
+    root = tmp_path_factory.mktemp("toy")
+    train = toy.emt_clusters(120, seed=0, rattle=(0.02, 0.08))
+    heldout = toy.emt_clusters(400, seed=1, rattle=(0.02, 0.2), vacancy_fraction=0.3, strain=(0.97, 1.03))
+    ase.io.write(root / "train.xyz", train)
+    ase.io.write(root / "heldout.xyz", heldout)
+    energies = [a.get_potential_energy() for a in train]
+    forces = [a.get_forces() for a in train]
+    models = []
+    for seed in range(3):
+        model = toy.train(train, energies, forces, seed=seed, epochs=25)
+        path = root / f"toy{seed}.pt"
+        toy.save_model(model, path)
+        models.append(path)
+    return {"root": root, "train": root / "train.xyz", "heldout": root / "heldout.xyz", "models": models}
+
+
+@pytest.fixture(scope="session")
+def toy_adapter(toy_files):
+    return toy.ToyAdapter(toy_files["models"])
+
+
+@pytest.fixture(scope="session")
+def heldout_store(toy_files, toy_adapter, tmp_path_factory):
+    from probe_base.store import extract
+
+    path = tmp_path_factory.mktemp("store") / "heldout.h5"
+    extract(toy_adapter, toy_files["heldout"], path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fitted_probe(heldout_store, tmp_path_factory):
+    """A probe fitted on half of the held-out store, the other half kept for evaluation."""
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+    from probe_base.workflow import fit_probe
+
+    path = tmp_path_factory.mktemp("probe") / "toy.probe"
+    fit_probe(heldout_store, path, LabelSpec("energy", quantile=0.5),
+              ProbeClassifier(max_epochs=100, patience=15, seed=0), eval_fraction=0.5)
+    return path
+
+
+def synthetic_features(n=200, n_features=8, seed=0):
+    """A FeatureSet where reliability is decided by the mean of feature 0 (learnable)."""
+    from probe_base.store import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(3, 12, n)
+    feats = rng.normal(size=(counts.sum(), n_features)).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    shift = rng.normal(size=n)
+    for i in range(n):
+        feats[offsets[i]:offsets[i + 1], 0] += shift[i]
+    X = FeatureSet(feats, rng.choice([1, 6, 8], counts.sum()), offsets, rng.normal(size=n) * counts)
+    y = (shift < 0).astype(int)
+    return X, y

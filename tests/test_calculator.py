@@ -1,0 +1,69 @@
+import warnings
+
+import ase.io
+import numpy as np
+import pytest
+from ase import units
+from ase.md.langevin import Langevin
+
+from probe_base import attach
+from probe_base.calculator import UnreliableWarning
+from probe_base.errors import FingerprintMismatch, UnreliablePrediction
+from probe_base.toy import ToyCalculator
+
+
+def test_attach_adds_reliability_from_the_same_pass(toy_files, fitted_probe):
+    atoms = ase.io.read(toy_files["heldout"], 3)
+    plain = ToyCalculator(toy_files["models"][0])
+    atoms.calc = plain
+    e_plain, f_plain = atoms.get_potential_energy(), atoms.get_forces()
+    calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(e_plain)
+    np.testing.assert_allclose(atoms.get_forces(), f_plain)
+    p = calc.results["reliability"]
+    imp = calc.results["atom_importance"]
+    assert 0 <= p <= 1 and imp.shape == (len(atoms),) and imp.sum() == pytest.approx(1)
+    assert sum(len(m._forward_hooks) for m in calc.calculator.model.modules()) == 0
+    assert atoms.info["probe_reliability"] == p and "probe_importance" in atoms.arrays
+    # matches scoring the structure through the adapter
+    from probe_base.artifact import load_probe
+    from probe_base.store import FeatureSet
+    from probe_base.toy import ToyAdapter
+
+    adapter = ToyAdapter(toy_files["models"][:1])
+    out = adapter.run([atoms], members=False)
+    p_ref = load_probe(fitted_probe).classifier.predict_proba(FeatureSet.from_backbone_output(out, [atoms]))[0, 1]
+    assert p == pytest.approx(p_ref, abs=1e-5)
+
+
+def test_probe_for_another_model_is_refused(toy_files, fitted_probe):
+    with pytest.raises(FingerprintMismatch):
+        attach(ToyCalculator(toy_files["models"][1]), fitted_probe)
+
+
+def test_md_run_records_reliability_and_raise_policy_stops_it(toy_files, fitted_probe, tmp_path):
+    atoms = ase.io.read(toy_files["heldout"], 0)
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02)
+    seen = []
+    traj = tmp_path / "md.xyz"
+    dyn.attach(lambda: seen.append(atoms.calc.results["reliability"]), interval=1)
+    dyn.attach(lambda: ase.io.write(traj, atoms, append=True), interval=5)
+    dyn.run(20)
+    assert len(seen) == 21 and all(0 <= p <= 1 for p in seen)
+    frames = ase.io.read(traj, ":")
+    assert "probe_reliability" in frames[0].info and frames[0].arrays["probe_importance"].shape == (len(atoms),)
+
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise", threshold=1.01)
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02)
+    with pytest.raises(UnreliablePrediction, match="most attended atoms") as info:
+        dyn.run(10)
+    assert info.value.atom_importance.shape == (len(atoms),)
+
+
+def test_warn_policy_warns(toy_files, fitted_probe):
+    atoms = ase.io.read(toy_files["heldout"], 0)
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="warn", threshold=1.01)
+    with pytest.warns(UnreliableWarning, match="unreliable"):
+        atoms.get_potential_energy()

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from conftest import synthetic_features
+from probe_base.classifier import ProbeClassifier
+from probe_base.errors import LabelError
+
+
+def _fit(n=240, **kw):
+    X, y = synthetic_features(n)
+    params = dict(hidden=16, max_epochs=40, patience=10, seed=3)
+    params.update(kw)
+    return X, y, ProbeClassifier(**params).fit(X, y)
+
+
+def test_learns_a_learnable_signal_and_sklearn_contract():
+    X, y, clf = _fit()
+    Xt, yt = synthetic_features(200, seed=9)
+    proba = clf.predict_proba(Xt)
+    assert proba.shape == (200, 2) and np.allclose(proba.sum(1), 1)
+    assert list(clf.classes_) == [0, 1]
+    assert clf.score(Xt, yt) > 0.85
+    assert set(clf.predict(Xt)) <= {0, 1}
+    assert clf.get_params()["hidden"] == 16
+
+
+def test_fixed_seed_gives_identical_results():
+    X, y, a = _fit()
+    _, _, b = _fit()
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    _, _, c = _fit(seed=4)
+    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def test_cross_fitting_trains_one_member_per_fold_and_seed():
+    X, y, clf = _fit(cv_folds=3, n_seeds=2)
+    assert len(clf.members_) == 6
+    assert clf.out_of_fold_logits_.shape == (len(X),) and np.all(clf.out_of_fold_logits_ != 0)
+
+
+def test_single_split_probe_seed_ensemble_averages_members():
+    X, y, clf = _fit(cv_folds=1, n_seeds=3, calibration=None)
+    assert len(clf.members_) == 3
+    nets = clf._cached_nets()
+    single = [clf._net_logits(n, X, clf._extras(X), np.arange(len(X))) for n in nets]
+    np.testing.assert_allclose(clf._logits(X), np.mean(single, axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_calibration_improves_or_keeps_ece(method):
+    from probe_base.metrics import ece
+
+    X, y, raw = _fit(n=600, calibration=None)
+    _, _, cal = _fit(n=600, calibration=method)
+    Xt, yt = synthetic_features(400, seed=11)
+    raw_p = 1 / (1 + np.exp(-raw._logits(Xt)))
+    assert ece(cal.predict_proba(Xt)[:, 1], yt) <= ece(raw_p, yt) + 0.02
+    if method == "isotonic":
+        assert cal.isotonic_ is not None
+
+
+def test_importance_is_per_atom_and_normalised():
+    X, y, clf = _fit()
+    p, importance = clf.predict_with_importance(X.subset([0, 1, 2]))
+    assert [len(i) for i in importance] == list(X.n_atoms[:3])
+    assert all(abs(i.sum() - 1) < 1e-5 for i in importance)
+    np.testing.assert_allclose(p, clf.predict_proba(X.subset([0, 1, 2]))[:, 1], rtol=1e-5)
+
+
+def test_one_class_labels_are_refused():
+    X, y = synthetic_features(50)
+    with pytest.raises(LabelError, match="same label"):
+        ProbeClassifier().fit(X, np.ones(50, dtype=int))
+
+
+def test_latent_distance_extra_input():
+    X, y, clf = _fit(extras=("energy_per_atom", "log_n_atoms", "latent_distance"))
+    d = clf.latent_distance(X)
+    assert d.shape == (len(X),) and np.all(d >= 0)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from probe_base.errors import LabelError
+from probe_base.labels import LabelSpec, errors
+from probe_base.metrics import aurc, e_aurc, ece, evaluate_signal, risk_coverage, selective_risk
+from probe_base.store import StoredDataset
+
+
+def _data():
+    return StoredDataset(
+        features=np.zeros((6, 1), np.float32), atomic_numbers=np.ones(6, int), offsets=np.array([0, 2, 6]),
+        energy_pred=np.array([1.0, 2.0]), energy_ref=np.array([1.5, 1.0]),
+        force_rmse=np.array([0.1, 0.3]), force_max_error=np.array([0.2, 0.9]))
+
+
+def test_error_targets():
+    d = _data()
+    np.testing.assert_allclose(errors(d, "energy"), [0.5, 1.0])
+    np.testing.assert_allclose(errors(d, "energy_per_atom"), [0.25, 0.25])
+    np.testing.assert_allclose(errors(d, "force_rmse"), [0.1, 0.3])
+    np.testing.assert_allclose(errors(d, "force_max"), [0.2, 0.9])
+    d.force_rmse = np.array([np.nan, np.nan])
+    with pytest.raises(LabelError, match="needs reference forces"):
+        errors(d, "force_rmse")
+
+
+def test_thresholds_absolute_and_quantile():
+    errs = np.array([0.1, 0.2, 0.3, 0.4])
+    assert LabelSpec("energy", quantile=0.5).resolved(errs).threshold == pytest.approx(0.25)
+    spec = LabelSpec("energy", threshold=0.35).resolved(errs)
+    np.testing.assert_array_equal(spec.reliable(errs), [1, 1, 1, 0])
+
+
+def test_degenerate_labels_suggest_a_threshold():
+    spec = LabelSpec("energy", threshold=10.0)
+    with pytest.raises(LabelError, match=r"all 4 structures .* are reliable.*try --threshold 0\.25"):
+        spec.reliable(np.array([0.1, 0.2, 0.3, 0.4]))
+
+
+def test_risk_coverage_and_aurc_by_hand():
+    bad = np.array([0, 1, 0, 1])
+    score = np.array([0.1, 0.2, 0.3, 0.4])  # accept order: 0,1,2,3
+    coverage, risk = risk_coverage(score, bad)
+    np.testing.assert_allclose(coverage, [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(risk, [0, 0.5, 1 / 3, 0.5])
+    assert aurc(score, bad) == pytest.approx(np.mean([0, 0.5, 1 / 3, 0.5]))
+    assert e_aurc(bad.astype(float), bad) == pytest.approx(0)
+    assert selective_risk(score, bad, 0.5) == pytest.approx(0.5)
+
+
+def test_ece_by_hand():
+    p = np.array([0.9, 0.9, 0.1, 0.1])
+    y = np.array([1, 0, 0, 0])
+    # bin 0.9: |0.9-0.5|*0.5 ; bin 0.1: |0.1-0|*0.5
+    assert ece(p, y) == pytest.approx(0.2 + 0.05)
+
+
+def test_bootstrap_intervals_bracket_point_values():
+    rng = np.random.default_rng(0)
+    bad = rng.integers(0, 2, 300)
+    score = bad + rng.normal(0, 1, 300)
+    result = evaluate_signal(score, bad, errors=score, p_reliable=1 / (1 + np.exp(score)), n_bootstrap=200)
+    value, low, high = result["auroc"]
+    assert value == pytest.approx(roc_auc_score(bad, score))
+    assert low < value < high and high - low < 0.2
+    assert {"auprc", "aurc", "e_aurc", "risk@90", "spearman", "ece", "brier"} <= set(result)
