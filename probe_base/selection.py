@@ -1,0 +1,129 @@
+"""Active learning: which unlabelled structures to label next.
+
+``select_file`` scores a pool of structures with the probe (one backbone pass each) and
+picks ``n``: the least reliable ones, or with ``diverse=True`` a farthest-point sample,
+in the probe's embedding, of the ``candidate_factor * n`` least reliable ones, so that
+a batch is not ``n`` near-copies of one failure. The embedding is the one the probe's
+latent distance uses: the mean over atoms of the standardised backbone features
+(``classifier.pooled_features``). The picked structures are written as extxyz with
+``probe_reliability``, ``probe_pool_index``, ``probe_rank`` and per-atom
+``probe_importance`` (which atoms made the probe doubt), ready for reference labelling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def farthest_point_sampling(embeddings, n, start=0) -> np.ndarray:
+    """``n`` row indices of ``embeddings``: ``start`` first, then each time the row farthest
+    (Euclidean) from all rows taken so far. Exact duplicates come last."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    n = min(int(n), len(embeddings))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    picked = [int(start)]
+    distance = np.linalg.norm(embeddings - embeddings[start], axis=1)
+    for _ in range(n - 1):
+        distance[picked] = -np.inf
+        nxt = int(np.argmax(distance))  # ties: the lowest index, i.e. the least reliable
+        picked.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(embeddings - embeddings[nxt], axis=1))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def select_structures(p_reliable, n, embeddings=None, diverse=False, candidate_factor=5.0):
+    """Indices (into the pool) of ``n`` structures to label, in pick order.
+
+    Plain: the ``n`` lowest P(reliable). Diverse: among the ``ceil(candidate_factor * n)``
+    lowest, start from the least reliable and add the farthest candidate in
+    ``embeddings`` each time."""
+    p = np.asarray(p_reliable, dtype=np.float64)
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    order = np.argsort(p, kind="stable")  # least reliable first
+    if not diverse:
+        return order[:n]
+    if embeddings is None:
+        raise InputError("diverse selection needs the structures' embeddings")
+    if candidate_factor < 1:
+        raise InputError(f"candidate_factor must be >= 1, got {candidate_factor}")
+    n_candidates = min(len(p), max(n, int(np.ceil(candidate_factor * n))))
+    candidates = order[:n_candidates]
+    chosen = farthest_point_sampling(np.asarray(embeddings)[candidates], n, start=0)
+    return candidates[chosen]
+
+
+def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress=False):
+    """P(reliable), per-atom importance, pooled embedding and backbone energy of every
+    structure of ``input_path`` (no labels needed), with the structures themselves."""
+    from tqdm.auto import tqdm
+
+    from .classifier import pooled_features
+    from .data import count_structures, iter_structures
+    from .store import FeatureSet
+
+    classifier = artifact.classifier
+    atoms_all, source, p_all, importance_all, embeddings, energies = [], [], [], [], [], []
+    bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="score pool",
+               disable=not progress)
+
+    def score(batch):
+        atoms_list = [s.atoms for s in batch]
+        out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
+                          indices=[s.index for s in batch])
+        X = FeatureSet.from_backbone_output(out, atoms_list)
+        p, importance = classifier.predict_with_importance(X)
+        p_all.extend(np.asarray(p, dtype=np.float64))
+        importance_all.extend(imp.astype(np.float64) for imp in importance)
+        embeddings.append(pooled_features(X, classifier.pool_mean_, classifier.pool_std_))
+        energies.extend(out.energies)
+        atoms_all.extend(atoms_list)
+        source.extend(s.index for s in batch)
+        bar.update(len(batch))
+
+    batch = []
+    for item in iter_structures(input_path, index, require_energy=False, require_forces=False):
+        batch.append(item)
+        if len(batch) == batch_size:
+            score(batch)
+            batch = []
+    if batch:
+        score(batch)
+    bar.close()
+    if not atoms_all:
+        raise InputError(f"{input_path}: no structures to select from")
+    return {"atoms": atoms_all, "source_index": np.asarray(source), "p_reliable": np.asarray(p_all),
+            "importance": importance_all, "embeddings": np.concatenate(embeddings),
+            "energies": np.asarray(energies)}
+
+
+def select_file(probe_path, adapter, input_path, output_path, n, diverse=False,
+                candidate_factor=5.0, index=":", batch_size=32, allow_mismatch=False,
+                progress=True):
+    """Pick ``n`` structures of ``input_path`` to label next; write them to ``output_path``
+    (extxyz). Returns the written structures, in pick order."""
+    import ase.io
+
+    from .artifact import atomic_write, load_probe
+
+    artifact = load_probe(probe_path)
+    artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
+    pool = score_pool(artifact, adapter, input_path, index, batch_size, progress)
+    picked = select_structures(pool["p_reliable"], n, pool["embeddings"], diverse, candidate_factor)
+    out = []
+    for rank, i in enumerate(picked):
+        atoms = pool["atoms"][i].copy()
+        atoms.calc = None  # the input's labels, if any, are not the backbone's
+        atoms.info["probe_reliability"] = float(pool["p_reliable"][i])
+        atoms.info["probe_energy"] = float(pool["energies"][i])
+        atoms.info["probe_pool_index"] = int(pool["source_index"][i])
+        atoms.info["probe_rank"] = rank
+        atoms.arrays["probe_importance"] = pool["importance"][i]
+        out.append(atoms)
+    atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), out, format="extxyz"))
+    return out
