@@ -32,7 +32,8 @@ EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
     "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
-                  selection="loss", cv_folds=1, n_seeds=1, extras=("energy_per_atom", "log_n_atoms")),
+                  selection="loss", cv_folds=1, n_seeds=1, extras=("energy_per_atom", "log_n_atoms"),
+                  lr=1e-3, batch_size=64, patience=20),
 }
 
 
@@ -46,8 +47,8 @@ def pooled_features(X, mean, std) -> np.ndarray:
 class ProbeClassifier:
     """P(reliable) for each structure from frozen per-atom backbone features."""
 
-    def __init__(self, hidden=64, heads=4, attention_layers=1, dropout=0.1, lr=1e-3,
-                 weight_decay=1e-2, batch_size=64, max_epochs=200, patience=20,
+    def __init__(self, hidden=32, heads=4, attention_layers=1, dropout=0.1, lr=2e-3,
+                 weight_decay=1e-2, batch_size=64, max_epochs=200, patience=10,
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
                  selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),

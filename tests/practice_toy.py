@@ -42,7 +42,8 @@ def toy_probe():
     errs = np.abs(out.energies - np.array([a.get_potential_energy() for a in probe_set]))
     label = LabelSpec("energy", None, 0.5).resolved(errs)
     y = label.reliable(errs)
-    classifier = ProbeClassifier(hidden=16, heads=2, max_epochs=25, patience=8, cv_folds=2, seed=0).fit(X, y)
+    classifier = ProbeClassifier(hidden=16, heads=2, lr=1e-3, max_epochs=25, patience=8, cv_folds=2,
+                                 seed=0).fit(X, y)
     probe_path = folder / "toy.probe"
     save_probe(probe_path, classifier, label, adapter.fingerprint(), {"decision_threshold": 0.5})
     _CACHE["toy"] = {"folder": folder, "model": model_path, "probe": probe_path, "adapter": adapter,
