@@ -14,11 +14,11 @@ import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["core", "mace"]
+nox.options.sessions = ["core", "mace", "sevenn"]
 
 TORCH = "torch==2.13.0"
 THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-PLUGIN_PINS = {"mace": ["mace-torch==0.3.16"]}
+PLUGIN_PINS = {"mace": ["mace-torch==0.3.16"], "sevenn": ["sevenn==0.13.0"]}
 
 
 def _install(session, *plugins):
@@ -40,6 +40,14 @@ def mace(session):
     """probe-mace: conformance suite and MACE-specific tests on tiny MACE models."""
     _install(session, "mace")
     session.run("pytest", "probe_plugins/mace/tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def sevenn(session):
+    """probe-sevenn: conformance suite and SevenNet tests on the pretrained checkpoints
+    bundled with sevenn (SevenNet-0, offline)."""
+    _install(session, "sevenn")
+    session.run("pytest", "probe_plugins/sevenn/tests", "-q", *session.posargs, env=THREADS)
 
 
 @nox.session(python="3.11")

@@ -142,6 +142,18 @@ class MACEAdapter(Adapter):
             return float(results["energy_comm"][0])
         return float(results["energy"])
 
+    # ---- probe demo -----------------------------------------------------------------
+    @classmethod
+    def example_models(cls, train_file, workdir, n_members: int, retrain=False) -> list[Path]:
+        """``probe demo``'s ensemble: small ScaleShiftMACE models (``mace_run_train``) on
+        the demo's EMT copper clusters. The package ships 4 members trained on exactly the
+        demo's training set: they are copied (members beyond them are trained); with
+        ``retrain`` every member is trained anew (about a minute each on one CPU thread).
+        See ``probe_mace.example``."""
+        from .example import example_models
+
+        return example_models(train_file, workdir, n_members, retrain=retrain)
+
     @classmethod
     def models_of_calculator(cls, calculator):
         import sys

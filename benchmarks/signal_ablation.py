@@ -7,8 +7,8 @@ fits on one half, and PROBE, ensemble-of-N energy std, latent distance and rando
 scored on the other half, on the same structures. Label: total-energy error above the
 median error of the fitting half (the official PROBE boundary) unless --target/--threshold.
 
-    python -m benchmarks.signal --backbone mace --dataset ethanol
-    python -m benchmarks.signal --backbone mace --dataset 3bpa --recipes default paper
+    python -m benchmarks.signal_ablation --backbone mace --dataset ethanol
+    python -m benchmarks.signal_ablation --backbone mace --dataset 3bpa --recipes default paper
 
 Writes benchmarks/results/signal_<backbone>_<dataset>_<target>.json, an .md table and a .png.
 """
