@@ -31,11 +31,14 @@ def _chunked_attention(q, k, v, key_mask, want_received):
     scale = 1.0 / math.sqrt(q.shape[-1])
     for start in range(0, n, QUERY_CHUNK):
         q_chunk = q[:, :, start:start + QUERY_CHUNK]
-        outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
-        if want_received:
-            weights = torch.softmax(q_chunk @ k.transpose(-1, -2) * scale + bias, dim=-1)
-            query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
-            received += (weights * query_mask).sum(dim=2)
+        if not want_received:
+            outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
+            continue
+        # the weights themselves are needed: one softmax serves output and importance
+        weights = torch.softmax(q_chunk @ k.transpose(-1, -2) * scale + bias, dim=-1)
+        outputs.append(weights @ v)
+        query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
+        received += (weights * query_mask).sum(dim=2)
     return torch.cat(outputs, dim=2), received
 
 
