@@ -17,7 +17,8 @@ nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["core", "mace", "sevenn"]
 
 TORCH = "torch==2.13.0"
-THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+# small models: one thread is faster than two fighting over a shared machine
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PLUGIN_PINS = {"mace": ["mace-torch==0.3.16"], "sevenn": ["sevenn==0.13.0"]}
 
 

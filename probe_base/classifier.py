@@ -349,7 +349,7 @@ def _normalisation(feats, zs, extras, per_element):
     if per_element:
         mean = np.zeros((119, feats.shape[1]), dtype=np.float32)
         std = np.ones((119, feats.shape[1]), dtype=np.float32)
-        global_mean, global_std = feats.mean(0), feats.std(0) + 1e-6
+        global_std = feats.std(0) + 1e-6
         for z in np.unique(zs):
             rows = feats[zs == z]
             mean[z] = rows.mean(0)

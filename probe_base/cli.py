@@ -67,6 +67,9 @@ def build_parser():
                        help="absolute error threshold (eV, eV/atom or eV/Å); reliable = error <= threshold")
     group.add_argument("--quantile", type=float, default=0.5,
                        help="threshold as a quantile of the fitting errors (default 0.5: the median, as in the paper)")
+    p.add_argument("--remove-offset", action="store_true",
+                   help="energy targets: subtract the fitting set's mean signed error first, so a "
+                        "constant energy shift of the backbone does not decide what is unreliable")
     p.add_argument("--eval-fraction", type=float, default=0.0,
                    help="fraction of the store kept out of fitting for `probe evaluate` (default 0)")
     p.add_argument("--preset", choices=["default", "paper"], default="default",
@@ -197,7 +200,8 @@ def cmd_fit(args):
         overrides["max_epochs"] = args.epochs
     classifier = (ProbeClassifier(**overrides) if args.preset == "default"
                   else ProbeClassifier.from_preset(args.preset, **overrides))
-    label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile)
+    label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile,
+                      remove_offset=args.remove_offset)
     resolved, fitted = fit_probe(args.store, args.output, label, classifier, args.eval_fraction, args.seed)
     best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
     print(f"label: {resolved.target} error <= {resolved.threshold:.4g} is reliable")

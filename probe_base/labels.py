@@ -16,12 +16,17 @@ TARGETS = {
 }
 
 
-def errors(data, target: str) -> np.ndarray:
-    """The error of every structure in a stored dataset for ``target``."""
-    if target == "energy":
-        return np.abs(data.energy_pred - data.energy_ref)
-    if target == "energy_per_atom":
-        return np.abs(data.energy_pred - data.energy_ref) / data.n_atoms
+def signed_energy_error(data, target: str) -> np.ndarray:
+    """E_pred - E_ref per structure (``energy``) or per atom (``energy_per_atom``)."""
+    signed = data.energy_pred - data.energy_ref
+    return signed / data.n_atoms if target == "energy_per_atom" else signed
+
+
+def errors(data, target: str, offset: float = 0.0) -> np.ndarray:
+    """The error of every structure in a stored dataset for ``target``. ``offset``
+    (energy targets only, same unit) is subtracted from the signed error first."""
+    if target in ("energy", "energy_per_atom"):
+        return np.abs(signed_energy_error(data, target) - offset)
     if target in ("force_rmse", "force_max"):
         values = data.force_rmse if target == "force_rmse" else data.force_max_error
         if values is None or not np.all(np.isfinite(values)):
@@ -36,11 +41,17 @@ def errors(data, target: str) -> np.ndarray:
 @dataclass
 class LabelSpec:
     """``target`` and either an absolute ``threshold`` or a ``quantile`` of the fitting
-    errors (the official PROBE code uses the median, quantile 0.5)."""
+    errors (the official PROBE code uses the median, quantile 0.5).
+
+    ``remove_offset`` (energy targets): measure errors after subtracting the fitting set's
+    mean signed error, so that a backbone's constant energy shift (e.g. another reference
+    level, or forces-weighted training) does not decide what is "unreliable"."""
 
     target: str = "energy"
     threshold: float | None = None
     quantile: float | None = 0.5
+    remove_offset: bool = False
+    offset: float = 0.0
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -49,12 +60,24 @@ class LabelSpec:
             raise LabelError("give a threshold or a quantile")
         if self.quantile is not None and not 0 < self.quantile < 1 and self.threshold is None:
             raise LabelError(f"quantile must lie in (0, 1), got {self.quantile}")
+        if self.remove_offset and self.target not in ("energy", "energy_per_atom"):
+            raise LabelError("--remove-offset applies to energy targets only")
+
+    def errors(self, data) -> np.ndarray:
+        return errors(data, self.target, self.offset)
+
+    def resolved_on(self, fit_data) -> "LabelSpec":
+        """Fix the offset (if asked) and the threshold from the fitting set."""
+        offset = self.offset
+        if self.remove_offset:
+            offset = float(np.mean(signed_energy_error(fit_data, self.target)))
+        spec = LabelSpec(self.target, self.threshold, self.quantile, False, offset)
+        return spec.resolved(spec.errors(fit_data))
 
     def resolved(self, fit_errors: np.ndarray) -> "LabelSpec":
         """Fix the threshold from the fitting set's errors (a no-op if absolute)."""
-        if self.threshold is not None:
-            return LabelSpec(self.target, float(self.threshold), None)
-        return LabelSpec(self.target, float(np.quantile(fit_errors, self.quantile)), None)
+        threshold = self.threshold if self.threshold is not None else np.quantile(fit_errors, self.quantile)
+        return LabelSpec(self.target, float(threshold), None, False, self.offset)
 
     def reliable(self, errs: np.ndarray, context: str = "fitting set") -> np.ndarray:
         """1 = reliable (error at or below the threshold), 0 = unreliable."""

@@ -245,7 +245,6 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     """Choose the threshold on a labelled feature store and store it in the probe file
     (``output``, or the probe file itself)."""
     from .artifact import load_probe
-    from .labels import errors
     from .store import load_store
 
     artifact = load_probe(probe_path)
@@ -253,7 +252,7 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
     indices = calibration_subset(artifact, data, calibration_fraction, seed)
     calib = data.subset(indices)
-    errs = errors(calib, artifact.label.target)
+    errs = artifact.label.errors(calib)
     reliable = (errs <= artifact.label.threshold).astype(np.int64)
     p = artifact.classifier.predict_proba(calib)[:, 1]
     control = choose_threshold(p, reliable, target_risk, delta, method)

@@ -12,7 +12,7 @@ import numpy as np
 from .artifact import atomic_write, load_probe, save_probe
 from .baselines import all_baselines
 from .classifier import ProbeClassifier
-from .labels import LabelSpec, errors
+from .labels import LabelSpec
 from .metrics import evaluate_signal, format_table
 from .selective import selective_evaluation
 from .store import load_store
@@ -31,8 +31,8 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     data = load_store(store_path)
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
-    fit_errors = errors(fit_data, label.target)
-    resolved = label.resolved(fit_errors)
+    resolved = label.resolved_on(fit_data)
+    fit_errors = resolved.errors(fit_data)
     y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
     classifier.fit(fit_data, y)
     info = {
@@ -67,7 +67,7 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     elif Path(info.get("fit_store", "")).exists():
         fit_store = load_store(info["fit_store"])
         fit_data = fit_store.subset(info["fit_indices"])
-    errs = errors(data, artifact.label.target)
+    errs = artifact.label.errors(data)
     unreliable = (errs > artifact.label.threshold).astype(int)
     p_reliable, importance = artifact.classifier.predict_with_importance(data)
     scores = {"PROBE": 1 - p_reliable}

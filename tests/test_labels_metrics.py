@@ -66,3 +66,14 @@ def test_bootstrap_intervals_bracket_point_values():
     assert value == pytest.approx(roc_auc_score(bad, score))
     assert low < value < high and high - low < 0.2
     assert {"auprc", "aurc", "e_aurc", "risk@90", "spearman", "ece", "brier"} <= set(result)
+
+
+def test_remove_offset_measures_errors_around_the_fitting_sets_mean_shift():
+    d = _data()  # signed errors -0.5, +1.0: mean +0.25
+    spec = LabelSpec("energy", quantile=0.5, remove_offset=True).resolved_on(d)
+    assert spec.offset == pytest.approx(0.25)
+    np.testing.assert_allclose(spec.errors(d), [0.75, 0.75])
+    per_atom = LabelSpec("energy_per_atom", quantile=0.5, remove_offset=True).resolved_on(d)
+    assert per_atom.offset == pytest.approx(np.mean([-0.25, 0.25]))
+    with pytest.raises(LabelError, match="energy targets only"):
+        LabelSpec("force_rmse", remove_offset=True)
