@@ -105,18 +105,18 @@ def classifier_for(params, seed):
     return ProbeClassifier(seed=seed, **params)
 
 
-def run_one(data, adapter, layers, params, split_seed, target, threshold):
+def run_one(data, adapter, layers, params, split_seed, target, threshold, remove_offset=False):
     fit_idx, eval_idx = split_holdout(len(data), 0.5, split_seed)
     view = data
     if layers == "last":
         view = data.subset(np.arange(len(data)))
         view.features = np.ascontiguousarray(data.features[:, last_layer_columns(adapter)])
     fit, ev = view.subset(fit_idx), view.subset(eval_idx)
-    spec = LabelSpec(target, threshold=threshold, quantile=None if threshold else 0.5)
-    fit_err = errors(fit, target)
-    spec = spec.resolved(fit_err)
+    spec = LabelSpec(target, threshold=threshold, quantile=None if threshold else 0.5,
+                     remove_offset=remove_offset).resolved_on(fit)
+    fit_err = spec.errors(fit)
     y = spec.reliable(fit_err)
-    ev_err = errors(ev, target)
+    ev_err = spec.errors(ev)
     bad = (ev_err > spec.threshold).astype(int)
     t0 = time.perf_counter()
     clf = classifier_for(params, split_seed).fit(fit, y)
@@ -191,6 +191,8 @@ def main(argv=None):
     parser.add_argument("--target", default="energy")
     parser.add_argument("--threshold", type=float, default=None, help="absolute threshold (default: median)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--remove-offset", action="store_true",
+                        help="label errors around the fitting half's mean signed error")
     parser.add_argument("--tag", default="", help="suffix of the output files (separate ablation runs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -211,7 +213,7 @@ def main(argv=None):
     for recipe, name, seed in tqdm(jobs, desc=f"{args.backbone}/{args.dataset} probe fits"):
         data, adapter = loaded[name]
         layers, params = RECIPES[recipe]
-        row = run_one(data, adapter, layers, params, seed, args.target, args.threshold)
+        row = run_one(data, adapter, layers, params, seed, args.target, args.threshold, args.remove_offset)
         row.update(recipe=recipe, backbone_seed=name, probe_seed=seed)
         rows[recipe].append(row)
 
@@ -255,6 +257,7 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"signal_{args.backbone}_{args.dataset}_{args.target}{'_' + args.tag if args.tag else ''}"
     payload = {"backbone": args.backbone, "dataset": args.dataset, "target": args.target,
+               "remove_offset": args.remove_offset,
                "heldout": str(heldout), "n_heldout": len(first_data), "models": [m.name for m in models],
                "backbones": backbone_stats, "summary": summary, "bootstrap_seed0": bootstrap,
                "cost": cost, "runs": rows}
@@ -269,8 +272,9 @@ def markdown(payload):
     def fmt(s):
         return "-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
+    offset = ", offset removed" if payload.get("remove_offset") else ""
     lines = [f"### {payload['backbone']} / {payload['dataset']} ({payload['n_heldout']} held-out, "
-             f"target {payload['target']}, {len(payload['models'])} backbone seeds)", "",
+             f"target {payload['target']}{offset}, {len(payload['models'])} backbone seeds)", "",
              "| backbone | E MAE (meV) | mean signed E error (meV) | F RMSE (meV/Å) |", "|---|---|---|---|"]
     for name, b in payload["backbones"].items():
         lines.append(f"| {name} | {b['energy_mae_meV']:.1f} | {b['energy_mean_signed_meV']:.1f} | {b['force_rmse_meV_per_A']:.1f} |")
