@@ -95,6 +95,23 @@ class AdapterConformance:
         permuted = adapter.run([atoms[order]], members=False).features[0]
         np.testing.assert_allclose(permuted, base[order], atol=self.atol, rtol=1e-4)
 
+    def test_reliability_does_not_depend_on_atom_order(self, adapter, structures):
+        from .classifier import ProbeClassifier
+        from .store import FeatureSet
+
+        out = adapter.run(structures, members=False)
+        X = FeatureSet.from_backbone_output(out, structures)
+        X = X.subset(np.tile(np.arange(len(structures)), 4))
+        y = np.arange(len(X)) % 2
+        probe = ProbeClassifier(hidden=8, heads=2, max_epochs=2, cv_folds=2, calibration=None).fit(X, y)
+        atoms = structures[0]
+        order = np.random.default_rng(1).permutation(len(atoms))
+        p = []
+        for variant in (atoms, atoms[order]):
+            run = adapter.run([variant], members=False)
+            p.append(probe.predict_proba(FeatureSet.from_backbone_output(run, [variant]))[0, 1])
+        assert abs(p[0] - p[1]) < 1e-4, "reliability changed when the atoms were reordered"
+
     def test_batching_does_not_change_features(self, adapter, structures):
         batched = adapter.run(structures, members=False).features
         for atoms, feats in zip(structures, batched):
