@@ -23,6 +23,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.neighbors import NearestNeighbors
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .errors import LabelError
@@ -256,23 +257,51 @@ class ProbeClassifier:
         for state in self.members_:
             net = self.new_net()
             net.load_state_dict(state)
-            nets.append(net)
+            nets.append(net.eval())
         return nets
-
-    def _logits(self, X, importance=False):
-        extras = self._extras(X)
-        indices = np.arange(len(X))
-        results = [self._net_logits(net, X, extras, indices, importance) for net in self._cached_nets()]
-        if not importance:
-            return np.mean(results, axis=0)
-        logits = np.mean([r[0] for r in results], axis=0)
-        imps = [np.mean([r[1][i] for r in results], axis=0) for i in range(len(X))]
-        return logits, imps
 
     def _cached_nets(self):
         if getattr(self, "_nets_cache", None) is None or len(self._nets_cache) != len(self.members_):
             self._nets_cache = self._nets()
+            self._stacked = None
         return self._nets_cache
+
+    def _stacked_members(self):
+        """All members as one vmapped call: the per-module Python overhead is paid once,
+        not once per member (what dominates when scoring one structure per MD step)."""
+        nets = self._cached_nets()
+        if getattr(self, "_stacked", None) is None:
+            params, buffers = stack_module_state(nets)
+            template = copy.deepcopy(nets[0]).to("meta").eval()
+
+            def call(p, b, feats, z, mask, ex):
+                return functional_call(template, (p, b), (feats, z, mask, ex), {"return_importance": True})
+
+            def call_logit(p, b, feats, z, mask, ex):
+                # the explicit-softmax attention path: vmap has no batching rule for SDPA
+                return call(p, b, feats, z, mask, ex)[0]
+
+            dims = (0, 0, None, None, None, None)
+            self._stacked = (params, buffers, vmap(call, in_dims=dims), vmap(call_logit, in_dims=dims))
+        return self._stacked
+
+    @torch.no_grad()
+    def _logits(self, X, importance=False):
+        """Member-averaged logits (and per-atom importance) of every structure in X."""
+        extras = self._extras(X)
+        params, buffers, with_importance, logit_only = self._stacked_members()
+        logits, importances = [], []
+        for idx in self._batches(X, extras, np.arange(len(X))):
+            feats, z, mask, ex = self._batch(X, extras, idx)
+            if importance:
+                logit, imp = with_importance(params, buffers, feats, z, mask, ex)
+                imp = imp.mean(0)
+                importances.extend(row[:count].numpy() for row, count in zip(imp, X.n_atoms[idx]))
+            else:
+                logit = logit_only(params, buffers, feats, z, mask, ex)
+            logits.append(logit.mean(0).numpy())
+        out = np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+        return (out, importances) if importance else out
 
     # ---- calibration -----------------------------------------------------------------------
     def _calibrated_log_odds(self, logits):

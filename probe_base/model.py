@@ -38,7 +38,7 @@ def _chunked_attention(q, k, v, key_mask, want_received):
         weights = torch.softmax(q_chunk @ k.transpose(-1, -2) * scale + bias, dim=-1)
         outputs.append(weights @ v)
         query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
-        received += (weights * query_mask).sum(dim=2)
+        received = received + (weights * query_mask).sum(dim=2)
     return torch.cat(outputs, dim=2), received
 
 
