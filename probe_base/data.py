@@ -84,6 +84,18 @@ def iter_structures(path, index: str = ":", energy_key: str | None = None,
         raise InputError(f"{path}: cannot be read by ase.io ({type(exc).__name__}: {exc})") from exc
 
 
+def iter_batches(path, index: str = ":", batch_size: int = 32):
+    """Unlabelled structures of ``path`` in lists of ``batch_size`` (for scoring)."""
+    batch = []
+    for item in iter_structures(path, index, require_energy=False, require_forces=False):
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def count_structures(path, index: str = ":") -> int:
     """Number of frames, cheaply for extxyz (counts header lines), else by reading."""
     path = Path(path)

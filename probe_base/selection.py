@@ -64,7 +64,7 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
     from tqdm.auto import tqdm
 
     from .classifier import pooled_features
-    from .data import count_structures, iter_structures
+    from .data import count_structures, iter_batches
     from .store import FeatureSet
 
     classifier = artifact.classifier
@@ -86,13 +86,7 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
         source.extend(s.index for s in batch)
         bar.update(len(batch))
 
-    batch = []
-    for item in iter_structures(input_path, index, require_energy=False, require_forces=False):
-        batch.append(item)
-        if len(batch) == batch_size:
-            score(batch)
-            batch = []
-    if batch:
+    for batch in iter_batches(input_path, index, batch_size):
         score(batch)
     bar.close()
     if not atoms_all:

@@ -120,7 +120,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
     import ase.io
     from tqdm.auto import tqdm
 
-    from .data import count_structures, iter_structures
+    from .data import count_structures, iter_batches
     from .store import FeatureSet
 
     artifact = load_probe(probe_path)
@@ -143,13 +143,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
             annotated.append(atoms)
         bar.update(len(batch))
 
-    batch = []
-    for item in iter_structures(input_path, index, require_energy=False, require_forces=False):
-        batch.append(item)
-        if len(batch) == batch_size:
-            score(batch)
-            batch = []
-    if batch:
+    for batch in iter_batches(input_path, index, batch_size):
         score(batch)
     bar.close()
     atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), annotated, format="extxyz"))
