@@ -131,6 +131,9 @@ def run_one(data, adapter, layers, params, split_seed, target, threshold, remove
     if ev.member_energies is not None:
         s = ev.member_energies.std(1)
         row.update(ensemble_auroc=roc_auc_score(bad, s), ensemble_aurc=aurc(s, bad))
+    if ev.member_force_std is not None:  # the natural baseline for force labels
+        f = ev.member_force_std
+        row.update(ensemble_force_auroc=roc_auc_score(bad, f), ensemble_force_aurc=aurc(f, bad))
     d = latent_distance(fit, ev)
     row.update(latent_auroc=roc_auc_score(bad, d), latent_aurc=aurc(d, bad))
     row["_scores"] = (1 - p, bad, ev_err, p, ev.member_energies.std(1) if ev.member_energies is not None else None)
@@ -221,7 +224,7 @@ def main(argv=None):
     for recipe, rs in rows.items():
         summary[recipe] = {k: summarise(rs, k) for k in
                            ("probe_auroc", "probe_aurc", "probe_ece", "ensemble_auroc", "ensemble_aurc",
-                            "latent_auroc", "latent_aurc", "fit_seconds", "epochs")}
+                            "ensemble_force_auroc", "ensemble_force_aurc", "latent_auroc", "latent_aurc", "fit_seconds", "epochs")}
         summary[recipe]["win_rate_auroc"] = float(np.mean([r["probe_auroc"] > r.get("ensemble_auroc", np.inf) for r in rs]))
         summary[recipe]["win_rate_aurc"] = float(np.mean([r["probe_aurc"] < r.get("ensemble_aurc", -np.inf) for r in rs]))
 
