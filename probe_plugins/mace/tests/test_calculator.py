@@ -90,3 +90,24 @@ def test_probe_refuses_another_backbone(model_paths, probe_file):
     paths, _, _ = probe_file
     with pytest.raises(FingerprintMismatch):
         MACECalculator(model_paths=str(model_paths[2]), device="cpu", probe=paths["plain"])
+
+
+def test_md_run_with_probe_flag_records_reliability_and_raise_stops_it(model_paths, structures, probe_file):
+    from ase import units
+    from ase.md.langevin import Langevin
+
+    paths, _, _ = probe_file
+    atoms = structures[0].copy()
+    atoms.calc = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
+                                probe=paths["plain"], probe_policy="ignore")
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
+    seen = []
+    dyn.attach(lambda: seen.append(atoms.calc.results["reliability"]), interval=1)
+    dyn.run(30)
+    assert len(seen) == 31 and all(0.0 <= p <= 1.0 for p in seen)
+    assert len(set(np.round(seen, 12))) > 1, "reliability must follow the trajectory"
+    atoms.calc = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
+                                probe=paths["strict"], probe_policy="raise")
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
+    with pytest.raises(UnreliablePrediction, match="most attended atoms"):
+        dyn.run(30)
