@@ -30,6 +30,7 @@ from .errors import LabelError
 from .model import ProbeNet
 
 EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
+VMAP_MAX_ATOMS = 512  # above this, members run one by one (vmap would multiply attention memory)
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
     "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
@@ -293,7 +294,14 @@ class ProbeClassifier:
         logits, importances = [], []
         for idx in self._batches(X, extras, np.arange(len(X))):
             feats, z, mask, ex = self._batch(X, extras, idx)
-            if importance:
+            if feats.shape[1] > VMAP_MAX_ATOMS:
+                # large structures: one member at a time keeps attention memory linear
+                outs = [net(feats, z, mask, ex, return_importance=importance) for net in self._cached_nets()]
+                logit = torch.stack([o[0] for o in outs])
+                if importance:
+                    imp = torch.stack([o[1] for o in outs]).mean(0)
+                    importances.extend(row[:count].numpy() for row, count in zip(imp, X.n_atoms[idx]))
+            elif importance:
                 logit, imp = with_importance(params, buffers, feats, z, mask, ex)
                 imp = imp.mean(0)
                 importances.extend(row[:count].numpy() for row, count in zip(imp, X.n_atoms[idx]))
