@@ -16,6 +16,7 @@ Writes benchmarks/results/signal_<backbone>_<dataset>_<target>.json, an .md tabl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -109,8 +110,7 @@ def run_one(data, adapter, layers, params, split_seed, target, threshold, remove
     fit_idx, eval_idx = split_holdout(len(data), 0.5, split_seed)
     view = data
     if layers == "last":
-        view = data.subset(np.arange(len(data)))
-        view.features = np.ascontiguousarray(data.features[:, last_layer_columns(adapter)])
+        view = dataclasses.replace(data, features=np.ascontiguousarray(data.features[:, last_layer_columns(adapter)]))
     fit, ev = view.subset(fit_idx), view.subset(eval_idx)
     spec = LabelSpec(target, threshold=threshold, quantile=None if threshold else 0.5,
                      remove_offset=remove_offset).resolved_on(fit)

@@ -37,11 +37,13 @@ def random_scores(n, seed=0) -> np.ndarray:
 
 
 def all_baselines(fit_data, eval_data, seed=0) -> dict[str, np.ndarray]:
+    """Every baseline that the data allows (latent distance needs the fitting set)."""
     scores = {}
     if (s := ensemble_energy_std(eval_data)) is not None:
         scores["ensemble E std"] = s
     if (s := ensemble_force_std(eval_data)) is not None:
         scores["ensemble F std"] = s
-    scores["latent distance"] = latent_distance(fit_data, eval_data)
+    if fit_data is not None:
+        scores["latent distance"] = latent_distance(fit_data, eval_data)
     scores["random"] = random_scores(len(eval_data), seed)
     return scores

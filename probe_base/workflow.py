@@ -71,16 +71,7 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     unreliable = (errs > artifact.label.threshold).astype(int)
     p_reliable, importance = artifact.classifier.predict_with_importance(data)
     scores = {"PROBE": 1 - p_reliable}
-    if fit_data is not None:
-        scores.update(all_baselines(fit_data, data, seed))
-    else:
-        from .baselines import ensemble_energy_std, ensemble_force_std, random_scores
-
-        for name, s in (("ensemble E std", ensemble_energy_std(data)),
-                        ("ensemble F std", ensemble_force_std(data)),
-                        ("random", random_scores(len(data), seed))):
-            if s is not None:
-                scores[name] = s
+    scores.update(all_baselines(fit_data, data, seed))
     results = {}
     for name, score in scores.items():
         results[name] = evaluate_signal(score, unreliable, errs,
