@@ -19,7 +19,12 @@ nox.options.sessions = ["core", "mace", "sevenn"]
 TORCH = "torch==2.13.0"
 # small models: one thread is faster than two fighting over a shared machine
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-PLUGIN_PINS = {"mace": ["mace-torch==0.3.16"], "sevenn": ["sevenn==0.13.0"]}
+PLUGIN_PINS = {
+    "mace": ["mace-torch==0.3.16"],
+    "sevenn": ["sevenn==0.13.0"],
+    "nequip": ["nequip==0.19.1"],
+    "aimnet": ["aimnet==0.2.5"],
+}
 
 
 def _install(session, *plugins):
@@ -49,6 +54,20 @@ def sevenn(session):
     bundled with sevenn (SevenNet-0, offline)."""
     _install(session, "sevenn")
     session.run("pytest", "probe_plugins/sevenn/tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def nequip(session):
+    """probe-nequip: conformance suite and NequIP tests on tiny NequIP models trained on the fly."""
+    _install(session, "nequip")
+    session.run("pytest", "probe_plugins/nequip/tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def aimnet(session):
+    """probe-aimnet: conformance suite and AIMNet2 tests on tiny AIMNet2 models built on the fly."""
+    _install(session, "aimnet")
+    session.run("pytest", "probe_plugins/aimnet/tests", "-q", *session.posargs, env=THREADS)
 
 
 @nox.session(python="3.11")

@@ -72,7 +72,8 @@ def make_3bpa_heldout():
 
 
 def backbone_models(backbone, dataset):
-    models = sorted((CACHE / backbone / dataset).glob("seed*.model"))
+    # one model file per seed: seed1.model (MACE), seed1.nequip.zip (NequIP), seed1.pt ...
+    models = sorted(p for p in (CACHE / backbone / dataset).glob("seed[0-9]*") if p.is_file())
     if not models:
         raise SystemExit(f"no {backbone} models in {CACHE / backbone / dataset}: "
                          f"run benchmarks/{backbone}_backbones.py first")
