@@ -22,6 +22,9 @@ carry them). After ``patience`` consecutive calls with P(reliable) below the thr
              stretch) to an extxyz file for labelling, with ``probe_reliability``,
              ``probe_step`` and per-atom ``probe_importance``, and goes on.
 
+With ``collect_path`` set, ``stop`` and ``warn`` also write the stretch that triggered
+them to that file (``stop``: before raising, so the frames that ended the run are kept).
+
 Use the calculator with ``policy="ignore"`` so that the watchdog alone decides.
 """
 
@@ -70,7 +73,7 @@ class ReliabilityWatchdog:
     ``probe_base.attach``) or that calculator itself. ``patience``: consecutive unreliable
     calls that trigger ``action``. ``threshold``: P(reliable) below which a frame counts
     as unreliable (default: the calculator's, i.e. the probe's ``decision_threshold``).
-    ``collect_path``: extxyz file the ``collect`` action appends to. ``interval``: the
+    ``collect_path``: extxyz file offending frames are appended to. ``interval``: the
     interval the watchdog is attached with, to number steps (or pass ``dynamics=dyn`` and
     its ``nsteps`` is used). ``keep_importance``: keep every frame's per-atom importance
     in ``records`` (set False for very long runs of large systems). ``top_atoms``: how
@@ -165,7 +168,7 @@ class ReliabilityWatchdog:
             self._stretch_frames.clear()
             return
         self.streak += 1
-        if self.action == "collect":
+        if self.collect_path is not None:
             self._stretch_frames.append(self._frame(atoms, step, p, importance))
         if self._triggered:
             if self.action == "collect":  # further unreliable frames of the same stretch
@@ -182,19 +185,21 @@ class ReliabilityWatchdog:
         event = {"step": step, "first_step": int(self.records[-self.patience].step),
                  "reliability": p, "top_atoms": top, "action": self.action}
         self.events.append(event)
+        if self.collect_path is not None:
+            self._write(list(self._stretch_frames))
+            event["collected"] = len(self._stretch_frames)
         where = ", ".join(f"{symbol}{index} ({weight:.2f})" for index, symbol, weight in top)
         message = (f"PROBE watchdog: {self.patience} consecutive unreliable steps "
                    f"(P(reliable) < {self.threshold:.3g}) from step {event['first_step']} to step "
                    f"{step}; P(reliable) now {p:.3f} (stretch min {recent.min():.3f}); most "
                    f"attended atoms: {where}")
+        if self.collect_path is not None:
+            message += f"; frames saved to {self.collect_path}"
         if self.action == "stop":
             raise UnreliableTrajectory(message, step, p, importance, top,
                                        [(r.step, r.reliability) for r in self.records[-self.patience:]])
         if self.action == "warn":
             warnings.warn(message, UnreliableTrajectoryWarning, stacklevel=2)
-            return
-        self._write(list(self._stretch_frames))
-        event["collected"] = len(self._stretch_frames)
 
     # ---- collecting ---------------------------------------------------------------------
     @staticmethod

@@ -82,6 +82,21 @@ def test_stop_names_the_step_and_the_atoms(toy):
     assert [s for s, _ in error.history] == [0, 1, 2, 3]
 
 
+def test_stop_saves_the_frames_that_ended_the_run(toy, tmp_path):
+    path = tmp_path / "stopped.xyz"
+    atoms, dyn = md(toy)
+    watchdog = ReliabilityWatchdog(atoms, patience=4, action="stop", threshold=1.01,
+                                   collect_path=path)
+    dyn.attach(watchdog, interval=1)
+    with pytest.raises(UnreliableTrajectory, match="frames saved to"):
+        dyn.run(40)
+    frames = ase.io.read(path, ":")
+    assert [f.info["probe_step"] for f in frames] == [0, 1, 2, 3]
+    assert np.allclose(frames[-1].positions, atoms.positions)  # the frame it stopped at
+    assert frames[-1].info["probe_reliability"] == pytest.approx(watchdog.records[-1].reliability)
+    assert watchdog.events[0]["collected"] == 4 and watchdog.n_collected == 4
+
+
 def test_trigger_matches_the_recorded_reliabilities(toy):
     """With a threshold inside the observed range, the stop comes exactly at the end of the
     first run of `patience` unreliable steps of the same (seeded) trajectory."""
