@@ -9,6 +9,10 @@ averaged (a probe ensemble is nearly free at inference, unlike a backbone ensemb
 the out-of-fold logits fit the calibration (temperature scaling after correcting the
 class-balancing prior shift, or isotonic). So every labelled structure serves for
 training, model selection and calibration. ``cv_folds=1`` is the paper's single split.
+
+``fit(X, y, comm=...)`` with a ``probe_base.distributed.Group`` trains each member with
+DistributedDataParallel over the ranks of a torchrun job (see that module); X may then be
+a ``StoreView`` whose features are read from disk batch by batch.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sklearn.neighbors import NearestNeighbors
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from .distributed import LOCAL
 from .errors import LabelError
 from .model import ProbeNet
 
@@ -113,17 +118,10 @@ class ProbeClassifier:
         distances, _ = self._knn_.kneighbors(pooled, n_neighbors=k)
         return distances[:, int(exclude_self):].mean(axis=1)
 
-    def _batch(self, X, extras, indices):
-        counts = X.n_atoms[indices]
-        width = int(counts.max())
-        arange = np.arange(width)
-        mask = arange[None, :] < counts[:, None]
-        atom_index = X.offsets[indices][:, None] + arange[None, :]
-        atom_index[~mask] = 0
-        return (torch.from_numpy(X.features[atom_index]),
-                torch.from_numpy(X.atomic_numbers[atom_index].astype(np.int64) * mask),
-                torch.from_numpy(mask),
-                torch.from_numpy(extras[indices].astype(np.float32)))
+    def _batch(self, X, extras, indices, device="cpu"):
+        feats, z, mask = X.padded(indices)
+        return tuple(torch.from_numpy(a).to(device) for a in
+                     (feats, z, mask, extras[indices].astype(np.float32)))
 
     def _batches(self, X, extras, indices, shuffle_generator=None):
         order = np.asarray(indices)
@@ -133,7 +131,9 @@ class ProbeClassifier:
             yield order[start:start + self.batch_size]
 
     # ---- fitting -----------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, comm=None):
+        """``comm``: a ``probe_base.distributed.Group`` to train over torchrun's ranks."""
+        comm = comm or LOCAL
         y = np.asarray(y).astype(np.int64)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} structures but y has {len(y)} labels")
@@ -141,25 +141,33 @@ class ProbeClassifier:
             raise LabelError("all fitting structures have the same label; choose another "
                              "threshold (e.g. the median error) so both classes occur")
         self._nets_cache = None
-        self.n_features_in_ = X.features.shape[1]
-        self.pool_mean_ = X.features.mean(0)
-        self.pool_std_ = X.features.std(0) + 1e-6
-        if "latent_distance" in self.extras:
-            self._fit_knn(X)
-        extras = self._extras(X, fitting=True)
-        self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
+        self.n_features_in_ = X.n_features
+        if X.features is not None:
+            self.pool_mean_ = X.features.mean(0)
+            self.pool_std_ = X.features.std(0) + 1e-6
+            if "latent_distance" in self.extras:
+                self._fit_knn(X)
+            extras = self._extras(X, fitting=True)
+            self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
+        else:  # a StoreView: features stay on disk
+            if "latent_distance" in self.extras:
+                raise ValueError("the latent_distance input needs every fitting structure's "
+                                 "features in memory; it is not available under torchrun")
+            extras = self._extras(X, fitting=True)
+            self.pool_mean_, self.pool_std_, self.norm_ = _streamed_normalisation(
+                X, extras, self.per_element_norm, comm)
         self.prior_log_odds_ = float(np.log(y.mean() / (1 - y.mean())))
         self.members_, self.history_ = [], []
         self.classes_ = np.array([0, 1])
         self.temperature_ = 1.0
         self.isotonic_ = None
         if self.cv_folds >= 2:
-            self._fit_cross(X, y, extras)
+            self._fit_cross(X, y, extras, comm)
         else:
-            self._fit_split(X, y, extras)
+            self._fit_split(X, y, extras, comm)
         return self
 
-    def _fit_cross(self, X, y, extras):
+    def _fit_cross(self, X, y, extras, comm=LOCAL):
         """Cross-fitting: member k early-stops on fold k and never sees it; the
         out-of-fold logits calibrate the averaged probe. All labelled data trains."""
         _check_class_sizes(y, self.cv_folds)
@@ -167,17 +175,17 @@ class ProbeClassifier:
         out_of_fold = np.zeros(len(y))
         jobs = [(k, s, train, val) for k, (train, val) in enumerate(folds) for s in range(self.n_seeds)]
         for k, s, train_idx, val_idx in tqdm(jobs, desc="probe members", disable=not self.progress):
-            state, history = self._fit_one(X, y, extras, train_idx, val_idx, self.seed + 1000 * s + k)
+            state, history = self._fit_one(X, y, extras, train_idx, val_idx, self.seed + 1000 * s + k, comm)
             self.members_.append(state)
             self.history_.append(history)
             net = self.new_net()
             net.load_state_dict(state)
-            out_of_fold[val_idx] += self._net_logits(net, X, extras, val_idx) / self.n_seeds
+            out_of_fold[val_idx] += self._net_logits(net, X, extras, val_idx, comm) / self.n_seeds
         self.out_of_fold_logits_ = out_of_fold
         if self.calibration:
             self._calibrate(out_of_fold, y)
 
-    def _fit_split(self, X, y, extras):
+    def _fit_split(self, X, y, extras, comm=LOCAL):
         """One train/validation split (+ a calibration split), as the paper's code does."""
         indices = np.arange(len(X))
         calib_idx = np.array([], dtype=np.int64)
@@ -186,7 +194,7 @@ class ProbeClassifier:
         train_idx, val_idx = _stratified_split(indices, y, self.val_fraction, self.seed + 1)
         for member_seed in tqdm(range(self.seed, self.seed + self.n_seeds), desc="probe members",
                                 disable=not self.progress or self.n_seeds == 1):
-            state, history = self._fit_one(X, y, extras, train_idx, val_idx, member_seed)
+            state, history = self._fit_one(X, y, extras, train_idx, val_idx, member_seed, comm)
             self.members_.append(state)
             self.history_.append(history)
         if self.calibration:
@@ -202,29 +210,39 @@ class ProbeClassifier:
                         self.dropout, len(self.extras), self.element_embedding,
                         self.per_element_norm)
 
-    def _fit_one(self, X, y, extras, train_idx, val_idx, seed):
+    def _fit_one(self, X, y, extras, train_idx, val_idx, seed, comm=LOCAL):
+        """One member. Under torchrun (``comm`` a Group) every rank runs this with the same
+        arguments: the same shuffled order, its share of each step's batch, gradients
+        averaged by DDP, validation logits gathered, so all ranks stop together."""
         torch.manual_seed(seed)
         generator = np.random.default_rng(seed)
         net = self.new_net()
         net.load_state_dict({**net.state_dict(), **self.norm_})
-        optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        model = comm.wrap(net.to(comm.device))
+        comm.seed_rank(seed)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         n_pos = y[train_idx].sum()
         pos_weight = torch.tensor((len(train_idx) - n_pos) / max(n_pos, 1), dtype=torch.float32)
         target = torch.from_numpy(y.astype(np.float32))
+        on_device = target.to(comm.device), pos_weight.to(comm.device)
+        batch_size = comm.per_rank(self.batch_size)
         best, best_state, stale, history = -np.inf, None, 0, []
         bar = tqdm(range(self.max_epochs), desc=f"probe fit (seed {seed})", disable=not self.progress, leave=False)
         for epoch in bar:
-            net.train()
+            model.train()
             total = 0.0
-            for idx in self._batches(X, extras, train_idx, generator):
-                feats, z, mask, ex = self._batch(X, extras, idx)
-                logit, _ = net(feats, z, mask, ex)
-                loss = F.binary_cross_entropy_with_logits(logit, target[idx], pos_weight=pos_weight)
+            order = comm.even_share(np.asarray(train_idx)[generator.permutation(len(train_idx))])
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                feats, z, mask, ex = self._batch(X, extras, idx, comm.device)
+                logit, _ = model(feats, z, mask, ex)
+                loss = F.binary_cross_entropy_with_logits(logit, on_device[0][idx], pos_weight=on_device[1])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(idx)
-            val_logits = self._net_logits(net, X, extras, val_idx)
+            total = float(comm.all_sum(total))
+            val_logits = self._net_logits(net, X, extras, val_idx, comm)
             val_loss = float(F.binary_cross_entropy_with_logits(
                 torch.from_numpy(val_logits), target[val_idx], pos_weight=pos_weight))
             val_auroc = float(roc_auc_score(y[val_idx], val_logits))
@@ -232,7 +250,8 @@ class ProbeClassifier:
                             "val_loss": val_loss, "val_auroc": val_auroc})
             score = val_auroc if self.selection == "auroc" else -val_loss
             if score > best + 1e-6:
-                best, best_state, stale = score, copy.deepcopy(net.state_dict()), 0
+                best, stale = score, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             else:
                 stale += 1
                 if stale >= self.patience:
@@ -240,14 +259,19 @@ class ProbeClassifier:
             bar.set_postfix(val_auroc=f"{val_auroc:.3f}", best=f"{best:.3f}", refresh=False)
         return best_state, history
 
+    def _net_logits(self, net, X, extras, indices, comm=LOCAL):
+        """Logits of ``net`` for ``indices``: each rank computes its share, then all gather."""
+        share = self._local_logits(net.to(comm.device), X, extras, comm.share(indices), device=comm.device)
+        return comm.gather(share, len(indices))
+
     @torch.no_grad()
-    def _net_logits(self, net, X, extras, indices, importance=False):
+    def _local_logits(self, net, X, extras, indices, importance=False, device="cpu"):
         net.eval()
         logits, importances = [], []
         for idx in self._batches(X, extras, indices):
-            feats, z, mask, ex = self._batch(X, extras, idx)
+            feats, z, mask, ex = self._batch(X, extras, idx, device)
             logit, imp = net(feats, z, mask, ex, return_importance=importance)
-            logits.append(logit.numpy())
+            logits.append(logit.cpu().numpy())
             if importance:
                 importances.extend(row[:count].numpy() for row, count in zip(imp, X.n_atoms[idx]))
         out = np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
@@ -398,3 +422,41 @@ def _normalisation(feats, zs, extras, per_element):
     out["extras_mean"] = torch.from_numpy(extras.mean(0).astype(np.float32))
     out["extras_std"] = torch.from_numpy((extras.std(0) + 1e-6).astype(np.float32))
     return out
+
+
+def _streamed_normalisation(X, extras, per_element, comm):
+    """What ``fit`` computes from in-memory features (pooling mean/std and the net's
+    normalisation buffers), from a ``StoreView`` read block by block: each rank sums over
+    its share of the structures, the sums are added across ranks (float64)."""
+    n_features = X.n_features
+    n_z = 119 if per_element else 1
+    sums = np.zeros((3, n_z, n_features))  # count, sum, sum of squares; per element if asked
+    totals = np.zeros((3, n_features))
+    for feats, zs in X.blocks(comm.share(np.arange(len(X)))):
+        feats = feats.astype(np.float64)
+        totals += [np.full(n_features, len(feats)), feats.sum(0), (feats ** 2).sum(0)]
+        if per_element:
+            for z in np.unique(zs):
+                rows = feats[zs == z]
+                sums[:, z] += [np.full(n_features, len(rows)), rows.sum(0), (rows ** 2).sum(0)]
+    totals, sums = comm.all_sum(totals), comm.all_sum(sums)
+
+    def moments(count, total, squares):
+        mean = total / np.maximum(count, 1)
+        return mean, np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean ** 2, 0)) + 1e-6
+
+    mean, std = moments(*totals)
+    out = {}
+    if per_element:
+        element_mean, element_std = moments(*sums)
+        counts = sums[0, :, 0]
+        element_mean[counts == 0], element_std[counts == 0] = 0.0, 1.0
+        element_std[counts == 1] = std
+        out["feature_mean"] = torch.from_numpy(element_mean.astype(np.float32))
+        out["feature_std"] = torch.from_numpy(element_std.astype(np.float32))
+    else:
+        out["feature_mean"] = torch.from_numpy(mean.astype(np.float32))
+        out["feature_std"] = torch.from_numpy(std.astype(np.float32))
+    out["extras_mean"] = torch.from_numpy(extras.mean(0).astype(np.float32))
+    out["extras_std"] = torch.from_numpy((extras.std(0) + 1e-6).astype(np.float32))
+    return mean.astype(np.float32), std.astype(np.float32), out

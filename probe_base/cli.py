@@ -78,6 +78,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     p.add_argument("--calibration", choices=["temperature", "isotonic", "none"], default="temperature")
     p.add_argument("--seed", type=int, default=0, help="random seed (fixes splits and training)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for training the probe (cpu, cuda; under torchrun: cuda:LOCAL_RANK)")
 
     p = sub.add_parser("evaluate", help="metrics and plots of the probe against ensemble disagreement, "
                                         "latent distance and random, on the same structures")
@@ -176,23 +178,44 @@ def cmd_plugins(args):
 
 
 def cmd_extract(args):
+    from .distributed import extract_sharded, session
     from .store import extract
 
-    adapter = _adapter(args, args.model)
-    print(f"backbone: {args.adapter}, {len(adapter.models)} model(s); layers "
-          + ", ".join(f"{n} ({w})" for n, w in zip(adapter.layers, adapter.widths)))
-    path = extract(adapter, args.input, args.output, index=args.index, energy_key=args.energy_key,
-                   forces_key=args.forces_key, with_forces=not args.no_forces,
-                   batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite)
-    print(f"wrote {path}")
+    with session(args.device) as group:  # None unless launched by torchrun with >1 process
+        if group is not None:
+            args.device = group.device
+        say = print if group is None or group.rank == 0 else (lambda *a: None)
+        adapter = _adapter(args, args.model)
+        say(f"backbone: {args.adapter}, {len(adapter.models)} model(s); layers "
+            + ", ".join(f"{n} ({w})" for n, w in zip(adapter.layers, adapter.widths)))
+        options = dict(index=args.index, energy_key=args.energy_key, forces_key=args.forces_key,
+                       with_forces=not args.no_forces, batch_size=args.batch_size, dtype=args.dtype,
+                       overwrite=args.overwrite)
+        if group is None:
+            path = extract(adapter, args.input, args.output, **options)
+        else:
+            say(f"{group.world} ranks: shards in {args.output}.shards/")
+            path = extract_sharded(adapter, args.input, args.output, group, **options)
+        say(f"wrote {path}")
 
 
 def cmd_fit(args):
+    from .distributed import Local, session
+
+    with session(args.device) as group:  # None unless launched by torchrun with >1 process
+        if group is None and args.device != "cpu":
+            group = Local()  # one process on a GPU
+            group.device = args.device
+        _fit(args, group)
+
+
+def _fit(args, group):
     from .classifier import ProbeClassifier
     from .labels import LabelSpec
     from .workflow import fit_probe
 
-    overrides = {"seed": args.seed, "progress": True,
+    rank0 = group is None or group.rank == 0
+    overrides = {"seed": args.seed, "progress": rank0,
                  "calibration": None if args.calibration == "none" else args.calibration}
     if args.seeds:
         overrides["n_seeds"] = args.seeds
@@ -202,7 +225,10 @@ def cmd_fit(args):
                   else ProbeClassifier.from_preset(args.preset, **overrides))
     label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile,
                       remove_offset=args.remove_offset)
-    resolved, fitted = fit_probe(args.store, args.output, label, classifier, args.eval_fraction, args.seed)
+    resolved, fitted = fit_probe(args.store, args.output, label, classifier, args.eval_fraction,
+                                 args.seed, comm=group)
+    if not rank0:
+        return
     best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
     print(f"label: {resolved.target} error <= {resolved.threshold:.4g} is reliable")
     print(f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; "

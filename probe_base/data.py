@@ -60,15 +60,17 @@ def _reference_forces(atoms, key, where):
 
 def iter_structures(path, index: str = ":", energy_key: str | None = None,
                     forces_key: str | None = None, require_energy: bool = True,
-                    require_forces: bool = True, start: int = 0) -> Iterator[LabelledStructure]:
-    """Stream structures with their reference labels, skipping the first ``start``."""
+                    require_forces: bool = True, start: int = 0,
+                    first_index: int = 0) -> Iterator[LabelledStructure]:
+    """Stream structures with their reference labels, skipping the first ``start``; the
+    selected frames are numbered from ``first_index`` (a shard of a larger selection)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     try:
         stream = ase.io.iread(str(path), index=index)
-        for i, atoms in enumerate(stream):
-            if i < start:
+        for i, atoms in enumerate(stream, start=first_index):
+            if i < first_index + start:
                 continue
             where = f"{path}, structure {i}"
             energy = _reference_energy(atoms, energy_key, where) if require_energy else None

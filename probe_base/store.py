@@ -4,6 +4,10 @@ Extraction writes ``<store>.partial`` chunk by chunk (a progress marker ``n_done
 updated after each flushed chunk) and renames it to ``<store>`` when complete. Running the
 same command again resumes after the last flushed chunk. A lock file refuses a second
 writer. Training and evaluation read only the finished store.
+
+Under torchrun each rank writes one such store (a shard, ``<store>.shards/<r>-of-<w>.h5``)
+and rank 0 then writes ``<store>``: HDF5 virtual datasets that concatenate the shards in
+input order, so every reader sees one store (see ``probe_base.distributed``).
 """
 
 from __future__ import annotations
@@ -44,13 +48,28 @@ class FeatureSet:
     def atom_slice(self, i) -> slice:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
+    @property
+    def n_features(self) -> int:
+        return self.features.shape[1]
+
+    def padded(self, indices):
+        """Structures ``indices`` as a padded batch: features (B, N, F) float32, atomic
+        numbers (B, N) int64 (0 = padding) and the mask (B, N) of real atoms."""
+        counts = self.n_atoms[indices]
+        arange = np.arange(int(counts.max()))
+        mask = arange[None, :] < counts[:, None]
+        atom_index = self.offsets[indices][:, None] + arange[None, :]
+        atom_index[~mask] = 0
+        return (self.features[atom_index], self.atomic_numbers[atom_index].astype(np.int64) * mask,
+                mask)
+
     def subset(self, indices):
         """A new set of the same class holding structures ``indices`` (in that order)."""
         indices = np.asarray(indices, dtype=np.int64)
         counts = self.n_atoms[indices]
         atom_index = np.concatenate(
             [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        ) if len(indices) else np.zeros(0, dtype=np.int64)
+        ) if len(indices) and self.features is not None else np.zeros(0, dtype=np.int64)
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -207,8 +226,11 @@ def _rows_from_batch(batch, output, with_forces):
 def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=None,
             forces_key=None, with_forces: bool = True, batch_size: int = 32,
             chunk_structures: int = 256, dtype: str = "float32", overwrite: bool = False,
-            progress: bool = True) -> Path:
-    """Stream ``input_path`` through ``adapter`` into the HDF5 store ``store_path``."""
+            progress: bool = True, first_index: int = 0, n_total: int | None = None) -> Path:
+    """Stream ``input_path`` through ``adapter`` into the HDF5 store ``store_path``.
+
+    ``first_index`` numbers the selected frames from there (a shard's frames keep their
+    position in the whole selection); ``n_total``, if known, saves counting the frames."""
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, not {dtype!r}")
     store_path = Path(store_path)
@@ -227,7 +249,8 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
         if overwrite:
             store_path.unlink(missing_ok=True)
             partial.unlink(missing_ok=True)
-        n_total = count_structures(input_path, index)
+        if n_total is None:
+            n_total = count_structures(input_path, index)
         n_members = len(adapter.models)
         mode = "r+" if partial.exists() else "w"
         with h5py.File(partial, mode) as h5:
@@ -242,14 +265,15 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
                     )
                 n_done = _truncate_to_done(h5)
             _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_forces,
-                         batch_size, chunk_structures, n_done, n_total, progress, partial)
+                         batch_size, chunk_structures, n_done, n_total, progress, partial,
+                         first_index)
             h5.attrs["complete"] = True
         os.replace(partial, store_path)
     return store_path
 
 
 def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_forces,
-                 batch_size, chunk_structures, n_done, n_total, progress, partial):
+                 batch_size, chunk_structures, n_done, n_total, progress, partial, first_index):
     pending_rows: list[dict] = []
     pending_count = 0
 
@@ -274,7 +298,8 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
     batch = []
     try:
         for item in iter_structures(input_path, index, energy_key, forces_key,
-                                    require_forces=with_forces, start=n_done):
+                                    require_forces=with_forces, start=n_done,
+                                    first_index=first_index):
             adapter.check_structures([item.atoms], str(input_path), [item.index])
             batch.append(item)
             if len(batch) == batch_size:
@@ -303,8 +328,119 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
         bar.close()
 
 
-def load_store(path) -> StoredDataset:
-    """Read a finished feature store into memory (features as float32)."""
+def write_virtual_store(store_path, shard_paths, identity) -> Path:
+    """Write ``store_path`` as one store over finished shards: each dataset is an HDF5
+    virtual dataset that concatenates the shards in the given order. Shard paths are kept
+    relative to the store, so the store and its ``.shards`` folder can move together."""
+    store_path = Path(store_path)
+    shards = []
+    for path in map(Path, shard_paths):
+        with h5py.File(path, "r") as h5:
+            if not h5.attrs.get("complete"):
+                raise StoreError(f"{path}: shard is unfinished; run the extraction again")
+            shapes = {name: (ds.shape, ds.dtype) for name, ds in h5.items()}
+            shards.append((os.path.relpath(path, store_path.parent), int(h5.attrs["n_done"]), shapes))
+    tmp = store_path.with_name(f".{store_path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            for name, (shape, dtype) in shards[0][2].items():
+                total = sum(shapes[name][0][0] for _, _, shapes in shards)
+                layout = h5py.VirtualLayout((total,) + shape[1:], dtype=dtype)
+                start = 0
+                for relative, _, shapes in shards:
+                    rows = shapes[name][0][0]
+                    if rows:
+                        layout[start:start + rows] = h5py.VirtualSource(relative, name, shape=shapes[name][0])
+                    start += rows
+                h5.create_virtual_dataset(name, layout)
+            h5.attrs["identity"] = json.dumps(identity)
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["n_done"] = sum(n for _, n, _ in shards)
+            h5.attrs["complete"] = True
+            h5.attrs["shards"] = json.dumps([{"path": rel, "n_structures": n} for rel, n, _ in shards])
+        os.replace(tmp, store_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return store_path
+
+
+def _check_shards(h5, path: Path):
+    """A virtual store reads fill values where a shard is missing: refuse that instead."""
+    for shard in json.loads(h5.attrs.get("shards", "[]")):
+        shard_path = path.parent / shard["path"]
+        try:
+            with h5py.File(shard_path, "r") as part:
+                n_done = int(part.attrs["n_done"])
+        except (OSError, KeyError):
+            n_done = None
+        if n_done != shard["n_structures"]:
+            raise StoreError(f"{path}: its shard {shard_path} is missing or was changed; keep the "
+                             f"store's .shards folder next to it, or run `probe extract` again")
+
+
+class _AtomReader:
+    """Reads the per-atom rows of chosen structures of a store file (opened on first use)."""
+
+    def __init__(self, path, store_offsets, n_features):
+        self.path, self.offsets, self.n_features = str(path), store_offsets, n_features
+        self._h5 = None
+
+    def read(self, rows):
+        """[(features float32 (n_i, F), atomic numbers (n_i,))] of store rows ``rows``, in
+        that order; runs of consecutive rows are read with one slice."""
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        features, numbers = self._h5["features"], self._h5["atomic_numbers"]
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        out = [None] * len(rows)
+        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(ordered) != 1) + 1):
+            if not len(run):
+                continue
+            first, last = self.offsets[ordered[run[0]]], self.offsets[ordered[run[-1]] + 1]
+            block_f = features[first:last].astype(np.float32)
+            block_z = numbers[first:last].astype(np.int64)
+            for position in run:
+                row = ordered[position]
+                a, b = self.offsets[row] - first, self.offsets[row + 1] - first
+                out[order[position]] = (block_f[a:b], block_z[a:b])
+        return out
+
+
+@dataclass
+class StoreView(StoredDataset):
+    """A finished store whose per-atom arrays stay on disk (``features`` is None): the
+    per-structure arrays are in memory, features are read per batch. What a torchrun rank
+    trains on, so its memory does not grow with the store's atoms."""
+
+    rows: np.ndarray = None  # (n_structures,) row of each structure in the store file
+    reader: _AtomReader = None
+
+    @property
+    def n_features(self) -> int:
+        return self.reader.n_features
+
+    def padded(self, indices):
+        parts = self.reader.read(self.rows[np.asarray(indices)])
+        width = max(len(z) for _, z in parts)
+        features = np.zeros((len(parts), width, self.n_features), dtype=np.float32)
+        numbers = np.zeros((len(parts), width), dtype=np.int64)
+        mask = np.zeros((len(parts), width), dtype=bool)
+        for i, (f, z) in enumerate(parts):
+            features[i, :len(z)], numbers[i, :len(z)], mask[i, :len(z)] = f, z, True
+        return features, numbers, mask
+
+    def blocks(self, indices, structures=1024):
+        """(features, atomic numbers) of structures ``indices``, ``structures`` at a time."""
+        for start in range(0, len(indices), structures):
+            parts = self.reader.read(self.rows[np.asarray(indices[start:start + structures])])
+            yield np.concatenate([f for f, _ in parts]), np.concatenate([z for _, z in parts])
+
+
+def load_store(path, lazy: bool = False) -> StoredDataset:
+    """Read a finished feature store into memory (features as float32). ``lazy``: keep
+    the per-atom arrays on disk and return a ``StoreView``."""
     path = Path(path)
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
@@ -314,23 +450,32 @@ def load_store(path) -> StoredDataset:
         raise StoreError(f"{path}: feature store not found; create it with `probe extract`")
     try:
         with h5py.File(path, "r") as h5:
+            _check_shards(h5, path)
             identity = json.loads(h5.attrs["identity"])
             n_atoms = h5["n_atoms"][:]
             member_energies = h5["member_energies"][:]
             member_force_std = h5["member_force_std"][:]
-            data = StoredDataset(
-                features=h5["features"][:].astype(np.float32),
-                atomic_numbers=h5["atomic_numbers"][:].astype(np.int64),
-                offsets=np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
+            offsets = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
+            per_structure = dict(
+                offsets=offsets,
                 energy_pred=h5["energy_pred"][:],
                 energy_ref=h5["energy_ref"][:],
                 force_rmse=h5["force_rmse"][:],
                 force_max_error=h5["force_max_error"][:],
-                atom_force_error=h5["atom_force_error"][:],
                 source_index=h5["source_index"][:],
                 member_energies=member_energies if member_energies.shape[1] > 1 else None,
                 member_force_std=member_force_std if np.isfinite(member_force_std).any() else None,
                 attrs=identity,
+            )
+            if lazy:
+                reader = _AtomReader(path, offsets, h5["features"].shape[1])
+                return StoreView(features=None, atomic_numbers=None, atom_force_error=None,
+                                 rows=np.arange(len(n_atoms)), reader=reader, **per_structure)
+            data = StoredDataset(
+                features=h5["features"][:].astype(np.float32),
+                atomic_numbers=h5["atomic_numbers"][:].astype(np.int64),
+                atom_force_error=h5["atom_force_error"][:],
+                **per_structure,
             )
     except (OSError, KeyError) as exc:
         raise StoreError(f"{path}: not a readable mlip-probe feature store ({exc})") from exc

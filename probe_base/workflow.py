@@ -26,15 +26,17 @@ def split_holdout(n, fraction, seed):
 
 
 def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
-              eval_fraction: float = 0.0, split_seed: int = 0):
-    """Fit on a feature store (minus an optional held-out fraction); write ``output``."""
-    data = load_store(store_path)
+              eval_fraction: float = 0.0, split_seed: int = 0, comm=None):
+    """Fit on a feature store (minus an optional held-out fraction); write ``output``.
+    ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
+    features are streamed from the store, and rank 0 writes ``output``."""
+    data = load_store(store_path, lazy=comm is not None and comm.world > 1)
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
     resolved = label.resolved_on(fit_data)
     fit_errors = resolved.errors(fit_data)
     y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
-    classifier.fit(fit_data, y)
+    classifier.fit(fit_data, y, comm=comm)
     info = {
         "fit_store": str(Path(store_path).resolve()),
         "store_identity": data.attrs,
@@ -45,7 +47,10 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
         "epochs": [len(h) for h in classifier.history_],
         "decision_threshold": 0.5,
     }
-    save_probe(output, classifier, resolved, data.fingerprint, info)
+    if comm is None or comm.rank == 0:
+        save_probe(output, classifier, resolved, data.fingerprint, info)
+    if comm is not None:
+        comm.barrier()  # every rank returns once the file is there
     return resolved, classifier
 
 
