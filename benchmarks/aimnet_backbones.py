@@ -1,0 +1,175 @@
+"""Train the AIMNet2 backbones the benchmarks probe, with aimnet's own training tool.
+
+``aimnet train`` (aimnet 0.2.5's click command, run in process so that torch/numpy can be
+seeded; ``wandb: null``; omegaconf + pytorch-ignite from ``probe-aimnet[train]``) on
+aimnet's HDF5 layout, SAE by linear regression, then ``aimnet export`` to the v2 ``.pt``
+format (SAE baked into float64 atomic shifts; long-range Coulomb moved to the
+calculator). Architecture: the bundled ``aimnet2.yaml`` (3 passes, charges, Coulomb) with
+smaller widths (``probe_aimnet.training.small_model_config``, ~0.25 M parameters).
+Loss: energy (per sqrt(atoms)) 5 : forces 1, RAdam lr 1e-3, ReduceLROnPlateau.
+Each training is capped in wall time (``--minutes``, default 5.5 on one CPU thread).
+
+    ethanol: ../shared/data/ethanol/train.xyz (900 train / 100 valid), held out: test_MD.xyz
+    3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
+             configurations that are not in train_300K.xyz (as signal_ablation)
+
+Models go to ``benchmarks/cache/aimnet/<dataset>/seed<k>.pt``; held-out errors of every
+model to ``benchmarks/cache/aimnet/metrics.json``. One training at a time.
+
+    python benchmarks/aimnet_backbones.py                      # everything, seeds 1..4
+    python benchmarks/aimnet_backbones.py --datasets ethanol --seeds 1 2
+    python benchmarks/aimnet_backbones.py --evaluate-only      # metrics of existing models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+CACHE = REPO / "benchmarks" / "cache" / "aimnet"
+
+DATASETS = {
+    "ethanol": {"train": "ethanol/train.xyz", "valid_fraction": 0.1, "epochs": 200},
+    "3bpa": {"train": "3bpa/train_300K.xyz", "valid_fraction": 0.1, "epochs": 200},
+}
+
+log = logging.getLogger("aimnet_backbones")
+
+
+def split(frames, fraction, seed):
+    order = np.random.default_rng(seed).permutation(len(frames))
+    n_valid = int(round(fraction * len(frames)))
+    return [frames[i] for i in order[n_valid:]], [frames[i] for i in order[:n_valid]]
+
+
+def train_one(name: str, seed: int, args) -> Path | None:
+    from ase.io import read
+
+    from probe_aimnet import training
+
+    spec = DATASETS[name]
+    target = args.cache / name / f"seed{seed}.pt"
+    if target.exists():
+        log.info("%s seed %d: %s exists, skipping", name, seed, target)
+        return target
+    work = args.cache / name / "work" / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    frames = read(args.data / spec["train"], ":")
+    train_frames, valid_frames = split(frames, spec["valid_fraction"], seed)
+    epochs = args.epochs or spec["epochs"]
+    log.info("%s seed %d: aimnet train (%d train / %d valid, <= %d epochs, <= %.1f min) in %s",
+             name, seed, len(train_frames), len(valid_frames), epochs, args.minutes, work)
+    started = time.time()
+    try:
+        training.train_from_frames(train_frames, valid_frames, target, seed, epochs, work,
+                                   max_seconds=args.minutes * 60, forces_weight=0.2)
+    except Exception:  # noqa: BLE001 - logged, the next model is trained
+        log.exception("%s seed %d: training failed", name, seed)
+        return None
+    log.info("%s seed %d: done in %.1f min -> %s", name, seed, (time.time() - started) / 60, target)
+    return target
+
+
+def held_out(name: str, data: Path):
+    from ase.io import read
+
+    if name == "ethanol":
+        return read(data / "ethanol/test_MD.xyz", ":")
+    seen = {np.round(a.positions, 5).tobytes() for a in read(data / "3bpa/train_300K.xyz", ":")}
+    return [a for a in read(data / "3bpa/train_mixedT.xyz", ":")
+            if np.round(a.positions, 5).tobytes() not in seen]
+
+
+def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
+    from probe_aimnet import AIMNet2Adapter
+
+    adapter = AIMNet2Adapter([model_path])
+    energies, forces = [], []
+    for start in range(0, len(structures), batch):
+        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
+        energies.append(out.energies)
+        forces.extend(out.forces)
+    pred_e = np.concatenate(energies)
+    ref_e = np.array([a.get_potential_energy() for a in structures])
+    n_atoms = np.array([len(a) for a in structures])
+    err = pred_e - ref_e
+    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(forces, structures)])
+    return {
+        "n_structures": len(structures),
+        "energy_mae_meV": float(np.mean(np.abs(err)) * 1e3),
+        "energy_mean_signed_error_meV": float(np.mean(err) * 1e3),
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(err) / n_atoms) * 1e3),
+        "energy_rmse_meV": float(np.sqrt(np.mean(err**2)) * 1e3),
+        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
+        "forces_rmse_meV_per_A": float(np.sqrt(np.mean(f_err**2)) * 1e3),
+    }
+
+
+def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
+    path = cache / "metrics.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table.setdefault(name, {})[f"seed{seed}"] = metrics
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(table, indent=2, sort_keys=True))
+    os.replace(partial, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
+    parser.add_argument("--epochs", type=int, default=None, help="override the epoch limit")
+    parser.add_argument("--minutes", type=float, default=5.5, help="wall-time cap per model")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--no-evaluate", action="store_true", help="train only")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
+    )
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    # dataset-major here: all ethanol models first (the first benchmark needs them)
+    jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
+    failed = 0
+    held = {}
+    for name, seed in jobs:
+        if args.evaluate_only:
+            path = args.cache / name / f"seed{seed}.pt"
+            path = path if path.exists() else None
+        else:
+            path = train_one(name, seed, args)
+        if path is None:
+            failed += not args.evaluate_only
+            continue
+        if args.no_evaluate:
+            continue
+        if name not in held:
+            held[name] = held_out(name, args.data)
+        metrics = evaluate(path, held[name])
+        update_metrics(args.cache, name, seed, metrics)
+        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
+                 "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
+                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
+                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Drop-in ``AIMNet2Calculator`` and ``AIMNet2ASE`` that can carry a PROBE probe.
+
+    from probe_aimnet import AIMNet2ASE          # instead of aimnet.calculators.AIMNet2ASE
+    atoms.calc = AIMNet2ASE("seed1.pt", probe="seed1.probe")
+    atoms.get_potential_energy(); atoms.calc.results["reliability"]
+
+Without ``probe`` both return aimnet's own objects (several models: an
+``AIMNet2Ensemble`` with ``energy_std``/``forces_std``/``charges_std``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ensemble import AIMNet2Ensemble
+
+ENSEMBLE_KEYS = ("energy_std", "forces_std", "charges_std", "energy_members")
+
+
+def _base_calculator(model, **kwargs):
+    from aimnet.calculators import AIMNet2Calculator as _AIMNet2Calculator
+
+    if isinstance(model, (list, tuple)):
+        return AIMNet2Ensemble(model, **kwargs) if len(model) > 1 else _base_calculator(model[0], **kwargs)
+    if isinstance(model, (_AIMNet2Calculator, AIMNet2Ensemble)):
+        return model
+    return _AIMNet2Calculator(str(model) if isinstance(model, Path) else model, **kwargs)
+
+
+def _backbone(models, probe, allow_mismatch=False):
+    from probe_base.artifact import ProbeArtifact, load_probe
+
+    from .plugin import AIMNet2Adapter
+
+    artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
+    backbone = AIMNet2Adapter.from_models(models, layers=artifact.fingerprint["layers"])
+    artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
+    return artifact, backbone
+
+
+def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", threshold=None,  # noqa: N802
+                      **kwargs):
+    """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
+    models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
+    output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
+    one per structure) and ``atom_importance`` (per atom; 0 for padding atoms)."""
+    calculator = _base_calculator(model, **kwargs)
+    if probe is None:
+        return calculator
+    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=threshold)
+
+
+def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_policy="warn",  # noqa: N802
+               threshold=None, **kwargs):
+    """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
+    model file or name, or a list of them (an ensemble: ``results`` then also hold
+    ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
+    ``results`` hold ``reliability`` and ``atom_importance`` from the same forward pass
+    (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise"."""
+    base = _base_calculator(base_calc)
+    cls = ensemble_ase_class() if isinstance(base, AIMNet2Ensemble) else _aimnet_ase()
+    calculator = cls(base, charge=charge, mult=mult, **kwargs)
+    if probe is None:
+        return calculator
+    from probe_base import attach
+
+    from .plugin import AIMNet2Adapter
+
+    return attach(calculator, probe, adapter=AIMNet2Adapter, policy=probe_policy, threshold=threshold)
+
+
+def _aimnet_ase():
+    from aimnet.calculators.aimnet2ase import AIMNet2ASE as _AIMNet2ASE
+
+    return _AIMNet2ASE
+
+
+_ENSEMBLE_ASE = None
+
+
+def ensemble_ase_class():
+    """aimnet's AIMNet2ASE + the ensemble keys (a subclass made on first use: aimnet is
+    imported lazily)."""
+    global _ENSEMBLE_ASE
+    if _ENSEMBLE_ASE is None:
+        base = _aimnet_ase()
+
+        class EnsembleASE(base):
+            """AIMNet2ASE on an ``AIMNet2Ensemble``: also ``energy_std`` (eV), ``forces_std``
+            (n_atoms, 3), ``charges_std`` and ``energy_members`` in ``results``."""
+
+            implemented_properties = [*base.implemented_properties, *ENSEMBLE_KEYS]
+
+            def calculate(self, atoms=None, properties=None, system_changes=None):
+                from ase.calculators.calculator import all_changes
+
+                super().calculate(atoms, properties,
+                                  all_changes if system_changes is None else system_changes)
+                last = self.base_calc.last_results or {}
+                n = len(self.atoms)
+                for key in ENSEMBLE_KEYS:
+                    if key in last:
+                        value = np.asarray(last[key].detach().cpu())
+                        if key == "energy_std":
+                            value = float(value.reshape(-1)[0])
+                        elif key == "forces_std":
+                            value = value.reshape(n, 3)
+                        else:
+                            value = value.reshape(-1)
+                        self.results[key] = value
+
+        _ENSEMBLE_ASE = EnsembleASE
+    return _ENSEMBLE_ASE
+
+
+class ProbedAIMNet2Calculator:
+    """An ``AIMNet2Calculator`` (or ensemble) whose outputs carry PROBE's reliability.
+
+    Every other attribute is the wrapped calculator's. Features are read by hooks on the
+    first model during the call that gives energies and forces."""
+
+    def __init__(self, calculator, probe, policy="warn", threshold=None, allow_mismatch=False):
+        from probe_base.calculator import POLICIES
+
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        models = getattr(calculator, "models", None) or [calculator.model]
+        from .plugin import _CALCULATORS
+
+        for calc in getattr(calculator, "calculators", [calculator]):
+            _CALCULATORS[calc.model] = calc
+        self.calculator = calculator
+        self.artifact, self.adapter = _backbone(models, probe, allow_mismatch)
+        self.policy = policy
+        self.threshold = float(threshold if threshold is not None
+                               else self.artifact.info.get("info", {}).get("decision_threshold", 0.5))
+
+    def __getattr__(self, name):
+        if name == "calculator":
+            raise AttributeError(name)
+        return getattr(self.calculator, name)
+
+    def __call__(self, data, forces=False, stress=False, hessian=False, validate_species=True):
+        return self.eval(data, forces=forces, stress=stress, hessian=hessian,
+                         validate_species=validate_species)
+
+    def eval(self, data, forces=False, stress=False, hessian=False, validate_species=True):
+        from probe_base.store import FeatureSet
+
+        coord = torch.as_tensor(data["coord"])
+        numbers = torch.as_tensor(data["numbers"]).reshape(-1).cpu().numpy()
+        if coord.ndim == 3:
+            mol = np.repeat(np.arange(coord.shape[0]), coord.shape[1])
+        elif data.get("mol_idx") is not None:
+            mol = torch.as_tensor(data["mol_idx"]).reshape(-1).cpu().numpy()
+        else:
+            mol = np.zeros(len(numbers), dtype=np.int64)
+        with self.adapter.capture() as captured:
+            out = self.calculator(data, forces=forces, stress=stress, hessian=hessian,
+                                  validate_species=validate_species)
+        features = self.adapter.features_from_capture(captured, len(numbers))
+        real = numbers > 0
+        energies = out["energy_members"][..., 0] if "energy_members" in out else out["energy"]
+        energies = energies.detach().to(torch.float64).reshape(-1).cpu().numpy()
+        counts = np.bincount(mol[real], minlength=len(energies))
+        X = FeatureSet(features[real], numbers[real], np.concatenate([[0], np.cumsum(counts)]), energies)
+        p_reliable, importance = self.artifact.classifier.predict_with_importance(X)
+        flat = np.zeros(len(numbers))
+        flat[real] = np.concatenate(importance)
+        out["reliability"] = torch.as_tensor(p_reliable, dtype=torch.float64).reshape(out["energy"].shape)
+        out["atom_importance"] = torch.as_tensor(flat).reshape(numbers.shape if coord.ndim < 3
+                                                               else tuple(coord.shape[:2]))
+        self._apply_policy(p_reliable)
+        return out
+
+    def _apply_policy(self, p_reliable):
+        from probe_base.calculator import UnreliableWarning
+        from probe_base.errors import UnreliablePrediction
+
+        bad = np.flatnonzero(np.asarray(p_reliable) < self.threshold)
+        if self.policy == "ignore" or not len(bad):
+            return
+        message = (f"PROBE: {len(bad)} prediction(s) unreliable (structures {bad[:10].tolist()}, "
+                   f"P(reliable) {np.round(np.asarray(p_reliable)[bad[:10]], 3).tolist()} "
+                   f"< {self.threshold:.2f})")
+        if self.policy == "warn":
+            warnings.warn(message, UnreliableWarning, stacklevel=3)
+        else:
+            raise UnreliablePrediction(message, p_reliable)
