@@ -15,6 +15,7 @@ model to ``benchmarks/cache/mace/metrics.json``. One training process at a time.
     python benchmarks/mace_backbones.py                      # everything, seeds 1..4
     python benchmarks/mace_backbones.py --datasets ethanol --seeds 1 2
     python benchmarks/mace_backbones.py --evaluate-only      # metrics of existing models
+    python benchmarks/mace_backbones.py --size large --device cuda --parallel 4   # on a GPU
 """
 
 from __future__ import annotations
@@ -53,7 +54,18 @@ DATASETS = {
     },
 }
 
+# the expressiveness axis: feature width and equivariant order of the messages
+SIZES = {
+    "small": {"num_channels": 32, "max_L": 0},
+    "large": {"num_channels": 64, "max_L": 1},
+}
+
 log = logging.getLogger("mace_backbones")
+
+
+def model_dir(cache: Path, name: str, size: str = "small") -> Path:
+    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
+    return cache / (name if size == "small" else f"{name}-{size}")
 
 
 def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
@@ -70,11 +82,13 @@ def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
 
 
 def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtype: str,
-                  epochs: int, start_swa: int) -> list[str]:
+                  epochs: int, start_swa: int, size: str = "small", device: str = "cpu") -> list[str]:
     mace_run_train = Path(sys.executable).with_name("mace_run_train")
+    # without the console script (a --target install), run the module it points to
+    program = [str(mace_run_train)] if mace_run_train.exists() else [sys.executable, "-m", "mace.cli.run_train"]
     e0s = e0s_of(data / spec["isolated"], data / spec["train"])
     return [
-        str(mace_run_train),
+        *program,
         f"--name=seed{seed}",
         f"--seed={seed}",
         f"--train_file={data / spec['train']}",
@@ -83,8 +97,8 @@ def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtyp
         "--forces_key=forces",
         f"--E0s={e0s!r}",
         "--model=ScaleShiftMACE",
-        "--num_channels=32",
-        "--max_L=0",
+        f"--num_channels={SIZES[size]['num_channels']}",
+        f"--max_L={SIZES[size]['max_L']}",
         "--num_interactions=2",
         "--correlation=3",
         "--r_max=5.0",
@@ -99,7 +113,7 @@ def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtyp
         "--ema_decay=0.99",
         "--amsgrad",
         f"--default_dtype={dtype}",
-        "--device=cpu",
+        f"--device={device}",
         "--save_cpu",
         "--restart_latest",
         f"--work_dir={work}",
@@ -109,15 +123,16 @@ def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtyp
 
 def train_one(name: str, seed: int, args) -> Path | None:
     spec = DATASETS[name]
-    target = args.cache / name / f"seed{seed}.model"
+    target = model_dir(args.cache, name, args.size) / f"seed{seed}.model"
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
-    work = args.cache / name / "work" / f"seed{seed}"
+    work = model_dir(args.cache, name, args.size) / "work" / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     epochs = args.epochs or spec["epochs"]
     start_swa = min(spec["start_swa"], max(epochs - 1, 1)) if args.epochs else spec["start_swa"]
-    cmd = train_command(name, spec, seed, work, args.data, args.dtype, epochs, start_swa)
+    cmd = train_command(name, spec, seed, work, args.data, args.dtype, epochs, start_swa,
+                        args.size, args.device)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log.info("%s seed %d: training (%d epochs, stage two from %d) in %s",
              name, seed, epochs, start_swa, work)
@@ -195,7 +210,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--size", default="small", choices=list(SIZES),
+                        help="model size: small (32 channels, L=0) or large (64 channels, L=1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (mace_run_train's --device)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="trainings at once (on a GPU; on 2 CPU cores keep 1)")
+    parser.add_argument("--no-evaluate", action="store_true",
+                        help="train only (held-out metrics need probe-mace installed)")
     args = parser.parse_args(argv)
+    args.data, args.cache = args.data.resolve(), args.cache.resolve()  # trainings run in their own folder
     args.cache.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -210,19 +233,26 @@ def main(argv=None) -> int:
     jobs = [(name, seed) for seed in args.seeds for name in args.datasets]
     failed = 0
     held = {}
+    if args.parallel > 1 and not args.evaluate_only:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
+            trained = dict(zip(jobs, pool.map(lambda job: train_one(*job, args), jobs)))
     for name, seed in tqdm(jobs, desc="backbones", unit="model", disable=None):
-        if args.evaluate_only:
-            path = args.cache / name / f"seed{seed}.model"
+        if args.evaluate_only or args.parallel > 1:
+            path = model_dir(args.cache, name, args.size) / f"seed{seed}.model"
             path = path if path.exists() else None
         else:
             path = train_one(name, seed, args)
         if path is None:
             failed += not args.evaluate_only
             continue
+        if args.no_evaluate:
+            continue
         if name not in held:
             held[name] = held_out(name, args.data)
         metrics = evaluate(path, held[name])
-        update_metrics(args.cache, name, seed, metrics)
+        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
         log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
                  "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
                  metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],

@@ -225,8 +225,12 @@ def md(args):
         def force_std(structures):
             if not structures:
                 return []
-            out = ensemble.run(structures, compute_forces=True, members=True)
-            return [float(x) for x in out.member_force_std]
+            stds = []
+            for i in range(0, len(structures), 32):
+                out = ensemble.run(structures[i:i + 32], compute_forces=True, members=True)
+                # per atom: sqrt of the summed variance of the force vector over members (as in the store)
+                stds += [float(np.sqrt(mf.var(axis=0).sum(axis=-1)).mean()) for mf in out.member_forces]
+            return stds
 
         runs[str(temperature)] = {
             "temperature_K": temperature, "steps_run": int(dyn.nsteps), "steps_asked": args.steps,
@@ -298,7 +302,7 @@ def main(argv=None):
     g.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.2, 0.3])
     m = sub.add_parser("md")
     m.add_argument("--temperatures", nargs="+", type=int, default=[300, 1500])
-    m.add_argument("--steps", type=int, default=4000)
+    m.add_argument("--steps", type=int, default=2000)
     m.add_argument("--timestep", type=float, default=0.5)
     m.add_argument("--patience", type=int, default=10)
     m.add_argument("--alpha", type=float, default=0.15)

@@ -1,0 +1,402 @@
+"""The benchmark suite: PROBE vs ensemble disagreement on real DFT data, and the cost.
+
+For one backbone x dataset x size (``run``), or every combination this environment can
+run (``run --all``; each backbone plugin lives in its own environment, so ``nox -s
+benchmarks`` runs ``--all`` once per backbone environment and then ``report``):
+
+1. the backbone's 4 seeds, trained with the framework's own tool by
+   ``benchmarks/<backbone>_backbones.py`` and cached (re-runs skip training);
+2. one feature extraction of the held-out DFT set (seed 1 probed, all 4 seeds as the
+   ensemble), and of the out-of-distribution set (methanol for the ethanol backbone;
+   the 3BPA held-out set is itself out of distribution: 300-1200 K vs a 300 K training set);
+3. PROBE fitted on one half of the held-out set (split seed 0), evaluated on the other half
+   and on the OOD set, at three labels: total-energy error above the fitting median (the
+   official PROBE label), above chemical accuracy (1 kcal/mol = 0.0434 eV), and force RMSE
+   above the fitting median;
+4. AUROC, AUPRC, AURC, E-AURC, Spearman, ECE with 95 % bootstrap intervals for PROBE,
+   ensemble energy std, ensemble force std, latent distance and random; the cost table.
+
+    python -m benchmarks run --backbone mace --dataset ethanol
+    python -m benchmarks run --backbone mace --dataset 3bpa --size large
+    python -m benchmarks run --all                 # whatever this environment can run
+    python -m benchmarks scaling --backbone mace   # probe time / memory vs atoms
+    python -m benchmarks report                    # results/README.md from every results JSON
+
+Writes ``benchmarks/results/<backbone>_<dataset>[_<size>].{json,md}`` and the plots of each
+evaluation under ``benchmarks/results/<backbone>_<dataset>[_<size>]/<label>_<set>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.signal_ablation import CACHE, DATA, HELDOUT, RESULTS, cost_table, make_3bpa_heldout
+
+BACKBONES = ("mace", "nequip", "aimnet")
+DATASETS = ("ethanol", "3bpa")
+SIZES = ("small", "large")
+CHEMICAL_ACCURACY_EV = 0.0434  # 1 kcal/mol
+LABELS = {
+    "energy_median": dict(target="energy", quantile=0.5),
+    "energy_chemical_accuracy": dict(target="energy", threshold=CHEMICAL_ACCURACY_EV, quantile=None),
+    "force_rmse_median": dict(target="force_rmse", quantile=0.5),
+}
+METHODS = ("PROBE", "ensemble E std", "ensemble F std", "latent distance", "random")
+METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
+
+
+def model_dir(backbone, dataset, size):
+    return CACHE / backbone / (dataset if size == "small" else f"{dataset}-{size}")
+
+
+def models_of(backbone, dataset, size, train=True):
+    """The cached seed models (training them first if asked and missing)."""
+    found = sorted(p for p in model_dir(backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
+    if len(found) < 4 and train:
+        cmd = [sys.executable, "-m", f"benchmarks.{backbone}_backbones", "--datasets", dataset,
+               "--seeds", "1", "2", "3", "4"] + (["--size", size] if size != "small" else [])
+        print("training:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        found = sorted(p for p in model_dir(backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
+    return found
+
+
+def ood_file(dataset):
+    """The out-of-distribution structures for a backbone trained on ``dataset`` (or None)."""
+    if dataset != "ethanol":
+        return None
+    import ase.io
+
+    path = CACHE / "methanol_ood.xyz"
+    if not path.exists():
+        frames = [a for a in ase.io.read(DATA / "ethanol" / "test_eth_meth.xyz", ":")
+                  if a.info.get("config_type") == "methanol"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def run(backbone, dataset, size, n_bootstrap=1000, train=True):
+    from probe_base.artifact import load_probe
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.errors import LabelError
+    from probe_base.labels import LabelSpec
+    from probe_base.plugins import get_adapter_class
+    from probe_base.store import extract, load_store
+    from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
+
+    models = models_of(backbone, dataset, size, train)
+    if len(models) < 2:
+        raise SystemExit(f"{backbone}/{dataset}/{size}: need >= 2 trained seeds in "
+                         f"{model_dir(backbone, dataset, size)}, found {len(models)}")
+    name = f"{backbone}_{dataset}" + ("" if size == "small" else f"_{size}")
+    adapter_class = get_adapter_class(backbone)
+    layers = [layer.name for layer in adapter_class(models[:1]).feature_layers()]
+    adapter = adapter_class(models, layers=layers)
+    sets = {"held-out": make_3bpa_heldout() if dataset == "3bpa" else HELDOUT[dataset]}
+    if ood_file(dataset) is not None:
+        sets["OOD (methanol)"] = ood_file(dataset)
+    stores = {}
+    for set_name, path in sets.items():
+        # the held-out store has the same name as signal_ablation's: extracted once for both
+        where = dataset if size == "small" else f"{dataset}-{size}"
+        tag = "" if set_name == "held-out" else "_ood"
+        stores[set_name] = CACHE / "stores" / f"{backbone}_{where}{tag}_{models[0].stem}_n{len(models)}.h5"
+        extract(adapter, path, stores[set_name])
+
+    out_dir = RESULTS / name
+    evaluations, skipped, fits = {}, {}, {}
+    for label_name, label_args in LABELS.items():
+        probe_path = CACHE / "suite" / f"{name}_{label_name}.probe"
+        probe_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        try:
+            _, clf = fit_probe(stores["held-out"], probe_path, LabelSpec(**label_args),
+                               ProbeClassifier(seed=0), eval_fraction=0.5, split_seed=0)
+        except LabelError as error:  # e.g. every structure within chemical accuracy
+            skipped[label_name] = str(error).split("\n")[0]
+            print(f"{name} {label_name}: skipped: {skipped[label_name]}", flush=True)
+            continue
+        fits[label_name] = {"seconds": time.perf_counter() - started,
+                            "epochs": int(sum(len(h) for h in clf.history_))}
+        for set_name, store in stores.items():
+            try:
+                evaluation = evaluate_probe(probe_path, store, n_bootstrap=n_bootstrap)
+            except (LabelError, ValueError) as error:
+                skipped[f"{label_name} / {set_name}"] = str(error).split("\n")[0]
+                continue
+            key = f"{label_name} / {set_name}"
+            folder = out_dir / f"{label_name}_{'ood' if set_name.startswith('OOD') else 'heldout'}"
+            write_evaluation(evaluation, folder)
+            evaluations[key] = {k: v for k, v in evaluation.items() if k != "arrays"}
+            print(f"{name} {key}: PROBE AUROC {evaluation['metrics']['PROBE']['auroc'][0]:.3f}, "
+                  f"ensemble E std {evaluation['metrics'].get('ensemble E std', {}).get('auroc', [np.nan])[0]:.3f}",
+                  flush=True)
+
+    cost = cost_table(adapter, sets["held-out"])
+    data = load_store(stores["held-out"])
+    clf = (load_probe(CACHE / "suite" / f"{name}_energy_median.probe").classifier
+           if "energy_median" in fits else None)
+    if clf is not None:
+        sub = data.subset(np.arange(min(cost["structures"], len(data))))
+        clf.predict_proba(sub)  # warm-up
+        t0 = time.perf_counter()
+        clf.predict_proba(sub)
+        cost["probe_seconds"] = time.perf_counter() - t0
+        cost["probe_overhead_ratio"] = cost["probe_seconds"] / cost["backbone_seconds"]
+        fit = fits["energy_median"]
+        n_fit = len(data) - len(data) // 2
+        cost["probe_epoch_seconds_cached_features"] = fit["seconds"] / max(fit["epochs"], 1)
+        # the official code re-runs the backbone every epoch: one pass over the fitting half
+        cost["backbone_pass_over_fit_set_seconds"] = cost["backbone_seconds"] / cost["structures"] * n_fit
+        cost["epoch_speedup_cached_vs_rerun"] = (
+            (cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"])
+            / cost["probe_epoch_seconds_cached_features"])
+    payload = {"backbone": backbone, "dataset": dataset, "size": size,
+               "models": [str(m) for m in models], "layers": layers, "sets": {k: str(v) for k, v in sets.items()},
+               "labels": LABELS, "fits": fits, "skipped": skipped, "evaluations": evaluations,
+               "cost": cost}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
+    text = markdown(payload)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    return payload
+
+
+def _fmt(triple):
+    value, low, high = triple
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def verdict(metrics):
+    """One sentence: does PROBE beat ensemble energy disagreement, intervals apart?"""
+    probe, ens = metrics["PROBE"], metrics.get("ensemble E std")
+    if ens is None:
+        return "no ensemble to compare with"
+    parts = []
+    for metric, higher_is_better in (("auroc", True), ("aurc", False)):
+        p, e = probe[metric], ens[metric]
+        better = p[0] > e[0] if higher_is_better else p[0] < e[0]
+        apart = p[1] > e[2] if higher_is_better else p[2] < e[1]
+        worse_apart = p[2] < e[1] if higher_is_better else p[1] > e[2]
+        if better and apart:
+            parts.append(f"PROBE beats the ensemble on {metric.upper()} (intervals do not overlap)")
+        elif better:
+            parts.append(f"PROBE is ahead on {metric.upper()} but the intervals overlap")
+        elif worse_apart:
+            parts.append(f"the ensemble beats PROBE on {metric.upper()} (intervals do not overlap)")
+        else:
+            parts.append(f"the ensemble is ahead on {metric.upper()} but the intervals overlap")
+    return "; ".join(parts) + "."
+
+
+def markdown(payload):
+    b, d, s = payload["backbone"], payload["dataset"], payload["size"]
+    lines = [f"# {b} on {d} ({s} backbone, {len(payload['models'])} seeds)", "",
+             f"`python -m benchmarks run --backbone {b} --dataset {d} --size {s}`", ""]
+    for key, ev in payload["evaluations"].items():
+        label = ev["label"]
+        lines += [f"## {key}: unreliable = {label['target']} error > {label['threshold']:.4g} "
+                  f"({ev['n_structures']} structures, {100 * ev['unreliable_fraction']:.0f} % unreliable)", "",
+                  "| method | " + " | ".join(m.upper().replace("_", "-") for m in METRICS) + " |",
+                  "|---" * (len(METRICS) + 1) + "|"]
+        for method in METHODS:
+            if method not in ev["metrics"]:
+                continue
+            m = ev["metrics"][method]
+            lines.append(f"| {method} | " + " | ".join(
+                _fmt(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
+        lines += ["", f"**{verdict(ev['metrics'])}**", ""]
+    for key, why in payload["skipped"].items():
+        lines += [f"- {key}: not evaluated: {why}"]
+    c = payload["cost"]
+    lines += ["", "## Cost (one run, same structures, minimum of 3 repeats)", "",
+              "| quantity | value |", "|---|---|",
+              f"| backbone pass, {c['structures']} structures | {c['backbone_seconds']:.2f} s |",
+              f"| hooks overhead (backbone + feature capture) | x{c['hook_overhead_ratio']:.3f} |",
+              f"| ensemble of {c['n_members']} / one backbone | x{c['ensemble_ratio']:.2f} |"]
+    if "probe_seconds" in c:
+        lines += [f"| probe inference / backbone pass | {100 * c['probe_overhead_ratio']:.1f} % |",
+                  f"| probe training epoch on cached features | {c['probe_epoch_seconds_cached_features']:.2f} s |",
+                  f"| epoch that re-runs the backbone (official code) / cached epoch | "
+                  f"x{c['epoch_speedup_cached_vs_rerun']:.1f} |"]
+    return "\n".join(lines) + "\n"
+
+
+# ---- scaling ------------------------------------------------------------------------------
+def replicated_ethanol(n_molecules, spacing=6.0):
+    """``n_molecules`` ethanol molecules on a cubic grid (no periodic cell)."""
+    import ase.io
+    from ase import Atoms
+
+    molecule = ase.io.read(DATA / "ethanol" / "test_MD.xyz", 0)
+    molecule.calc = None
+    side = int(np.ceil(n_molecules ** (1 / 3)))
+    positions, numbers = [], []
+    for k in range(n_molecules):
+        shift = spacing * np.array([k % side, (k // side) % side, k // side ** 2])
+        positions.append(molecule.positions - molecule.positions.mean(0) + shift)
+        numbers.append(molecule.numbers)
+    return Atoms(numbers=np.concatenate(numbers), positions=np.concatenate(positions))
+
+
+def scaling_one(backbone, probe_path, n_molecules):
+    """Time and peak-memory increase of one backbone pass and of the probe on one
+    structure (run in a fresh process per size, so ru_maxrss is this size's)."""
+    import torch
+
+    from probe_base.artifact import load_probe
+    from probe_base.plugins import get_adapter_class
+    from probe_base.store import FeatureSet
+
+    torch.set_num_threads(1)
+    artifact = load_probe(probe_path)
+    adapter_class = get_adapter_class(backbone)
+    models = models_of(backbone, "ethanol", "small", train=False)[:1]
+    adapter = adapter_class(models, layers=artifact.fingerprint["layers"])
+    atoms = replicated_ethanol(n_molecules)
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB
+    base = rss()
+    t0 = time.perf_counter()
+    out = adapter.run([atoms], compute_forces=True, members=False)
+    backbone_s = time.perf_counter() - t0
+    after_backbone = rss()
+    X = FeatureSet.from_backbone_output(out, [atoms])
+    t0 = time.perf_counter()
+    artifact.classifier.predict_with_importance(X)
+    probe_s = time.perf_counter() - t0
+    return {"atoms": len(atoms), "backbone_seconds": backbone_s, "probe_seconds": probe_s,
+            "probe_over_backbone": probe_s / backbone_s,
+            "backbone_peak_increase_MB": after_backbone - base,
+            "probe_peak_increase_MB": max(rss() - after_backbone, 0.0)}
+
+
+def scaling(backbone, sizes=(1, 10, 100, 1000)):
+    probe_path = CACHE / "suite" / f"{backbone}_ethanol_energy_median.probe"
+    if not probe_path.exists():
+        raise SystemExit(f"{probe_path} missing: run `python -m benchmarks run --backbone {backbone} "
+                         "--dataset ethanol` first")
+    rows = []
+    for n in sizes:
+        code = (f"import json; from benchmarks.suite import scaling_one; "
+                f"print(json.dumps(scaling_one({backbone!r}, {str(probe_path)!r}, {n})))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        if result.returncode:
+            raise SystemExit(result.stderr[-2000:])
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    (RESULTS / f"scaling_{backbone}.json").write_text(json.dumps(rows, indent=1))
+    lines = [f"# Probe cost vs structure size ({backbone}, replicated ethanol, 1 thread)", "",
+             f"`python -m benchmarks scaling --backbone {backbone}`", "",
+             "| atoms | backbone pass (s) | probe (s) | probe / backbone | backbone peak +MB | probe peak +MB |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['atoms']} | {r['backbone_seconds']:.3f} | {r['probe_seconds']:.3f} | "
+              f"{r['probe_over_backbone']:.3f} | {r['backbone_peak_increase_MB']:.0f} | "
+              f"{r['probe_peak_increase_MB']:.0f} |" for r in rows]
+    (RESULTS / f"scaling_{backbone}.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    atoms = [r["atoms"] for r in rows]
+    axes[0].loglog(atoms, [r["backbone_seconds"] for r in rows], "o-", label="backbone pass")
+    axes[0].loglog(atoms, [r["probe_seconds"] for r in rows], "s-", label="probe")
+    axes[0].set_xlabel("atoms"), axes[0].set_ylabel("seconds"), axes[0].legend()
+    axes[1].semilogx(atoms, [r["backbone_peak_increase_MB"] for r in rows], "o-", label="backbone")
+    axes[1].semilogx(atoms, [r["probe_peak_increase_MB"] for r in rows], "s-", label="probe")
+    axes[1].set_xlabel("atoms"), axes[1].set_ylabel("peak memory increase (MB)"), axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"scaling_{backbone}.png", dpi=120)
+    print("\n".join(lines))
+
+
+# ---- report --------------------------------------------------------------------------------
+def report():
+    """benchmarks/results/README.md: every suite result, one verdict line per row."""
+    rows = ["| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
+            "ensemble AURC | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("*.json")):
+        payload = json.loads(path.read_text())
+        if not {"backbone", "evaluations", "size"} <= set(payload):
+            continue
+        for key, ev in payload["evaluations"].items():
+            m = ev["metrics"]
+            ens = m.get("ensemble E std")
+            rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
+                        f"{_fmt(m['PROBE']['auroc'])} | {_fmt(ens['auroc']) if ens else '-'} | "
+                        f"{_fmt(m['PROBE']['aurc'])} | {_fmt(ens['aurc']) if ens else '-'} | {verdict(m)} |")
+    text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
+            "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
+            + "\n".join(rows) + "\n")
+    (RESULTS / "README.md").write_text(text)
+    print(text)
+
+
+def available_backbones():
+    """Backbones whose plugin imports in this environment."""
+    from probe_base.plugins import get_adapter_class
+
+    found = []
+    for backbone in BACKBONES:
+        try:
+            get_adapter_class(backbone)
+            found.append(backbone)
+        except Exception:  # noqa: BLE001 - not installed here: another environment runs it
+            continue
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="one backbone x dataset x size, or --all")
+    r.add_argument("--backbone", choices=BACKBONES)
+    r.add_argument("--dataset", choices=DATASETS)
+    r.add_argument("--size", choices=SIZES, default="small")
+    r.add_argument("--all", action="store_true",
+                   help="every backbone importable here x dataset x size whose models are cached "
+                        "(small ones are trained if missing)")
+    r.add_argument("--no-train", action="store_true", help="use cached models only")
+    r.add_argument("--bootstrap", type=int, default=1000)
+    s = sub.add_parser("scaling", help="probe time and memory vs atoms (replicated ethanol)")
+    s.add_argument("--backbone", choices=BACKBONES, default="mace")
+    s.add_argument("--molecules", nargs="+", type=int, default=[1, 10, 100, 1000])
+    sub.add_parser("report", help="results/README.md from every suite result")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    if args.command == "report":
+        return report()
+    if args.command == "scaling":
+        return scaling(args.backbone, args.molecules)
+    if args.all:
+        for backbone in available_backbones():
+            for dataset in DATASETS:
+                for size in SIZES:
+                    train = size == "small" and not args.no_train
+                    if len(models_of(backbone, dataset, size, train=False)) < 2 and not train:
+                        print(f"{backbone}/{dataset}/{size}: no cached models, skipped", flush=True)
+                        continue
+                    run(backbone, dataset, size, args.bootstrap, train)
+        return report()
+    if not (args.backbone and args.dataset):
+        parser.error("give --backbone and --dataset, or --all")
+    run(args.backbone, args.dataset, args.size, args.bootstrap, not args.no_train)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
