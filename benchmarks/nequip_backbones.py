@@ -1,0 +1,317 @@
+"""Train the NequIP backbones the benchmarks probe, the way users train NequIP.
+
+``nequip-train`` (Hydra config, written per dataset and seed into the work folder) with a
+small ``NequIPGNNModel``: l_max 1, 3 convnet layers, 32 features, r_max 5, per-type energy
+shifts = the isolated-atom energies, EMA, energy+force loss (per-atom energies), Adam with
+ReduceLROnPlateau; then ``nequip-package build`` on the best checkpoint. Training is capped
+by epochs and wall time (``--max-minutes``) so that one model takes <= ~8 min on ONE CPU
+thread. Seeds differ in initialisation and in the train/validation split.
+
+    ethanol: ../shared/data/ethanol/train.xyz (900 train / 100 valid), held out: test_MD.xyz
+    3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
+             configurations that are not in train_300K.xyz
+
+Models go to ``benchmarks/cache/nequip/<dataset>/seed<k>.nequip.zip``; held-out errors of
+every model to ``benchmarks/cache/nequip/metrics.json``. One training process at a time;
+an interrupted training resumes from its ``last.ckpt``.
+
+    python benchmarks/nequip_backbones.py                      # everything, seeds 1..4
+    python benchmarks/nequip_backbones.py --datasets ethanol --seeds 1 2
+    python benchmarks/nequip_backbones.py --evaluate-only      # metrics of existing models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+CACHE = REPO / "benchmarks" / "cache" / "nequip"
+
+DATASETS = {
+    "ethanol": {"train": "ethanol/train.xyz", "isolated": "ethanol/isolated_atoms.xyz",
+                "split": (900, 100), "max_epochs": 40},
+    "3bpa": {"train": "3bpa/train_300K.xyz", "isolated": "3bpa/iso_atoms.xyz",
+             "split": (450, 50), "max_epochs": 40},
+}
+MODEL = {"num_layers": 3, "l_max": 1, "num_features": 32, "r_max": 5.0,
+         "radial_mlp_depth": 2, "radial_mlp_width": 64, "num_bessels": 8}
+
+CONFIG = """\
+run: [train]
+cutoff_radius: {r_max}
+chemical_symbols: {symbols}
+model_type_names: ${{chemical_symbols}}
+monitored_metric: val0_epoch/weighted_sum
+
+data:
+  _target_: nequip.data.datamodule.ASEDataModule
+  seed: {seed}
+  split_dataset:
+    file_path: {train_file}
+    train: {n_train}
+    val: {n_val}
+  transforms:
+    - _target_: nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper
+      model_type_names: ${{model_type_names}}
+      chemical_species_to_atom_type_map: ${{list_to_identity_dict:${{chemical_symbols}}}}
+    - _target_: nequip.data.transforms.NeighborListTransform
+      r_max: ${{cutoff_radius}}
+  train_dataloader:
+    _target_: torch.utils.data.DataLoader
+    batch_size: 5
+    shuffle: true
+  val_dataloader:
+    _target_: torch.utils.data.DataLoader
+    batch_size: 20
+  stats_manager:
+    _target_: nequip.data.CommonDataStatisticsManager
+    type_names: ${{model_type_names}}
+
+trainer:
+  _target_: lightning.Trainer
+  accelerator: cpu
+  max_epochs: {max_epochs}
+  max_time: "{max_time}"
+  enable_progress_bar: false
+  logger: false
+  callbacks:
+    - _target_: lightning.pytorch.callbacks.ModelCheckpoint
+      monitor: ${{monitored_metric}}
+      dirpath: ${{hydra:runtime.output_dir}}
+      filename: best
+      save_last: true
+
+training_module:
+  _target_: nequip.train.EMALightningModule
+  ema_decay: 0.99
+  loss:
+    _target_: nequip.train.EnergyForceLoss
+    per_atom_energy: true
+    coeffs: {{total_energy: 1.0, forces: 1.0}}
+  val_metrics:
+    _target_: nequip.train.EnergyForceMetrics
+    coeffs: {{total_energy_mae: 1.0, forces_mae: 1.0}}
+  optimizer:
+    _target_: torch.optim.Adam
+    lr: 0.01
+  lr_scheduler:
+    scheduler:
+      _target_: torch.optim.lr_scheduler.ReduceLROnPlateau
+      factor: 0.6
+      patience: 3
+      threshold: 0.05
+      min_lr: 1.0e-5
+    monitor: ${{monitored_metric}}
+    interval: epoch
+    frequency: 1
+  model:
+    _target_: nequip.model.NequIPGNNModel
+    seed: {seed}
+    model_dtype: float32
+    type_names: ${{model_type_names}}
+    r_max: ${{cutoff_radius}}
+    num_bessels: {num_bessels}
+    num_layers: {num_layers}
+    l_max: {l_max}
+    parity: true
+    num_features: {num_features}
+    radial_mlp_depth: {radial_mlp_depth}
+    radial_mlp_width: {radial_mlp_width}
+    avg_num_neighbors: ${{training_data_stats:num_neighbors_mean}}
+    per_type_energy_scales: ${{training_data_stats:forces_rms}}
+    per_type_energy_shifts: {shifts}
+
+global_options:
+  allow_tf32: false
+"""
+
+log = logging.getLogger("nequip_backbones")
+
+
+def isolated_energies(path: Path, train_file: Path) -> dict[str, float]:
+    """Isolated-atom energies of the elements present in ``train_file`` (by symbol)."""
+    from ase.io import read
+
+    present = {s for atoms in read(train_file, ":") for s in atoms.get_chemical_symbols()}
+    e0s = {a.get_chemical_symbols()[0]: float(a.get_potential_energy()) for a in read(path, ":")}
+    missing = present - set(e0s)
+    if missing:
+        raise SystemExit(f"{path}: no isolated-atom energy for {sorted(missing)}")
+    return {s: e0s[s] for s in sorted(present)}
+
+
+def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
+                 max_minutes: float) -> Path:
+    spec = DATASETS[name]
+    train_file = (data / spec["train"]).resolve()
+    shifts = isolated_energies(data / spec["isolated"], train_file)
+    minutes = int(max_minutes)
+    seconds = int(round((max_minutes - minutes) * 60))
+    text = CONFIG.format(
+        seed=seed, train_file=train_file, n_train=spec["split"][0], n_val=spec["split"][1],
+        symbols="[" + ", ".join(shifts) + "]", max_epochs=max_epochs,
+        max_time=f"00:00:{minutes:02d}:{seconds:02d}",
+        shifts="{" + ", ".join(f"{s}: {e!r}" for s, e in shifts.items()) + "}", **MODEL)
+    path = work / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def train_one(name: str, seed: int, args) -> Path | None:
+    target = args.cache / name / f"seed{seed}.nequip.zip"
+    if target.exists():
+        log.info("%s seed %d: %s exists, skipping", name, seed, target)
+        return target
+    work = (args.cache / name / "work" / f"seed{seed}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    max_epochs = args.epochs or DATASETS[name]["max_epochs"]
+    write_config(name, seed, work, args.data, max_epochs, args.max_minutes)
+    run_dir = work / "run"
+    bin_dir = Path(sys.executable).parent
+    cmd = [str(bin_dir / "nequip-train"), "-cp", str(work), "-cn", "config",
+           f"hydra.run.dir={run_dir}"]
+    if (run_dir / "last.ckpt").exists():  # resume an interrupted training
+        cmd.append(f"++ckpt_path={run_dir / 'last.ckpt'}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    log.info("%s seed %d: nequip-train (<= %d epochs, <= %.1f min) in %s",
+             name, seed, max_epochs, args.max_minutes, work)
+    started = time.time()
+    with open(work / "nequip-train.out", "a") as out:
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
+    best = run_dir / "best.ckpt"
+    if rc != 0 or not best.exists():
+        log.error("%s seed %d: nequip-train failed (rc %d) after %.1f min; see %s",
+                  name, seed, rc, (time.time() - started) / 60, work / "nequip-train.out")
+        return None
+    packaged = work / f"seed{seed}.nequip.zip"
+    with open(work / "nequip-package.out", "w") as out:
+        rc = subprocess.call([str(bin_dir / "nequip-package"), "build", str(best), str(packaged)],
+                             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
+    if rc != 0 or not packaged.exists():
+        log.error("%s seed %d: nequip-package failed (rc %d); see %s", name, seed, rc,
+                  work / "nequip-package.out")
+        return None
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(packaged, partial)
+    os.replace(partial, target)  # atomic: a model in the cache is always complete
+    epochs = _epochs_done(run_dir)
+    log.info("%s seed %d: done in %.1f min (%s epochs) -> %s", name, seed,
+             (time.time() - started) / 60, epochs, target)
+    return target
+
+
+def _epochs_done(run_dir: Path):
+    import torch
+
+    try:
+        return torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] + 1
+    except Exception:  # noqa: BLE001 - informative only
+        return "?"
+
+
+def held_out(name: str, data: Path):
+    from ase.io import read
+
+    if name == "ethanol":
+        return read(data / "ethanol/test_MD.xyz", ":")
+    seen = {_key(a) for a in read(data / "3bpa/train_300K.xyz", ":")}
+    return [a for a in read(data / "3bpa/train_mixedT.xyz", ":") if _key(a) not in seen]
+
+
+def _key(atoms) -> bytes:
+    return atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
+
+
+def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
+    from probe_nequip import NequIPAdapter
+
+    adapter = NequIPAdapter([model_path])
+    energies, forces = [], []
+    for start in range(0, len(structures), batch):
+        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
+        energies.append(out.energies)
+        forces.extend(out.forces)
+    pred_e = np.concatenate(energies)
+    ref_e = np.array([a.get_potential_energy() for a in structures])
+    n_atoms = np.array([len(a) for a in structures])
+    err = pred_e - ref_e
+    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(forces, structures)])
+    return {
+        "n_structures": len(structures),
+        "energy_mae_meV": float(np.mean(np.abs(err)) * 1e3),
+        "energy_mean_signed_error_meV": float(np.mean(err) * 1e3),
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(err) / n_atoms) * 1e3),
+        "energy_rmse_meV": float(np.sqrt(np.mean(err**2)) * 1e3),
+        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
+        "forces_rmse_meV_per_A": float(np.sqrt(np.mean(f_err**2)) * 1e3),
+        "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters())),
+    }
+
+
+def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
+    path = cache / "metrics.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table.setdefault(name, {})[f"seed{seed}"] = metrics
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(table, indent=2, sort_keys=True))
+    os.replace(partial, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
+    parser.add_argument("--epochs", type=int, default=None, help="override the epoch cap")
+    parser.add_argument("--max-minutes", type=float, default=7.0,
+                        help="wall-time cap of one training (Lightning max_time)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
+    )
+    import torch
+
+    torch.set_num_threads(args.threads)
+    # dataset-major: finish one dataset's ensemble before the next
+    jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
+    failed = 0
+    held = {}
+    for name, seed in jobs:
+        if args.evaluate_only:
+            path = args.cache / name / f"seed{seed}.nequip.zip"
+            path = path if path.exists() else None
+        else:
+            path = train_one(name, seed, args)
+        if path is None:
+            failed += not args.evaluate_only
+            continue
+        if name not in held:
+            held[name] = held_out(name, args.data)
+        metrics = evaluate(path, held[name])
+        update_metrics(args.cache, name, seed, metrics)
+        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
+                 "meV, F MAE %.1f meV/A, %d parameters", name, seed, metrics["n_structures"],
+                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
+                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"],
+                 metrics["n_parameters"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
