@@ -55,7 +55,7 @@ class TinyMLIP(nn.Module):
         Returns energies (n_structures,). Isolated clusters (no periodic images)."""
         same = structure[:, None] == structure[None, :]
         distance = torch.cdist(positions, positions)
-        pairs = same & (distance < self.cutoff) & ~torch.eye(len(numbers), dtype=torch.bool)
+        pairs = same & (distance < self.cutoff) & ~torch.eye(len(numbers), dtype=torch.bool, device=positions.device)
         senders, receivers = pairs.nonzero(as_tuple=True)
         r = (positions[senders] - positions[receivers]).norm(dim=1)
         width = self.centers[1] - self.centers[0]
@@ -66,7 +66,7 @@ class TinyMLIP(nn.Module):
             h = interaction(h, rbf, envelope, senders, receivers)
         atomic = self.readout(h).squeeze(-1) * self.energy_scale + self.atom_energy[numbers]
         n_structures = int(structure.max()) + 1 if len(structure) else 0
-        return torch.zeros(n_structures, dtype=atomic.dtype).index_add_(0, structure, atomic)
+        return torch.zeros(n_structures, dtype=atomic.dtype, device=atomic.device).index_add_(0, structure, atomic)
 
 
 def batch_tensors(atoms_list):
@@ -77,7 +77,8 @@ def batch_tensors(atoms_list):
 
 
 def energies_and_forces(model, atoms_list, compute_forces=True):
-    numbers, positions, structure = batch_tensors(atoms_list)
+    device = model.centers.device
+    numbers, positions, structure = (t.to(device) for t in batch_tensors(atoms_list))
     with torch.enable_grad():
         positions.requires_grad_(compute_forces)
         energies = model(numbers, positions, structure)
