@@ -121,11 +121,12 @@ def train(model_cfg: dict, overrides: dict, weights: Path, seed: int, workdir: P
 
     import torch
     from aimnet.train import train as train_module
+    from aimnet.train.train import _default_config
     from aimnet.train.train import train as aimnet_train
     from omegaconf import OmegaConf
 
-    # aimnet replaces the whole `loss.kwargs.components` only if we drop the default first
-    default_cfg = OmegaConf.load(Path(aimnet_train.callback.__globals__["_default_config"]))
+    # a merge would keep the default `charges` loss term: start from no terms
+    default_cfg = OmegaConf.load(_default_config)
     default_cfg.loss.kwargs.components = {}
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

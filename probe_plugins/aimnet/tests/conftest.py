@@ -19,7 +19,7 @@ from probe_aimnet import AIMNet2Adapter, training  # noqa: E402
 SAE = {1: -13.568, 6: -1025.277, 8: -2035.571}
 TINY = dict(nfeature=4, nshifts=8, ncomb_v=4, hidden=(32, 24), aim_size=32, out_hidden=(16,))
 # widths of the declared layers for TINY: afv = nfeature * nshifts, mlps.i = that + 2
-# (charge and its weight), conv_a = nfeature * ncomb_v (vector part) + nfeature * nshifts
+# (charge and its weight), conv_a = nfeature * nshifts (scalar part) + nfeature * ncomb_v (vector)
 WIDTHS = {"afv": 32, "mlps.0": 34, "mlps.1": 34, "charges": 1, "conv_a": 48, "aim": 32}
 
 
