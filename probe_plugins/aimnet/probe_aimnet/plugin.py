@@ -14,7 +14,9 @@ feature update), ``charges`` (partial charges after the last charge update), ``c
 ``aim`` (the last pass's output, the features the energy head reads; the default).
 Hooks sit on ``Sequential``/``Embedding``/``ConvSV`` blocks, never on an activation (each
 MLP reuses one). On CPU the calculator flattens a batch and appends one padding atom;
-``invariant_features`` drops it.
+``invariant_features`` drops it (dense ``(B, N, W)`` outputs, CUDA's layout for small
+molecules, are reshaped). On CUDA with ``inference_kernels=True`` aimnet skips its fused
+dense path while any hook is registered (the same equations, module by module).
 """
 
 from __future__ import annotations

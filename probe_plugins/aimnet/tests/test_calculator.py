@@ -130,13 +130,13 @@ def test_md_run_with_probe_flag_records_reliability_and_raise_stops_it(trained_p
     paths, _, _ = probe_file
     atoms = structures[0].copy()
     atoms.calc = AIMNet2ASE(str(trained_paths[0]), probe=paths["plain"], probe_policy="ignore")
-    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, fixcm=False)
     seen = []
     dyn.attach(lambda: seen.append(atoms.calc.results["reliability"]), interval=1)
     dyn.run(20)
     assert len(seen) == 21 and all(0.0 <= p <= 1.0 for p in seen)
     assert len(set(np.round(seen, 12))) > 1, "reliability must follow the trajectory"
     atoms.calc = AIMNet2ASE(str(trained_paths[0]), probe=paths["strict"], probe_policy="raise")
-    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, fixcm=False)
     with pytest.raises(UnreliablePrediction, match="most attended atoms"):
         dyn.run(20)
