@@ -12,7 +12,8 @@ The backbone (MACE seed 1 of ``benchmarks/mace_backbones.py``) was trained on 30
 Arms (50 structures each, taken from the pool, with their DFT labels):
     probe       ``probe select --diverse`` (least reliable, farthest-point spread)
     ensemble    the 50 of largest ensemble-of-4 force std (what users do today)
-    random-<k>  50 uniformly at random (seed k)
+    random-<k>  50 uniformly at random (seed 100 + k), k = 0..5
+    none        no new structure: retrained on train_300K alone (training noise, for scale)
 
 Each arm retrains MACE from scratch with ``mace_run_train`` on train_300K + its 50
 structures (same seed, same hyperparameters, same epochs as the backbone), and the new
@@ -43,6 +44,7 @@ from benchmarks.signal_ablation import CACHE, RESULTS, backbone_models, make_3bp
 
 WORK = CACHE / "active_learning" / "mace_3bpa"
 N_PICK = 50
+N_RANDOM = 6
 SPLIT = (0.3, 0.4, 0.3)  # probe-fit, pool, evaluation
 log = logging.getLogger("active_learning")
 
@@ -100,7 +102,8 @@ def prepare(threads):
     arms = {"probe": [int(a.info["probe_pool_index"]) for a in picked]}
     pool_force_std = data.member_force_std[pool_idx]
     arms["ensemble"] = np.argsort(-pool_force_std)[:N_PICK].tolist()
-    for k in range(3):
+    arms["none"] = []  # retrained on train_300K alone: training noise without new data
+    for k in range(N_RANDOM):
         arms[f"random-{k}"] = np.sort(
             np.random.default_rng(100 + k).choice(len(pool_idx), N_PICK, replace=False)).tolist()
     pool_errors = data.force_rmse[pool_idx]
@@ -121,19 +124,20 @@ def train_arm(arm, pool_indices, args):
     """mace_run_train on train_300K + the arm's structures; returns the model path."""
     import ase.io
 
-    target = WORK / arm / "model.model"
+    work_root = args.work
+    target = work_root / arm / "model.model"
     if target.exists():
         return target
-    work = WORK / arm / "work"
+    work = work_root / arm / "work"
     work.mkdir(parents=True, exist_ok=True)
-    pool = ase.io.read(WORK / "pool.xyz", ":")
-    train = ase.io.read(DATA / "3bpa" / "train_300K.xyz", ":") + [pool[i] for i in pool_indices]
-    write_xyz(train, WORK / arm / "train.xyz")
+    pool = ase.io.read(work_root / "pool.xyz", ":")
+    train = ase.io.read(args.data / "3bpa" / "train_300K.xyz", ":") + [pool[i] for i in pool_indices]
+    write_xyz(train, work_root / arm / "train.xyz")
     # absolute paths: train_command joins them onto its data folder
-    spec = dict(DATASETS["3bpa"], train=str((WORK / arm / "train.xyz").resolve()),
-                isolated=str((DATA / DATASETS["3bpa"]["isolated"]).resolve()))
-    cmd = train_command("3bpa", spec, args.seed, work, DATA, "float32", spec["epochs"],
-                        spec["start_swa"])
+    spec = dict(DATASETS["3bpa"], train=str((work_root / arm / "train.xyz").resolve()),
+                isolated=str((args.data / DATASETS["3bpa"]["isolated"]).resolve()))
+    cmd = train_command("3bpa", spec, args.seed, work, args.data, "float32", spec["epochs"],
+                        spec["start_swa"], device=args.device)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log.info("%s: training on %d structures in %s", arm, len(train), work)
     started = time.time()
@@ -150,17 +154,42 @@ def train_arm(arm, pool_indices, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", default=["probe", "random-0", "ensemble", "random-1",
-                                                       "random-2"])
+    parser.add_argument("--arms", nargs="+", default=["probe", "ensemble", "none"] +
+                        [f"random-{k}" for k in range(N_RANDOM)])
     parser.add_argument("--seed", type=int, default=1, help="MACE training seed (the backbone's)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="mace_run_train's --device (cpu, cuda)")
+    parser.add_argument("--parallel", type=int, default=1, help="arms trained at once (GPU)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the arms of an existing picks.json (e.g. on a GPU machine)")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder of picks.json and the arms")
+    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
     args = parser.parse_args(argv)
+    args.work, args.data = args.work.resolve(), args.data.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import ase.io
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.train_only:
+        arms = json.loads((args.work / "picks.json").read_text())["arms"]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.parallel) as pool:  # each training is a subprocess
+            list(pool.map(lambda arm: train_arm(arm, arms[arm], args), args.arms))
+        return
     record = prepare(args.threads)
+    missing = [arm for arm in record["arms"] if arm not in record["picked_force_rmse_meV_per_A"]]
+    if missing:  # arms added after the first pick: how bad their structures were, from the store
+        from probe_base.store import load_store
+
+        models = backbone_models("mace", "3bpa")
+        data = load_store(stores_for("mace", "3bpa", models)[models[0].stem][0])
+        pool_errors = data.force_rmse[splits(len(data))[1]]
+        for arm in missing:
+            idx = record["arms"][arm]
+            record["picked_force_rmse_meV_per_A"][arm] = (
+                float(np.mean(pool_errors[idx]) * 1e3) if idx else float("nan"))
     evaluation = ase.io.read(WORK / "evaluation.xyz", ":")
     results_path = RESULTS / "active_learning_mace_3bpa.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -190,6 +219,16 @@ def write_report(results):
     for arm, m in ev.items():
         rows.append(f"| {arm} | {picked.get(arm, float('nan')):.1f} | {m['energy_mae_meV']:.1f} | "
                     f"{m['forces_rmse_meV_per_A']:.1f} | {m['forces_mae_meV_per_A']:.1f} |")
+    randoms = [m for arm, m in ev.items() if arm.startswith("random-")]
+    if len(randoms) > 1:
+        def spread(key):
+            values = np.array([m[key] for m in randoms])
+            return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+        rows.append(f"| random, mean ± sd of {len(randoms)} draws | "
+                    f"{np.mean([picked[a] for a in ev if a.startswith('random-')]):.1f} | "
+                    f"{spread('energy_mae_meV')} | {spread('forces_rmse_meV_per_A')} | "
+                    f"{spread('forces_mae_meV_per_A')} |")
     text = (f"# Active learning round, MACE on 3BPA\n\nprobe-fit {results['n_fit']}, pool "
             f"{results['n_pool']}, evaluation {results['n_evaluation']} structures; 50 picked per "
             f"arm; pool mean force RMSE of the original backbone "
