@@ -71,6 +71,17 @@ def aimnet(session):
 
 
 @nox.session(python="3.11")
+@nox.parametrize("backbone", ["mace", "nequip", "aimnet"])
+def benchmarks(session, backbone):
+    """The benchmark suite on ../shared/data for one backbone in its own environment
+    (`nox -s benchmarks` runs all three; then `python -m benchmarks report` merges them).
+    Trains missing small backbones (minutes to an hour on 2 cores), large ones if cached."""
+    _install(session, backbone)
+    session.run("python", "-m", "benchmarks", "run", "--all", *session.posargs,
+                env={**THREADS, "PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(python="3.11")
 def demo(session):
     """The built-in example: a MACE ensemble on EMT-labelled clusters, extract -> fit ->
     evaluate -> predict, results in a folder whose path is printed."""

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from benchmarks.signal_ablation import CACHE, RESULTS, backbone_models, stores_for
+from benchmarks.signal_ablation import CACHE, HELDOUT, RESULTS, backbone_models, stores_for
 
 WORK = CACHE / "practice"
 # label per dataset: ethanol energies are nearly all accurate (median error ~1 meV), so
@@ -195,7 +195,14 @@ def md(args):
     probe_md = WORK / "mace_ethanol_md.probe"
     threshold = decision_threshold(load_probe(probe_md))
     models = backbone_models("mace", "ethanol")
-    start = ase.io.read(CACHE.parents[1].parent / "shared" / "data" / "ethanol" / "test_MD.xyz", 0)
+    # start every run from the held-out frame the probe trusts most, so that a stop means
+    # the dynamics went somewhere unreliable (not that it started there)
+    from probe_base.store import load_store
+
+    data = load_store(store_path)
+    p_all = load_probe(probe_md).classifier.predict_proba(data)[:, 1]
+    start_index = int(data.source_index[int(np.argmax(p_all))])
+    start = ase.io.read(HELDOUT["ethanol"], start_index)
     ensemble = MACEAdapter(models)
     runs = {}
     for temperature in args.temperatures:
@@ -246,6 +253,8 @@ def md(args):
         print(f"{temperature} K: {r['steps_run']} steps, stopped: {bool(stop)}, "
               f"{len(saved)} frames saved, {seconds:.0f} s")
     payload = {"alpha": args.alpha, "delta": args.delta, "threshold": threshold,
+               "start": {"file": str(HELDOUT["ethanol"]), "index": start_index,
+                         "p_reliable": float(p_all.max())},
                "calibration": control.to_dict(), "patience": args.patience,
                "timestep_fs": args.timestep, "runs": runs}
     (RESULTS / "practice_md_mace.json").write_text(json.dumps(payload, indent=1))
@@ -262,7 +271,8 @@ def md(args):
     text = (f"# MD watchdog on MACE ethanol\n\n`python -m benchmarks.practice_mace md`: threshold "
             f"P(reliable) ≥ {threshold:.3f} from SGR (α={args.alpha}, δ={args.delta}, calibration "
             f"coverage {control.coverage:.2f}); stop after {args.patience} consecutive unreliable "
-            f"steps; Langevin, {args.timestep} fs.\n\n| T (K) | steps run / asked | stopped | "
+            f"steps; Langevin, {args.timestep} fs, from held-out frame {start_index} "
+            f"(P(reliable) {p_all.max():.3f}).\n\n| T (K) | steps run / asked | stopped | "
             "unreliable steps | frames saved | ensemble force std of saved frames (meV/Å) | "
             "median ensemble force std along the run (meV/Å) | most attended atoms at the stop |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")

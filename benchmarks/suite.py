@@ -136,8 +136,14 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                 continue
             key = f"{label_name} / {set_name}"
             folder = out_dir / f"{label_name}_{'ood' if set_name.startswith('OOD') else 'heldout'}"
-            write_evaluation(evaluation, folder)
+            if 0 < evaluation["unreliable_fraction"] < 1:  # plots need both classes
+                write_evaluation(evaluation, folder)
             evaluations[key] = {k: v for k, v in evaluation.items() if k != "arrays"}
+            if set_name == "held-out":
+                in_distribution = evaluation["arrays"]
+            else:  # can each signal tell the OOD structures from the held-out ones?
+                evaluations[key]["ood_detection"] = ood_detection(in_distribution, evaluation["arrays"],
+                                                                  n_bootstrap)
             print(f"{name} {key}: PROBE AUROC {evaluation['metrics']['PROBE']['auroc'][0]:.3f}, "
                   f"ensemble E std {evaluation['metrics'].get('ensemble E std', {}).get('auroc', [np.nan])[0]:.3f}",
                   flush=True)
@@ -171,6 +177,25 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     (RESULTS / f"{name}.md").write_text(text)
     print(text)
     return payload
+
+
+def ood_detection(in_arrays, ood_arrays, n_bootstrap):
+    """Each signal as a detector of out-of-distribution structures (positive class: OOD),
+    on the held-out evaluation half + the OOD set; and how many each flags at P < 0.5."""
+    from probe_base.metrics import evaluate_signal
+
+    is_ood = np.r_[np.zeros(len(in_arrays["p_reliable"])), np.ones(len(ood_arrays["p_reliable"]))]
+    result = {"n_in_distribution": int((is_ood == 0).sum()), "n_ood": int(is_ood.sum()),
+              "mean_p_reliable_in_distribution": float(np.mean(in_arrays["p_reliable"])),
+              "mean_p_reliable_ood": float(np.mean(ood_arrays["p_reliable"])),
+              "flagged_in_distribution": float(np.mean(in_arrays["p_reliable"] < 0.5)),
+              "flagged_ood": float(np.mean(ood_arrays["p_reliable"] < 0.5)), "metrics": {}}
+    for method in in_arrays["scores"]:
+        if method in ood_arrays["scores"] and method != "random":
+            score = np.r_[in_arrays["scores"][method], ood_arrays["scores"][method]]
+            m = evaluate_signal(score, is_ood.astype(int), n_bootstrap=n_bootstrap)
+            result["metrics"][method] = {k: m[k] for k in ("auroc", "auprc")}
+    return result
 
 
 def _fmt(triple):
@@ -216,7 +241,20 @@ def markdown(payload):
             m = ev["metrics"][method]
             lines.append(f"| {method} | " + " | ".join(
                 _fmt(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
-        lines += ["", f"**{verdict(ev['metrics'])}**", ""]
+        if 0 < ev["unreliable_fraction"] < 1:
+            lines += ["", f"**{verdict(ev['metrics'])}**", ""]
+        else:
+            lines += ["", "(one class only: ranking metrics are undefined on this set)", ""]
+        if "ood_detection" in ev:
+            od = ev["ood_detection"]
+            lines += [f"OOD detection ({od['n_ood']} OOD vs {od['n_in_distribution']} held-out "
+                      f"structures; mean P(reliable) {od['mean_p_reliable_ood']:.3f} OOD vs "
+                      f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged at P < 0.5: "
+                      f"{100 * od['flagged_ood']:.0f} % vs {100 * od['flagged_in_distribution']:.0f} %):", "",
+                      "| signal | AUROC (OOD vs held-out) | AUPRC |", "|---|---|---|"]
+            lines += [f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} |"
+                      for name, m in od["metrics"].items()]
+            lines += [""]
     for key, why in payload["skipped"].items():
         lines += [f"- {key}: not evaluated: {why}"]
     c = payload["cost"]
@@ -333,6 +371,15 @@ def report():
         if not {"backbone", "evaluations", "size"} <= set(payload):
             continue
         for key, ev in payload["evaluations"].items():
+            if "ood_detection" in ev:  # OOD vs held-out structures as the classes
+                m = ev["ood_detection"]["metrics"]
+                ens = m.get("ensemble E std")
+                rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
+                            f"{key}: OOD detection | {_fmt(m['PROBE']['auroc'])} | "
+                            f"{_fmt(ens['auroc']) if ens else '-'} | - | - | "
+                            f"{'PROBE ahead' if ens and m['PROBE']['auroc'][0] > ens['auroc'][0] else 'ensemble ahead'} on AUROC |")
+            if not 0 < ev["unreliable_fraction"] < 1:
+                continue
             m = ev["metrics"]
             ens = m.get("ensemble E std")
             rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
