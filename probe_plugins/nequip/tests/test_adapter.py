@@ -57,8 +57,11 @@ def test_layers_and_widths_from_irreps(trained, structures):
     assert adapter.supported_elements() == {1, 6, 8}
 
 
-def test_captured_features_are_the_scalar_node_features(trained, structures):
-    adapter = NequIPAdapter([trained["package"]], layers=["layer0_convnet", "layer1_convnet", "layer2_convnet"])
+ALL = ["layer0_convnet", "layer1_convnet", "layer2_convnet"]
+
+
+def test_captured_features_are_the_scalar_node_features(adapter, structures):
+    adapter = NequIPAdapter.from_models(adapter.models[:1], layers=ALL)
     model = adapter.models[0]
     out = adapter.run(structures)
     features = np.concatenate(out.features)
@@ -74,8 +77,8 @@ def test_captured_features_are_the_scalar_node_features(trained, structures):
     np.testing.assert_array_equal(np.concatenate(last), full["readout_input"].numpy())
 
 
-def test_features_are_invariant_under_rotation(trained, structures):
-    adapter = NequIPAdapter([trained["package"]], layers=["layer0_convnet", "layer1_convnet", "layer2_convnet"])
+def test_features_are_invariant_under_rotation(adapter, structures):
+    adapter = NequIPAdapter.from_models(adapter.models[:1], layers=ALL)
     atoms = structures[0]
     rotated = atoms.copy()
     rotated.rotate(73, (1, 2, 3), center="COM")
@@ -83,10 +86,10 @@ def test_features_are_invariant_under_rotation(trained, structures):
     np.testing.assert_allclose(a, b, atol=2e-5)
 
 
-def test_hooks_change_nothing_and_match_nequips_calculator(trained, structures):
+def test_hooks_change_nothing_and_match_nequips_calculator(adapter, trained, structures):
     from nequip.integrations.ase import NequIPCalculator
 
-    adapter = NequIPAdapter([trained["package"]], layers=["layer0_convnet", "layer2_convnet"])
+    adapter = NequIPAdapter.from_models(adapter.models[:1], layers=["layer0_convnet", "layer2_convnet"])
     model = adapter.models[0]
     plain_e, plain_f = adapter.predict(model, structures, compute_forces=True)
     out = adapter.run(structures)
@@ -109,13 +112,14 @@ def test_hooks_change_nothing_and_match_nequips_calculator(trained, structures):
         torch.set_default_dtype(previous)
 
 
-def test_package_and_checkpoint_are_the_same_backbone(trained, structures):
-    package, checkpoint = NequIPAdapter([trained["package"]]), NequIPAdapter([trained["ckpt1"]])
+def test_package_and_checkpoint_are_the_same_backbone(adapter, trained, structures):
+    package = NequIPAdapter.from_models(adapter.models[:1])
+    checkpoint = NequIPAdapter([trained["ckpt1"]])
     assert package.fingerprint()["weights_sha256"] == checkpoint.fingerprint()["weights_sha256"]
     a, b = package.run(structures), checkpoint.run(structures)
     np.testing.assert_array_equal(a.energies, b.energies)
     np.testing.assert_array_equal(np.concatenate(a.features), np.concatenate(b.features))
-    other = NequIPAdapter([trained["ckpt2"]])
+    other = NequIPAdapter.from_models(adapter.models[1:2])  # loaded from the epoch-1 .ckpt
     assert other.fingerprint()["weights_sha256"] != package.fingerprint()["weights_sha256"]
 
 
@@ -123,13 +127,13 @@ def test_ensemble_of_package_and_checkpoint(adapter, trained, structures):
     out = adapter.run(structures)
     assert out.member_energies.shape == (len(structures), 2)
     np.testing.assert_array_equal(out.member_energies[:, 0], out.energies)
-    second = NequIPAdapter([trained["ckpt2"]]).run(structures)
+    second = NequIPAdapter.from_models(adapter.models[1:2]).run(structures)
     np.testing.assert_array_equal(out.member_energies[:, 1], second.energies)
     for member_forces, forces in zip(out.member_forces, second.forces):
         np.testing.assert_array_equal(member_forces[1], forces)
     assert np.all(np.std(out.member_energies, axis=1) > 0)
     # features come from the first (probed) model only
-    first = NequIPAdapter([trained["package"]]).run(structures)
+    first = NequIPAdapter.from_models(adapter.models[:1]).run(structures)
     np.testing.assert_array_equal(np.concatenate(out.features), np.concatenate(first.features))
 
 
@@ -145,7 +149,7 @@ def test_torch_state_of_the_process_is_left_alone(trained):
         torch.manual_seed(7)
         expected = torch.rand(3)
         torch.manual_seed(7)
-        NequIPAdapter([trained["package"], trained["ckpt2"]])
+        NequIPAdapter([trained["package"]])
         assert torch.get_default_dtype() == torch.float32
         np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
         assert not global_state.global_state_initialized(), \
@@ -155,7 +159,7 @@ def test_torch_state_of_the_process_is_left_alone(trained):
         torch.set_default_dtype(previous)
 
 
-def test_refuses_compiled_models_with_the_fix(trained, structures, tmp_path):
+def test_refuses_compiled_models_with_the_fix(adapter, trained, tmp_path):
     compiled = tmp_path / "model.nequip.pt2"
     compiled.write_bytes(trained["package"].read_bytes()[:1000])
     with pytest.raises(InputError, match=r"opaque.*\.nequip\.zip.*\.ckpt"):
@@ -164,7 +168,7 @@ def test_refuses_compiled_models_with_the_fix(trained, structures, tmp_path):
     # runner (a callable, no submodules); here the runner is the eager model's forward
     from nequip.nn.compile import DictInputOutputWrapper
 
-    eager = NequIPAdapter([trained["package"]]).models[0]
+    eager = adapter.models[0]
     opaque = DictInputOutputWrapper(lambda inputs: eager(inputs), ["pos"], ["total_energy"])
     with pytest.raises(ProbeError, match="no convnet layers to hook.*opaque"):
         NequIPAdapter.from_models([opaque])
@@ -187,9 +191,9 @@ def test_real_aotinductor_model_is_refused(trained, tmp_path):
         NequIPAdapter.from_models([calc.model])
 
 
-def test_unknown_layer_bad_file_and_unknown_element(trained, tmp_path):
+def test_unknown_layer_bad_file_and_unknown_element(adapter, trained, tmp_path):
     with pytest.raises(InputError, match="layer2_convnet"):
-        NequIPAdapter([trained["package"]], layers=["products.0"])
+        NequIPAdapter.from_models(adapter.models[:1], layers=["products.0"])
     bad = tmp_path / "not_a_model.ckpt"
     torch.save({"weights": torch.zeros(3)}, bad)
     with pytest.raises(InputError, match="cannot be loaded as a NequIP"):
@@ -197,7 +201,7 @@ def test_unknown_layer_bad_file_and_unknown_element(trained, tmp_path):
     from ase.build import molecule
 
     with pytest.raises(InputError, match="element"):
-        NequIPAdapter([trained["package"]]).run([molecule("NH3")])
+        adapter.run([molecule("NH3")])
 
 
 def test_plugin_registration():
@@ -208,7 +212,7 @@ def test_plugin_registration():
     assert get_adapter_class("nequip") is NequIPAdapter
 
 
-def test_cli_extract_with_adapter_nequip(model_paths, data_files, tmp_path):
+def test_cli_extract_with_adapter_nequip(adapter, model_paths, data_files, tmp_path):
     from probe_base.cli import main
     from probe_base.store import load_store
 
@@ -220,7 +224,7 @@ def test_cli_extract_with_adapter_nequip(model_paths, data_files, tmp_path):
     assert len(data) == 40 and data.features.shape == (40 * 9, 6)
     assert data.member_energies.shape == (40, 2)
     assert data.fingerprint["adapter"] == "nequip"
-    reference = NequIPAdapter(model_paths[:1]).run(ase.io.read(data_files["test"], ":5"))
+    reference = NequIPAdapter.from_models(adapter.models[:1]).run(ase.io.read(data_files["test"], ":5"))
     # batches of 32 vs 5 in a float32 model: equal to float32 precision
     np.testing.assert_allclose(data.energy_pred[:5], reference.energies, rtol=0, atol=1e-6)
     np.testing.assert_allclose(data.features[:45], np.concatenate(reference.features), atol=1e-5)

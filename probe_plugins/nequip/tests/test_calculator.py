@@ -16,13 +16,13 @@ from probe_nequip import NequIPAdapter, NequIPCalculator
 
 
 @pytest.fixture(scope="module")
-def probe_file(trained, ethanol, tmp_path_factory):
+def probe_file(adapter, ethanol, tmp_path_factory):
     from probe_base.artifact import save_probe
     from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
 
     frames = ethanol(40, start=200)
-    backbone = NequIPAdapter([trained["package"]])
+    backbone = NequIPAdapter.from_models(adapter.models[:1])  # the package
     out = backbone.run(frames, members=False)
     errs = np.abs(out.energies - np.array([a.get_potential_energy() for a in frames]))
     label = LabelSpec("energy", quantile=0.5).resolved(errs)
@@ -44,7 +44,7 @@ def _hooks(model):
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
-def test_without_probe_it_is_nequips_calculator(trained, structures):
+def test_without_probe_it_is_nequips_calculator(adapter, trained, structures):
     from nequip.integrations.ase import NequIPCalculator as Original
 
     calc = _calculator(trained["package"])
@@ -52,7 +52,7 @@ def test_without_probe_it_is_nequips_calculator(trained, structures):
     atoms = structures[0].copy()
     atoms.calc = calc
     energy = atoms.get_potential_energy()
-    out = NequIPAdapter([trained["package"]]).run([structures[0]], members=False)
+    out = adapter.run([structures[0]], members=False)
     assert energy == pytest.approx(out.energies[0], abs=1e-9)
     assert "reliability" not in calc.results
 

@@ -33,13 +33,13 @@ def test_metrics_are_reported_with_nequips_test_metrics(trained, report):
     assert "PROBE on test set 0" in log
 
 
-def test_in_training_capture_matches_the_adapter_offline(trained, data_files, report):
+def test_in_training_capture_matches_the_adapter_offline(adapter, data_files, report):
     """The probe file fits the packaged model of that training (the EMA weights were hooked),
     and scoring the held-out test structures offline gives the callback's values: features
     captured during nequip's test passes = features of the adapter's own pass."""
     payload, probe_path = report
     artifact = load_probe(probe_path)
-    backbone = NequIPAdapter([trained["package"]])
+    backbone = NequIPAdapter.from_models(adapter.models[:1])  # the package of that training
     artifact.check_backbone(backbone.fingerprint())
     frames = [ase.io.read(data_files["test"], ":")[i] for i in payload["eval_indices"]]
     out = backbone.run(frames, members=False)
