@@ -20,6 +20,8 @@ model to ``benchmarks/cache/aimnet/metrics.json``. One training at a time.
     python benchmarks/aimnet_backbones.py                      # everything, seeds 1..4
     python benchmarks/aimnet_backbones.py --datasets ethanol --seeds 1 2
     python benchmarks/aimnet_backbones.py --evaluate-only      # metrics of existing models
+    python benchmarks/aimnet_backbones.py --table benchmarks/results/signal_aimnet_ethanol_energy_main.json
+    python benchmarks/aimnet_backbones.py --hook-overhead --datasets ethanol
 """
 
 from __future__ import annotations
@@ -132,6 +134,63 @@ def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
     os.replace(partial, path)
 
 
+def bootstrap_table(json_path: Path) -> Path:
+    """``<run>_bootstrap.md`` next to a signal_ablation JSON: per backbone seed (probe seed 0,
+    default recipe), AUROC, AURC, Spearman and ECE with 95 % bootstrap intervals."""
+    payload = json.loads(Path(json_path).read_text())
+    lines = [f"### {payload['backbone']} / {payload['dataset']}: bootstrap 95 % intervals "
+             f"(probe seed 0, {payload['n_heldout']} held-out, half scored)", "",
+             "| backbone | signal | AUROC | AURC | Spearman | ECE |", "|---|---|---|---|---|---|"]
+    for seed, signals in payload["bootstrap_seed0"].items():
+        for signal, metrics in signals.items():
+            cells = []
+            for key in ("auroc", "aurc", "spearman", "ece"):
+                if key in metrics:
+                    value, low, high = metrics[key]
+                    cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+                else:
+                    cells.append("—")
+            lines.append(f"| {seed} | {signal} | " + " | ".join(cells) + " |")
+    out = Path(json_path).with_name(Path(json_path).stem + "_bootstrap.md")
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
+    """Backbone pass with and without PROBE's hooks (all declared layers), interleaved so
+    that a busy machine slows both alike; medians and the median of paired ratios."""
+    from probe_aimnet import AIMNet2Adapter
+
+    model = args.cache / name / "seed1.pt"
+    frames = held_out(name, args.data)[:n]
+    adapter = AIMNet2Adapter([model], layers=[l.name for l in AIMNet2Adapter([model]).feature_layers()])
+
+    def plain():
+        for i in range(0, n, 32):
+            adapter.predict(adapter.models[0], frames[i:i + 32], True)
+
+    def hooked():
+        for i in range(0, n, 32):
+            adapter.run(frames[i:i + 32], compute_forces=True, members=False)
+
+    plain(), hooked()  # warm-up
+    times = {"plain": [], "hooked": []}
+    for _ in range(repeats):
+        for key, fn in (("plain", plain), ("hooked", hooked)):
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    ratios = np.array(times["hooked"]) / np.array(times["plain"])
+    result = {"dataset": name, "structures": n, "repeats": repeats, "layers": adapter.layers,
+              "plain_median_s": float(np.median(times["plain"])),
+              "hooked_median_s": float(np.median(times["hooked"])),
+              "paired_ratio_median": float(np.median(ratios)),
+              "paired_ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
+    out = REPO / "benchmarks" / "results" / f"aimnet_hook_overhead_{name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -143,7 +202,21 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--no-evaluate", action="store_true", help="train only")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="only write the bootstrap table of a signal_ablation JSON")
+    parser.add_argument("--hook-overhead", action="store_true",
+                        help="only time seed1's pass with and without hooks (interleaved)")
     args = parser.parse_args(argv)
+    if args.hook_overhead:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for name in args.datasets:
+            print(json.dumps(hook_overhead(name, args), indent=2))
+        return 0
+    if args.table:
+        print(bootstrap_table(args.table).read_text())
+        return 0
     args.cache.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
