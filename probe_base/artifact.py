@@ -76,6 +76,7 @@ def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint:
         "n_members": len(classifier.members_),
         "temperature": classifier.temperature_,
         "prior_log_odds": classifier.prior_log_odds_,
+        "domain_radius": getattr(classifier, "domain_radius_", None),
         "label": label.to_dict(),
         "fingerprint": fingerprint,
         "info": info or {},
@@ -127,6 +128,7 @@ def load_probe(path) -> ProbeArtifact:
                                 if "isotonic_x" in tensors else None)
         classifier.temperature_ = float(meta["temperature"])
         classifier.prior_log_odds_ = float(meta["prior_log_odds"])
+        classifier.domain_radius_ = meta.get("domain_radius")  # None: no guard (older files)
         classifier.classes_ = np.array([0, 1])
         classifier._cached_nets()  # builds the nets: fails here, not later, on bad weights
     except (KeyError, RuntimeError, TypeError) as exc:

@@ -59,7 +59,7 @@ class ProbeClassifier:
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
                  selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
-                 latent_neighbors=5, seed=0, progress=False):
+                 latent_neighbors=5, domain_guard=True, seed=0, progress=False):
         self.hidden = hidden
         self.heads = heads
         self.attention_layers = attention_layers
@@ -79,6 +79,7 @@ class ProbeClassifier:
         self.per_element_norm = per_element_norm
         self.extras = tuple(extras)
         self.latent_neighbors = latent_neighbors
+        self.domain_guard = domain_guard
         self.seed = seed
         self.progress = progress
 
@@ -93,7 +94,7 @@ class ProbeClassifier:
             "hidden", "heads", "attention_layers", "dropout", "lr", "weight_decay", "batch_size",
             "max_epochs", "patience", "val_fraction", "calibration", "calibration_fraction",
             "selection", "cv_folds", "n_seeds", "element_embedding", "per_element_norm", "extras",
-            "latent_neighbors", "seed")}
+            "latent_neighbors", "domain_guard", "seed")}
 
     # ---- inputs ------------------------------------------------------------------------
     def _extras(self, X, fitting=False) -> np.ndarray:
@@ -145,14 +146,20 @@ class ProbeClassifier:
         if X.features is not None:
             self.pool_mean_ = X.features.mean(0)
             self.pool_std_ = X.features.std(0) + 1e-6
-            if "latent_distance" in self.extras:
+            self.domain_radius_ = None
+            if "latent_distance" in self.extras or self.domain_guard:
                 self._fit_knn(X)
+            if self.domain_guard:
+                # the farthest any fitting structure lies from its neighbours: beyond it the
+                # probe never saw a structure, so it abstains (P(reliable) = 0)
+                self.domain_radius_ = float(self.latent_distance(X, exclude_self=True).max())
             extras = self._extras(X, fitting=True)
             self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
         else:  # a StoreView: features stay on disk
             if "latent_distance" in self.extras:
                 raise ValueError("the latent_distance input needs every fitting structure's "
                                  "features in memory; it is not available under torchrun")
+            self.domain_radius_ = None  # the domain guard needs them too: off under torchrun
             extras = self._extras(X, fitting=True)
             self.pool_mean_, self.pool_std_, self.norm_ = _streamed_normalisation(
                 X, extras, self.per_element_norm, comm)
@@ -281,7 +288,7 @@ class ProbeClassifier:
         nets = []
         for state in self.members_:
             net = self.new_net()
-            net.load_state_dict(state)
+            net.load_state_dict({**net.state_dict(), **state})  # files older than a buffer: its default
             nets.append(net.eval())
         return nets
 
@@ -365,9 +372,22 @@ class ProbeClassifier:
             p = np.interp(p, *self.isotonic_)
         return p
 
+    def in_domain(self, X) -> np.ndarray:
+        """True where a structure lies within the fitting set's reach in the backbone's
+        feature space (latent distance <= ``domain_radius_``); all True without the guard."""
+        if getattr(self, "domain_radius_", None) is None:
+            return np.ones(len(X), dtype=bool)
+        return self.latent_distance(X) <= self.domain_radius_
+
+    def _guarded(self, p, X):
+        """Out of domain, the probe abstains: P(reliable) = 0. Its network was never shown
+        such structures and can be confidently wrong there (methanol scored by a probe fitted
+        on ethanol got P(reliable) 1.0 without the guard)."""
+        return np.where(self.in_domain(X), p, 0.0)
+
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""
-        p = self._probability(self._logits(X))
+        p = self._guarded(self._probability(self._logits(X)), X)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, threshold=0.5) -> np.ndarray:
@@ -376,7 +396,7 @@ class ProbeClassifier:
     def predict_with_importance(self, X):
         """P(reliable) per structure and per-atom importance (list of arrays), one pass."""
         logits, importance = self._logits(X, importance=True)
-        return self._probability(logits), importance
+        return self._guarded(self._probability(logits), X), importance
 
     def score(self, X, y) -> float:
         """AUROC of detecting unreliable structures (y = 0) by 1 - P(reliable)."""
@@ -405,6 +425,13 @@ def _stratified_split(indices, y, fraction, seed):
     return np.sort(rest), np.sort(held)
 
 
+def _standardised_range(extras, norm):
+    """(low, high) of the standardised extras over the fitting set (clamp bounds)."""
+    low = (extras.min(0) - norm["extras_mean"].numpy()) / norm["extras_std"].numpy()
+    high = (extras.max(0) - norm["extras_mean"].numpy()) / norm["extras_std"].numpy()
+    return torch.from_numpy(low.astype(np.float32)), torch.from_numpy(high.astype(np.float32))
+
+
 def _normalisation(feats, zs, extras, per_element):
     out = {}
     if per_element:
@@ -421,6 +448,7 @@ def _normalisation(feats, zs, extras, per_element):
         out["feature_std"] = torch.from_numpy((feats.std(0) + 1e-6).astype(np.float32))
     out["extras_mean"] = torch.from_numpy(extras.mean(0).astype(np.float32))
     out["extras_std"] = torch.from_numpy((extras.std(0) + 1e-6).astype(np.float32))
+    out["extras_low"], out["extras_high"] = _standardised_range(extras, out)
     return out
 
 
@@ -459,4 +487,5 @@ def _streamed_normalisation(X, extras, per_element, comm):
         out["feature_std"] = torch.from_numpy(std.astype(np.float32))
     out["extras_mean"] = torch.from_numpy(extras.mean(0).astype(np.float32))
     out["extras_std"] = torch.from_numpy((extras.std(0) + 1e-6).astype(np.float32))
+    out["extras_low"], out["extras_high"] = _standardised_range(extras, out)
     return mean.astype(np.float32), std.astype(np.float32), out

@@ -78,6 +78,11 @@ class ProbeNet(nn.Module):
         self.register_buffer("feature_std", torch.ones(shape))
         self.register_buffer("extras_mean", torch.zeros(n_extras))
         self.register_buffer("extras_std", torch.ones(n_extras))
+        # standardised range of the fitting set: scalar inputs are clamped to it, so that a
+        # structure far outside (another molecule's energy per atom) cannot drive the logit
+        # by linear extrapolation to a confident answer
+        self.register_buffer("extras_low", torch.full((n_extras,), float("-inf")))
+        self.register_buffer("extras_high", torch.full((n_extras,), float("inf")))
         self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout),
                                      nn.Linear(hidden, hidden))
         self.element = nn.Embedding(MAX_Z, hidden) if element_embedding else None
@@ -103,7 +108,7 @@ class ProbeNet(nn.Module):
         maskf = mask.to(h.dtype)[..., None]
         mean = (h * maskf).sum(1) / maskf.sum(1).clamp(min=1.0)
         peak = h.masked_fill(~mask[..., None], float("-inf")).amax(1)
-        extras = (extras - self.extras_mean) / self.extras_std
+        extras = torch.clamp((extras - self.extras_mean) / self.extras_std, self.extras_low, self.extras_high)
         logit = self.head(torch.cat([mean, peak, extras], dim=-1)).squeeze(-1)
         if not return_importance:
             return logit, None
