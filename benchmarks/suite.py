@@ -203,11 +203,11 @@ def _fmt(triple):
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def verdict(metrics):
-    """One sentence: does PROBE beat ensemble energy disagreement, intervals apart?"""
-    probe, ens = metrics["PROBE"], metrics.get("ensemble E std")
+def verdict(metrics, against="ensemble E std"):
+    """One sentence: does PROBE beat this ensemble signal, intervals apart?"""
+    probe, ens = metrics["PROBE"], metrics.get(against)
     if ens is None:
-        return "no ensemble to compare with"
+        return f"no {against} to compare with"
     parts = []
     for metric, higher_is_better in (("auroc", True), ("aurc", False)):
         p, e = probe[metric], ens[metric]
@@ -215,14 +215,14 @@ def verdict(metrics):
         apart = p[1] > e[2] if higher_is_better else p[2] < e[1]
         worse_apart = p[2] < e[1] if higher_is_better else p[1] > e[2]
         if better and apart:
-            parts.append(f"PROBE beats the ensemble on {metric.upper()} (intervals do not overlap)")
+            parts.append(f"PROBE beats it on {metric.upper()} (intervals do not overlap)")
         elif better:
             parts.append(f"PROBE is ahead on {metric.upper()} but the intervals overlap")
         elif worse_apart:
-            parts.append(f"the ensemble beats PROBE on {metric.upper()} (intervals do not overlap)")
+            parts.append(f"it beats PROBE on {metric.upper()} (intervals do not overlap)")
         else:
-            parts.append(f"the ensemble is ahead on {metric.upper()} but the intervals overlap")
-    return "; ".join(parts) + "."
+            parts.append(f"it is ahead on {metric.upper()} but the intervals overlap")
+    return f"vs {against}: " + "; ".join(parts) + "."
 
 
 def markdown(payload):
@@ -242,7 +242,8 @@ def markdown(payload):
             lines.append(f"| {method} | " + " | ".join(
                 _fmt(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
         if 0 < ev["unreliable_fraction"] < 1:
-            lines += ["", f"**{verdict(ev['metrics'])}**", ""]
+            lines += [""] + [f"**{verdict(ev['metrics'], against)}**  " for against in
+                             ("ensemble E std", "ensemble F std") if against in ev["metrics"]] + [""]
         else:
             lines += ["", "(one class only: ranking metrics are undefined on this set)", ""]
         if "ood_detection" in ev:
@@ -365,7 +366,7 @@ def scaling(backbone, sizes=(1, 10, 100, 1000)):
 def report():
     """benchmarks/results/README.md: every suite result, one verdict line per row."""
     rows = ["| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
-            "ensemble AURC | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+            "ensemble AURC | verdict (ensemble signal named) |", "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("*.json")):
         payload = json.loads(path.read_text())
         if not {"backbone", "evaluations", "size"} <= set(payload):
@@ -381,10 +382,13 @@ def report():
             if not 0 < ev["unreliable_fraction"] < 1:
                 continue
             m = ev["metrics"]
-            ens = m.get("ensemble E std")
-            rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
-                        f"{_fmt(m['PROBE']['auroc'])} | {_fmt(ens['auroc']) if ens else '-'} | "
-                        f"{_fmt(m['PROBE']['aurc'])} | {_fmt(ens['aurc']) if ens else '-'} | {verdict(m)} |")
+            for against in ("ensemble E std", "ensemble F std"):
+                if against not in m:
+                    continue
+                ens = m[against]
+                rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
+                            f"{_fmt(m['PROBE']['auroc'])} | {_fmt(ens['auroc'])} | "
+                            f"{_fmt(m['PROBE']['aurc'])} | {_fmt(ens['aurc'])} | {verdict(m, against)} |")
     text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
             "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
             + "\n".join(rows) + "\n")
