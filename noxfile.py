@@ -14,7 +14,7 @@ import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["core", "mace", "sevenn"]
+nox.options.sessions = ["core", "mace", "sevenn", "nequip", "aimnet"]
 
 TORCH = "torch==2.13.0"
 # small models: one thread is faster than two fighting over a shared machine
