@@ -36,6 +36,12 @@ from .model import ProbeNet
 
 EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
 VMAP_MAX_ATOMS = 512  # above this, members run one by one (vmap would multiply attention memory)
+# domain radius / largest fitting distance. Measured on MACE: held-out 3BPA and ethanol
+# structures reach 1.01x the largest fitting distance, methanol (OOD for an ethanol
+# backbone) starts at 1.65x. The guard is opt-in: on 80 toy clusters (heavier tails) it
+# flagged 3 % of in-distribution structures, mostly reliable ones (AUROC 0.945 -> 0.904).
+DOMAIN_MARGIN = 1.5
+
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
     "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
@@ -59,7 +65,7 @@ class ProbeClassifier:
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
                  selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
-                 latent_neighbors=5, domain_guard=True, seed=0, progress=False):
+                 latent_neighbors=5, domain_guard=False, seed=0, progress=False):
         self.hidden = hidden
         self.heads = heads
         self.attention_layers = attention_layers
@@ -150,9 +156,9 @@ class ProbeClassifier:
             if "latent_distance" in self.extras or self.domain_guard:
                 self._fit_knn(X)
             if self.domain_guard:
-                # the farthest any fitting structure lies from its neighbours: beyond it the
-                # probe never saw a structure, so it abstains (P(reliable) = 0)
-                self.domain_radius_ = float(self.latent_distance(X, exclude_self=True).max())
+                # half again the farthest any fitting structure lies from its neighbours:
+                # beyond it the probe never saw anything alike, so it abstains (P = 0)
+                self.domain_radius_ = DOMAIN_MARGIN * float(self.latent_distance(X, exclude_self=True).max())
             extras = self._extras(X, fitting=True)
             self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
         else:  # a StoreView: features stay on disk

@@ -70,6 +70,10 @@ def build_parser():
     p.add_argument("--remove-offset", action="store_true",
                    help="energy targets: subtract the fitting set's mean signed error first, so a "
                         "constant energy shift of the backbone does not decide what is unreliable")
+    p.add_argument("--domain-guard", action="store_true",
+                   help="abstain (P(reliable) = 0) on structures farther from the fitting set, in the "
+                        "backbone's feature space, than 1.5x the largest fitting distance: catches "
+                        "other molecules/phases, can also flag rare in-distribution structures")
     p.add_argument("--eval-fraction", type=float, default=0.0,
                    help="fraction of the store kept out of fitting for `probe evaluate` (default 0)")
     p.add_argument("--preset", choices=["default", "paper"], default="default",
@@ -221,6 +225,8 @@ def _fit(args, group):
         overrides["n_seeds"] = args.seeds
     if args.epochs:
         overrides["max_epochs"] = args.epochs
+    if args.domain_guard:
+        overrides["domain_guard"] = True
     classifier = (ProbeClassifier(**overrides) if args.preset == "default"
                   else ProbeClassifier.from_preset(args.preset, **overrides))
     label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile,

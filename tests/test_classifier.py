@@ -88,7 +88,7 @@ def test_domain_guard_abstains_outside_the_fitting_domain_and_nowhere_else(tmp_p
     from probe_base.artifact import load_probe, save_probe
     from probe_base.labels import LabelSpec
 
-    X, y, clf = _fit()
+    X, y, clf = _fit(domain_guard=True)
     Xt, _ = synthetic_features(200, seed=9)
     assert clf.in_domain(X).all() and clf.in_domain(Xt).mean() > 0.9
     far = replace(Xt, features=Xt.features * 8 + 5, energy_pred=Xt.energy_pred * 100)
@@ -97,7 +97,7 @@ def test_domain_guard_abstains_outside_the_fitting_domain_and_nowhere_else(tmp_p
     p_far, importance = clf.predict_with_importance(far)
     assert np.all(p_far == 0) and len(importance) == len(far)
 
-    unguarded = _fit(domain_guard=False)[2]
+    unguarded = _fit()[2]  # the default: no guard
     assert unguarded.domain_radius_ is None and unguarded.in_domain(far).all()
     inside = clf.in_domain(Xt)
     np.testing.assert_allclose(clf.predict_proba(Xt)[inside, 1],
