@@ -36,6 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # as `python -m benchmarks.<name>` or as a script from the repository root
+    from benchmarks.backbone_common import evaluate_adapter, held_out, update_metrics
+except ImportError:
+    from backbone_common import evaluate_adapter, held_out, update_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
 CACHE = REPO / "benchmarks" / "cache" / "aimnet"
@@ -90,48 +95,10 @@ def train_one(name: str, seed: int, args) -> Path | None:
     return target
 
 
-def held_out(name: str, data: Path):
-    from ase.io import read
-
-    if name == "ethanol":
-        return read(data / "ethanol/test_MD.xyz", ":")
-    seen = {np.round(a.positions, 5).tobytes() for a in read(data / "3bpa/train_300K.xyz", ":")}
-    return [a for a in read(data / "3bpa/train_mixedT.xyz", ":")
-            if np.round(a.positions, 5).tobytes() not in seen]
-
-
 def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     from probe_aimnet import AIMNet2Adapter
 
-    adapter = AIMNet2Adapter([model_path])
-    energies, forces = [], []
-    for start in range(0, len(structures), batch):
-        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
-        energies.append(out.energies)
-        forces.extend(out.forces)
-    pred_e = np.concatenate(energies)
-    ref_e = np.array([a.get_potential_energy() for a in structures])
-    n_atoms = np.array([len(a) for a in structures])
-    err = pred_e - ref_e
-    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(forces, structures)])
-    return {
-        "n_structures": len(structures),
-        "energy_mae_meV": float(np.mean(np.abs(err)) * 1e3),
-        "energy_mean_signed_error_meV": float(np.mean(err) * 1e3),
-        "energy_mae_meV_per_atom": float(np.mean(np.abs(err) / n_atoms) * 1e3),
-        "energy_rmse_meV": float(np.sqrt(np.mean(err**2)) * 1e3),
-        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
-        "forces_rmse_meV_per_A": float(np.sqrt(np.mean(f_err**2)) * 1e3),
-    }
-
-
-def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
-    path = cache / "metrics.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
-    table.setdefault(name, {})[f"seed{seed}"] = metrics
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(table, indent=2, sort_keys=True))
-    os.replace(partial, path)
+    return evaluate_adapter(AIMNet2Adapter([model_path]), structures, batch)
 
 
 def bootstrap_table(json_path: Path) -> Path:

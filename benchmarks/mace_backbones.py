@@ -21,7 +21,6 @@ model to ``benchmarks/cache/mace/metrics.json``. One training process at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -30,7 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+
+try:  # as `python -m benchmarks.<name>` or as a script from the repository root
+    from benchmarks.backbone_common import evaluate_adapter, held_out, update_metrics
+except ImportError:
+    from backbone_common import evaluate_adapter, held_out, update_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -152,51 +155,10 @@ def train_one(name: str, seed: int, args) -> Path | None:
     return target
 
 
-def held_out(name: str, data: Path):
-    from ase.io import read
-
-    if name == "ethanol":
-        return read(data / "ethanol/test_MD.xyz", ":")
-    seen = {_key(a) for a in read(data / "3bpa/train_300K.xyz", ":")}
-    return [a for a in read(data / "3bpa/train_mixedT.xyz", ":") if _key(a) not in seen]
-
-
-def _key(atoms) -> bytes:
-    return atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
-
-
 def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     from probe_mace import MACEAdapter
 
-    adapter = MACEAdapter([model_path])
-    energies, forces = [], []
-    for start in range(0, len(structures), batch):
-        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
-        energies.append(out.energies)
-        forces.extend(out.forces)
-    pred_e = np.concatenate(energies)
-    ref_e = np.array([a.get_potential_energy() for a in structures])
-    n_atoms = np.array([len(a) for a in structures])
-    err = pred_e - ref_e
-    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(forces, structures)])
-    return {
-        "n_structures": len(structures),
-        "energy_mae_meV": float(np.mean(np.abs(err)) * 1e3),
-        "energy_mean_signed_error_meV": float(np.mean(err) * 1e3),
-        "energy_mae_meV_per_atom": float(np.mean(np.abs(err) / n_atoms) * 1e3),
-        "energy_rmse_meV": float(np.sqrt(np.mean(err**2)) * 1e3),
-        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
-        "forces_rmse_meV_per_A": float(np.sqrt(np.mean(f_err**2)) * 1e3),
-    }
-
-
-def update_metrics(cache: Path, name: str, seed: int, metrics: dict) -> None:
-    path = cache / "metrics.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
-    table.setdefault(name, {})[f"seed{seed}"] = metrics
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(table, indent=2, sort_keys=True))
-    os.replace(partial, path)
+    return evaluate_adapter(MACEAdapter([model_path]), structures, batch)
 
 
 def main(argv=None) -> int:
@@ -237,7 +199,7 @@ def main(argv=None) -> int:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
-            trained = dict(zip(jobs, pool.map(lambda job: train_one(*job, args), jobs)))
+            list(pool.map(lambda job: train_one(*job, args), jobs))
     for name, seed in tqdm(jobs, desc="backbones", unit="model", disable=None):
         if args.evaluate_only or args.parallel > 1:
             path = model_dir(args.cache, name, args.size) / f"seed{seed}.model"

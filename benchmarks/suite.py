@@ -29,13 +29,11 @@ evaluation under ``benchmarks/results/<backbone>_<dataset>[_<size>]/<label>_<set
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
