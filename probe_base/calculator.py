@@ -87,7 +87,9 @@ class ProbedCalculator(Calculator):
         if self.policy == "warn":
             warnings.warn(message, UnreliableWarning, stacklevel=2)
         else:
-            raise UnreliablePrediction(message, p, self.results["atom_importance"])
+            importance = self.results["atom_importance"]
+            self.reset()  # no cached results: asking again for the same atoms raises again
+            raise UnreliablePrediction(message, p, importance)
 
 
 def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,

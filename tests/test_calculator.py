@@ -62,6 +62,17 @@ def test_md_run_records_reliability_and_raise_policy_stops_it(toy_files, fitted_
     assert info.value.atom_importance.shape == (len(atoms),)
 
 
+def test_raise_policy_raises_again_for_the_same_atoms(toy_files, fitted_probe):
+    """ASE caches results per atoms: a rejected prediction must not be served from the
+    cache on the next call (it would return the energy without raising)."""
+    atoms = ase.io.read(toy_files["heldout"], 0)
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise", threshold=1.01)
+    for _ in range(2):
+        with pytest.raises(UnreliablePrediction):
+            atoms.get_potential_energy()
+    assert "energy" not in atoms.calc.results
+
+
 def test_warn_policy_warns(toy_files, fitted_probe):
     atoms = ase.io.read(toy_files["heldout"], 0)
     atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="warn", threshold=1.01)
