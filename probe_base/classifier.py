@@ -103,7 +103,8 @@ class ProbeClassifier:
             "latent_neighbors", "domain_guard", "seed")}
 
     # ---- inputs ------------------------------------------------------------------------
-    def _extras(self, X, fitting=False) -> np.ndarray:
+    def _extras(self, X, fitting=False, distance=None) -> np.ndarray:
+        """The scalar inputs; ``distance``: the latent distances of ``X`` if already known."""
         columns = []
         for name in self.extras:
             if name == "energy_per_atom":
@@ -111,7 +112,8 @@ class ProbeClassifier:
             elif name == "log_n_atoms":
                 columns.append(np.log(X.n_atoms))
             elif name == "latent_distance":
-                columns.append(self.latent_distance(X, exclude_self=fitting))
+                columns.append(distance if distance is not None
+                               else self.latent_distance(X, exclude_self=fitting))
             else:
                 raise ValueError(f"unknown extra input {name!r}; choose from {EXTRAS}")
         return np.stack(columns, axis=1) if columns else np.zeros((len(X), 0))
@@ -152,14 +154,15 @@ class ProbeClassifier:
         if X.features is not None:
             self.pool_mean_ = X.features.mean(0)
             self.pool_std_ = X.features.std(0) + 1e-6
-            self.domain_radius_ = None
+            self.domain_radius_ = fit_distance = None
             if "latent_distance" in self.extras or self.domain_guard:
                 self._fit_knn(X)
+                fit_distance = self.latent_distance(X, exclude_self=True)  # one k-NN pass for both
             if self.domain_guard:
                 # half again the farthest any fitting structure lies from its neighbours:
                 # beyond it the probe never saw anything alike, so it abstains (P = 0)
-                self.domain_radius_ = DOMAIN_MARGIN * float(self.latent_distance(X, exclude_self=True).max())
-            extras = self._extras(X, fitting=True)
+                self.domain_radius_ = DOMAIN_MARGIN * float(fit_distance.max())
+            extras = self._extras(X, fitting=True, distance=fit_distance)
             self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
         else:  # a StoreView: features stay on disk
             if "latent_distance" in self.extras:
