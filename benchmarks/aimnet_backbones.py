@@ -4,8 +4,9 @@
 seeded; ``wandb: null``; omegaconf + pytorch-ignite from ``probe-aimnet[train]``) on
 aimnet's HDF5 layout, SAE by linear regression, then ``aimnet export`` to the v2 ``.pt``
 format (SAE baked into float64 atomic shifts; long-range Coulomb moved to the
-calculator). Architecture: the bundled ``aimnet2.yaml`` (3 passes, charges, Coulomb) with
-smaller widths (``probe_aimnet.training.small_model_config``, ~0.25 M parameters).
+calculator). Architecture, the expressiveness axis (``--size``): the bundled ``aimnet2.yaml`` (3 passes,
+charges, Coulomb) with smaller widths (``small``: ``probe_aimnet.training.small_model_config``,
+~0.25 M parameters) or as published (``large``: MLP widths 512/380, 256-wide AIM vector).
 Loss: aimnet's energy (per sqrt(atoms)) + forces MSE, weights per dataset below; RAdam lr
 1e-3, ReduceLROnPlateau.
 Each training is capped in wall time (``--minutes``, default 5.5 on one CPU thread).
@@ -14,11 +15,13 @@ Each training is capped in wall time (``--minutes``, default 5.5 on one CPU thre
     3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
              configurations that are not in train_300K.xyz (as signal_ablation)
 
-Models go to ``benchmarks/cache/aimnet/<dataset>/seed<k>.pt``; held-out errors of every
-model to ``benchmarks/cache/aimnet/metrics.json``. One training at a time.
+Models go to ``benchmarks/cache/aimnet/<dataset>[-large]/seed<k>.pt``; held-out errors of
+every model to ``benchmarks/cache/aimnet/metrics.json``. One training at a time. aimnet trains
+on the GPU when torch sees one (its own choice); aimnet needs NVIDIA warp at import.
 
     python benchmarks/aimnet_backbones.py                      # everything, seeds 1..4
     python benchmarks/aimnet_backbones.py --datasets ethanol --seeds 1 2
+    python benchmarks/aimnet_backbones.py --size large --datasets 3bpa
     python benchmarks/aimnet_backbones.py --evaluate-only      # metrics of existing models
     python benchmarks/aimnet_backbones.py --table benchmarks/results/signal_aimnet_ethanol_energy_main.json
     python benchmarks/aimnet_backbones.py --hook-overhead --datasets ethanol
@@ -57,7 +60,24 @@ DATASETS = {
              "batch_size": 16, "forces_weight": 1.0, "lr": 1e-3},
 }
 
+SIZES = ("small", "large")
+
 log = logging.getLogger("aimnet_backbones")
+
+
+def model_dir(cache: Path, name: str, size: str = "small") -> Path:
+    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
+    return cache / (name if size == "small" else f"{name}-{size}")
+
+
+def model_config(size: str) -> dict:
+    import yaml
+
+    from probe_aimnet import training
+
+    if size == "small":
+        return training.small_model_config()
+    return yaml.safe_load(training.default_model_yaml().read_text())
 
 
 def split(frames, fraction, seed):
@@ -72,20 +92,21 @@ def train_one(name: str, seed: int, args) -> Path | None:
     from probe_aimnet import training
 
     spec = DATASETS[name]
-    target = args.cache / name / f"seed{seed}.pt"
+    target = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
-    work = args.cache / name / "work" / f"seed{seed}"
+    work = target.parent / "work" / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     frames = read(args.data / spec["train"], ":")
     train_frames, valid_frames = split(frames, spec["valid_fraction"], seed)
     epochs = args.epochs or spec["epochs"]
-    log.info("%s seed %d: aimnet train (%d train / %d valid, <= %d epochs, <= %.1f min) in %s",
-             name, seed, len(train_frames), len(valid_frames), epochs, args.minutes, work)
+    log.info("%s seed %d: aimnet train, %s model (%d train / %d valid, <= %d epochs, <= %.1f min) in %s",
+             name, seed, args.size, len(train_frames), len(valid_frames), epochs, args.minutes, work)
     started = time.time()
     try:
         training.train_from_frames(train_frames, valid_frames, target, seed, epochs, work,
+                                   model_cfg=model_config(args.size),
                                    max_seconds=args.minutes * 60, batch_size=spec["batch_size"],
                                    forces_weight=spec["forces_weight"], lr=spec["lr"])
     except Exception:  # noqa: BLE001 - logged, the next model is trained
@@ -98,7 +119,9 @@ def train_one(name: str, seed: int, args) -> Path | None:
 def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     from probe_aimnet import AIMNet2Adapter
 
-    return evaluate_adapter(AIMNet2Adapter([model_path]), structures, batch)
+    adapter = AIMNet2Adapter([model_path])
+    return {**evaluate_adapter(adapter, structures, batch),
+            "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters()))}
 
 
 def bootstrap_table(json_path: Path) -> Path:
@@ -162,6 +185,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--size", choices=SIZES, default="small", help="model width (see above)")
     parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
     parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the epoch limit")
@@ -200,7 +224,7 @@ def main(argv=None) -> int:
     held = {}
     for name, seed in jobs:
         if args.evaluate_only:
-            path = args.cache / name / f"seed{seed}.pt"
+            path = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
             path = path if path.exists() else None
         else:
             path = train_one(name, seed, args)
@@ -212,7 +236,7 @@ def main(argv=None) -> int:
         if name not in held:
             held[name] = held_out(name, args.data)
         metrics = evaluate(path, held[name])
-        update_metrics(args.cache, name, seed, metrics)
+        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
         log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
                  "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
                  metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],

@@ -1,22 +1,25 @@
 """Train the NequIP backbones the benchmarks probe, the way users train NequIP.
 
 ``nequip-train`` (Hydra config, written per dataset and seed into the work folder) with a
-small ``NequIPGNNModel``: l_max 1, 3 convnet layers, 32 features, r_max 5, per-type energy
-shifts = the isolated-atom energies, EMA, energy+force loss (per-atom energies), Adam with
-ReduceLROnPlateau; then ``nequip-package build`` on the best checkpoint. Training is capped
-by epochs and wall time (``--max-minutes``) so that one model takes <= ~8 min on ONE CPU
-thread. Seeds differ in initialisation and in the train/validation split.
+``NequIPGNNModel``: 3 convnet layers, r_max 5, per-type energy shifts = the isolated-atom
+energies, EMA, energy+force loss (per-atom energies), Adam with ReduceLROnPlateau; then
+``nequip-package build`` on the best checkpoint. The expressiveness axis (``--size``):
+small = 32 features (0.22 M parameters); large = 64 features (1.44 M), both l_max 1. Training is capped by epochs and
+wall time (``--max-minutes``; <= ~8 min a model on ONE CPU thread). Seeds differ in
+initialisation and in the train/validation split. ``--device cuda --parallel 8`` trains on a
+GPU, several models at once.
 
     ethanol: ../shared/data/ethanol/train.xyz (900 train / 100 valid), held out: test_MD.xyz
     3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
              configurations that are not in train_300K.xyz
 
-Models go to ``benchmarks/cache/nequip/<dataset>/seed<k>.nequip.zip``; held-out errors of
-every model to ``benchmarks/cache/nequip/metrics.json``. One training process at a time;
-an interrupted training resumes from its ``last.ckpt``.
+Models go to ``benchmarks/cache/nequip/<dataset>[-large]/seed<k>.nequip.zip``; held-out
+errors of every model to ``benchmarks/cache/nequip/metrics.json``. An interrupted training
+resumes from its ``last.ckpt``.
 
     python benchmarks/nequip_backbones.py                      # everything, seeds 1..4
     python benchmarks/nequip_backbones.py --datasets ethanol --seeds 1 2
+    python benchmarks/nequip_backbones.py --size large --device cuda --parallel 8 --no-evaluate
     python benchmarks/nequip_backbones.py --evaluate-only      # metrics of existing models
 """
 
@@ -47,8 +50,9 @@ DATASETS = {
     "3bpa": {"train": "3bpa/train_300K.xyz", "isolated": "3bpa/iso_atoms.xyz",
              "split": (450, 50), "max_epochs": 40},
 }
-MODEL = {"num_layers": 3, "l_max": 1, "num_features": 32, "r_max": 5.0,
-         "radial_mlp_depth": 2, "radial_mlp_width": 64, "num_bessels": 8}
+MODEL = {"num_layers": 3, "r_max": 5.0, "radial_mlp_depth": 2, "radial_mlp_width": 64,
+         "num_bessels": 8}
+SIZES = {"small": {"num_features": 32, "l_max": 1}, "large": {"num_features": 64, "l_max": 1}}
 
 CONFIG = """\
 run: [train]
@@ -83,7 +87,7 @@ data:
 
 trainer:
   _target_: lightning.Trainer
-  accelerator: cpu
+  accelerator: {accelerator}
   max_epochs: {max_epochs}
   max_time: "{max_time}"
   enable_progress_bar: false
@@ -154,8 +158,13 @@ def isolated_energies(path: Path, train_file: Path) -> dict[str, float]:
     return {s: e0s[s] for s in sorted(present)}
 
 
+def model_dir(cache: Path, name: str, size: str = "small") -> Path:
+    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
+    return cache / (name if size == "small" else f"{name}-{size}")
+
+
 def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
-                 max_minutes: float) -> Path:
+                 max_minutes: float, size: str = "small", device: str = "cpu") -> Path:
     spec = DATASETS[name]
     train_file = (data / spec["train"]).resolve()
     shifts = isolated_energies(data / spec["isolated"], train_file)
@@ -164,25 +173,24 @@ def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
     text = CONFIG.format(
         seed=seed, train_file=train_file, n_train=spec["split"][0], n_val=spec["split"][1],
         symbols="[" + ", ".join(shifts) + "]", max_epochs=max_epochs,
-        max_time=f"00:00:{minutes:02d}:{seconds:02d}",
-        shifts="{" + ", ".join(f"{s}: {e!r}" for s, e in shifts.items()) + "}", **MODEL)
+        max_time=f"00:00:{minutes:02d}:{seconds:02d}", accelerator="gpu" if device == "cuda" else device,
+        shifts="{" + ", ".join(f"{s}: {e!r}" for s, e in shifts.items()) + "}", **MODEL, **SIZES[size])
     path = work / "config.yaml"
     path.write_text(text)
     return path
 
 
 def train_one(name: str, seed: int, args) -> Path | None:
-    target = args.cache / name / f"seed{seed}.nequip.zip"
+    target = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
-    work = (args.cache / name / "work" / f"seed{seed}").resolve()
+    work = (target.parent / "work" / f"seed{seed}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     max_epochs = args.epochs or DATASETS[name]["max_epochs"]
-    write_config(name, seed, work, args.data, max_epochs, args.max_minutes)
+    write_config(name, seed, work, args.data, max_epochs, args.max_minutes, args.size, args.device)
     run_dir = work / "run"
-    bin_dir = Path(sys.executable).parent
-    cmd = [str(bin_dir / "nequip-train"), "-cp", str(work), "-cn", "config",
+    cmd = [*_program("nequip-train", "nequip.scripts.train"), "-cp", str(work), "-cn", "config",
            f"hydra.run.dir={run_dir}"]
     if (run_dir / "last.ckpt").exists():  # resume an interrupted training
         cmd.append(f"++ckpt_path={run_dir / 'last.ckpt'}")
@@ -199,7 +207,8 @@ def train_one(name: str, seed: int, args) -> Path | None:
         return None
     packaged = work / f"seed{seed}.nequip.zip"
     with open(work / "nequip-package.out", "w") as out:
-        rc = subprocess.call([str(bin_dir / "nequip-package"), "build", str(best), str(packaged)],
+        rc = subprocess.call([*_program("nequip-package", "nequip.scripts.package"), "build",
+                              str(best), str(packaged)],
                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
     if rc != 0 or not packaged.exists():
         log.error("%s seed %d: nequip-package failed (rc %d); see %s", name, seed, rc,
@@ -212,6 +221,13 @@ def train_one(name: str, seed: int, args) -> Path | None:
     log.info("%s seed %d: done in %.1f min (%s epochs) -> %s", name, seed,
              (time.time() - started) / 60, epochs, target)
     return target
+
+
+def _program(script: str, module: str) -> list[str]:
+    """The console script next to this Python, or its module (a --target install has no
+    scripts on PATH)."""
+    path = Path(sys.executable).with_name(script)
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _epochs_done(run_dir: Path):
@@ -235,6 +251,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--size", default="small", choices=list(SIZES),
+                        help="small (32 features) or large (64 features), both l_max 1")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="trainings at once (on a GPU; on 2 CPU cores keep 1)")
+    parser.add_argument("--no-evaluate", action="store_true", help="train only")
     parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
     parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the epoch cap")
@@ -243,6 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evaluate-only", action="store_true")
     args = parser.parse_args(argv)
+    args.data, args.cache = args.data.resolve(), args.cache.resolve()  # trainings run in their own folder
     args.cache.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -255,19 +278,26 @@ def main(argv=None) -> int:
     jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
     failed = 0
     held = {}
+    if args.parallel > 1 and not args.evaluate_only:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
+            list(pool.map(lambda job: train_one(*job, args), jobs))
     for name, seed in jobs:
-        if args.evaluate_only:
-            path = args.cache / name / f"seed{seed}.nequip.zip"
+        if args.evaluate_only or args.parallel > 1:
+            path = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"
             path = path if path.exists() else None
         else:
             path = train_one(name, seed, args)
         if path is None:
             failed += not args.evaluate_only
             continue
+        if args.no_evaluate:
+            continue
         if name not in held:
             held[name] = held_out(name, args.data)
         metrics = evaluate(path, held[name])
-        update_metrics(args.cache, name, seed, metrics)
+        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
         log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
                  "meV, F MAE %.1f meV/A, %d parameters", name, seed, metrics["n_structures"],
                  metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
