@@ -83,7 +83,16 @@ def ood_file(dataset):
     return path
 
 
+def backbone_errors(backbone, dataset, size):
+    """Held-out errors of each cached seed (written by the backbone's training script)."""
+    path = CACHE / backbone / "metrics.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    return table.get(model_dir(backbone, dataset, size).name, {})
+
+
 def run(backbone, dataset, size, n_bootstrap=1000, train=True):
+    import torch
+
     from probe_base.artifact import load_probe
     from probe_base.classifier import ProbeClassifier
     from probe_base.errors import LabelError
@@ -92,7 +101,9 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     from probe_base.store import extract, load_store
     from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
 
+    clock = {"started": time.perf_counter()}
     models = models_of(backbone, dataset, size, train)
+    clock["trained"] = time.perf_counter()
     if len(models) < 2:
         raise SystemExit(f"{backbone}/{dataset}/{size}: need >= 2 trained seeds in "
                          f"{model_dir(backbone, dataset, size)}, found {len(models)}")
@@ -110,6 +121,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
         tag = "" if set_name == "held-out" else "_ood"
         stores[set_name] = CACHE / "stores" / f"{backbone}_{where}{tag}_{models[0].stem}_n{len(models)}.h5"
         extract(adapter, path, stores[set_name])
+    clock["extracted"] = time.perf_counter()
 
     out_dir = RESULTS / name
     evaluations, skipped, fits = {}, {}, {}
@@ -146,6 +158,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                   f"ensemble E std {evaluation['metrics'].get('ensemble E std', {}).get('auroc', [np.nan])[0]:.3f}",
                   flush=True)
 
+    clock["evaluated"] = time.perf_counter()
     cost = cost_table(adapter, sets["held-out"])
     data = load_store(stores["held-out"])
     clf = (load_probe(CACHE / "suite" / f"{name}_energy_median.probe").classifier
@@ -165,10 +178,18 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
         cost["epoch_speedup_cached_vs_rerun"] = (
             (cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"])
             / cost["probe_epoch_seconds_cached_features"])
+    clock["done"] = time.perf_counter()
+    wall = {"training_seconds": clock["trained"] - clock["started"],
+            "extraction_seconds": clock["extracted"] - clock["trained"],
+            "fit_and_evaluation_seconds": clock["evaluated"] - clock["extracted"],
+            "cost_table_seconds": clock["done"] - clock["evaluated"],
+            "total_seconds": clock["done"] - clock["started"],
+            "torch_threads": torch.get_num_threads()}
     payload = {"backbone": backbone, "dataset": dataset, "size": size,
                "models": [str(m) for m in models], "layers": layers, "sets": {k: str(v) for k, v in sets.items()},
+               "backbone_errors": backbone_errors(backbone, dataset, size),
                "labels": LABELS, "fits": fits, "skipped": skipped, "evaluations": evaluations,
-               "cost": cost}
+               "cost": cost, "wall": wall}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     text = markdown(payload)
@@ -227,6 +248,21 @@ def markdown(payload):
     b, d, s = payload["backbone"], payload["dataset"], payload["size"]
     lines = [f"# {b} on {d} ({s} backbone, {len(payload['models'])} seeds)", "",
              f"`python -m benchmarks run --backbone {b} --dataset {d} --size {s}`", ""]
+    errors = payload.get("backbone_errors", {})
+    if errors:
+        lines += ["Backbones, held-out errors (one row per seed; seed 1 is the probed backbone):", "",
+                  "| seed | parameters | energy MAE (meV) | mean signed energy error (meV) | force MAE (meV/Å) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {seed} | {m.get('n_parameters', '-')} | {m['energy_mae_meV']:.1f} | "
+                  f"{m['energy_mean_signed_error_meV']:+.1f} | {m['forces_mae_meV_per_A']:.1f} |"
+                  for seed, m in sorted(errors.items())]
+        lines += [""]
+    if "wall" in payload:
+        w = payload["wall"]
+        lines += [f"Wall time of this run: {w['total_seconds'] / 60:.1f} min (training "
+                  f"{w['training_seconds'] / 60:.1f}, extraction {w['extraction_seconds'] / 60:.1f}, "
+                  f"probe fits + evaluation {w['fit_and_evaluation_seconds'] / 60:.1f}, cost table "
+                  f"{w['cost_table_seconds'] / 60:.1f}; {w['torch_threads']} torch thread).", ""]
     for key, ev in payload["evaluations"].items():
         label = ev["label"]
         lines += [f"## {key}: unreliable = {label['target']} error > {label['threshold']:.4g} "
@@ -361,14 +397,19 @@ def scaling(backbone, sizes=(1, 10, 100, 1000)):
 
 
 # ---- report --------------------------------------------------------------------------------
+def suite_payloads():
+    """Every suite result JSON in results/ (other benchmarks' JSON files are skipped)."""
+    for path in sorted(RESULTS.glob("*.json")):
+        payload = json.loads(path.read_text())
+        if isinstance(payload, dict) and {"backbone", "evaluations", "size"} <= set(payload):
+            yield payload
+
+
 def report():
     """benchmarks/results/README.md: every suite result, one verdict line per row."""
     rows = ["| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
             "ensemble AURC | verdict (ensemble signal named) |", "|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(RESULTS.glob("*.json")):
-        payload = json.loads(path.read_text())
-        if not {"backbone", "evaluations", "size"} <= set(payload):
-            continue
+    for payload in suite_payloads():
         for key, ev in payload["evaluations"].items():
             if "ood_detection" in ev:  # OOD vs held-out structures as the classes
                 m = ev["ood_detection"]["metrics"]
@@ -389,9 +430,34 @@ def report():
                             f"{_fmt(m['PROBE']['aurc'])} | {_fmt(ens['aurc'])} | {verdict(m, against)} |")
     text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
             "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
-            + "\n".join(rows) + "\n")
+            + "\n".join(rows) + "\n\n" + expressiveness_table() + "\n")
     (RESULTS / "README.md").write_text(text)
     print(text)
+
+
+def expressiveness_table():
+    """Small vs large backbone, held-out set: does the PROBE signal strengthen with the more
+    expressive backbone, and more than the ensemble's?"""
+    payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in suite_payloads()}
+    lines = ["## Expressiveness: small vs large backbone (held-out set, AUROC)", "",
+             "| backbone | dataset | label | PROBE small | PROBE large | ensemble E std small | "
+             "ensemble E std large | ensemble F std small | ensemble F std large |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (backbone, dataset, size), small in sorted(payloads.items()):
+        large = payloads.get((backbone, dataset, "large"))
+        if size != "small" or large is None:
+            continue
+        for label in LABELS:
+            key = f"{label} / held-out"
+            if key not in small["evaluations"] or key not in large["evaluations"]:
+                continue
+            cells = []
+            for method in ("PROBE", "ensemble E std", "ensemble F std"):
+                for payload in (small, large):
+                    m = payload["evaluations"][key]["metrics"].get(method)
+                    cells.append(f"{m['auroc'][0]:.3f}" if m else "-")
+            lines.append(f"| {backbone} | {dataset} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def available_backbones():

@@ -1,0 +1,70 @@
+"""The benchmark suite's verdicts and report, on hand-made result files (no backbone runs)."""
+
+import json
+
+from benchmarks import suite
+
+
+def metrics(auroc, aurc):
+    """A signal's metrics: (value, low, high) for AUROC and AURC."""
+    return {"auroc": list(auroc), "aurc": list(aurc)}
+
+
+def test_verdict_names_a_win_only_when_the_intervals_are_apart():
+    apart = {"PROBE": metrics((0.9, 0.85, 0.95), (0.1, 0.08, 0.12)),
+             "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35))}
+    text = suite.verdict(apart)
+    assert "PROBE beats it on AUROC (intervals do not overlap)" in text
+    assert "PROBE beats it on AURC (intervals do not overlap)" in text
+
+    overlapping = {"PROBE": metrics((0.72, 0.6, 0.8), (0.28, 0.2, 0.33)),
+                   "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35))}
+    text = suite.verdict(overlapping)
+    assert "ahead on AUROC but the intervals overlap" in text
+    assert "beats it" not in text
+
+    losing = {"PROBE": apart["ensemble E std"], "ensemble E std": apart["PROBE"]}
+    text = suite.verdict(losing)
+    assert "it beats PROBE on AUROC (intervals do not overlap)" in text
+    assert "it beats PROBE on AURC (intervals do not overlap)" in text
+
+
+def payload(backbone, size, probe_auroc, ensemble_auroc):
+    evaluation = {"label": {"target": "energy", "threshold": 0.1}, "n_structures": 100,
+                  "unreliable_fraction": 0.5,
+                  "metrics": {"PROBE": metrics((probe_auroc, probe_auroc - 0.02, probe_auroc + 0.02),
+                                               (0.2, 0.18, 0.22)),
+                              "ensemble E std": metrics((ensemble_auroc, ensemble_auroc - 0.02,
+                                                         ensemble_auroc + 0.02), (0.3, 0.28, 0.32))}}
+    return {"backbone": backbone, "dataset": "ethanol", "size": size, "models": ["a", "b"],
+            "evaluations": {"energy_median / held-out": evaluation}, "skipped": {},
+            "cost": {"structures": 10, "backbone_seconds": 1.0, "hook_overhead_ratio": 1.0,
+                     "n_members": 2, "ensemble_ratio": 2.0}}
+
+
+def test_report_has_a_row_per_result_and_the_small_vs_large_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    (tmp_path / "toy_ethanol.json").write_text(json.dumps(payload("toy", "small", 0.61, 0.70)))
+    (tmp_path / "toy_ethanol_large.json").write_text(json.dumps(payload("toy", "large", 0.83, 0.72)))
+    (tmp_path / "scaling_toy.json").write_text(json.dumps([{"atoms": 9}]))  # not a suite result
+
+    suite.report()
+    text = (tmp_path / "README.md").read_text()
+    rows = [line for line in text.splitlines() if "| energy_median / held-out |" in line]
+    assert len(rows) == 2
+    assert "| toy | ethanol | large | energy_median / held-out | 0.830" in text
+    assert "vs ensemble E std: PROBE beats it on AUROC" in text  # the large row
+    assert "vs ensemble E std: it beats PROBE on AUROC" in text  # the small row
+    assert "| toy | ethanol | energy_median | 0.610 | 0.830 | 0.700 | 0.720 | - | - |" in text
+
+
+def test_markdown_shows_backbone_errors_and_wall_time():
+    result = payload("toy", "small", 0.8, 0.7)
+    result["backbone_errors"] = {"seed1": {"n_parameters": 1234, "energy_mae_meV": 12.34,
+                                           "energy_mean_signed_error_meV": -5.0,
+                                           "forces_mae_meV_per_A": 45.6}}
+    result["wall"] = {"total_seconds": 600, "training_seconds": 0, "extraction_seconds": 300,
+                      "fit_and_evaluation_seconds": 240, "cost_table_seconds": 60, "torch_threads": 1}
+    text = suite.markdown(result)
+    assert "| seed1 | 1234 | 12.3 | -5.0 | 45.6 |" in text
+    assert "Wall time of this run: 10.0 min (training 0.0, extraction 5.0" in text
