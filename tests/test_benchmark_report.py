@@ -58,13 +58,35 @@ def test_report_has_a_row_per_result_and_the_small_vs_large_table(tmp_path, monk
     assert "| toy | ethanol | energy_median | 0.610 | 0.830 | 0.700 | 0.720 | - | - |" in text
 
 
+def test_backbone_errors_come_from_the_store():
+    from pathlib import Path
+
+    import numpy as np
+
+    from probe_base.store import StoredDataset
+
+    data = StoredDataset(features=np.zeros((5, 2), np.float32), atomic_numbers=np.ones(5, np.int16),
+                         offsets=np.array([0, 2, 5]), energy_pred=np.array([1.0, 2.0]),
+                         energy_ref=np.array([1.1, 1.7]), force_rmse=np.array([0.03, 0.04]),
+                         atom_force_error=np.full(5, 0.02, np.float32),
+                         member_energies=np.array([[1.0, 1.2], [2.0, 1.8]]))
+    errors = suite.backbone_errors(data, [Path("seed1.model"), Path("seed2.model")])
+    assert np.isclose(errors["seed1.model"]["energy_mae_meV"], 200.0)  # |-0.1|, |+0.3|
+    assert np.isclose(errors["seed1.model"]["energy_mean_signed_error_meV"], 100.0)
+    assert np.isclose(errors["seed2.model"]["energy_mae_meV"], 100.0)
+    assert np.isclose(errors["seed1.model"]["force_rmse_meV_per_A"], 1000 * np.sqrt(0.00125))
+    assert "force_rmse_meV_per_A" not in errors["seed2.model"]
+
+
 def test_markdown_shows_backbone_errors_and_wall_time():
     result = payload("toy", "small", 0.8, 0.7)
-    result["backbone_errors"] = {"seed1": {"n_parameters": 1234, "energy_mae_meV": 12.34,
-                                           "energy_mean_signed_error_meV": -5.0,
-                                           "forces_mae_meV_per_A": 45.6}}
+    result["backbone_errors"] = {"seed1.model": {"energy_mae_meV": 12.34, "energy_mean_signed_error_meV": -5.0,
+                                                 "force_rmse_meV_per_A": 45.6,
+                                                 "atom_force_error_mean_meV_per_A": 30.01},
+                                 "seed2.model": {"energy_mae_meV": 15.0, "energy_mean_signed_error_meV": 2.0}}
     result["wall"] = {"total_seconds": 600, "training_seconds": 0, "extraction_seconds": 300,
                       "fit_and_evaluation_seconds": 240, "cost_table_seconds": 60, "torch_threads": 1}
     text = suite.markdown(result)
-    assert "| seed1 | 1234 | 12.3 | -5.0 | 45.6 |" in text
+    assert "| seed1.model | 12.3 | -5.0 | 45.6 | 30.0 |" in text
+    assert "| seed2.model | 15.0 | +2.0 | - | - |" in text
     assert "Wall time of this run: 10.0 min (training 0.0, extraction 5.0" in text
