@@ -181,6 +181,26 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
     return result
 
 
+def train_in_processes(jobs, args) -> None:
+    """Each (dataset, seed) trained by this script in a process of its own, ``--parallel`` at
+    a time (aimnet trains in process, so threads alone would share one interpreter)."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job):
+        name, seed = job
+        cmd = [sys.executable, "-m", "benchmarks.aimnet_backbones", "--datasets", name,
+               "--seeds", str(seed), "--size", args.size, "--data", str(args.data),
+               "--cache", str(args.cache), "--minutes", str(args.minutes),
+               "--threads", str(args.threads), "--no-evaluate"]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        return subprocess.call(cmd, cwd=REPO)
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(one, jobs))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -191,6 +211,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the epoch limit")
     parser.add_argument("--minutes", type=float, default=5.5, help="wall-time cap per model")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="trainings at once, each in its own process (2 on 2 CPU cores)")
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--no-evaluate", action="store_true", help="train only")
     parser.add_argument("--table", type=Path, default=None,
@@ -222,8 +244,10 @@ def main(argv=None) -> int:
     jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
     failed = 0
     held = {}
+    if args.parallel > 1 and not args.evaluate_only:
+        train_in_processes(jobs, args)
     for name, seed in jobs:
-        if args.evaluate_only:
+        if args.evaluate_only or args.parallel > 1:
             path = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
             path = path if path.exists() else None
         else:
