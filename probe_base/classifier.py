@@ -388,24 +388,28 @@ class ProbeClassifier:
             return np.ones(len(X), dtype=bool)
         return self.latent_distance(X) <= self.domain_radius_
 
-    def _guarded(self, p, X):
+    def guarded(self, p, X):
         """Out of domain, the probe abstains: P(reliable) = 0. Its network was never shown
         such structures and can be confidently wrong there (methanol scored by a probe fitted
-        on ethanol got P(reliable) 1.0 without the guard)."""
+        on ethanol got P(reliable) 1.0 without the guard). A no-op without the guard."""
+        if getattr(self, "domain_radius_", None) is None:
+            return p
         return np.where(self.in_domain(X), p, 0.0)
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""
-        p = self._guarded(self._probability(self._logits(X)), X)
+        p = self.guarded(self._probability(self._logits(X)), X)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, threshold=0.5) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
 
-    def predict_with_importance(self, X):
-        """P(reliable) per structure and per-atom importance (list of arrays), one pass."""
+    def predict_with_importance(self, X, guard=True):
+        """P(reliable) per structure and per-atom importance (list of arrays), one pass.
+        ``guard=False``: the network's probability even outside the domain guard's reach."""
         logits, importance = self._logits(X, importance=True)
-        return self._guarded(self._probability(logits), X), importance
+        p = self._probability(logits)
+        return (self.guarded(p, X) if guard else p), importance
 
     def score(self, X, y) -> float:
         """AUROC of detecting unreliable structures (y = 0) by 1 - P(reliable)."""

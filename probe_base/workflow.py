@@ -54,6 +54,9 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     return resolved, classifier
 
 
+UNGUARDED = "PROBE without domain guard"
+
+
 def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False):
     """PROBE and the baselines on the same structures. If ``store_path`` is the store the
     probe was fitted on, only its held-out structures are used."""
@@ -74,18 +77,23 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         fit_data = fit_store.subset(info["fit_indices"])
     errs = artifact.label.errors(data)
     unreliable = (errs > artifact.label.threshold).astype(int)
-    p_reliable, importance = artifact.classifier.predict_with_importance(data)
+    classifier = artifact.classifier
+    p_network, importance = classifier.predict_with_importance(data, guard=False)
+    p_reliable = classifier.guarded(p_network, data)
     scores = {"PROBE": 1 - p_reliable}
+    if getattr(classifier, "domain_radius_", None) is not None:  # what the guard changes
+        scores[UNGUARDED] = 1 - p_network
     scores.update(all_baselines(fit_data, data, seed))
     results = {}
     for name, score in scores.items():
         results[name] = evaluate_signal(score, unreliable, errs,
-                                        p_reliable if name == "PROBE" else None,
+                                        {"PROBE": p_reliable, UNGUARDED: p_network}.get(name),
                                         n_bootstrap=n_bootstrap, seed=seed)
     return {
         "label": artifact.label.to_dict(),
         "n_structures": int(len(data)),
         "unreliable_fraction": float(unreliable.mean()),
+        "in_domain_fraction": float(classifier.in_domain(data).mean()),
         "metrics": results,
         "selective": selective_evaluation(artifact, data, p_reliable, unreliable),
         "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": p_reliable,

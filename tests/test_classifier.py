@@ -99,6 +99,9 @@ def test_domain_guard_abstains_outside_the_fitting_domain_and_nowhere_else(tmp_p
 
     unguarded = _fit()[2]  # the default: no guard
     assert unguarded.domain_radius_ is None and unguarded.in_domain(far).all()
+    p_network, _ = clf.predict_with_importance(far, guard=False)  # the network alone
+    np.testing.assert_allclose(p_network, unguarded.predict_proba(far)[:, 1], rtol=1e-6)
+    assert p_network.max() > 0
     inside = clf.in_domain(Xt)
     np.testing.assert_allclose(clf.predict_proba(Xt)[inside, 1],
                                unguarded.predict_proba(Xt)[inside, 1], rtol=1e-6)
