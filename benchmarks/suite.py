@@ -415,6 +415,12 @@ def scaling(backbone, sizes=(1, 10, 100, 1000)):
 
 
 # ---- report --------------------------------------------------------------------------------
+def _leader(probe, ensemble, tie=5e-4):
+    if abs(probe - ensemble) < tie:
+        return "level"
+    return "PROBE ahead" if probe > ensemble else "ensemble ahead"
+
+
 def suite_payloads():
     """Every suite result JSON in results/ (other benchmarks' JSON files are skipped)."""
     for path in sorted(RESULTS.glob("*.json")):
@@ -435,7 +441,7 @@ def report():
                 rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
                             f"{key}: OOD detection | {_fmt(m['PROBE']['auroc'])} | "
                             f"{_fmt(ens['auroc']) if ens else '-'} | - | - | "
-                            f"{'PROBE ahead' if ens and m['PROBE']['auroc'][0] > ens['auroc'][0] else 'ensemble ahead'} on AUROC |")
+                            f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC |")
             if not 0 < ev["unreliable_fraction"] < 1:
                 continue
             m = ev["metrics"]
