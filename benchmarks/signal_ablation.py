@@ -150,32 +150,38 @@ def summarise(rows, key):
             "ci95": [float(values.mean() - half), float(values.mean() + half)], "n": int(len(values))}
 
 
-def cost_table(adapter, data_path, n=200):
-    """Wall times on the same structures: one backbone pass, the ensemble, the probe."""
+def cost_table(adapter, data_path, n=200, rounds=5):
+    """Wall times on the same structures: one backbone pass, the same pass with the hooks,
+    the ensemble. Interleaved rounds, so that another process on the machine slows all
+    three alike; ratios are medians of the per-round ratios, times the per-round minimum."""
     import ase.io
 
     frames = ase.io.read(data_path, f":{n}")
     primary_only = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
 
-    def timed(fn, repeats=3):
-        fn()  # warm-up
-        best = np.inf
-        for _ in range(repeats):  # the minimum is the least disturbed by other processes
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-        return best
-
     def batches(run):
         for i in range(0, len(frames), 32):
             run(frames[i:i + 32])
 
-    backbone = timed(lambda: batches(lambda b: primary_only.predict(primary_only.models[0], b, True)))
-    hooked = timed(lambda: batches(lambda b: primary_only.run(b, compute_forces=True, members=False)))
-    ensemble = timed(lambda: batches(lambda b: [adapter.predict(m, b, True) for m in adapter.models]))
-    return {"structures": n, "backbone_seconds": backbone, "backbone_with_hooks_seconds": hooked,
-            "ensemble_seconds": ensemble, "n_members": len(adapter.models),
-            "hook_overhead_ratio": hooked / backbone, "ensemble_ratio": ensemble / backbone}
+    runs = {
+        "backbone": lambda: batches(lambda b: primary_only.predict(primary_only.models[0], b, True)),
+        "hooked": lambda: batches(lambda b: primary_only.run(b, compute_forces=True, members=False)),
+        "ensemble": lambda: batches(lambda b: [adapter.predict(m, b, True) for m in adapter.models]),
+    }
+    for run in runs.values():
+        run()  # warm-up
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    plain = np.array(times["backbone"])
+    return {"structures": n, "rounds": rounds, "backbone_seconds": float(plain.min()),
+            "backbone_with_hooks_seconds": float(min(times["hooked"])),
+            "ensemble_seconds": float(min(times["ensemble"])), "n_members": len(adapter.models),
+            "hook_overhead_ratio": float(np.median(np.array(times["hooked"]) / plain)),
+            "ensemble_ratio": float(np.median(np.array(times["ensemble"]) / plain))}
 
 
 def probe_inference_seconds(clf, data, n):

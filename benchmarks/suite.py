@@ -105,7 +105,6 @@ def backbone_errors(data, models):
 def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     import torch
 
-    from probe_base.artifact import load_probe
     from probe_base.classifier import ProbeClassifier
     from probe_base.errors import LabelError
     from probe_base.labels import LabelSpec
@@ -172,26 +171,9 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                   flush=True)
 
     clock["evaluated"] = time.perf_counter()
-    cost = cost_table(adapter, sets["held-out"])
-    data = load_store(stores["held-out"])
-    clf = (load_probe(CACHE / "suite" / f"{name}_energy_median.probe").classifier
-           if "energy_median" in fits else None)
-    if clf is not None:
-        sub = data.subset(np.arange(min(cost["structures"], len(data))))
-        clf.predict_proba(sub)  # warm-up
-        t0 = time.perf_counter()
-        clf.predict_proba(sub)
-        cost["probe_seconds"] = time.perf_counter() - t0
-        cost["probe_overhead_ratio"] = cost["probe_seconds"] / cost["backbone_seconds"]
-        fit = fits["energy_median"]
-        n_fit = len(data) - len(data) // 2
-        cost["probe_epoch_seconds_cached_features"] = fit["seconds"] / max(fit["epochs"], 1)
-        # the official code re-runs the backbone every epoch: one pass over the fitting half
-        cost["backbone_pass_over_fit_set_seconds"] = cost["backbone_seconds"] / cost["structures"] * n_fit
-        cost["epoch_speedup_cached_vs_rerun"] = (
-            (cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"])
-            / cost["probe_epoch_seconds_cached_features"])
+    cost = measure_cost(adapter, sets["held-out"], stores["held-out"], name, fits.get("energy_median"))
     clock["done"] = time.perf_counter()
+    data = load_store(stores["held-out"])
     wall = {"training_seconds": clock["trained"] - clock["started"],
             "extraction_seconds": clock["extracted"] - clock["trained"],
             "fit_and_evaluation_seconds": clock["evaluated"] - clock["extracted"],
@@ -208,6 +190,55 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     text = markdown(payload)
     (RESULTS / f"{name}.md").write_text(text)
     print(text)
+    return payload
+
+
+def measure_cost(adapter, heldout, store, name, fit=None):
+    """The cost table: backbone pass, hooks, ensemble (interleaved rounds), the probe's
+    inference on the same structures, and (given the energy-median fit's time and epochs)
+    a probe epoch on cached features vs one that re-runs the backbone."""
+    from probe_base.artifact import load_probe
+    from probe_base.store import load_store
+
+    cost = cost_table(adapter, heldout)
+    probe_path = CACHE / "suite" / f"{name}_energy_median.probe"
+    if fit is None or not probe_path.exists():  # no probe fitted by this run
+        return cost
+    data = load_store(store)
+    clf = load_probe(probe_path).classifier
+    sub = data.subset(np.arange(min(cost["structures"], len(data))))
+    clf.predict_proba(sub)  # warm-up
+    t0 = time.perf_counter()
+    clf.predict_proba(sub)
+    cost["probe_seconds"] = time.perf_counter() - t0
+    cost["probe_overhead_ratio"] = cost["probe_seconds"] / cost["backbone_seconds"]
+    n_fit = len(data) - len(data) // 2
+    cost["probe_epoch_seconds_cached_features"] = fit["seconds"] / max(fit["epochs"], 1)
+    # the official code re-runs the backbone every epoch: one pass over the fitting half
+    cost["backbone_pass_over_fit_set_seconds"] = cost["backbone_seconds"] / cost["structures"] * n_fit
+    cost["epoch_speedup_cached_vs_rerun"] = (
+        (cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"])
+        / cost["probe_epoch_seconds_cached_features"])
+    return cost
+
+
+def remeasure_cost(backbone, dataset, size):
+    """Only the cost table of a finished run, again (e.g. on a quiet machine): same models,
+    same cached probe and fit time; the JSON and Markdown are rewritten."""
+    from pathlib import Path
+
+    from probe_base.plugins import get_adapter_class
+
+    name = f"{backbone}_{dataset}" + ("" if size == "small" else f"_{size}")
+    payload = json.loads((RESULTS / f"{name}.json").read_text())
+    adapter = get_adapter_class(backbone)([Path(m) for m in payload["models"]], layers=payload["layers"])
+    where = dataset if size == "small" else f"{dataset}-{size}"
+    store = CACHE / "stores" / f"{backbone}_{where}_{Path(payload['models'][0]).stem}_n{len(payload['models'])}.h5"
+    payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], store, name,
+                                   payload["fits"].get("energy_median"))
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
+    (RESULTS / f"{name}.md").write_text(markdown(payload))
+    print(markdown(payload).split("## Cost")[-1])
     return payload
 
 
@@ -311,7 +342,9 @@ def markdown(payload):
     for key, why in payload["skipped"].items():
         lines += [f"- {key}: not evaluated: {why}"]
     c = payload["cost"]
-    lines += ["", "## Cost (one run, same structures, minimum of 3 repeats)", "",
+    rounds = c.get("rounds", 3)
+    lines += ["", f"## Cost (same structures; {rounds} interleaved rounds: times are minima, ratios "
+              "medians of the per-round ratios)", "",
               "| quantity | value |", "|---|---|",
               f"| backbone pass, {c['structures']} structures | {c['backbone_seconds']:.2f} s |",
               f"| hooks overhead (backbone + feature capture) | x{c['hook_overhead_ratio']:.3f} |",
@@ -514,12 +547,19 @@ def main(argv=None):
     s.add_argument("--backbone", choices=BACKBONES, default="mace")
     s.add_argument("--molecules", nargs="+", type=int, default=[1, 10, 100, 1000])
     sub.add_parser("report", help="results/README.md from every suite result")
+    c = sub.add_parser("cost", help="measure a finished run's cost table again (quiet machine)")
+    c.add_argument("--backbone", choices=BACKBONES, required=True)
+    c.add_argument("--dataset", choices=DATASETS, required=True)
+    c.add_argument("--size", choices=SIZES, default="small")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     if args.command == "report":
         return report()
+    if args.command == "cost":
+        remeasure_cost(args.backbone, args.dataset, args.size)
+        return 0
     if args.command == "scaling":
         return scaling(args.backbone, args.molecules)
     if args.all:
