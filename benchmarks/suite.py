@@ -193,14 +193,14 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     return payload
 
 
-def measure_cost(adapter, heldout, store, name, fit=None):
+def measure_cost(adapter, heldout, store, name, fit=None, rounds=5):
     """The cost table: backbone pass, hooks, ensemble (interleaved rounds), the probe's
     inference on the same structures, and (given the energy-median fit's time and epochs)
     a probe epoch on cached features vs one that re-runs the backbone."""
     from probe_base.artifact import load_probe
     from probe_base.store import load_store
 
-    cost = cost_table(adapter, heldout)
+    cost = cost_table(adapter, heldout, rounds=rounds)
     probe_path = CACHE / "suite" / f"{name}_energy_median.probe"
     if fit is None or not probe_path.exists():  # no probe fitted by this run
         return cost
@@ -222,7 +222,7 @@ def measure_cost(adapter, heldout, store, name, fit=None):
     return cost
 
 
-def remeasure_cost(backbone, dataset, size):
+def remeasure_cost(backbone, dataset, size, rounds=5):
     """Only the cost table of a finished run, again (e.g. on a quiet machine): same models,
     same cached probe and fit time; the JSON and Markdown are rewritten."""
     from pathlib import Path
@@ -235,7 +235,7 @@ def remeasure_cost(backbone, dataset, size):
     where = dataset if size == "small" else f"{dataset}-{size}"
     store = CACHE / "stores" / f"{backbone}_{where}_{Path(payload['models'][0]).stem}_n{len(payload['models'])}.h5"
     payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], store, name,
-                                   payload["fits"].get("energy_median"))
+                                   payload["fits"].get("energy_median"), rounds)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     (RESULTS / f"{name}.md").write_text(markdown(payload))
     print(markdown(payload).split("## Cost")[-1])
@@ -551,6 +551,7 @@ def main(argv=None):
     c.add_argument("--backbone", choices=BACKBONES, required=True)
     c.add_argument("--dataset", choices=DATASETS, required=True)
     c.add_argument("--size", choices=SIZES, default="small")
+    c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     args = parser.parse_args(argv)
     import torch
 
@@ -558,7 +559,7 @@ def main(argv=None):
     if args.command == "report":
         return report()
     if args.command == "cost":
-        remeasure_cost(args.backbone, args.dataset, args.size)
+        remeasure_cost(args.backbone, args.dataset, args.size, args.rounds)
         return 0
     if args.command == "scaling":
         return scaling(args.backbone, args.molecules)
