@@ -40,9 +40,10 @@ from pathlib import Path
 import numpy as np
 
 try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import evaluate_adapter, held_out, update_metrics
+    from benchmarks.backbone_common import (evaluate_adapter, held_out, model_dir, train_in_parallel,
+                                            update_metrics)
 except ImportError:
-    from backbone_common import evaluate_adapter, held_out, update_metrics
+    from backbone_common import evaluate_adapter, held_out, model_dir, train_in_parallel, update_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -63,11 +64,6 @@ DATASETS = {
 SIZES = ("small", "large")
 
 log = logging.getLogger("aimnet_backbones")
-
-
-def model_dir(cache: Path, name: str, size: str = "small") -> Path:
-    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
-    return cache / (name if size == "small" else f"{name}-{size}")
 
 
 def model_config(size: str) -> dict:
@@ -185,7 +181,6 @@ def train_in_processes(jobs, args) -> None:
     """Each (dataset, seed) trained by this script in a process of its own, ``--parallel`` at
     a time (aimnet trains in process, so threads alone would share one interpreter)."""
     import subprocess
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(job):
         name, seed = job
@@ -197,8 +192,7 @@ def train_in_processes(jobs, args) -> None:
             cmd += ["--epochs", str(args.epochs)]
         return subprocess.call(cmd, cwd=REPO)
 
-    with ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(one, jobs))
+    train_in_parallel(one, jobs, args.parallel)
 
 
 def main(argv=None) -> int:

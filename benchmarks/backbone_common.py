@@ -1,13 +1,35 @@
-"""What every ``benchmarks/<backbone>_backbones.py`` shares: the held-out DFT sets, the
-held-out errors of one trained model, and the metrics file next to the cached models."""
+"""What every ``benchmarks/<backbone>_backbones.py`` shares: where the models of a size
+live, the held-out DFT sets, the held-out errors of one trained model, the metrics file next
+to the cached models, and how trainings run (a framework's console script, several at once)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def model_dir(cache: Path, name: str, size: str = "small") -> Path:
+    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
+    return cache / (name if size == "small" else f"{name}-{size}")
+
+
+def console_program(script: str, module: str) -> list[str]:
+    """The console script next to this Python, or its module (a --target install has no
+    scripts on PATH)."""
+    path = Path(sys.executable).with_name(script)
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
+
+
+def train_in_parallel(train, jobs, parallel: int) -> None:
+    """``train(job)`` for every job, ``parallel`` at a time (each starts its own process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(train, jobs))
 
 
 def held_out(name: str, data: Path):

@@ -31,9 +31,11 @@ from pathlib import Path
 
 
 try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import evaluate_adapter, held_out, update_metrics
+    from benchmarks.backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
+                                            train_in_parallel, update_metrics)
 except ImportError:
-    from backbone_common import evaluate_adapter, held_out, update_metrics
+    from backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
+                                 train_in_parallel, update_metrics)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -66,11 +68,6 @@ SIZES = {
 log = logging.getLogger("mace_backbones")
 
 
-def model_dir(cache: Path, name: str, size: str = "small") -> Path:
-    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
-    return cache / (name if size == "small" else f"{name}-{size}")
-
-
 def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
     """Isolated-atom energies of the elements in ``train_file`` (mace refuses E0s of
     elements that are not in the training data)."""
@@ -86,9 +83,7 @@ def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
 
 def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtype: str,
                   epochs: int, start_swa: int, size: str = "small", device: str = "cpu") -> list[str]:
-    mace_run_train = Path(sys.executable).with_name("mace_run_train")
-    # without the console script (a --target install), run the module it points to
-    program = [str(mace_run_train)] if mace_run_train.exists() else [sys.executable, "-m", "mace.cli.run_train"]
+    program = console_program("mace_run_train", "mace.cli.run_train")
     e0s = e0s_of(data / spec["isolated"], data / spec["train"])
     return [
         *program,
@@ -196,10 +191,7 @@ def main(argv=None) -> int:
     failed = 0
     held = {}
     if args.parallel > 1 and not args.evaluate_only:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
-            list(pool.map(lambda job: train_one(*job, args), jobs))
+        train_in_parallel(lambda job: train_one(*job, args), jobs, args.parallel)
     for name, seed in tqdm(jobs, desc="backbones", unit="model", disable=None):
         if args.evaluate_only or args.parallel > 1:
             path = model_dir(args.cache, name, args.size) / f"seed{seed}.model"

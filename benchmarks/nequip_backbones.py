@@ -36,9 +36,11 @@ from pathlib import Path
 
 
 try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import evaluate_adapter, held_out, update_metrics
+    from benchmarks.backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
+                                            train_in_parallel, update_metrics)
 except ImportError:
-    from backbone_common import evaluate_adapter, held_out, update_metrics
+    from backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
+                                 train_in_parallel, update_metrics)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -158,11 +160,6 @@ def isolated_energies(path: Path, train_file: Path) -> dict[str, float]:
     return {s: e0s[s] for s in sorted(present)}
 
 
-def model_dir(cache: Path, name: str, size: str = "small") -> Path:
-    """cache/<dataset> for the small models (the default), cache/<dataset>-<size> otherwise."""
-    return cache / (name if size == "small" else f"{name}-{size}")
-
-
 def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
                  max_minutes: float, size: str = "small", device: str = "cpu") -> Path:
     spec = DATASETS[name]
@@ -190,7 +187,7 @@ def train_one(name: str, seed: int, args) -> Path | None:
     max_epochs = args.epochs or DATASETS[name]["max_epochs"]
     write_config(name, seed, work, args.data, max_epochs, args.max_minutes, args.size, args.device)
     run_dir = work / "run"
-    cmd = [*_program("nequip-train", "nequip.scripts.train"), "-cp", str(work), "-cn", "config",
+    cmd = [*console_program("nequip-train", "nequip.scripts.train"), "-cp", str(work), "-cn", "config",
            f"hydra.run.dir={run_dir}"]
     if (run_dir / "last.ckpt").exists():  # resume an interrupted training
         cmd.append(f"++ckpt_path={run_dir / 'last.ckpt'}")
@@ -207,7 +204,7 @@ def train_one(name: str, seed: int, args) -> Path | None:
         return None
     packaged = work / f"seed{seed}.nequip.zip"
     with open(work / "nequip-package.out", "w") as out:
-        rc = subprocess.call([*_program("nequip-package", "nequip.scripts.package"), "build",
+        rc = subprocess.call([*console_program("nequip-package", "nequip.scripts.package"), "build",
                               str(best), str(packaged)],
                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
     if rc != 0 or not packaged.exists():
@@ -221,13 +218,6 @@ def train_one(name: str, seed: int, args) -> Path | None:
     log.info("%s seed %d: done in %.1f min (%s epochs) -> %s", name, seed,
              (time.time() - started) / 60, epochs, target)
     return target
-
-
-def _program(script: str, module: str) -> list[str]:
-    """The console script next to this Python, or its module (a --target install has no
-    scripts on PATH)."""
-    path = Path(sys.executable).with_name(script)
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _epochs_done(run_dir: Path):
@@ -279,10 +269,7 @@ def main(argv=None) -> int:
     failed = 0
     held = {}
     if args.parallel > 1 and not args.evaluate_only:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(args.parallel) as pool:  # each job is a subprocess
-            list(pool.map(lambda job: train_one(*job, args), jobs))
+        train_in_parallel(lambda job: train_one(*job, args), jobs, args.parallel)
     for name, seed in jobs:
         if args.evaluate_only or args.parallel > 1:
             path = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"

@@ -39,6 +39,7 @@ import time
 
 import numpy as np
 
+from benchmarks import backbone_common
 from benchmarks.signal_ablation import CACHE, DATA, HELDOUT, RESULTS, cost_table, make_3bpa_heldout
 
 BACKBONES = ("mace", "nequip", "aimnet")
@@ -56,7 +57,7 @@ METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
 
 
 def model_dir(backbone, dataset, size):
-    return CACHE / backbone / (dataset if size == "small" else f"{dataset}-{size}")
+    return backbone_common.model_dir(CACHE / backbone, dataset, size)
 
 
 def models_of(backbone, dataset, size, train=True):
@@ -171,9 +172,9 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                   flush=True)
 
     clock["evaluated"] = time.perf_counter()
-    cost = measure_cost(adapter, sets["held-out"], stores["held-out"], name, fits.get("energy_median"))
-    clock["done"] = time.perf_counter()
     data = load_store(stores["held-out"])
+    cost = measure_cost(adapter, sets["held-out"], data, name, fits.get("energy_median"))
+    clock["done"] = time.perf_counter()
     wall = {"training_seconds": clock["trained"] - clock["started"],
             "extraction_seconds": clock["extracted"] - clock["trained"],
             "fit_and_evaluation_seconds": clock["evaluated"] - clock["extracted"],
@@ -193,18 +194,17 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     return payload
 
 
-def measure_cost(adapter, heldout, store, name, fit=None, rounds=5):
+def measure_cost(adapter, heldout, data, name, fit=None, rounds=5):
     """The cost table: backbone pass, hooks, ensemble (interleaved rounds), the probe's
     inference on the same structures, and (given the energy-median fit's time and epochs)
-    a probe epoch on cached features vs one that re-runs the backbone."""
+    a probe epoch on cached features vs one that re-runs the backbone. ``data``: the
+    held-out feature store, loaded."""
     from probe_base.artifact import load_probe
-    from probe_base.store import load_store
 
     cost = cost_table(adapter, heldout, rounds=rounds)
     probe_path = CACHE / "suite" / f"{name}_energy_median.probe"
     if fit is None or not probe_path.exists():  # no probe fitted by this run
         return cost
-    data = load_store(store)
     clf = load_probe(probe_path).classifier
     sub = data.subset(np.arange(min(cost["structures"], len(data))))
     clf.predict_proba(sub)  # warm-up
@@ -228,13 +228,14 @@ def remeasure_cost(backbone, dataset, size, rounds=5):
     from pathlib import Path
 
     from probe_base.plugins import get_adapter_class
+    from probe_base.store import load_store
 
     name = f"{backbone}_{dataset}" + ("" if size == "small" else f"_{size}")
     payload = json.loads((RESULTS / f"{name}.json").read_text())
     adapter = get_adapter_class(backbone)([Path(m) for m in payload["models"]], layers=payload["layers"])
     where = dataset if size == "small" else f"{dataset}-{size}"
     store = CACHE / "stores" / f"{backbone}_{where}_{Path(payload['models'][0]).stem}_n{len(payload['models'])}.h5"
-    payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], store, name,
+    payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], load_store(store), name,
                                    payload["fits"].get("energy_median"), rounds)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     (RESULTS / f"{name}.md").write_text(markdown(payload))

@@ -388,13 +388,14 @@ class ProbeClassifier:
             return np.ones(len(X), dtype=bool)
         return self.latent_distance(X) <= self.domain_radius_
 
-    def guarded(self, p, X):
+    def guarded(self, p, X, inside=None):
         """Out of domain, the probe abstains: P(reliable) = 0. Its network was never shown
         such structures and can be confidently wrong there (methanol scored by a probe fitted
-        on ethanol got P(reliable) 1.0 without the guard). A no-op without the guard."""
+        on ethanol got P(reliable) 1.0 without the guard). A no-op without the guard.
+        ``inside``: ``in_domain(X)`` if already known."""
         if getattr(self, "domain_radius_", None) is None:
             return p
-        return np.where(self.in_domain(X), p, 0.0)
+        return np.where(self.in_domain(X) if inside is None else inside, p, 0.0)
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""

@@ -79,7 +79,8 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     unreliable = (errs > artifact.label.threshold).astype(int)
     classifier = artifact.classifier
     p_network, importance = classifier.predict_with_importance(data, guard=False)
-    p_reliable = classifier.guarded(p_network, data)
+    inside = classifier.in_domain(data)
+    p_reliable = classifier.guarded(p_network, data, inside)
     scores = {"PROBE": 1 - p_reliable}
     if getattr(classifier, "domain_radius_", None) is not None:  # what the guard changes
         scores[UNGUARDED] = 1 - p_network
@@ -93,7 +94,7 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         "label": artifact.label.to_dict(),
         "n_structures": int(len(data)),
         "unreliable_fraction": float(unreliable.mean()),
-        "in_domain_fraction": float(classifier.in_domain(data).mean()),
+        "in_domain_fraction": float(inside.mean()),
         "metrics": results,
         "selective": selective_evaluation(artifact, data, p_reliable, unreliable),
         "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": p_reliable,
