@@ -124,10 +124,9 @@ class ProbedAIMNet2Calculator:
     first model during the call that gives energies and forces."""
 
     def __init__(self, calculator, probe, policy="warn", threshold=None, allow_mismatch=False):
-        from probe_base.calculator import POLICIES
+        from probe_base.calculator import ReliabilityPolicy
+        from probe_base.scoring import decision_threshold
 
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         models = getattr(calculator, "models", None) or [calculator.model]
         from .plugin import _CALCULATORS
 
@@ -135,9 +134,8 @@ class ProbedAIMNet2Calculator:
             _CALCULATORS[calc.model] = calc
         self.calculator = calculator
         self.artifact, self.adapter = _backbone(models, probe, allow_mismatch)
-        self.policy = policy
-        self.threshold = float(threshold if threshold is not None
-                               else self.artifact.info.get("info", {}).get("decision_threshold", 0.5))
+        self.reliability_policy = ReliabilityPolicy(policy, decision_threshold(self.artifact, threshold))
+        self.policy, self.threshold = policy, self.reliability_policy.threshold
 
     def __getattr__(self, name):
         if name == "calculator":
@@ -149,6 +147,7 @@ class ProbedAIMNet2Calculator:
                          validate_species=validate_species)
 
     def eval(self, data, forces=False, stress=False, hessian=False, validate_species=True):
+        from probe_base.scoring import score
         from probe_base.store import FeatureSet
 
         coord = torch.as_tensor(data["coord"])
@@ -168,26 +167,38 @@ class ProbedAIMNet2Calculator:
         energies = energies.detach().to(torch.float64).reshape(-1).cpu().numpy()
         counts = np.bincount(mol[real], minlength=len(energies))
         X = FeatureSet(features[real], numbers[real], np.concatenate([[0], np.cumsum(counts)]), energies)
-        p_reliable, importance = self.artifact.classifier.predict_with_importance(X)
-        flat = np.zeros(len(numbers))
-        flat[real] = np.concatenate(importance)
-        out["reliability"] = torch.as_tensor(p_reliable, dtype=torch.float64).reshape(out["energy"].shape)
-        out["atom_importance"] = torch.as_tensor(flat).reshape(numbers.shape if coord.ndim < 3
-                                                               else tuple(coord.shape[:2]))
-        self._apply_policy(p_reliable)
+        scores = score(self.artifact, X)
+        shape = numbers.shape if coord.ndim < 3 else tuple(coord.shape[:2])
+
+        def per_atom(maps):
+            flat = np.zeros(len(numbers))
+            flat[real] = np.concatenate(maps)
+            return torch.as_tensor(flat).reshape(shape)
+
+        per_structure = out["energy"].shape
+        out["reliability"] = torch.as_tensor(scores.p_reliable, dtype=torch.float64).reshape(per_structure)
+        out["in_domain"] = torch.as_tensor(scores.in_domain).reshape(per_structure)
+        out["atom_importance"] = per_atom(scores.importance)
+        if scores.novelty is not None:
+            out["novelty"] = torch.as_tensor(scores.novelty, dtype=torch.float64).reshape(per_structure)
+            out["atom_novelty"] = per_atom(scores.atom_novelty)
+        if scores.atom_error is not None:
+            out["atom_error"] = per_atom(scores.atom_error)
+        self._apply_policy(scores, numbers[real], X.offsets)
         return out
 
-    def _apply_policy(self, p_reliable):
-        from probe_base.calculator import UnreliableWarning
-        from probe_base.errors import UnreliablePrediction
+    def _apply_policy(self, scores, numbers, offsets):
+        from ase.data import chemical_symbols
 
-        bad = np.flatnonzero(np.asarray(p_reliable) < self.threshold)
-        if self.policy == "ignore" or not len(bad):
+        policy = self.reliability_policy
+        bad = [i for i, (p, inside) in enumerate(zip(scores.p_reliable, scores.in_domain))
+               if policy.unreliable(p, inside)]
+        if policy.policy == "ignore" or not bad:
             return
-        message = (f"PROBE: {len(bad)} prediction(s) unreliable (structures {bad[:10].tolist()}, "
-                   f"P(reliable) {np.round(np.asarray(p_reliable)[bad[:10]], 3).tolist()} "
-                   f"< {self.threshold:.2f})")
-        if self.policy == "warn":
-            warnings.warn(message, UnreliableWarning, stacklevel=3)
-        else:
-            raise UnreliablePrediction(message, p_reliable)
+        first = bad[0]
+        symbols = [chemical_symbols[z] for z in numbers[offsets[first]:offsets[first + 1]]]
+        message = policy.message(float(scores.p_reliable[first]), symbols, scores, first,
+                                 label=f"structure {first}")
+        if len(bad) > 1:
+            message += f" (and {len(bad) - 1} more: structures {bad[1:10]})"
+        policy.apply(message, scores.p_reliable)
