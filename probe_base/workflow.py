@@ -263,7 +263,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
     annotated = []
     bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="predict", disable=not progress)
 
-    def score(batch):
+    def score_batch(batch):
         atoms_list = [s.atoms for s in batch]
         out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
                           indices=[s.index for s in batch])
@@ -277,7 +277,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
         bar.update(len(batch))
 
     for batch in iter_batches(input_path, index, batch_size):
-        score(batch)
+        score_batch(batch)
     bar.close()
     atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), annotated, format="extxyz"))
     return annotated
