@@ -134,7 +134,8 @@ def load_probe(path) -> ProbeArtifact:
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: unsupported probe format {meta.get('format')!r}; expected {FORMAT}")
     try:
-        params = meta["params"]
+        params = dict(meta["params"])
+        params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
         classifier = ProbeClassifier(**params)
         classifier.n_features_in_ = meta["n_features"]
         classifier.members_ = []

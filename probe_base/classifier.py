@@ -23,10 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.validation import check_is_fitted
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
@@ -52,8 +54,11 @@ def pooled_features(X, mean, std) -> np.ndarray:
     return sums / X.n_atoms[:, None]
 
 
-class ProbeClassifier:
-    """P(reliable) for each structure from frozen per-atom backbone features."""
+class ProbeClassifier(ClassifierMixin, BaseEstimator):
+    """P(reliable) for each structure from frozen per-atom backbone features.
+
+    A scikit-learn estimator: parameters are the ``__init__`` arguments (``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work), learned state ends in ``_``."""
 
     def __init__(self, hidden=32, heads=4, attention_layers=1, dropout=0.1, lr=2e-3,
                  weight_decay=1e-2, batch_size=64, max_epochs=200, patience=10,
@@ -78,7 +83,7 @@ class ProbeClassifier:
         self.n_seeds = n_seeds
         self.element_embedding = element_embedding
         self.per_element_norm = per_element_norm
-        self.extras = tuple(extras)
+        self.extras = extras
         self.latent_neighbors = latent_neighbors
         self.seed = seed
         self.progress = progress
@@ -88,13 +93,6 @@ class ProbeClassifier:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    def get_params(self):
-        return {k: getattr(self, k) for k in (
-            "hidden", "heads", "attention_layers", "dropout", "lr", "weight_decay", "batch_size",
-            "max_epochs", "patience", "val_fraction", "calibration", "calibration_fraction",
-            "selection", "cv_folds", "n_seeds", "element_embedding", "per_element_norm", "extras",
-            "latent_neighbors", "seed")}
 
     # ---- inputs ------------------------------------------------------------------------
     def _extras(self, X, fitting=False, distance=None) -> np.ndarray:
@@ -372,6 +370,7 @@ class ProbeClassifier:
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""
+        check_is_fitted(self, "members_")
         p = self._probability(self._logits(X))
         return np.stack([1 - p, p], axis=1)
 
@@ -381,6 +380,7 @@ class ProbeClassifier:
     def predict_with_importance(self, X):
         """P(reliable) per structure and per-atom importance (list of arrays), one pass.
         The network alone: ``probe_base.scoring`` adds the backbone's domain."""
+        check_is_fitted(self, "members_")
         logits, importance = self._logits(X, importance=True)
         return self._probability(logits), importance
 

@@ -79,3 +79,17 @@ def test_latent_distance_extra_input():
     assert d.shape == (len(X),) and np.all(d >= 0)
 
 
+
+
+def test_scikit_learn_estimator_contract():
+    """Parameters come from __init__ (clone works), predicting before fit is refused."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    clf = ProbeClassifier(hidden=8, heads=2, extras=("log_n_atoms",))
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == clf.get_params()
+    assert copy.set_params(hidden=16).hidden == 16 and clf.hidden == 8
+    X, _ = synthetic_features(20)
+    with pytest.raises(NotFittedError):
+        clf.predict_proba(X)
