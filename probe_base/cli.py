@@ -174,9 +174,10 @@ def main(argv=None):
 
 
 def cmd_plugins(args):
-    from .plugins import available_adapters
+    from .plugins import available_adapters, plugin_problems
 
     adapters = available_adapters()
+    problems = plugin_problems()
     if not adapters:
         print("no adapters installed (install a plugin such as probe-mace)")
     for info in adapters.values():
@@ -184,6 +185,10 @@ def cmd_plugins(args):
         if args.verbose:
             line += f"  ({info.adapter_class.__module__}.{info.adapter_class.__qualname__})"
         print(line)
+    for plugin, error in problems.broken.items():
+        print(f"{plugin:<12} BROKEN: {error}")
+    for name, where in problems.collisions.items():
+        print(f"{name:<12} COLLISION: registered by " + " and ".join(f"{d} (plugin {p!r})" for d, p in where))
 
 
 def cmd_extract(args):
