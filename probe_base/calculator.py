@@ -65,7 +65,8 @@ class ReliabilityPolicy:
             return (f"PROBE: {label} outside the backbone's domain (novelty "
                     f"{scores.novelty[i]:.2f}x the threshold): novel atoms {names}")
         order = np.argsort(scores.atom_map(i))[::-1][:3]
-        kind = "largest predicted force error" if scores.atom_error is not None else "most attended"
+        kind = ("atoms of largest predicted force error" if scores.atom_error is not None
+                else "most attended atoms")
         where = ", ".join(f"{symbols[a]}{a}" for a in order)
         return (f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.2f}); "
                 f"{kind}: {where}")
@@ -124,6 +125,10 @@ class ProbedCalculator(Calculator):
     def policy(self):
         return self.reliability_policy.policy
 
+    @policy.setter
+    def policy(self, value):
+        self.reliability_policy = ReliabilityPolicy(value, self.reliability_policy.threshold)
+
     @property
     def threshold(self):
         return self.reliability_policy.threshold
@@ -168,3 +173,14 @@ def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,
     backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
     artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
     return ProbedCalculator(calculator, artifact, backbone, policy, threshold, use_domain)
+
+
+def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None,
+               **attach_options):
+    """What every plugin's drop-in calculator does with its ``probe=`` keywords: the
+    framework's own calculator unchanged without a probe, else ``attach``-ed to it. One
+    spelling everywhere: ``probe``, ``probe_policy``, ``probe_threshold``."""
+    if probe is None:
+        return calculator
+    return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold,
+                  **attach_options)

@@ -57,7 +57,7 @@ def test_md_run_records_reliability_and_raise_policy_stops_it(toy_files, fitted_
 
     atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise", threshold=1.01)
     dyn = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02)
-    with pytest.raises(UnreliablePrediction, match="largest predicted force error: Cu") as info:
+    with pytest.raises(UnreliablePrediction, match="atoms of largest predicted force error: Cu") as info:
         dyn.run(10)
     assert info.value.atom_importance.shape == (len(atoms),)
 

@@ -10,7 +10,6 @@ Without ``probe`` both return aimnet's own objects (several models: an
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +41,22 @@ def _backbone(models, probe, allow_mismatch=False):
     return artifact, backbone
 
 
-def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", threshold=None,  # noqa: N802
+def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", probe_threshold=None,  # noqa: N802
                       **kwargs):
     """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
     models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
     output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
-    one per structure) and ``atom_importance`` (per atom; 0 for padding atoms)."""
+    one per structure), ``in_domain``, ``novelty`` and per atom ``atom_importance``,
+    ``atom_novelty``, ``atom_error`` (0 for padding atoms). ``probe_threshold``: P(reliable)
+    below which ``probe_policy`` acts (default: the probe's)."""
     calculator = _base_calculator(model, **kwargs)
     if probe is None:
         return calculator
-    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=threshold)
+    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=probe_threshold)
 
 
 def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_policy="warn",  # noqa: N802
-               threshold=None, **kwargs):
+               probe_threshold=None, **kwargs):
     """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
     model file or name, or a list of them (an ensemble: ``results`` then also hold
     ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
@@ -63,14 +64,12 @@ def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_polic
     (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise"."""
     base = _base_calculator(base_calc)
     cls = ensemble_ase_class() if isinstance(base, AIMNet2Ensemble) else _aimnet_ase()
-    calculator = cls(base, charge=charge, mult=mult, **kwargs)
-    if probe is None:
-        return calculator
-    from probe_base import attach
+    from probe_base.calculator import with_probe
 
     from .plugin import AIMNet2Adapter
 
-    return attach(calculator, probe, adapter=AIMNet2Adapter, policy=probe_policy, threshold=threshold)
+    return with_probe(cls(base, charge=charge, mult=mult, **kwargs), AIMNet2Adapter, probe,
+                      probe_policy, probe_threshold)
 
 
 def _aimnet_ase():
