@@ -191,7 +191,7 @@ def plot(result, path):
     block = result["labels"]["energy_median"]["sets"]
     methods = [m for m in METHODS if m in block["heldout"]["decisions"]]
     names = list(SETS)
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     width = 0.8 / len(methods)
     for k, m in enumerate(methods):
         values = [100 * block[n]["decisions"].get(m, {}).get("unreliable_flagged", np.nan) for n in names]
@@ -200,7 +200,7 @@ def plot(result, path):
     ax.set_xticks(np.arange(len(names)) + 0.4, [n.removeprefix("ood_") for n in names], rotation=15)
     ax.set_ylabel("% of unreliable structures flagged")
     ax.set_title(f"{result['backbone']}: OOD sets, energy label, default decisions")
-    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -208,6 +208,8 @@ def plot(result, path):
 
 def report():
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ood_*.json"))]
+    for result in results:
+        plot(result, RESULTS / f"ood_{result['backbone']}.png")
     text = markdown(results)
     (RESULTS / "ood.md").write_text(text)
     print(text)
