@@ -202,16 +202,17 @@ def block(n, rank, world):
 
 
 def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy_key=None,
-                    forces_key=None, with_forces=True, dtype="float32", overwrite=False,
-                    progress=True, **options) -> Path:
+                    forces_key=None, with_forces=True, labels=True, dtype="float32",
+                    overwrite=False, progress=True, **options) -> Path:
     """``store.extract`` for one rank of ``group``: its block into its shard, then (rank 0)
     the virtual store over all shards. Every rank returns once the store is complete."""
     import h5py
 
-    from .store import StoreError, _identity, extract, write_virtual_store
+    from .store import StoreError, _identity, check_input_unchanged, extract, write_virtual_store
 
     store_path = Path(store_path)
-    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype)
+    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype,
+                         labels)
     if overwrite and group.rank == 0:
         import shutil
 
@@ -221,6 +222,7 @@ def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy
     if store_path.exists():
         with h5py.File(store_path, "r") as h5:
             if json_equal(h5.attrs["identity"], identity):
+                check_input_unchanged(h5, store_path, input_path, identity)
                 return store_path
         raise StoreError(f"{store_path} exists and was made from other input or another backbone; "
                          "pass --overwrite to replace it or choose another output path")
@@ -228,8 +230,8 @@ def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy
     lo, hi = block(n, group.rank, group.world)
     shard = shard_path(store_path, group.rank, group.world)
     extract(adapter, input_path, shard, index=f"{start + lo * step}:{start + hi * step}:{step}",
-            energy_key=energy_key, forces_key=forces_key, with_forces=with_forces, dtype=dtype,
-            progress=progress and group.rank == 0, first_index=lo, n_total=hi - lo, **options)
+            energy_key=energy_key, forces_key=forces_key, with_forces=with_forces, labels=labels,
+            dtype=dtype, progress=progress and group.rank == 0, allow_empty=True, **options)
     group.barrier()
     if group.rank == 0:
         write_virtual_store(store_path, [shard_path(store_path, r, group.world)

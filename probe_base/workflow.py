@@ -13,15 +13,23 @@ from .artifact import atomic_write, load_probe, save_probe
 from .baselines import all_baselines
 from .classifier import ProbeClassifier
 from .labels import LabelSpec
+from .errors import InputError
 from .metrics import evaluate_signal, format_table
+from .paths import check_output_file
 from .selective import selective_evaluation
-from .store import load_store
+from .store import load_store, require_labels
 
 
 def split_holdout(n, fraction, seed):
     """Deterministic split of ``n`` structures: (fit indices, held-out indices)."""
+    if not 0 <= fraction < 1:
+        raise InputError(f"--eval-fraction {fraction:g}: the fraction of the store kept out of "
+                         "fitting must be at least 0 and below 1 (e.g. 0.5)")
     order = np.random.default_rng(seed).permutation(n)
     n_eval = int(round(fraction * n))
+    if n_eval >= n:
+        raise InputError(f"--eval-fraction {fraction:g} keeps all {n} structures out of fitting; "
+                         "lower it or extract more structures")
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
@@ -30,7 +38,9 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     """Fit on a feature store (minus an optional held-out fraction); write ``output``.
     ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
     features are streamed from the store, and rank 0 writes ``output``."""
-    data = load_store(store_path, lazy=comm is not None and comm.world > 1)
+    check_output_file(output, "probe", [store_path])
+    data = require_labels(load_store(store_path, lazy=comm is not None and comm.world > 1),
+                          store_path, "fit")
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
     resolved = label.resolved_on(fit_data)
@@ -61,14 +71,14 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     """PROBE and the baselines on the same structures. If ``store_path`` is the store the
     probe was fitted on, only its held-out structures are used."""
     artifact = load_probe(probe_path)
-    data = load_store(store_path)
+    data = require_labels(load_store(store_path), store_path, "evaluate")
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
     info = artifact.info["info"]
     same_store = info.get("store_identity") == data.attrs
     fit_data = None
     if same_store:
         if not info["eval_indices"]:
-            raise ValueError(f"{store_path} is the store {probe_path} was fitted on, with no "
+            raise InputError(f"{store_path} is the store {probe_path} was fitted on, with no "
                              "held-out part: evaluate on another store or refit with --eval-fraction")
         fit_data = data.subset(info["fit_indices"])
         data = data.subset(info["eval_indices"])
@@ -128,6 +138,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
     from .data import count_structures, iter_batches
     from .store import FeatureSet
 
+    check_output_file(output_path, "extxyz", [input_path, probe_path, *adapter.model_paths])
     artifact = load_probe(probe_path)
     artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
     annotated = []
