@@ -56,18 +56,48 @@ def atomic_write(path: Path, write) -> None:
                           "output path or a folder you can write to") from None
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # writers such as safetensors make it 0o600
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        reason = _io_failure(exc)
+        if reason is None:
+            raise
         kept = "the existing file is unchanged" if path.exists() else "nothing was written"
-        fix = "free disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the output path"
-        raise OutputError(f"{path}: writing failed ({exc.strerror or exc}); {kept}: {fix} and run "
-                          "the command again") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fix = "free disk space" if reason in DISK_FULL else "fix the output path"
+        raise OutputError(f"{path}: writing failed ({reason}); {kept}: {fix} and run the command "
+                          "again") from None
+
+
+DISK_FULL = {os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)}
+
+
+def _io_failure(exc) -> str | None:
+    """Why a write failed, if it was the file system (an OSError, or a writer such as
+    safetensors reporting the OS error in its own exception); None for anything else."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, SafetensorError):
+        text = str(exc)
+        return next((reason for reason in DISK_FULL if reason in text),
+                    text if "os error" in text or "I/O error" in text else None)
+    return None
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _new_temporary(path: Path) -> Path:

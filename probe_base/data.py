@@ -77,7 +77,7 @@ def parse_index(index) -> int | slice:
     if isinstance(selection, slice) and selection.step == 0:
         raise InputError(f"--index {index!r}: the step cannot be 0; {INDEX_EXAMPLES}")
     if not isinstance(selection, (int, slice)):  # a format-specific string index
-        raise InputError(f"--index {index!r} is not a frame number or slice: {INDEX_EXAMPLES}")
+        raise InputError(f"--index {index!r} is not an ase.io index of frames: {INDEX_EXAMPLES}")
     return selection
 
 

@@ -12,6 +12,7 @@ input order, so every reader sees one store (see ``probe_base.distributed``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -215,16 +216,47 @@ def _create(h5, n_features, dtype, n_members, identity):
     h5.attrs["n_done"] = 0
 
 
+METADATA_RESERVE = 256 << 10  # bytes kept free for HDF5's own metadata writes
+
+
 def _bytes_needed(h5, rows: dict) -> int:
-    """Disk space that appending ``rows`` can take: the rows plus one new chunk of each
-    dataset and room for HDF5's metadata."""
-    total = 1 << 20
+    """Disk space that appending ``rows`` can take, generously: twice the rows, one new
+    chunk of each dataset, and room for HDF5's metadata."""
+    total = METADATA_RESERVE
     for name, value in rows.items():
         dataset = h5[name]
-        itemsize = dataset.dtype.itemsize
-        per_row = itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
-        total += per_row * (len(value) + dataset.chunks[0])
+        per_row = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
+        total += per_row * (2 * len(value) + dataset.chunks[0])
     return total
+
+
+class DiskFull(StoreError):
+    """Not enough disk space to write the next part of a store (nothing was written)."""
+
+
+def reserve_space(partial: Path, n_bytes: int, n_saved: int, what: str) -> None:
+    """Make sure ``n_bytes`` can be written next to ``partial`` by allocating them (then
+    freeing them) before HDF5 writes: HDF5 running out of space mid-write damages the file
+    beyond repair (and can crash the process)."""
+    reserve = partial.with_name(partial.name + ".reserve")
+    try:
+        fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, n_bytes)
+        finally:
+            os.close(fd)
+            reserve.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate: trust statvfs
+                if shutil.disk_usage(partial.parent).free >= n_bytes:
+                    return
+            else:
+                raise
+        free = shutil.disk_usage(partial.parent).free
+        raise DiskFull(f"{partial}: not enough disk space for {what} ({free / 2**20:.1f} MiB "
+                       f"free, about {n_bytes / 2**20:.1f} MiB needed); the {n_saved} structures "
+                       "before are saved: free space and run the same command again to resume") from None
 
 
 def _append(h5, rows: dict):
@@ -362,6 +394,7 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
             partial.unlink()  # --overwrite: start again from the new input
             _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
                            chunk_structures, n_total, progress)
+        reserve_space(partial, METADATA_RESERVE, n_total, "finishing the store")
         with h5py.File(partial, "r+") as h5:
             h5.attrs["content_sha256"] = _content_sha256(h5["frame_digest"][:])
             h5.attrs["input_sha256"] = input_sha256
@@ -385,14 +418,16 @@ def _write_partial(adapter, input_path, partial, identity, dtype, overwrite, bat
                     "--overwrite to start again") from None
             h5 = None
         if h5 is not None and stored_identity != identity:
+            nothing_saved = int(h5.attrs.get("n_done", 0)) == 0
             h5.close()
-            if not overwrite:
+            if not overwrite and not nothing_saved:
                 raise StoreError(f"{partial} is an unfinished extraction of other input or another "
                                  "backbone; delete it or pass --overwrite")
             h5 = None
         if h5 is None:
             partial.unlink()
     if not partial.exists():
+        reserve_space(partial, METADATA_RESERVE, 0, "a new feature store")
         try:
             h5 = h5py.File(partial, "w")
             _create(h5, adapter.n_features, dtype, len(adapter.models), identity)
@@ -418,19 +453,13 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
         if not pending_rows:
             return
         merged = {k: np.concatenate([r[k] for r in pending_rows]) for k in pending_rows[0]}
-        # refuse before HDF5 runs out of space mid-write: that can damage the file
-        needed, free = _bytes_needed(h5, merged), shutil.disk_usage(partial.parent).free
-        if free < needed:
-            raise StoreError(
-                f"{partial}: not enough free disk space for the next {pending_count} structures "
-                f"({free / 2**20:.1f} MiB free, about {needed / 2**20:.1f} MiB needed); the "
-                f"{int(h5.attrs['n_done'])} structures before them are saved: free space and run "
-                "the same command again to resume")
+        reserve_space(partial, _bytes_needed(h5, merged), int(h5.attrs["n_done"]),
+                      f"the next {pending_count} structures")
         try:
             _append(h5, merged)
             h5.attrs["n_done"] = int(h5.attrs["n_done"]) + pending_count
             h5.flush()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # HDF5 reports a failed write as either
             raise StoreError(
                 f"{partial}: writing failed ({exc}); the {int(h5.attrs['n_done'])} structures "
                 "flushed before are kept: free disk space and run the same command again to "
