@@ -37,7 +37,8 @@ def _reference_energy(atoms, key, where):
         keys = sorted(atoms.info)
         raise InputError(
             f"{where}: no reference energy (no `energy=` on the comment line). "
-            f"Name the key with --energy-key; keys present in atoms.info: {keys}"
+            f"Name the key with --energy-key (keys present in atoms.info: {keys}), or pass "
+            "--no-labels for a store without labels"
         )
     if key in atoms.info:
         return float(atoms.info[key])

@@ -255,8 +255,14 @@ def reserve_space(partial: Path, n_bytes: int, n_saved: int, what: str) -> None:
                 raise
         free = shutil.disk_usage(partial.parent).free
         raise DiskFull(f"{partial}: not enough disk space for {what} ({free / 2**20:.1f} MiB "
-                       f"free, about {n_bytes / 2**20:.1f} MiB needed); the {n_saved} structures "
-                       "before are saved: free space and run the same command again to resume") from None
+                       f"free, about {n_bytes / 2**20:.1f} MiB needed); {_saved(n_saved, partial)}: "
+                       "free space and run the same command again to resume") from None
+
+
+def _saved(n: int, partial) -> str:
+    if n == 0:
+        return "no structure was saved yet"
+    return f"the {n} structure{'s' if n > 1 else ''} before it {'are' if n > 1 else 'is'} saved in {partial}"
 
 
 def _append(h5, rows: dict):
@@ -460,10 +466,8 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
             h5.attrs["n_done"] = int(h5.attrs["n_done"]) + pending_count
             h5.flush()
         except (OSError, RuntimeError) as exc:  # HDF5 reports a failed write as either
-            raise StoreError(
-                f"{partial}: writing failed ({exc}); the {int(h5.attrs['n_done'])} structures "
-                "flushed before are kept: free disk space and run the same command again to "
-                "resume") from None
+            raise StoreError(f"{partial}: writing failed ({exc}); {_saved(int(h5.attrs['n_done']), partial)}: "
+                             "free disk space and run the same command again to resume") from None
         pending_rows, pending_count = [], 0
 
     def run_batch(batch):
@@ -508,10 +512,8 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
             except InputError:
                 pass
         flush()
-        raise InputError(
-            f"{exc}; the {int(h5.attrs['n_done'])} structures before it are saved in {partial}: "
-            "fix the input and run the same command again to resume"
-        ) from exc
+        raise InputError(f"{exc}; {_saved(int(h5.attrs['n_done']), partial)}: fix the input and "
+                         "run the same command again to resume") from exc
     finally:
         bar.close()
 

@@ -291,7 +291,7 @@ def test_item4_no_space_for_the_next_chunk_is_refused_before_hdf5_writes(toy_ada
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate_until_full)
     with pytest.raises(store_module.DiskFull, match="not enough disk space for the next 10 "
-                                                    "structures.*the 10 structures before are saved"):
+                                                    "structures.*the 10 structures before it are saved"):
         extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False)
     assert not list(tmp_path.glob("*.reserve"))
     monkeypatch.setattr(os, "posix_fallocate", real_fallocate)
@@ -636,3 +636,42 @@ def test_no_labels_store_holds_features_and_members_only(toy_adapter, toy_files,
                               tmp_path / "l.h5", progress=False)).has_labels
     assert run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store,
                    "--no-labels")[0] == 0
+
+
+def test_item3_torchrun_overwrite_keeps_the_old_store_until_every_shard_is_done(toy_adapter, toy_files,
+                                                                                tmp_path):
+    from probe_base import distributed
+
+    class Rank(distributed.Group):
+        """One rank of a 2-rank job, run in this process one after the other."""
+
+        def __init__(self, rank, selection):
+            super().__init__(rank, 2, "cpu")
+            self.selection = selection
+
+        def barrier(self):
+            pass
+
+        def broadcast(self, value):
+            return self.selection
+
+    source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 20))
+    store = tmp_path / "s.h5"
+    selection = distributed._selection(source, ":")
+    options = dict(batch_size=5, progress=False)
+    for rank in (1, 0):  # rank 0 last: it writes the store over both shards
+        distributed.extract_sharded(toy_adapter, source, store, Rank(rank, selection), **options)
+    old_energies = load_store(store).energy_ref
+    frames = labelled_frames(toy_files, 20, 40)
+    frames[2] = frames[2].copy()
+    frames[2].calc = None  # rank 0's block has a frame without energy
+    write_frames(source, frames)
+    with pytest.raises(InputError, match="structure 2: no reference energy"):
+        distributed.extract_sharded(toy_adapter, source, store, Rank(0, selection), overwrite=True, **options)
+    np.testing.assert_array_equal(load_store(store).energy_ref, old_energies)
+    frames[2] = labelled_frames(toy_files, 22, 23)[0]
+    write_frames(source, frames)
+    for rank in (1, 0):
+        distributed.extract_sharded(toy_adapter, source, store, Rank(rank, selection), overwrite=True, **options)
+    np.testing.assert_allclose(load_store(store).energy_ref, [a.get_potential_energy() for a in frames])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xyz", "s.h5", "s.h5.shards"]
