@@ -103,7 +103,7 @@ def _is_extxyz(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _scan_cached(path_str, size, mtime_ns) -> _FrameScan:
+def _scan_cached(path_str, file_state) -> _FrameScan:
     path = Path(path_str)
     if _is_extxyz(path):
         return _scan_xyz(path)
@@ -154,7 +154,9 @@ def _scan_xyz(path: Path) -> _FrameScan:
 def _scan(path: Path) -> _FrameScan:
     check_input_file(path)
     stat = path.stat()
-    return _scan_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    # ctime too: a rewrite that restores size and mtime still changes it
+    state = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _scan_cached(str(path.resolve()), state)
 
 
 def selected_frames(path, index=":", allow_empty=False) -> range:

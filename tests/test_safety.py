@@ -631,6 +631,10 @@ def test_no_labels_store_holds_features_and_members_only(toy_adapter, toy_files,
     code, err = run_cli(capsys, "evaluate", "--probe", fitted_probe, "--store", store,
                         "--output-dir", tmp_path / "report")
     assert code == 2 and "has no labels" in err
+    before = fitted_probe.read_bytes()
+    code, err = run_cli(capsys, "calibrate", "--probe", fitted_probe, "--store", store,
+                        "--target-risk", "0.2")
+    assert code == 2 and "has no labels" in err and fitted_probe.read_bytes() == before
     # a labelled store of the same frames says it has labels; the rerun is a no-op
     assert load_store(extract(toy_adapter, write_frames(tmp_path / "l.xyz", labelled_frames(toy_files, 0, 12)),
                               tmp_path / "l.h5", progress=False)).has_labels
