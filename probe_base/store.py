@@ -329,9 +329,8 @@ def check_input_unchanged(h5, store_path, input_path, identity):
     """Refuse a finished store whose frames are not those of ``input_path`` any more:
     unchanged file bytes are enough; otherwise every selected frame is read and compared."""
     if "frame_digest" not in h5:
-        raise StoreError(f"{store_path}: written by an older mlip-probe, without a content hash of "
-                         f"its input, so it cannot be checked against {input_path}: use --overwrite "
-                         "to re-extract it")
+        _check_format1_store(h5, store_path, input_path, identity)
+        return
     if h5.attrs.get("input_sha256") == file_sha256(input_path):
         return
     stored = h5["frame_digest"][:]
@@ -345,6 +344,28 @@ def check_input_unchanged(h5, store_path, input_path, identity):
     except InputError as exc:
         raise InputChanged(store_path, input_path, None) from exc
     if position != len(stored):
+        raise InputChanged(store_path, input_path, None)
+
+
+def _check_format1_store(h5, store_path, input_path, identity):
+    """A store written before frame digests: compare what it holds of each frame (atom
+    count, elements, reference energy, read from the same file as float64) instead."""
+    n_atoms, numbers, energies = h5["n_atoms"][:], h5["atomic_numbers"][:], h5["energy_ref"][:]
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    position = 0
+    try:
+        for item in iter_structures(input_path, identity["index"], **_read_options(identity)):
+            if position >= len(n_atoms):
+                raise InputChanged(store_path, input_path, None)
+            same = (len(item.atoms) == n_atoms[position]
+                    and np.array_equal(item.atoms.numbers, numbers[offsets[position]:offsets[position + 1]])
+                    and item.energy == energies[position])
+            if not same:
+                raise InputChanged(store_path, input_path, item.index)
+            position += 1
+    except InputError as exc:
+        raise InputChanged(store_path, input_path, None) from exc
+    if position != len(n_atoms):
         raise InputChanged(store_path, input_path, None)
 
 

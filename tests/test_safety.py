@@ -184,6 +184,25 @@ def test_item1_content_hash_is_part_of_the_store_identity(toy_adapter, toy_files
     assert first.attrs != second.attrs, "a probe's store_identity must tell the two stores apart"
 
 
+def test_item1_store_written_before_frame_digests_is_checked_by_its_labels(toy_adapter, toy_files, tmp_path):
+    source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 8))
+    store = extract(toy_adapter, source, tmp_path / "a.h5", progress=False)
+    with h5py.File(store, "r+") as h5:  # what a format-1 store holds
+        del h5["frame_digest"]
+        for name in ("content_sha256", "input_sha256"):
+            del h5.attrs[name]
+        h5.attrs["format_version"] = 1
+    before = store.read_bytes()
+    assert extract(toy_adapter, source, store, progress=False) == store  # unchanged: reused
+    frames = labelled_frames(toy_files, 0, 8)
+    frames[5].calc.results["energy"] += 0.01
+    write_frames(source, frames)
+    with pytest.raises(StoreError, match="the input changed since this store was written: use "
+                                         "--overwrite.*structure 5 of"):
+        extract(toy_adapter, source, store, progress=False)
+    assert store.read_bytes() == before
+
+
 # ---- 2: inputs overwritten ----------------------------------------------------------------
 def test_item2_fit_output_onto_its_store_is_refused(heldout_store, tmp_path, capsys):
     store = tmp_path / "s.h5"
