@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from probe_base import store as store_module
 from probe_base.artifact import atomic_write, load_probe, save_probe
