@@ -697,3 +697,17 @@ def test_item3_torchrun_overwrite_keeps_the_old_store_until_every_shard_is_done(
         distributed.extract_sharded(toy_adapter, source, store, Rank(rank, selection), overwrite=True, **options)
     np.testing.assert_allclose(load_store(store).energy_ref, [a.get_potential_energy() for a in frames])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xyz", "s.h5", "s.h5.shards"]
+
+
+def test_item10_devices_the_machine_has_pass_and_others_are_named(monkeypatch):
+    from probe_base.cli import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cpu", "cuda", "cuda:1"):
+        check_device(device)
+    with pytest.raises(InputError, match="--device cuda:2: this machine has 2 CUDA device\\(s\\) "
+                                         "\\(cuda:0 to cuda:1\\)"):
+        check_device("cuda:2")
+    with pytest.raises(InputError, match="'gpu0' is not a torch device"):
+        check_device("gpu0")
