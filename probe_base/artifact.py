@@ -4,15 +4,19 @@ One file holds every probe seed's weights and normalisation, the latent-distance
 reference set, the backbone's domain (``domain.*``: reference atoms per element and the
 conformal novelty threshold), the per-atom error head (``atom_errors.*``), calibration, the label definition, the backbone fingerprint and versions.
 Loading uses ``safetensors`` only, so a crafted file can never execute code, whatever
-``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says. Writes go to a temporary file that is renamed
-into place.
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says, and a file whose weights do not match its declared
+members exactly is refused (never completed with fresh weights). Writes go to a temporary
+file that is renamed into place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from .atom_errors import AtomErrorModel
 from .classifier import ProbeClassifier
 from .domain import DomainModel
-from .errors import ArtifactError, FingerprintMismatch
+from .errors import ArtifactError, FingerprintMismatch, OutputError
 from .labels import LabelSpec
 
 FORMAT = "mlip-probe/1"
@@ -45,19 +49,73 @@ class ProbeArtifact:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file, and
+    a failed write (a full disk) leaves the old file as it was. The file gets the usual
+    permissions (the umask), as any other file the user writes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_temporary(path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc}); choose another "
+                          "output path or a folder you can write to") from None
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # writers such as safetensors make it 0o600
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        reason = _io_failure(exc)
+        if reason is None:
+            raise
+        kept = "the existing file is unchanged" if path.exists() else "nothing was written"
+        fix = "free disk space" if reason in DISK_FULL else "fix the output path"
+        raise OutputError(f"{path}: writing failed ({reason}); {kept}: {fix} and run the command "
+                          "again") from None
+
+
+DISK_FULL = {os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)}
+
+
+def _io_failure(exc) -> str | None:
+    """Why a write failed, if it was the file system (an OSError, or a writer such as
+    safetensors reporting the OS error in its own exception); None for anything else."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, SafetensorError):
+        text = str(exc)
+        return next((reason for reason in DISK_FULL if reason in text),
+                    text if "os error" in text or "I/O error" in text else None)
+    return None
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_temporary(path: Path) -> Path:
+    """An empty new file beside ``path``, created with mode 0o666 less the umask (not the
+    0o600 of ``mkstemp``)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
 def _parts_to_tensors(prefix, part, tensors):
@@ -138,10 +196,7 @@ def load_probe(path) -> ProbeArtifact:
         params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
         classifier = ProbeClassifier(**params)
         classifier.n_features_in_ = meta["n_features"]
-        classifier.members_ = []
-        for i in range(meta["n_members"]):
-            prefix = f"member{i}."
-            classifier.members_.append({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        classifier.members_ = _members(path, tensors, meta["n_members"], classifier)
         classifier.pool_mean_ = tensors["pool_mean"].numpy()
         classifier.pool_std_ = tensors["pool_std"].numpy()
         if "knn_reference" in tensors:
@@ -151,8 +206,12 @@ def load_probe(path) -> ProbeArtifact:
             classifier._knn_ = NearestNeighbors(n_neighbors=classifier.latent_neighbors).fit(classifier.knn_reference_)
         classifier.isotonic_ = ((tensors["isotonic_x"].numpy(), tensors["isotonic_y"].numpy())
                                 if "isotonic_x" in tensors else None)
-        classifier.temperature_ = float(meta["temperature"])
-        classifier.prior_log_odds_ = float(meta["prior_log_odds"])
+        classifier.temperature_ = _finite(path, "temperature", meta["temperature"], positive=True)
+        classifier.prior_log_odds_ = _finite(path, "prior_log_odds", meta["prior_log_odds"])
+        for name in ("pool_mean", "pool_std", "isotonic_x", "isotonic_y"):
+            if name in tensors and not torch.isfinite(tensors[name]).all():
+                raise ArtifactError(f"{path}: {name} holds NaN or inf; the file is damaged: "
+                                    "re-create it with `probe fit`")
         classifier.classes_ = np.array([0, 1])
         classifier._cached_nets()  # builds the nets: fails here, not later, on bad weights
         domain = _part_from_tensors(DomainModel, "domain", meta.get("domain"), tensors)
@@ -162,6 +221,57 @@ def load_probe(path) -> ProbeArtifact:
                             "re-create it with `probe fit`") from None
     return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta,
                          domain, atom_errors)
+
+
+MEMBER_KEY = re.compile(r"^member(\d+)\.(.+)$")
+
+
+def _members(path, tensors, n_members, classifier) -> list[dict]:
+    """The members' weights, refused unless they match the declared members exactly: each
+    member 0..n-1 present, no other member, every parameter of the net present. Tensors
+    that belong to no member (other parts of the probe) are not looked at here."""
+    if not isinstance(n_members, int) or isinstance(n_members, bool) or n_members < 1:
+        raise ArtifactError(f"{path}: the header declares {n_members!r} members; the file is "
+                            "damaged: re-create it with `probe fit`")
+    members: dict[int, dict] = {}
+    for key, value in tensors.items():
+        match = MEMBER_KEY.match(key)
+        if match:
+            members.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    extra = sorted(set(members) - set(range(n_members)))
+    missing = [i for i in range(n_members) if i not in members]
+    if extra or missing:
+        found = f"weights of members {sorted(members)}" if members else "no member weights"
+        raise ArtifactError(f"{path}: the header declares {n_members} members but the file holds "
+                            f"{found}; the file is damaged: re-create it with `probe fit`")
+    net = classifier.new_net()
+    parameters = {name for name, _ in net.named_parameters()}
+    expected = set(net.state_dict())
+    absent_buffers = None
+    for i in range(n_members):
+        keys = set(members[i])
+        unknown = sorted(keys - expected)
+        lost = expected - keys
+        if unknown or lost & parameters:
+            what = (f"lacks {sorted(lost & parameters)[:3]}" if lost & parameters
+                    else f"has unknown weights {unknown[:3]}")
+            raise ArtifactError(f"{path}: member {i} {what}; the file is damaged: re-create it "
+                                "with `probe fit`")
+        # a buffer newer than the file takes its default, but only if every member lacks it
+        if absent_buffers is not None and lost != absent_buffers:
+            raise ArtifactError(f"{path}: member {i} holds other buffers than member 0; the file "
+                                "is damaged: re-create it with `probe fit`")
+        absent_buffers = lost
+    return [members[i] for i in range(n_members)]
+
+
+def _finite(path, name, value, positive=False) -> float:
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        need = "a positive finite number" if positive else "a finite number"
+        raise ArtifactError(f"{path}: {name} is {value}, not {need}; the file is damaged: "
+                            "re-create it with `probe fit`")
+    return value
 
 
 def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, source="probe"):

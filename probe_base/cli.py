@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ProbeError
+from .errors import InputError, ProbeError
 
 EXAMPLES = """
 typical run (a MACE model, DFT data in extxyz):
@@ -55,7 +55,12 @@ def build_parser():
     p.add_argument("--index", default=":", help="ase.io index of the frames to use (default: all)")
     p.add_argument("--batch-size", type=int, default=32, help="structures per backbone pass")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage type of features")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store (the new one is written beside it and replaces "
+                        "it only when complete)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="the data has no reference energies or forces: store features, predictions "
+                        "and ensemble members only (for a reference set; not for fit or evaluate)")
 
     p = sub.add_parser("fit", help="train the probe on a feature store")
     p.add_argument("--store", required=True, type=Path, help="feature store from `probe extract`")
@@ -167,10 +172,92 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     try:
+        check_before_work(args)
         return COMMANDS[args.command](args) or 0
     except ProbeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a user's path that the checks could not foresee (e.g. disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{_one_line(exc.strerror or str(exc))}; check the path and free "
+              "disk space, then run the command again", file=sys.stderr)
+        return 2
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+# which argument each command writes, and of which kind (None: a folder)
+OUTPUTS = {"extract": ("output", "store"), "fit": ("output", "probe"), "calibrate": ("output", "probe"),
+           "predict": ("output", "extxyz"), "select": ("output", "extxyz"),
+           "evaluate": ("output_dir", None), "demo": ("output_dir", None)}
+INPUTS = ("input", "store", "probe", "model", "reference")
+
+
+def check_before_work(args):
+    """What can be refused before any model is loaded or any structure is read: the
+    device, the input files and --index, --eval-fraction, and the output path."""
+    from .data import check_input_file, selected_frames
+    from .paths import check_output_dir, check_output_file
+
+    if getattr(args, "device", None):
+        check_device(args.device)
+    if getattr(args, "input", None) is not None:
+        check_input_file(args.input, "--input")
+        selected_frames(args.input, getattr(args, "index", ":"))  # the index, framing, no frames
+    if getattr(args, "probe", None) is not None and args.command != "calibrate":
+        _check_probe_exists(args.probe)
+    for model in getattr(args, "model", None) or []:
+        check_input_file(model, "--model")
+    if getattr(args, "eval_fraction", None) is not None and not 0 <= args.eval_fraction < 1:
+        raise InputError(f"--eval-fraction {args.eval_fraction:g}: the fraction of the store kept "
+                         "out of fitting must be at least 0 and below 1 (e.g. 0.5)")
+    name, kind = OUTPUTS.get(args.command, (None, None))
+    output = getattr(args, name, None) if name else None
+    if output is None:
+        return
+    if kind is None:
+        check_output_dir(output, f"--{name.replace('_', '-')}")
+        return
+    inputs = []
+    for argument in INPUTS:
+        value = getattr(args, argument, None)
+        if argument == "probe" and args.command == "calibrate":
+            continue  # calibrate updates its probe in place by design
+        inputs.extend(value if isinstance(value, list) else [value])
+    check_output_file(output, kind, [v for v in inputs if v is not None], f"--{name}")
+
+
+def _check_probe_exists(path):
+    from .errors import ArtifactError
+
+    if not path.exists():
+        raise ArtifactError(f"{path}: probe file not found; train one with `probe fit`")
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder, not a probe file; pass the .probe file "
+                            "`probe fit` wrote")
+
+
+def check_device(device: str):
+    """Refuse a device this machine does not have, before any model is loaded."""
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise InputError(f"--device {device}: CUDA is not available ({why}, torch "
+                             f"{torch.__version__}); use --device cpu or run on a machine with a GPU")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: Apple MPS is not available here; use --device cpu")
 
 
 def cmd_plugins(args):
@@ -203,8 +290,8 @@ def cmd_extract(args):
         say(f"backbone: {args.adapter}, {len(adapter.models)} model(s); layers "
             + ", ".join(f"{n} ({w})" for n, w in zip(adapter.layers, adapter.widths)))
         options = dict(index=args.index, energy_key=args.energy_key, forces_key=args.forces_key,
-                       with_forces=not args.no_forces, batch_size=args.batch_size, dtype=args.dtype,
-                       overwrite=args.overwrite)
+                       with_forces=not args.no_forces, labels=not args.no_labels,
+                       batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite)
         if group is None:
             path = extract(adapter, args.input, args.output, **options)
         else:

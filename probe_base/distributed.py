@@ -10,7 +10,9 @@ extract
     lock, per shard). When every shard is done, rank 0 writes ``<store>``: HDF5 virtual
     datasets over the shards, in input order, with the same identity as a one-process
     extraction, so ``fit`` / ``evaluate`` / ``load_store`` read it as one store. A killed
-    rank's shard resumes on the next run; finished shards are not recomputed.
+    rank's shard resumes on the next run; finished shards are not recomputed. With
+    ``--overwrite`` the new shards are written to ``<store>.shards.new/`` and replace the old
+    store and shards only when every shard is complete.
 
 fit
     Every rank holds the per-structure arrays (energies, labels) and streams per-atom
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -202,40 +205,53 @@ def block(n, rank, world):
 
 
 def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy_key=None,
-                    forces_key=None, with_forces=True, dtype="float32", overwrite=False,
-                    progress=True, **options) -> Path:
+                    forces_key=None, with_forces=True, labels=True, dtype="float32",
+                    overwrite=False, progress=True, **options) -> Path:
     """``store.extract`` for one rank of ``group``: its block into its shard, then (rank 0)
     the virtual store over all shards. Every rank returns once the store is complete."""
     import h5py
 
-    from .store import StoreError, _identity, extract, write_virtual_store
+    from .store import StoreError, _identity, check_input_unchanged, extract, write_virtual_store
 
     store_path = Path(store_path)
-    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype)
-    if overwrite and group.rank == 0:
-        import shutil
-
-        store_path.unlink(missing_ok=True)
-        shutil.rmtree(shard_path(store_path, 0, 1).parent, ignore_errors=True)
-    group.barrier()
-    if store_path.exists():
+    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype,
+                         labels)
+    folder = shard_path(store_path, 0, 1).parent
+    # --overwrite: new shards go beside the old ones and replace them only when all are done
+    target = folder.with_name(folder.name + ".new") if overwrite else folder
+    if store_path.exists() and not overwrite:
         with h5py.File(store_path, "r") as h5:
             if json_equal(h5.attrs["identity"], identity):
+                check_input_unchanged(h5, store_path, input_path, identity)
                 return store_path
         raise StoreError(f"{store_path} exists and was made from other input or another backbone; "
                          "pass --overwrite to replace it or choose another output path")
     start, step, n = group.broadcast(_selection(input_path, index) if group.rank == 0 else None)
     lo, hi = block(n, group.rank, group.world)
-    shard = shard_path(store_path, group.rank, group.world)
-    extract(adapter, input_path, shard, index=f"{start + lo * step}:{start + hi * step}:{step}",
-            energy_key=energy_key, forces_key=forces_key, with_forces=with_forces, dtype=dtype,
-            progress=progress and group.rank == 0, first_index=lo, n_total=hi - lo, **options)
+    extract(adapter, input_path, target / f"{group.rank}-of-{group.world}.h5",
+            index=f"{start + lo * step}:{start + hi * step}:{step}",
+            energy_key=energy_key, forces_key=forces_key, with_forces=with_forces, labels=labels,
+            dtype=dtype, progress=progress and group.rank == 0, overwrite=overwrite,
+            allow_empty=True, **options)
     group.barrier()
     if group.rank == 0:
+        if overwrite:
+            _replace_shards(folder, target)
         write_virtual_store(store_path, [shard_path(store_path, r, group.world)
                                          for r in range(group.world)], identity)
+        shutil.rmtree(folder.with_name(folder.name + ".old"), ignore_errors=True)
     group.barrier()
     return store_path
+
+
+def _replace_shards(folder: Path, new: Path):
+    """Put the finished shards of ``new`` in place of ``folder`` (two renames; the old
+    shards are kept as ``.old`` until the new store file has replaced the old one)."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
 
 
 def json_equal(stored: str, identity: dict) -> bool:

@@ -32,3 +32,7 @@ class UnreliablePrediction(ProbeError, RuntimeError):
         super().__init__(message)
         self.reliability = reliability
         self.atom_importance = atom_importance
+
+
+class OutputError(ProbeError):
+    """An output path cannot be written: an input, a folder, unwritable, or the disk is full."""

@@ -234,10 +234,10 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     (``output``, or the probe file itself)."""
     from .artifact import load_probe
     from .scoring import score
-    from .store import load_store
+    from .store import load_store, require_labels
 
     artifact = load_probe(probe_path)
-    data = load_store(store_path)
+    data = require_labels(load_store(store_path), store_path, "calibrate")
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
     indices = calibration_subset(artifact, data, calibration_fraction, seed)
     calib = data.subset(indices)

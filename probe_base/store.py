@@ -12,9 +12,12 @@ input order, so every reader sees one store (see ``probe_base.distributed``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -22,10 +25,11 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import count_structures, iter_structures
+from .adapter import file_sha256
+from .data import check_input_file, iter_structures, selected_frames
 from .errors import InputError, StoreError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frame digests and the input's content hash
 
 
 @dataclass
@@ -111,17 +115,56 @@ class StoredDataset(FeatureSet):
     def fingerprint(self) -> dict:
         return self.attrs["fingerprint"]
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether the store holds reference energies (False for ``probe extract --no-labels``:
+        features, predictions and ensemble members only, reference fields NaN)."""
+        if self.energy_ref is None or not self.attrs.get("labels", True):
+            return False
+        return not (len(self.energy_ref) and np.isnan(self.energy_ref).all())
 
-def _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype):
+
+def _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels=True):
     return {
         "input": str(Path(input_path).resolve()),
         "index": index,
         "energy_key": energy_key,
         "forces_key": forces_key,
         "with_forces": with_forces,
+        "labels": labels,
         "dtype": dtype,
         "fingerprint": adapter.fingerprint(),
     }
+
+
+def frame_digest(item, labels=True) -> np.ndarray:
+    """16 bytes that change when a frame's atoms, cell or (read) labels change: what the
+    store checks its input against on a rerun or a resume."""
+    atoms = item.atoms
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                  np.asarray(atoms.cell, dtype=np.float64), atoms.pbc.astype(np.int8)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    if labels and item.energy is not None:
+        digest.update(np.float64(item.energy).tobytes())
+    if labels and item.forces is not None:
+        digest.update(np.ascontiguousarray(item.forces, dtype=np.float64).tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
+def _content_sha256(frame_digests: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frame_digests, dtype=np.uint8).tobytes()).hexdigest()
+
+
+class InputChanged(StoreError):
+    """The frames of the input differ from those a store (or ``.partial``) holds."""
+
+    def __init__(self, store_path, input_path, frame):
+        where = f"structure {frame} of {input_path} differs" if frame is not None else \
+            f"{input_path} has other frames"
+        super().__init__(f"{store_path}: the input changed since this store was written: use "
+                         f"--overwrite to re-extract it ({where})")
+        self.frame = frame
 
 
 class _WriterLock:
@@ -163,9 +206,60 @@ def _create(h5, n_features, dtype, n_members, identity):
         h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
     h5.create_dataset("member_energies", (0, n_members), maxshape=(None, n_members),
                       dtype=np.float64, chunks=(1024, n_members))
+    h5.create_dataset("frame_digest", (0, 16), maxshape=(None, 16), dtype=np.uint8,
+                      chunks=(1024, 16))
     h5.attrs["identity"] = json.dumps(identity)
     h5.attrs["format_version"] = FORMAT_VERSION
     h5.attrs["n_done"] = 0
+
+
+METADATA_RESERVE = 256 << 10  # bytes kept free for HDF5's own metadata writes
+
+
+def _bytes_needed(h5, rows: dict) -> int:
+    """Disk space that appending ``rows`` can take, generously: twice the rows, one new
+    chunk of each dataset, and room for HDF5's metadata."""
+    total = METADATA_RESERVE
+    for name, value in rows.items():
+        dataset = h5[name]
+        per_row = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
+        total += per_row * (2 * len(value) + dataset.chunks[0])
+    return total
+
+
+class DiskFull(StoreError):
+    """Not enough disk space to write the next part of a store (nothing was written)."""
+
+
+def reserve_space(partial: Path, n_bytes: int, n_saved: int, what: str) -> None:
+    """Make sure ``n_bytes`` can be written next to ``partial`` by allocating them (then
+    freeing them) before HDF5 writes: HDF5 running out of space mid-write damages the file
+    beyond repair (and can crash the process)."""
+    reserve = partial.with_name(partial.name + ".reserve")
+    try:
+        fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, n_bytes)
+        finally:
+            os.close(fd)
+            reserve.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate: trust statvfs
+                if shutil.disk_usage(partial.parent).free >= n_bytes:
+                    return
+            else:
+                raise
+        free = shutil.disk_usage(partial.parent).free
+        raise DiskFull(f"{partial}: not enough disk space for {what} ({free / 2**20:.1f} MiB "
+                       f"free, about {n_bytes / 2**20:.1f} MiB needed); {_saved(n_saved, partial)}: "
+                       "free space and run the same command again to resume") from None
+
+
+def _saved(n: int, partial) -> str:
+    if n == 0:
+        return "no structure was saved yet"
+    return f"the {n} structure{'s' if n > 1 else ''} before it {'are' if n > 1 else 'is'} saved in {partial}"
 
 
 def _append(h5, rows: dict):
@@ -187,19 +281,20 @@ def _truncate_to_done(h5):
     return n_done
 
 
-def _rows_from_batch(batch, output, with_forces):
+def _rows_from_batch(batch, output, with_forces, labels=True):
     rows = {
         "features": np.concatenate(output.features),
         "atomic_numbers": np.concatenate([s.atoms.numbers for s in batch]).astype(np.int16),
         "n_atoms": np.array([len(s.atoms) for s in batch], dtype=np.int32),
         "source_index": np.array([s.index for s in batch], dtype=np.int64),
         "energy_pred": output.energies,
-        "energy_ref": np.array([s.energy for s in batch], dtype=np.float64),
+        "energy_ref": np.array([s.energy if labels else np.nan for s in batch], dtype=np.float64),
+        "frame_digest": np.stack([frame_digest(s, labels) for s in batch]),
     }
     n_members = output.member_energies.shape[1] if output.member_energies is not None else 1
     rows["member_energies"] = (output.member_energies if output.member_energies is not None
                                else output.energies[:, None])
-    if with_forces:
+    if with_forces and labels:
         atom_err = [np.linalg.norm(f_pred - s.forces, axis=1) for f_pred, s in zip(output.forces, batch)]
         rows["atom_force_error"] = np.concatenate(atom_err).astype(np.float32)
         rows["force_rmse"] = np.array([np.sqrt(np.mean((f - s.forces) ** 2))
@@ -220,57 +315,160 @@ def _rows_from_batch(batch, output, with_forces):
     return rows
 
 
+def _read_options(identity):
+    """iter_structures' label options for a store of ``identity``."""
+    labels = identity.get("labels", True)
+    return dict(energy_key=identity["energy_key"], forces_key=identity["forces_key"],
+                require_energy=labels, require_forces=labels and identity["with_forces"])
+
+
+def check_input_unchanged(h5, store_path, input_path, identity):
+    """Refuse a finished store whose frames are not those of ``input_path`` any more:
+    unchanged file bytes are enough; otherwise every selected frame is read and compared."""
+    if "frame_digest" not in h5:
+        _check_format1_store(h5, store_path, input_path, identity)
+        return
+    if h5.attrs.get("input_sha256") == file_sha256(input_path):
+        return
+    stored = h5["frame_digest"][:]
+    labels = identity.get("labels", True)
+    position = 0
+    try:
+        for item in iter_structures(input_path, identity["index"], **_read_options(identity)):
+            if position >= len(stored) or not np.array_equal(frame_digest(item, labels), stored[position]):
+                raise InputChanged(store_path, input_path, item.index)
+            position += 1
+    except InputError as exc:
+        raise InputChanged(store_path, input_path, None) from exc
+    if position != len(stored):
+        raise InputChanged(store_path, input_path, None)
+
+
+def _check_format1_store(h5, store_path, input_path, identity):
+    """A store written before frame digests: compare what it holds of each frame (atom
+    count, elements, reference energy, read from the same file as float64) instead."""
+    n_atoms, numbers, energies = h5["n_atoms"][:], h5["atomic_numbers"][:], h5["energy_ref"][:]
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    position = 0
+    try:
+        for item in iter_structures(input_path, identity["index"], **_read_options(identity)):
+            if position >= len(n_atoms):
+                raise InputChanged(store_path, input_path, None)
+            same = (len(item.atoms) == n_atoms[position]
+                    and np.array_equal(item.atoms.numbers, numbers[offsets[position]:offsets[position + 1]])
+                    and item.energy == energies[position])
+            if not same:
+                raise InputChanged(store_path, input_path, item.index)
+            position += 1
+    except InputError as exc:
+        raise InputChanged(store_path, input_path, None) from exc
+    if position != len(n_atoms):
+        raise InputChanged(store_path, input_path, None)
+
+
+def _open_store_file(path, mode="r"):
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise StoreError(f"{path}: exists but is not a readable feature store ({exc}); it may have "
+                         "been damaged by a full disk or a crash: delete it, or pass --overwrite "
+                         "to start again") from None
+
+
 def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=None,
-            forces_key=None, with_forces: bool = True, batch_size: int = 32,
+            forces_key=None, with_forces: bool = True, labels: bool = True, batch_size: int = 32,
             chunk_structures: int = 256, dtype: str = "float32", overwrite: bool = False,
-            progress: bool = True, first_index: int = 0, n_total: int | None = None) -> Path:
+            progress: bool = True, allow_empty: bool = False) -> Path:
     """Stream ``input_path`` through ``adapter`` into the HDF5 store ``store_path``.
 
-    ``first_index`` numbers the selected frames from there (a shard's frames keep their
-    position in the whole selection); ``n_total``, if known, saves counting the frames."""
+    ``labels=False``: no reference energies or forces are read (a store of features,
+    predictions and ensemble members for code that needs no labels; its reference fields
+    are NaN). ``overwrite``: the new store is written beside the old one and replaces it
+    only when complete; an unfinished extraction of the same input is resumed.
+    ``allow_empty``: an empty selection gives an empty store (a torchrun shard)."""
+    from .paths import check_output_file
+
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, not {dtype!r}")
-    store_path = Path(store_path)
+    store_path, input_path = Path(store_path), Path(input_path)
+    check_input_file(input_path)
+    check_output_file(store_path, "store", inputs=[input_path, *adapter.model_paths])
+    # refuses an unreadable selection, and an empty one unless a torchrun shard's block is empty
+    n_total = len(selected_frames(input_path, index, allow_empty))
     partial = store_path.with_name(store_path.name + ".partial")
-    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype)
+    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype,
+                         labels)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with _WriterLock(store_path):
         if store_path.exists() and not overwrite:
-            with h5py.File(store_path, "r") as h5:
-                if json.loads(h5.attrs["identity"]) == identity:
-                    return store_path  # already complete
-            raise StoreError(
-                f"{store_path} exists and was made from other input or another backbone; "
-                "pass --overwrite to replace it or choose another output path"
-            )
-        if overwrite:
-            store_path.unlink(missing_ok=True)
-            partial.unlink(missing_ok=True)
-        if n_total is None:
-            n_total = count_structures(input_path, index)
-        n_members = len(adapter.models)
-        mode = "r+" if partial.exists() else "w"
-        with h5py.File(partial, mode) as h5:
-            if mode == "w":
-                _create(h5, adapter.n_features, dtype, n_members, identity)
-                n_done = 0
-            else:
+            with _open_store_file(store_path) as h5:
                 if json.loads(h5.attrs["identity"]) != identity:
                     raise StoreError(
-                        f"{partial} is an unfinished extraction of other input or another "
-                        "backbone; delete it or pass --overwrite"
-                    )
-                n_done = _truncate_to_done(h5)
-            _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_forces,
-                         batch_size, chunk_structures, n_done, n_total, progress, partial,
-                         first_index)
+                        f"{store_path} exists and was made from other input or another backbone; "
+                        "pass --overwrite to replace it or choose another output path")
+                check_input_unchanged(h5, store_path, input_path, identity)
+            return store_path  # already complete
+        input_sha256 = file_sha256(input_path)
+        try:
+            _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
+                           chunk_structures, n_total, progress)
+        except InputChanged:
+            if not overwrite:
+                raise
+            partial.unlink()  # --overwrite: start again from the new input
+            _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
+                           chunk_structures, n_total, progress)
+        reserve_space(partial, METADATA_RESERVE, n_total, "finishing the store")
+        with h5py.File(partial, "r+") as h5:
+            h5.attrs["content_sha256"] = _content_sha256(h5["frame_digest"][:])
+            h5.attrs["input_sha256"] = input_sha256
             h5.attrs["complete"] = True
         os.replace(partial, store_path)
     return store_path
 
 
-def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_forces,
-                 batch_size, chunk_structures, n_done, n_total, progress, partial, first_index):
+def _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
+                   chunk_structures, n_total, progress):
+    """Create or resume ``partial`` and stream the rest of the selection into it."""
+    if partial.exists():
+        try:
+            h5 = h5py.File(partial, "r+")
+            stored_identity = json.loads(h5.attrs["identity"])
+        except (OSError, KeyError) as exc:
+            if not overwrite:
+                raise StoreError(
+                    f"{partial}: the unfinished extraction cannot be resumed, it was damaged ({exc}), "
+                    "probably by a full disk or a crash during a write: delete it or pass "
+                    "--overwrite to start again") from None
+            h5 = None
+        if h5 is not None and stored_identity != identity:
+            nothing_saved = int(h5.attrs.get("n_done", 0)) == 0
+            h5.close()
+            if not overwrite and not nothing_saved:
+                raise StoreError(f"{partial} is an unfinished extraction of other input or another "
+                                 "backbone; delete it or pass --overwrite")
+            h5 = None
+        if h5 is None:
+            partial.unlink()
+    if not partial.exists():
+        reserve_space(partial, METADATA_RESERVE, 0, "a new feature store")
+        try:
+            h5 = h5py.File(partial, "w")
+            _create(h5, adapter.n_features, dtype, len(adapter.models), identity)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"{partial}: cannot be created ({exc}); free disk space or choose "
+                             "another output path") from None
+    with h5:
+        n_done = _truncate_to_done(h5)
+        _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
+                     chunk_structures, progress, partial)
+
+
+def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
+                 chunk_structures, progress, partial):
+    labels, with_forces = identity.get("labels", True), identity["with_forces"]
+    stored_digests = h5["frame_digest"][:n_done]
     pending_rows: list[dict] = []
     pending_count = 0
 
@@ -279,24 +477,35 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
         if not pending_rows:
             return
         merged = {k: np.concatenate([r[k] for r in pending_rows]) for k in pending_rows[0]}
-        _append(h5, merged)
-        h5.attrs["n_done"] = int(h5.attrs["n_done"]) + pending_count
-        h5.flush()
+        reserve_space(partial, _bytes_needed(h5, merged), int(h5.attrs["n_done"]),
+                      f"the next {pending_count} structures")
+        try:
+            _append(h5, merged)
+            h5.attrs["n_done"] = int(h5.attrs["n_done"]) + pending_count
+            h5.flush()
+        except (OSError, RuntimeError) as exc:  # HDF5 reports a failed write as either
+            raise StoreError(f"{partial}: writing failed ({exc}); {_saved(int(h5.attrs['n_done']), partial)}: "
+                             "free disk space and run the same command again to resume") from None
         pending_rows, pending_count = [], 0
 
     def run_batch(batch):
         nonlocal pending_count
         output = adapter.run([s.atoms for s in batch], compute_forces=with_forces,
                              source=str(input_path), indices=[s.index for s in batch])
-        pending_rows.append(_rows_from_batch(batch, output, with_forces))
+        pending_rows.append(_rows_from_batch(batch, output, with_forces, labels))
         pending_count += len(batch)
 
     bar = tqdm(total=n_total, initial=n_done, unit="struct", desc="extract", disable=not progress)
     batch = []
+    position = 0
     try:
-        for item in iter_structures(input_path, index, energy_key, forces_key,
-                                    require_forces=with_forces, start=n_done,
-                                    first_index=first_index):
+        for item in iter_structures(input_path, identity["index"], **_read_options(identity)):
+            if position < n_done:  # already stored: it must be the same frame
+                if not np.array_equal(frame_digest(item, labels), stored_digests[position]):
+                    raise InputChanged(partial, input_path, item.index)
+                position += 1
+                continue
+            position += 1
             adapter.check_structures([item.atoms], str(input_path), [item.index])
             batch.append(item)
             if len(batch) == batch_size:
@@ -305,11 +514,15 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
                 batch = []
                 if pending_count >= chunk_structures:
                     flush()
+        if position < n_done:
+            raise InputChanged(partial, input_path, None)
         if batch:
             run_batch(batch)
             bar.update(len(batch))
         flush()
     except InputError as exc:
+        if position < n_done:  # a frame that was stored is unreadable now
+            raise InputChanged(partial, input_path, None) from exc
         # keep everything before the bad structure, then tell the user how to go on
         if batch:
             try:
@@ -317,10 +530,8 @@ def _stream_into(h5, adapter, input_path, index, energy_key, forces_key, with_fo
             except InputError:
                 pass
         flush()
-        raise InputError(
-            f"{exc}\nThe {int(h5.attrs['n_done'])} structures before it are saved in {partial}; "
-            "fix the input and run the same command again to resume."
-        ) from exc
+        raise InputError(f"{exc}; {_saved(int(h5.attrs['n_done']), partial)}: fix the input and "
+                         "run the same command again to resume") from exc
     finally:
         bar.close()
 
@@ -355,6 +566,14 @@ def write_virtual_store(store_path, shard_paths, identity) -> Path:
             h5.attrs["n_done"] = sum(n for _, n, _ in shards)
             h5.attrs["complete"] = True
             h5.attrs["shards"] = json.dumps([{"path": rel, "n_structures": n} for rel, n, _ in shards])
+            digests, input_sha256 = [], set()
+            for path in map(Path, shard_paths):
+                with h5py.File(path, "r") as part:
+                    digests.append(part["frame_digest"][:])
+                    input_sha256.add(part.attrs.get("input_sha256"))
+            h5.attrs["content_sha256"] = _content_sha256(np.concatenate(digests))
+            if len(input_sha256) == 1 and None not in input_sha256:
+                h5.attrs["input_sha256"] = input_sha256.pop()
         os.replace(tmp, store_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -445,10 +664,17 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
             raise StoreError(f"{path}: extraction is unfinished ({partial} exists); "
                              "run `probe extract` again to resume it")
         raise StoreError(f"{path}: feature store not found; create it with `probe extract`")
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder, not a feature store; pass the .h5 file "
+                         "`probe extract` wrote")
     try:
         with h5py.File(path, "r") as h5:
+            if not h5.attrs.get("complete", False):
+                raise StoreError(_unfinished_message(path))
             _check_shards(h5, path)
             identity = json.loads(h5.attrs["identity"])
+            if "content_sha256" in h5.attrs:  # stores before format 2 have none
+                identity["content_sha256"] = str(h5.attrs["content_sha256"])
             n_atoms = h5["n_atoms"][:]
             member_energies = h5["member_energies"][:]
             member_force_std = h5["member_force_std"][:]
@@ -475,5 +701,24 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
                 **per_structure,
             )
     except (OSError, KeyError) as exc:
-        raise StoreError(f"{path}: not a readable mlip-probe feature store ({exc})") from exc
+        raise StoreError(f"{path}: not a readable mlip-probe feature store ({exc}); re-create it "
+                         "with `probe extract`") from exc
+    return data
+
+
+def _unfinished_message(path: Path) -> str:
+    finished = path.with_name(path.name[:-len(".partial")]) if path.name.endswith(".partial") else path
+    return (f"{path}: an unfinished extraction, not a finished feature store; run the same "
+            f"`probe extract` again to finish it, then use {finished}")
+
+
+def require_labels(data: StoredDataset, path, purpose: str) -> StoredDataset:
+    """Refuse a store ``purpose`` (e.g. "fit") cannot use: no structures, or no labels."""
+    if len(data) == 0:
+        raise InputError(f"{path}: the feature store holds no structures; extract a store with "
+                         f"structures before `probe {purpose}`")
+    if not data.has_labels:
+        raise InputError(f"{path}: the feature store has no labels (it was extracted with "
+                         f"--no-labels); `probe {purpose}` needs reference energies: extract a "
+                         "labelled store (without --no-labels)")
     return data

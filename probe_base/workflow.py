@@ -14,12 +14,13 @@ from .atom_errors import AtomErrorModel, atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
 from .domain import DEFAULT_ALPHA, SCALARS, DomainModel
-from .errors import FingerprintMismatch
+from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
 from .metrics import evaluate_signal, format_table
+from .paths import check_output_file
 from .scoring import decision_threshold, score
 from .selective import selective_evaluation
-from .store import load_store
+from .store import load_store, require_labels
 
 #: fitting-set quantile at which a label-free score (ensemble std, LLPR, GMM, ...) flags a
 #: structure in the decision tables: what a user thresholding it would do
@@ -28,8 +29,14 @@ BASELINE_FLAG_QUANTILE = 0.99
 
 def split_holdout(n, fraction, seed):
     """Deterministic split of ``n`` structures: (fit indices, held-out indices)."""
+    if not 0 <= fraction < 1:
+        raise InputError(f"--eval-fraction {fraction:g}: the fraction of the store kept out of "
+                         "fitting must be at least 0 and below 1 (e.g. 0.5)")
     order = np.random.default_rng(seed).permutation(n)
     n_eval = int(round(fraction * n))
+    if n_eval >= n:
+        raise InputError(f"--eval-fraction {fraction:g} keeps all {n} structures out of fitting; "
+                         "lower it or extract more structures")
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
@@ -62,8 +69,9 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     force-error head where the store has reference forces.
     ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
     features are streamed from the store, and rank 0 writes ``output``."""
+    check_output_file(output, "probe", [store_path, reference])
     distributed = comm is not None and comm.world > 1
-    data = load_store(store_path, lazy=distributed)
+    data = require_labels(load_store(store_path, lazy=distributed), store_path, "fit")
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
     resolved = label.resolved_on(fit_data)
@@ -152,14 +160,14 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     probe was fitted on, only its held-out structures are used. ``baselines``: already
     fitted ones (several stores scored against one reference)."""
     artifact = load_probe(probe_path)
-    data = load_store(store_path)
+    data = require_labels(load_store(store_path), store_path, "evaluate")
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
     info = artifact.info["info"]
     same_store = info.get("store_identity") == data.attrs
     fit_data = None
     if same_store:
         if not info["eval_indices"]:
-            raise ValueError(f"{store_path} is the store {probe_path} was fitted on, with no "
+            raise InputError(f"{store_path} is the store {probe_path} was fitted on, with no "
                              "held-out part: evaluate on another store or refit with --eval-fraction")
         fit_data = data.subset(info["fit_indices"])
         data = data.subset(info["eval_indices"])
@@ -263,6 +271,7 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
     from .data import count_structures, iter_batches
     from .store import FeatureSet
 
+    check_output_file(output_path, "extxyz", [input_path, probe_path, *adapter.model_paths])
     artifact = load_probe(probe_path)
     artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
     annotated = []

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -11,7 +12,7 @@ from scipy.stats import spearmanr
 from probe_base import distributed
 from probe_base.classifier import ProbeClassifier, _normalisation, _streamed_normalisation
 from probe_base.errors import StoreError
-from probe_base.store import _identity, load_store
+from probe_base.store import _content_sha256, _identity, load_store
 from probe_base.workflow import evaluate_probe
 
 N = 240  # structures of the toy held-out set used here
@@ -42,8 +43,12 @@ def test_torchrun_extract_and_fit_match_one_process(toy_files, toy_adapter, held
     for name in FIELDS:
         np.testing.assert_allclose(getattr(merged, name), getattr(single, name), atol=2e-5, err_msg=name)
     np.testing.assert_array_equal(merged.source_index, np.arange(N))
-    assert merged.attrs == _identity(toy_adapter, toy_files["heldout"], f":{N}", None, None, True, "float32"), \
+    identity = dict(merged.attrs)
+    content = identity.pop("content_sha256")
+    assert identity == _identity(toy_adapter, toy_files["heldout"], f":{N}", None, None, True, "float32"), \
         "the identity of a one-process extraction of the same frames"
+    with h5py.File(heldout_store) as h5:
+        assert content == _content_sha256(h5["frame_digest"][:N]), "the same frames' content hash"
 
     # fit: DDP over the 2 ranks vs one process, both reading the merged store
     options = ["--eval-fraction", "0.5", "--epochs", "15", "--seed", "3"]
