@@ -213,6 +213,10 @@ def check_before_work(args):
     if getattr(args, "eval_fraction", None) is not None and not 0 <= args.eval_fraction < 1:
         raise InputError(f"--eval-fraction {args.eval_fraction:g}: the fraction of the store kept "
                          "out of fitting must be at least 0 and below 1 (e.g. 0.5)")
+    alpha = getattr(args, "alpha", None)
+    if alpha is not None and not 0 < alpha < 1:
+        raise InputError(f"--alpha {alpha:g}: the domain test's false-alarm rate must lie in (0, 1) "
+                         "(e.g. 0.02: at most 2 % of in-distribution structures flagged)")
     name, kind = OUTPUTS.get(args.command, (None, None))
     output = getattr(args, name, None) if name else None
     if output is None:

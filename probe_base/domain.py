@@ -13,10 +13,12 @@ exchangeable with them is then flagged with probability at most alpha (Vovk et a
 Angelopoulos & Bates 2021). Novelties are reported divided by that threshold: > 1 means
 outside the domain.
 
-Structure-level scalars count too: a structure whose predicted energy per atom, or (for
-total-energy labels) whose atom count, lies outside the reference set's range is outside
-the domain (a dimer of the training molecule, another composition). It enters the same
-conformal score (ranked above every in-range structure), so alpha bounds both together.
+Structure-level scalars count too: how far a structure's predicted energy per atom, or (for
+total-energy labels) its atom count, lies beyond the reference set's range, in units of
+that range's width (one atom for counts), times ``SCALAR_WEIGHT``, competes with the atom
+novelty in the same structure score. A dimer of the training molecule (twice the atoms) or
+another composition is far outside; a structure just past the range's edge is not. One
+conformal threshold on that score, so alpha bounds both together.
 
 Memory: at most ``max_reference_atoms`` atoms are kept per element (a random subsample),
 as float32: ``4 * n_features * max_reference_atoms`` bytes per element (50 000 atoms x
@@ -34,7 +36,9 @@ from .errors import ProbeError
 
 DEFAULT_ALPHA = 0.02
 SCALARS = ("energy_per_atom", "n_atoms")
-OUT_OF_RANGE = 1e3  # raw novelty of a structure outside the scalar ranges: above any in-range one
+# one range width beyond the reference's range weighs as much as this many typical
+# nearest-neighbour distances (ID structures lie within ~0.05 widths of the range)
+SCALAR_WEIGHT = 20.0
 UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
 
 
@@ -161,10 +165,15 @@ class DomainModel:
                   "n_atoms": n}
         return {name: values[name] for name in self.scalars}
 
-    def out_of_range(self, X) -> dict:
-        """Per scalar: True where a structure lies outside the reference set's range."""
-        return {name: (v < self.ranges_[name][0]) | (v > self.ranges_[name][1])
-                for name, v in self._scalar_values(X).items()}
+    def range_excess(self, X) -> dict:
+        """Per scalar: how far each structure lies beyond the reference's range, in range
+        widths (0 inside; one atom is the least width of an atom count)."""
+        out = {}
+        for name, v in self._scalar_values(X).items():
+            lo, hi = self.ranges_[name]
+            width = max(hi - lo, 1.0 if name == "n_atoms" else 1e-6)
+            out[name] = np.maximum(np.maximum(v - hi, lo - v), 0.0) / width
+        return out
 
     def _standardise(self, feats):
         return ((np.asarray(feats, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
@@ -190,10 +199,9 @@ class DomainModel:
         if len(X) == 0:
             return np.zeros(0), atom
         structure = np.maximum.reduceat(atom, X.offsets[:-1])
-        outside = np.zeros(len(X), dtype=bool)
-        for flags in self.out_of_range(X).values():
-            outside |= flags
-        return np.where(outside, np.maximum(structure, OUT_OF_RANGE), structure), atom
+        for excess in self.range_excess(X).values():
+            structure = np.maximum(structure, SCALAR_WEIGHT * excess)
+        return structure, atom
 
     def novelty(self, X):
         """(structure novelty (n,), per-atom novelty list), both divided by the conformal
@@ -258,12 +266,13 @@ class DomainModel:
                 f"from {self.n_calibration_} calibration structures")
 
     def reasons(self, X, i) -> list[str]:
-        """Why structure i is outside the scalar ranges (empty if it is not)."""
-        values = self._scalar_values(X.subset([i]))
+        """The structure-level reasons structure i is outside (empty if only atoms are)."""
+        one = X.subset([i])
+        values, excess = self._scalar_values(one), self.range_excess(one)
         out = []
         for name, v in values.items():
-            lo, hi = self.ranges_[name]
-            if not lo <= v[0] <= hi:
+            if SCALAR_WEIGHT * excess[name][0] > self.threshold_:
+                lo, hi = self.ranges_[name]
                 out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
         return out
 

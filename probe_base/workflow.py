@@ -13,7 +13,7 @@ from .artifact import atomic_write, load_probe, save_probe
 from .atom_errors import AtomErrorModel, atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
-from .domain import DEFAULT_ALPHA, SCALARS, DomainModel
+from .domain import DEFAULT_ALPHA, SCALARS, DomainError, DomainModel, min_calibration_size
 from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
 from .metrics import evaluate_signal, format_table
@@ -78,6 +78,13 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     fit_errors = resolved.errors(fit_data)
     y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
     reference_data = load_reference(reference, data.fingerprint, store_path) if reference else None
+    if domain is not False and domain is not None:  # refuse before training, not after
+        needed = min_calibration_size(domain.alpha if isinstance(domain, DomainModel) else alpha)
+        if len(fit_data) < needed:
+            raise DomainError(
+                f"{store_path}: the domain test at alpha = {alpha:g} needs at least {needed} "
+                f"in-distribution calibration structures and the fitting set has {len(fit_data)}: "
+                "label more structures, raise --alpha, or pass --no-domain")
     classifier.fit(fit_data, y, comm=comm)
     rank0 = comm is None or comm.rank == 0
     domain_model = head = None

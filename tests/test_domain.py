@@ -118,3 +118,15 @@ def test_llpr_and_gmm_rank_far_structures_above_near_ones():
     is_far = np.r_[np.zeros(100), np.ones(100)]
     assert roc_auc_score(is_far, GMM().fit(reference).nll(both)) > 0.95
     assert roc_auc_score(is_far, LLPR().fit(reference).std(both)) > 0.7
+
+
+def test_fit_refuses_a_bad_alpha_or_too_few_structures_before_training(heldout_store, tmp_path, capsys):
+    from probe_base.cli import main
+
+    out = tmp_path / "x.probe"
+    assert main(["fit", "--store", str(heldout_store), "--output", str(out), "--alpha", "1.5"]) == 2
+    assert "--alpha 1.5" in capsys.readouterr().err and not out.exists()
+    # 400 structures, 99 % held out: 4 left to calibrate, alpha 0.02 needs 49
+    assert main(["fit", "--store", str(heldout_store), "--output", str(out), "--eval-fraction", "0.99"]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 49" in err and "fitting set has 4" in err and not out.exists()
