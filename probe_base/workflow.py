@@ -103,14 +103,15 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
 
 
 def write_evaluation(evaluation, output_dir) -> Path:
-    """metrics.json and the four plots; returns the folder."""
+    """metrics.json, the four plots and report.html (all of it on one page); returns the folder."""
     from .report import write_plots
+    from .report_html import write_report
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in evaluation.items() if k != "arrays"}
     atomic_write(output_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
-    write_plots(evaluation, output_dir)
+    write_report(evaluation, output_dir, write_plots(evaluation, output_dir))
     return output_dir
 
 
