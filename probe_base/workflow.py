@@ -120,9 +120,11 @@ def metrics_table(evaluation) -> str:
 
 
 def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_size=32,
-                 allow_mismatch=False, progress=True):
+                 allow_mismatch=False, progress=True, on_batch=None):
     """Score every structure of ``input_path``; write extxyz with ``probe_reliability``
-    per structure and ``probe_importance`` per atom (plus the backbone's energy)."""
+    per structure and ``probe_importance`` per atom (plus the backbone's energy).
+    ``on_batch(batch, features)``, if given, sees each batch of input structures and its
+    backbone features (e.g. ``chemiscope_export.PredictionCollector``)."""
     import ase.io
     from tqdm.auto import tqdm
 
@@ -138,8 +140,10 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
         atoms_list = [s.atoms for s in batch]
         out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
                           indices=[s.index for s in batch])
-        p, importance = artifact.classifier.predict_with_importance(
-            FeatureSet.from_backbone_output(out, atoms_list))
+        features = FeatureSet.from_backbone_output(out, atoms_list)
+        p, importance = artifact.classifier.predict_with_importance(features)
+        if on_batch is not None:
+            on_batch(batch, features)
         for atoms, prob, imp, energy in zip(atoms_list, p, importance, out.energies):
             atoms = atoms.copy()
             atoms.calc = None
