@@ -85,7 +85,7 @@ def write_report(evaluation, output_dir, plots=(), n_structures=N_LEAST_TRUSTED)
         "<title>PROBE evaluation report</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>PROBE evaluation report</h1>",
-        f'<p class="muted">written {datetime.now().strftime("%Y-%m-%d %H:%M")} by <code>probe evaluate</code>; '
+        f'<p class="muted">written {datetime.now().strftime("%Y-%m-%d %H:%M")} by mlip-probe; '
         "self-contained: every image is embedded in this file.</p>",
         _summary_section(evaluation),
         _metrics_section(evaluation["metrics"]),
@@ -246,10 +246,19 @@ def _principal_view(atoms):
 def draw_atoms(ax, atoms, values, norm, novel=None):
     """Atoms as discs coloured by ``values`` in depth order (ase's projection); atoms where
     ``novel`` is True get a ring drawn right after their disc, so nearer atoms cover it as
-    they cover the disc. Returns the rings drawn."""
+    they cover the disc. With several elements (a molecule), discs carry their element
+    symbol, covered the same way. Returns the rings drawn."""
     atoms = _principal_view(atoms)
-    colors = MAP_COLORS(norm(np.asarray(values, dtype=float)))[:, :3]
+    shade = norm(np.asarray(values, dtype=float))
+    colors = MAP_COLORS(shade)[:, :3]
     projection = AtomsProjection(atoms, ax, colors=colors, radii=0.9, show_unit_cell=0)
+    ax.set_xlim(0, projection.w)
+    ax.set_ylim(0, projection.h)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    # font size from the disc size on the page: points per projection unit
+    points_per_unit = ax.get_position().width * ax.figure.get_figwidth() * 72 / max(projection.w, projection.h)
+    label = len(set(atoms.numbers)) > 1
     rings = []
     n_atoms = len(atoms)
     for a in np.argsort(projection.positions[:n_atoms, 2]):  # far to near
@@ -259,10 +268,10 @@ def draw_atoms(ax, atoms, values, norm, novel=None):
             ring = Circle(xy, radius * 0.82, fill=False, edgecolor=NOVEL_RING, linewidth=2.2)
             ax.add_patch(ring)
             rings.append(ring)
-    ax.set_xlim(0, projection.w)
-    ax.set_ylim(0, projection.h)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
+        size = min(9.0, 0.9 * radius * points_per_unit)
+        if label and size >= 4:  # same zorder as the discs: later (nearer) discs cover it
+            ax.text(*xy, atoms[a].symbol, ha="center", va="center", fontsize=size, zorder=1,
+                    color="white" if shade[a] > 0.65 else "black")
     return rings
 
 
