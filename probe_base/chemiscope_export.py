@@ -188,9 +188,9 @@ class PredictionCollector:
 
 
 # annotated extxyz keys -> chemiscope names; other probe_* keys keep their name without prefix
-PREDICTION_NAMES = {"probe_reliability": "P(reliable)", "probe_energy": "energy",
-                    "probe_importance": "importance", "probe_atom_error": "predicted force error",
-                    "probe_atom_novelty": "atom novelty"}
+PREDICTION_NAMES = {"probe_reliability": "P(reliable)", "probe_energy": "energy", "probe_in_domain": "in domain",
+                    "probe_novelty": "novelty", "probe_importance": "importance",
+                    "probe_atom_error": "predicted force error", "probe_atom_novelty": "atom novelty"}
 
 
 def _chemiscope_values(values):

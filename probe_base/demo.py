@@ -71,11 +71,11 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
 
 def _write_chemiscope(evaluation, path):
     """The evaluation as a chemiscope file when chemiscope is installed (an optional extra)."""
-    from .chemiscope_export import chemiscope_from_evaluation
-    from .errors import InputError
+    import importlib.util
 
-    try:
-        chemiscope_from_evaluation(evaluation, path)
-    except InputError:  # chemiscope is not installed
+    if importlib.util.find_spec("chemiscope") is None:
         return None
+    from .chemiscope_export import chemiscope_from_evaluation
+
+    chemiscope_from_evaluation(evaluation, path)
     return path

@@ -38,15 +38,14 @@ from .labels import TARGETS  # noqa: E402
 N_LEAST_TRUSTED = 12
 UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "force_rmse": "eV/Å", "force_max": "eV/Å"}
 #: (key, heading, tooltip, higher is better); columns appear when any method has them
+#: (metrics.json has every metric; the page keeps the table to one screen's width)
 METRIC_COLUMNS = [
     ("auroc", "AUROC", "area under the ROC curve of finding unreliable structures", True),
     ("auprc", "AUPRC", "area under the precision-recall curve (unreliable = positive)", True),
     ("aurc", "AURC", "area under the risk-coverage curve", False),
     ("e_aurc", "E-AURC", "AURC minus that of a perfect ranking", False),
-    ("risk@50", "risk@50%", "selective risk when the 50 % most trusted are accepted", False),
     ("risk@80", "risk@80%", "selective risk when the 80 % most trusted are accepted", False),
     ("risk@90", "risk@90%", "selective risk when the 90 % most trusted are accepted", False),
-    ("risk@95", "risk@95%", "selective risk when the 95 % most trusted are accepted", False),
     ("spearman", "Spearman", "rank correlation of the risk score with the error", True),
     ("ece", "ECE", "expected calibration error of P(reliable)", False),
     ("brier", "Brier", "Brier score of P(reliable)", False),
@@ -57,7 +56,7 @@ NOVEL_RING = "#1f4fd6"
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1280px;
 padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;
+h1{font-size:1.6em;margin-bottom:.2em}h3{font-size:1.05em;margin:1.2em 0 .2em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;
 margin-top:1.8em}.muted{color:#666;font-size:.9em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.82em}th,td{padding:.3em .45em;border-bottom:1px solid #e3e3e3;
 text-align:right;white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
@@ -89,6 +88,7 @@ def write_report(evaluation, output_dir, plots=(), n_structures=N_LEAST_TRUSTED)
         "self-contained: every image is embedded in this file.</p>",
         _summary_section(evaluation),
         _metrics_section(evaluation["metrics"]),
+        _decisions_section(evaluation.get("decisions")),
         _selective_section(evaluation.get("selective")),
         _plots_section(plots),
         _least_trusted_section(evaluation, arrays, n_structures),
@@ -115,7 +115,13 @@ def _summary_section(evaluation) -> str:
     ]
     if label.get("offset"):
         rows.append(("energy offset removed", f"{label['offset']:.4g} {unit}"))
-    if "in_domain_fraction" in evaluation:
+    domain = evaluation.get("domain")
+    if domain:
+        rows.append(("domain test", f"{100 * domain['flagged_fraction']:.1f} % of these structures outside "
+                                    f"(false-alarm rate &alpha; = {domain['alpha']:g}, threshold from "
+                                    f"{domain['n_calibration']} structures; reference: "
+                                    f"{html.escape(str(domain['reference']))}); outside, P(reliable) = 0"))
+    elif "in_domain_fraction" in evaluation:
         rows.append(("inside the probe's domain", f"{100 * evaluation['in_domain_fraction']:.1f} %"))
     if identity.get("input"):
         selection = identity.get("index", ":")
@@ -160,7 +166,37 @@ def _metrics_section(metrics: dict) -> str:
 
 
 def _pct(value) -> str:
-    return "&ndash;" if value is None else f"{100 * value:.1f} %"
+    return "&ndash;" if value is None or not np.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _decisions_section(decisions) -> str:
+    """What each method's default rule flags: overall, among the unreliable, the reliable."""
+    if not decisions:
+        return ""
+    rows = "".join(f'<tr><td>{html.escape(name)}</td><td>{_pct(d["flagged"])}</td>'
+                   f'<td>{_pct(d["unreliable_flagged"])}</td><td>{_pct(d["reliable_flagged"])}</td>'
+                   f'<td style="text-align:left">{html.escape(d["rule"])}</td></tr>'
+                   for name, d in decisions.items())
+    return ('<h3>Default decisions</h3><p class="muted">What each method flags with its default rule '
+            "(no labels needed): a good one flags the unreliable and spares the reliable.</p>"
+            '<div class="scroll"><table id="decisions"><thead><tr><th>method</th><th>flags</th>'
+            "<th>of the unreliable</th><th>of the reliable</th><th style=\"text-align:left\">rule</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+def _atom_maps_section(atom_maps) -> str:
+    """How well each per-atom map finds the atoms whose forces are worst."""
+    if not atom_maps:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_pct(q['hit_rate'])}</td><td>{_pct(q['random_rate'])}</td>"
+                   f"<td>{q['spearman']:.2f}</td><td>{q['n_structures']}</td></tr>"
+                   for name, q in atom_maps.items())
+    return ('<p class="muted">Per-atom maps against the actual force errors: how often the map\'s top '
+            "atom is one of the 3 atoms with the largest force error (a random atom: the second "
+            "column), and the rank correlation within a structure.</p>"
+            '<table id="atom-maps"><thead><tr><th>per-atom map</th><th>top atom among worst 3</th>'
+            "<th>random atom</th><th>Spearman</th><th>structures</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _selective_section(summary) -> str:
@@ -213,12 +249,11 @@ def least_trusted(arrays, n) -> np.ndarray:
 
 
 def probe_atom_map(arrays):
-    """The per-atom map to colour by: (per-atom arrays, label, one scale for all structures).
-    The predicted force error when the probe gives one (eV/Å, comparable across structures),
-    else the attention importance (a share of each structure, scaled per structure)."""
+    """The per-atom map to colour by, (per-atom arrays, label): the predicted force error
+    when the probe has a per-atom head, else the attention importance."""
     if arrays.get("atom_error") is not None:
-        return arrays["atom_error"], "predicted force error (eV/Å)", True
-    return arrays["importance"], "importance (share of the structure)", False
+        return arrays["atom_error"], "predicted force error (eV/Å)"
+    return arrays["importance"], "importance (share of the structure)"
 
 
 def _actual_force_errors(data, row):
@@ -229,26 +264,48 @@ def _actual_force_errors(data, row):
     return values if len(values) and np.all(np.isfinite(values)) else None
 
 
-def _principal_view(atoms):
-    """A copy turned so that its widest extent lies across the picture (largest spread
-    along x, smallest along the viewing axis z); periodic structures are left as they are."""
+def _rotation_onto_z(vector) -> np.ndarray:
+    """The rotation matrix that turns ``vector`` onto +z (Rodrigues' formula)."""
+    a = np.asarray(vector, dtype=float)
+    a = a / np.linalg.norm(a)
+    cosine = a[2]
+    if cosine < -1 + 1e-9:  # pointing away: half a turn about y
+        return np.diag([-1.0, 1.0, -1.0])
+    k = np.cross(a, [0.0, 0.0, 1.0])
+    skew = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + skew + skew @ skew / (1 + cosine)
+
+
+def view_of(atoms, focus=None):
+    """A copy turned for the picture (the viewer looks down -z). Its widest extent lies
+    across the picture (principal axes); the ``focus`` atom faces the viewer: a round
+    structure (a cluster) is turned so the atom sits front and centre, a flat or long one
+    keeps its widest side and shows the side the atom is on. Periodic structures are left
+    as they are."""
     atoms = atoms.copy()
     if atoms.pbc.any() or len(atoms) < 3:
         return atoms
     centred = atoms.positions - atoms.positions.mean(axis=0)
-    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    _, spread, axes = np.linalg.svd(centred, full_matrices=False)
     if np.linalg.det(axes) < 0:  # keep it a rotation, not a mirror image
         axes[2] *= -1
-    atoms.positions = centred @ axes.T
+    turned = centred @ axes.T
+    if focus is not None and np.linalg.norm(turned[focus]) > 1e-6:
+        if spread[2] > 0.6 * spread[0]:
+            turned = turned @ _rotation_onto_z(turned[focus]).T
+        elif turned[focus, 2] < 0:
+            turned = turned * [-1.0, 1.0, -1.0]  # half a turn about y
+    atoms.positions = turned
     return atoms
 
 
-def draw_atoms(ax, atoms, values, norm, novel=None):
+def draw_atoms(ax, atoms, values, norm, novel=None, focus=None):
     """Atoms as discs coloured by ``values`` in depth order (ase's projection); atoms where
     ``novel`` is True get a ring drawn right after their disc, so nearer atoms cover it as
     they cover the disc. With several elements (a molecule), discs carry their element
-    symbol, covered the same way. Returns the rings drawn."""
-    atoms = _principal_view(atoms)
+    symbol, covered the same way. ``focus``: the atom to turn towards the viewer
+    (``view_of``). Returns the rings drawn."""
+    atoms = view_of(atoms, focus)
     shade = norm(np.asarray(values, dtype=float))
     colors = MAP_COLORS(shade)[:, :3]
     projection = AtomsProjection(atoms, ax, colors=colors, radii=0.9, show_unit_cell=0)
@@ -275,15 +332,21 @@ def draw_atoms(ax, atoms, values, norm, novel=None):
     return rings
 
 
-def _norm(values, shared_max=None):
-    top = shared_max if shared_max is not None else float(np.max(values)) if len(values) else 1.0
+def structure_norm(values) -> Normalize:
+    """0 to the structure's largest value. Per structure, not one scale for all pictures:
+    the least trusted mix structures far outside the domain (force errors of eV/Å) with
+    near misses (tenths), and one scale would leave the near misses blank; each picture's
+    colour bar gives its numbers."""
+    values = np.asarray(values, dtype=float)
+    top = float(np.nanmax(values)) if len(values) and np.isfinite(values).any() else 1.0
     return Normalize(vmin=0.0, vmax=max(top, 1e-12))
 
 
 def structure_figure(atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None,
-                     novel=None) -> bytes:
+                     novel=None, focus=None) -> bytes:
     """PNG of one structure: the probe's per-atom map and, where the store has reference
-    forces, the actual per-atom force error next to it. Fixed size, so cards line up."""
+    forces, the actual per-atom force error next to it, both seen from the same side (the
+    ``focus`` atom towards the viewer). Fixed size, so cards line up."""
     panels = [(probe_values, probe_label, probe_norm, "PROBE map", novel)]
     if actual is not None:
         panels.append((actual, "actual |ΔF| (eV/Å)", actual_norm, "actual force error", None))
@@ -293,7 +356,7 @@ def structure_figure(atoms, probe_values, probe_label, probe_norm, actual=None, 
     width = 1 / len(panels)
     for i, (values, label, norm, title, ring) in enumerate(panels):
         ax = fig.add_axes((i * width + 0.02, 0.30, width - 0.04, 0.58))
-        draw_atoms(ax, atoms, values, norm, ring)
+        draw_atoms(ax, atoms, values, norm, ring, focus)
         fig.text((i + 0.5) * width, 0.93, title, ha="center", fontsize=9)
         bar_ax = fig.add_axes((i * width + 0.1 * width, 0.19, 0.8 * width, 0.045))
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=MAP_COLORS), cax=bar_ax, orientation="horizontal")
@@ -317,16 +380,15 @@ def _least_trusted_section(evaluation, arrays, n) -> str:
     rows = least_trusted(arrays, n)
     unit = UNITS.get(evaluation["label"]["target"], "")
     target = evaluation["label"]["target"]
-    maps, map_label, shared = probe_atom_map(arrays)
+    maps, map_label = probe_atom_map(arrays)
     atom_novelty = arrays.get("atom_novelty")
     novelty, in_domain = arrays.get("novelty"), arrays.get("in_domain")
+    if novelty is None and in_domain is not None and np.all(in_domain):
+        in_domain = None  # no domain model: every structure counts as inside, nothing to show
     frames, why = frames_for_structures(data, rows) if len(rows) else ([], None)
 
     actual = {int(r): _actual_force_errors(data, r) for r in rows}
     known = [v for v in actual.values() if v is not None]
-    # one colour scale over every picture of eV/Å, so pictures compare with each other
-    force_scale = max([float(v.max()) for v in known]
-                      + ([float(np.max(maps[r])) for r in rows] if shared else []), default=1.0)
 
     head = ["#", "frame", "formula", f"{target} error ({unit})", "truth", "P(reliable)"]
     if novelty is not None:
@@ -357,26 +419,28 @@ def _least_trusted_section(evaluation, arrays, n) -> str:
         novel = None
         if atom_novelty is not None:
             novel = np.asarray(atom_novelty[row]) > 1
-            facts.append(f"{int(novel.sum())} novel atom(s) ringed")
+            facts.append(f"{int(novel.sum())} novel atom(s), ringed" if novel.any() else "no novel atom")
         values = np.asarray(maps[row], dtype=float)
-        png = structure_figure(frames[rank - 1], values, map_label,
-                               _norm(values, force_scale if shared else None),
-                               actual[int(row)], _norm([], force_scale), novel)
+        forces = actual[int(row)]
+        # turn the most novel atom, else the most distrusted, towards the viewer
+        focus = int(np.argmax(atom_novelty[row])) if novel is not None and novel.any() else int(np.argmax(values))
+        png = structure_figure(frames[rank - 1], values, map_label, structure_norm(values), forces,
+                               structure_norm(forces if forces is not None else []), novel, focus)
         cards.append(f'<div class="card"><img src="{_png_data_uri(png)}" alt="frame {frame}">'
                      f'<div class="facts">{"<br>".join(facts)}</div></div>')
 
     explain = f"The {len(rows)} structures with the lowest P(reliable)."
     if frames is not None:
         explain += f" Atoms are coloured by the probe's per-atom map, {html.escape(map_label)}"
-        explain += "" if shared else ", scaled per structure"
         if known:
-            explain += (", next to the actual per-atom force error against the reference "
-                        "(eV/&Aring;, one scale in every picture)")
-        explain += ". Darker red: distrusted more."
+            explain += ", next to the actual per-atom force error against the reference (eV/&Aring;)"
+        explain += (". Each picture is scaled from 0 to its structure's largest value (its colour bar "
+                    "gives the numbers): darker red, distrusted more.")
         if atom_novelty is not None:
             explain += (" Atoms with novelty &gt; 1 (unlike the atoms the probe was fitted on) carry a "
                         f'<span style="color:{NOVEL_RING};font-weight:600">blue ring</span>.')
-        explain += " Drawn with ase's matplotlib plotting, turned to show the widest side."
+        explain += (" Drawn with ase's matplotlib plotting, turned so that the most novel (else the most "
+                    "distrusted) atom faces you.")
     table = (f'<table id="least-trusted"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
              f"<tbody>{''.join(table_rows)}</tbody></table>")
     if frames is None:
@@ -385,5 +449,6 @@ def _least_trusted_section(evaluation, arrays, n) -> str:
                     "and run <code>probe evaluate</code> again to draw them.</p>")
     else:
         drawings = f'<div class="cards">{"".join(cards)}</div>'
-    return f"<h2>Least-trusted structures</h2><p class=\"muted\">{explain}</p>{table}{drawings}"
+    return (f"<h2>Least-trusted structures</h2>{_atom_maps_section(evaluation.get('atom_maps'))}"
+            f"<p class=\"muted\">{explain}</p>{table}{drawings}")
 

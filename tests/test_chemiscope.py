@@ -28,7 +28,12 @@ def evaluation(fitted_probe, heldout_store):
     return evaluate_probe(fitted_probe, heldout_store, n_bootstrap=5)
 
 
+DOMAIN_KEYS = ("in_domain", "novelty", "atom_novelty", "atom_error")
+
+
 def test_evaluation_file_holds_structures_scores_and_maps(evaluation, tmp_path):
+    """A probe without domain model or per-atom head: the optional keys are absent."""
+    evaluation = {**evaluation, "arrays": {k: v for k, v in evaluation["arrays"].items() if k not in DOMAIN_KEYS}}
     path = tmp_path / "evaluated.json.gz"
     assert chemiscope_from_evaluation(evaluation, path) is None
     dataset = read_chemiscope(path)
@@ -67,21 +72,22 @@ def test_evaluation_file_holds_structures_scores_and_maps(evaluation, tmp_path):
 
 
 def test_evaluation_file_uses_the_optional_domain_keys(evaluation, tmp_path):
-    arrays = dict(evaluation["arrays"])
-    counts = arrays["data"].n_atoms
-    n = len(counts)
-    arrays["novelty"] = np.linspace(0.1, 2.0, n)
-    arrays["in_domain"] = arrays["novelty"] <= 1
-    arrays["atom_novelty"] = [np.full(c, 0.5) for c in counts]
-    arrays["atom_error"] = [np.arange(c, dtype=float) / 100 for c in counts]
+    """evaluate_probe's domain keys (the toy probe has a domain model and a per-atom head)."""
+    arrays = evaluation["arrays"]
+    assert all(arrays[k] is not None for k in DOMAIN_KEYS)
     path = tmp_path / "domain.json.gz"
-    chemiscope_from_evaluation({**evaluation, "arrays": arrays}, path)
+    chemiscope_from_evaluation(evaluation, path)
     dataset = read_chemiscope(path)
     assert values(dataset, "novelty") == pytest.approx(arrays["novelty"])
     assert dataset["properties"]["in domain"]["values"] == ["yes" if v else "no" for v in arrays["in_domain"]]
-    assert values(dataset, "predicted force error") == pytest.approx(np.concatenate(arrays["atom_error"]))
-    assert values(dataset, "atom novelty") == pytest.approx(np.full(counts.sum(), 0.5))
+    assert values(dataset, "predicted force error") == pytest.approx(np.concatenate(arrays["atom_error"]), rel=1e-6)
+    assert values(dataset, "atom novelty") == pytest.approx(np.concatenate(arrays["atom_novelty"]), rel=1e-6)
     assert dataset["settings"]["structure"][0]["color"]["property"] == "predicted force error"
+    # with the keys there but None (no domain model), the file is as without them
+    plain = {**evaluation, "arrays": {**arrays, **dict.fromkeys(DOMAIN_KEYS)}}
+    chemiscope_from_evaluation(plain, path)
+    assert not {"novelty", "in domain", "predicted force error", "atom novelty"} & set(
+        read_chemiscope(path)["properties"])
 
 
 def test_evaluation_file_without_the_input_file_is_a_map(evaluation, tmp_path):
@@ -135,6 +141,12 @@ def test_cli_evaluate_and_predict_write_chemiscope(toy_files, fitted_probe, held
     assert values(dataset, "energy error") == pytest.approx(
         np.abs(energy - [a.get_potential_energy() for a in reference]))
     assert values(dataset, "importance") == pytest.approx(np.concatenate([f.arrays["probe_importance"] for f in frames]))
+    assert values(dataset, "predicted force error") == pytest.approx(
+        np.concatenate([f.arrays["probe_atom_error"] for f in frames]))
+    assert values(dataset, "novelty") == pytest.approx([f.info["probe_novelty"] for f in frames])
+    assert dataset["properties"]["in domain"]["values"] == [
+        "yes" if f.info["probe_in_domain"] else "no" for f in frames]
+    assert dataset["settings"]["structure"][0]["color"]["property"] == "predicted force error"
     assert len(dataset["environments"]) == n_atoms.sum()
     pca = np.stack([values(dataset, "PCA[1]"), values(dataset, "PCA[2]")], axis=1)
     assert pca[:, 0].var() >= pca[:, 1].var() > 0

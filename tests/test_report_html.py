@@ -8,11 +8,11 @@ from html.parser import HTMLParser
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from headless_browser import chromium, full_page_screenshot
 from matplotlib.colors import Normalize
 from matplotlib.patches import Circle
 
-from headless_browser import chromium, full_page_screenshot
-from probe_base.report_html import MAP_COLORS, N_LEAST_TRUSTED, draw_atoms, least_trusted, write_report
+from probe_base.report_html import MAP_COLORS, N_LEAST_TRUSTED, draw_atoms, least_trusted, view_of, write_report
 from probe_base.workflow import evaluate_probe, write_evaluation
 
 
@@ -65,6 +65,18 @@ def evaluation(fitted_probe, heldout_store):
     return evaluate_probe(fitted_probe, heldout_store, n_bootstrap=20)
 
 
+DOMAIN_KEYS = ("in_domain", "novelty", "atom_novelty", "atom_error")
+
+
+def without_domain_keys(evaluation, how="missing"):
+    """The evaluation as a probe without domain model and per-atom head gives it: the
+    optional keys absent (``missing``) or None."""
+    arrays = {k: v for k, v in evaluation["arrays"].items() if k not in DOMAIN_KEYS}
+    if how == "none":
+        arrays.update(dict.fromkeys(DOMAIN_KEYS))
+    return {**evaluation, "arrays": arrays}
+
+
 def with_lead_maps(evaluation, seed=0):
     """The evaluation plus the optional per-structure and per-atom keys the domain work adds."""
     rng = np.random.default_rng(seed)
@@ -84,8 +96,10 @@ def png_bytes(img):
     return base64.b64decode(src.split(",", 1)[1])
 
 
-def test_report_is_self_contained_with_every_method_and_the_least_trusted(evaluation, tmp_path):
-    folder = write_evaluation(evaluation, tmp_path / "report")
+@pytest.mark.parametrize("how", ["missing", "none"])
+def test_report_is_self_contained_with_every_method_and_the_least_trusted(evaluation, tmp_path, how):
+    plain = without_domain_keys(evaluation, how)
+    folder = write_evaluation(plain, tmp_path / "report")
     page = Page((folder / "report.html").read_text())
     # the four plots and one picture per least-trusted structure, all embedded PNGs
     assert len(page.images) == 4 + N_LEAST_TRUSTED
@@ -96,6 +110,11 @@ def test_report_is_self_contained_with_every_method_and_the_least_trusted(evalua
     probe_row = page.rows["metrics"][0]
     auroc, low, high = evaluation["metrics"]["PROBE"]["auroc"]
     assert probe_row[1] == f"{auroc:.3f}[{low:.3f}, {high:.3f}]"
+    # the default decisions and the per-atom maps' quality, as evaluate_probe measured them
+    assert [row[0] for row in page.rows["decisions"]] == list(evaluation["decisions"])
+    assert [row[0] for row in page.rows["atom-maps"]] == list(evaluation["atom_maps"])
+    hit_rate = next(iter(evaluation["atom_maps"].values()))["hit_rate"]
+    assert page.rows["atom-maps"][0][1] == f"{100 * hit_rate:.1f} %"
     # the least trusted, lowest P(reliable) first, with their frame numbers
     arrays = evaluation["arrays"]
     rows = least_trusted(arrays, N_LEAST_TRUSTED)
@@ -104,12 +123,14 @@ def test_report_is_self_contained_with_every_method_and_the_least_trusted(evalua
     table = page.rows["least-trusted"]
     assert [int(r[1]) for r in table] == arrays["data"].source_index[rows].tolist()
     assert [float(r[5]) for r in table] == pytest.approx(arrays["p_reliable"][rows], abs=5e-4)
+    assert all(len(r) == 6 for r in table)  # no novelty or domain columns without them
     for card, row in zip(page.cards, rows):
         assert f"frame {arrays['data'].source_index[row]}" in card
         assert f"P(reliable) {arrays['p_reliable'][row]:.3f}" in card
+        assert "novel" not in card
     assert "no-drawings" not in page.ids
     text = (folder / "report.html").read_text()
-    assert "importance (share of the structure)" in text and "novelty" not in text
+    assert "importance (share of the structure)" in text and "blue ring" not in text
     assert "no calibrated threshold" in text
 
 
@@ -126,7 +147,19 @@ def test_report_uses_the_optional_domain_keys(evaluation, tmp_path):
     assert [r[7] for r in table] == ["yes" if v else "no" for v in extended["arrays"]["in_domain"][rows]]
     for card, row in zip(page.cards, rows):
         n_novel = int(np.sum(extended["arrays"]["atom_novelty"][row] > 1))
-        assert f"{n_novel} novel atom(s) ringed" in card
+        assert f"{n_novel} novel atom(s), ringed" in card
+
+
+def test_report_of_a_probe_with_domain_and_atom_head(evaluation, tmp_path):
+    """evaluate_probe's own domain keys (the toy probe has a domain model and a per-atom head)."""
+    arrays = evaluation["arrays"]
+    assert arrays["novelty"] is not None and arrays["atom_error"] is not None
+    text = write_report(evaluation, tmp_path).read_text()
+    page = Page(text)
+    rows = least_trusted(arrays, N_LEAST_TRUSTED)
+    assert [float(r[6]) for r in page.rows["least-trusted"]] == pytest.approx(arrays["novelty"][rows], abs=5e-3)
+    assert "predicted force error (eV/Å)" in text and "domain test" in text
+    assert len(page.cards) == N_LEAST_TRUSTED
 
 
 def test_draw_atoms_colours_by_the_map_and_rings_novel_atoms():
@@ -153,6 +186,23 @@ def test_draw_atoms_colours_by_the_map_and_rings_novel_atoms():
         colour = tuple(np.round(disc.get_facecolor()[:3], 6))
         assert colour in {tuple(np.round(MAP_COLORS(norm(values[a]))[:3], 6)) for a in (0, 5)}
     plt.close(fig)
+
+
+def test_view_turns_the_focus_atom_to_the_viewer():
+    from ase.build import molecule
+    from ase.cluster import Icosahedron
+
+    cluster = Icosahedron("Cu", 3)  # round: the focus atom comes to the front
+    surface_atom = int(np.argmax(np.linalg.norm(cluster.positions - cluster.positions.mean(0), axis=1)))
+    turned = view_of(cluster, focus=surface_atom)
+    assert np.argmax(turned.positions[:, 2]) == surface_atom
+    assert np.allclose(turned.get_all_distances(), cluster.get_all_distances())  # a rotation
+    long = molecule("CH3CH2OH")  # not round: widest side across, the focus atom's side shown
+    for focus in range(len(long)):
+        positions = view_of(long, focus=focus).positions
+        spread = positions.std(axis=0)
+        assert spread[0] >= spread[1] >= spread[2]
+        assert positions[focus, 2] >= 0
 
 
 def test_report_without_the_input_file_keeps_the_table(evaluation, tmp_path):
@@ -182,8 +232,7 @@ def test_report_shows_the_calibrated_threshold(fitted_probe, heldout_store, tmp_
 
 # ---- the page in a real browser --------------------------------------------------------
 def test_report_in_headless_chromium(evaluation, tmp_path):
-    extended = with_lead_maps(evaluation)
-    folder = write_evaluation(extended, tmp_path / "report")
+    folder = write_evaluation(evaluation, tmp_path / "report")
     shot = tmp_path / "report.png"
     with chromium() as driver:
         driver.get((folder / "report.html").as_uri())
@@ -194,7 +243,7 @@ def test_report_in_headless_chromium(evaluation, tmp_path):
         assert all(done and width > 0 and height > 0 for done, width, height in images), images
         rows = driver.execute_script(
             "return Array.from(document.querySelectorAll('#metrics tbody tr')).map(r => r.dataset.method)")
-        assert rows == list(extended["metrics"])
+        assert rows == list(evaluation["metrics"])
         assert driver.execute_script("return document.querySelector('#metrics').offsetHeight") > 100
         height = full_page_screenshot(driver, shot)
     pixels = plt.imread(shot)
