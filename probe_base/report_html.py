@@ -160,7 +160,7 @@ def _metrics_section(metrics: dict) -> str:
         rows.append(f'<tr data-method="{html.escape(method)}">{"".join(cells)}</tr>')
     return ("<h2>Metrics</h2><p class=\"muted\">Each method's risk score ranks the same structures; "
             "value and 95 % bootstrap interval; &uarr;/&darr;: higher/lower is better; the best "
-            "value of each column is shaded. ECE and Brier need a probability (PROBE only).</p>"
+            "value of each column is shaded. ECE and Brier need a probability: only PROBE's scores are one.</p>"
             f'<div class="scroll"><table id="metrics"><thead><tr><th>method</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
