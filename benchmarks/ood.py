@@ -56,6 +56,28 @@ def _separation(in_scores, out_scores):
     return float(roc_auc_score(y, s))
 
 
+def paired_difference(unreliable, score_a, score_b, n_bootstrap=1000, seed=0):
+    """AUROC and AURC of score_a minus score_b on the same structures, with a paired 95 %
+    bootstrap interval (both scores resampled together)."""
+    from sklearn.metrics import roc_auc_score
+
+    from probe_base.metrics import aurc
+
+    rng = np.random.default_rng(seed)
+    n = len(unreliable)
+    diffs = {"auroc": [], "aurc": []}
+    point = {"auroc": roc_auc_score(unreliable, score_a) - roc_auc_score(unreliable, score_b),
+             "aurc": aurc(score_a, unreliable) - aurc(score_b, unreliable)}
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        if unreliable[idx].min() == unreliable[idx].max():
+            continue
+        diffs["auroc"].append(roc_auc_score(unreliable[idx], score_a[idx])
+                              - roc_auc_score(unreliable[idx], score_b[idx]))
+        diffs["aurc"].append(aurc(score_a[idx], unreliable[idx]) - aurc(score_b[idx], unreliable[idx]))
+    return {k: (float(point[k]), *map(float, np.percentile(v, [2.5, 97.5]))) for k, v in diffs.items()}
+
+
 def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
     from probe_base.artifact import load_probe
     from probe_base.baselines import ReferenceBaselines
@@ -86,6 +108,9 @@ def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
             scores = ev["arrays"]["scores"]
             if name == "heldout":
                 heldout_scores = scores
+                # the default (domain test on) against the network alone (the earlier default)
+                row["default_minus_network"] = paired_difference(
+                    ev["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"])
             else:
                 row["separation_auroc"] = {m: _separation(heldout_scores[m], scores[m])
                                            for m in METHODS if m in scores and m in heldout_scores}
@@ -143,6 +168,11 @@ def markdown(results) -> str:
             held = sets["heldout"]
             lines += ["", "In-distribution AUROC (held-out half): " + ", ".join(
                 f"{m} {v:.3f}" for m, v in held["auroc"].items() if np.isfinite(v))]
+            if "default_minus_network" in held:
+                d = held["default_minus_network"]
+                lines.append("Default (domain test on) minus network alone, paired bootstrap: AUROC "
+                             f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
+                             f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}] (AURC: lower is better)")
             for name, q in held.get("atom_maps", {}).items():
                 lines.append(f"Per-atom map '{name}': top atom among the 3 worst forces in "
                              f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures "

@@ -60,10 +60,11 @@ class ReliabilityPolicy:
         """Why structure ``i`` is unreliable: its novel atoms first, else the atoms of
         largest predicted force error (or most attention)."""
         novel = scores.novel_atoms(i)
-        if len(novel):
+        why = (scores.reasons or {}).get(i) or []
+        if len(novel) or why:
             names = ", ".join(f"{symbols[a]}{a} ({scores.atom_novelty[i][a]:.1f}x)" for a in novel[:5])
-            return (f"PROBE: {label} outside the backbone's domain (novelty "
-                    f"{scores.novelty[i]:.2f}x the threshold): novel atoms {names}")
+            parts = ([f"novel atoms {names}"] if len(novel) else []) + why
+            return f"PROBE: {label} outside the backbone's domain: " + "; ".join(parts)
         order = np.argsort(scores.atom_map(i))[::-1][:3]
         kind = ("atoms of largest predicted force error" if scores.atom_error is not None
                 else "most attended atoms")

@@ -358,10 +358,6 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
             self.isotonic_ = (iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64))
 
     # ---- prediction -------------------------------------------------------------------------
-    def decision_function(self, X) -> np.ndarray:
-        """Calibrated log-odds of being reliable."""
-        return self._calibrated_log_odds(self._logits(X))
-
     def _probability(self, logits):
         p = _sigmoid(self._calibrated_log_odds(logits))
         if self.isotonic_ is not None:

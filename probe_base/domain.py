@@ -13,6 +13,11 @@ exchangeable with them is then flagged with probability at most alpha (Vovk et a
 Angelopoulos & Bates 2021). Novelties are reported divided by that threshold: > 1 means
 outside the domain.
 
+Structure-level scalars count too: a structure whose predicted energy per atom, or (for
+total-energy labels) whose atom count, lies outside the reference set's range is outside
+the domain (a dimer of the training molecule, another composition). It enters the same
+conformal score (ranked above every in-range structure), so alpha bounds both together.
+
 Memory: at most ``max_reference_atoms`` atoms are kept per element (a random subsample),
 as float32: ``4 * n_features * max_reference_atoms`` bytes per element (50 000 atoms x
 256 features = 51 MB); the same goes into the ``.probe`` file.
@@ -28,6 +33,9 @@ from sklearn.neighbors import NearestNeighbors
 from .errors import ProbeError
 
 DEFAULT_ALPHA = 0.02
+SCALARS = ("energy_per_atom", "n_atoms")
+OUT_OF_RANGE = 1e3  # raw novelty of a structure outside the scalar ranges: above any in-range one
+UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
 
 
 class DomainError(ProbeError):
@@ -62,11 +70,12 @@ class DomainModel:
     threshold on the structure novelty. ``fit`` then ``novelty``."""
 
     def __init__(self, n_neighbors=5, max_reference_atoms=50_000, alpha=DEFAULT_ALPHA,
-                 calibration_folds=5, seed=0):
+                 calibration_folds=5, scalars=SCALARS, seed=0):
         self.n_neighbors = n_neighbors
         self.max_reference_atoms = max_reference_atoms
         self.alpha = alpha
         self.calibration_folds = calibration_folds
+        self.scalars = scalars
         self.seed = seed
 
     # ---- fitting ------------------------------------------------------------------------
@@ -97,6 +106,10 @@ class DomainModel:
         """Keep at most ``max_reference_atoms`` atoms per element (``rows``: structure
         indices to use) and the per-element distance scale."""
         rng = np.random.default_rng(self.seed)
+        structures = np.arange(len(reference)) if rows is None else np.asarray(rows)
+        values = self._scalar_values(reference)
+        self.ranges_ = {name: (float(v[structures].min()), float(v[structures].max()))
+                        for name, v in values.items()}
         z_all = np.asarray(reference.atomic_numbers)
         atom_rows = np.arange(len(z_all)) if rows is None else _atoms_of(reference, rows)
         self.elements_ = np.unique(z_all[atom_rows]).astype(np.int64)
@@ -139,6 +152,20 @@ class DomainModel:
         return scores
 
     # ---- scoring -------------------------------------------------------------------------
+    def _scalar_values(self, X) -> dict:
+        unknown = set(self.scalars) - set(SCALARS)
+        if unknown:
+            raise DomainError(f"unknown structure scalars {sorted(unknown)}; choose from {SCALARS}")
+        n = X.n_atoms.astype(np.float64)
+        values = {"energy_per_atom": np.asarray(X.energy_pred, dtype=np.float64) / np.maximum(n, 1),
+                  "n_atoms": n}
+        return {name: values[name] for name in self.scalars}
+
+    def out_of_range(self, X) -> dict:
+        """Per scalar: True where a structure lies outside the reference set's range."""
+        return {name: (v < self.ranges_[name][0]) | (v > self.ranges_[name][1])
+                for name, v in self._scalar_values(X).items()}
+
     def _standardise(self, feats):
         return ((np.asarray(feats, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
 
@@ -146,7 +173,7 @@ class DomainModel:
         """Scaled k-NN distance of every atom to same-element reference atoms (inf for an
         element the reference never had)."""
         z = np.asarray(atomic_numbers)
-        out = np.full(len(z), np.inf)
+        out = np.full(len(z), UNSEEN)
         points = self._standardise(features)
         for element in np.unique(z):
             knn = self._knn_.get(int(element))
@@ -162,7 +189,11 @@ class DomainModel:
         atom = self._raw_atom_novelty(X.features, X.atomic_numbers)
         if len(X) == 0:
             return np.zeros(0), atom
-        return np.maximum.reduceat(atom, X.offsets[:-1]), atom
+        structure = np.maximum.reduceat(atom, X.offsets[:-1])
+        outside = np.zeros(len(X), dtype=bool)
+        for flags in self.out_of_range(X).values():
+            outside |= flags
+        return np.where(outside, np.maximum(structure, OUT_OF_RANGE), structure), atom
 
     def novelty(self, X):
         """(structure novelty (n,), per-atom novelty list), both divided by the conformal
@@ -185,17 +216,21 @@ class DomainModel:
         _check_fitted(self)
         arrays = {"mean": self.mean_, "std": self.std_,
                   "calibration_scores": self.calibration_scores_}
+        ranges = {name: list(r) for name, r in self.ranges_.items()}
         for z, points in self.reference_.items():
             arrays[f"reference.{z}"] = points
         meta = {"params": self.get_params(), "threshold": self.threshold_,
                 "n_calibration": self.n_calibration_, "n_features": int(self.n_features_in_),
                 "elements": [int(z) for z in self.elements_],
-                "scale": {str(z): float(s) for z, s in self.scale_.items()}}
+                "scale": {str(z): float(s) for z, s in self.scale_.items()}, "ranges": ranges}
         return arrays, meta
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict) -> "DomainModel":
-        model = cls(**meta["params"])
+        params = dict(meta["params"])
+        params["scalars"] = tuple(params.get("scalars", ()))
+        model = cls(**params)
+        model.ranges_ = {name: tuple(r) for name, r in meta.get("ranges", {}).items()}
         model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
         model.std_ = np.asarray(arrays["std"], dtype=np.float32)
         model.calibration_scores_ = np.asarray(arrays["calibration_scores"], dtype=np.float64)
@@ -213,12 +248,24 @@ class DomainModel:
 
     def get_params(self):
         return {"n_neighbors": self.n_neighbors, "max_reference_atoms": self.max_reference_atoms,
-                "alpha": self.alpha, "calibration_folds": self.calibration_folds, "seed": self.seed}
+                "alpha": self.alpha, "calibration_folds": self.calibration_folds,
+                "scalars": list(self.scalars), "seed": self.seed}
 
     def summary(self) -> str:
         counts = ", ".join(f"Z={z}: {len(p)}" for z, p in self.reference_.items())
-        return (f"domain: {counts} reference atoms; threshold at alpha = {self.alpha:g} "
+        ranges = ", ".join(f"{name} {lo:.4g}..{hi:.4g}" for name, (lo, hi) in self.ranges_.items())
+        return (f"domain: {counts} reference atoms; {ranges}; threshold at alpha = {self.alpha:g} "
                 f"from {self.n_calibration_} calibration structures")
+
+    def reasons(self, X, i) -> list[str]:
+        """Why structure i is outside the scalar ranges (empty if it is not)."""
+        values = self._scalar_values(X.subset([i]))
+        out = []
+        for name, v in values.items():
+            lo, hi = self.ranges_[name]
+            if not lo <= v[0] <= hi:
+                out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
+        return out
 
 
 def _atoms_of(X, rows):

@@ -23,6 +23,7 @@ class Scores:
     novelty: np.ndarray | None  # (n,) largest atom novelty / threshold; None without domain
     atom_novelty: list | None  # per structure, per atom; > 1 = novel atom
     atom_error: list | None  # per structure, predicted |F error| per atom (eV/Å)
+    reasons: dict | None = None  # structure index -> why it is outside beyond its atoms
 
     def novel_atoms(self, i) -> np.ndarray:
         """Indices of structure i's atoms outside the domain, most novel first."""
@@ -43,15 +44,16 @@ def score(artifact, X, use_domain=True) -> Scores:
     ``use_domain=False``: ignore the domain model (the network's own probability)."""
     p_network, importance = artifact.classifier.predict_with_importance(X)
     domain = artifact.domain if use_domain else None
-    novelty = atom_novelty = None
+    novelty = atom_novelty = reasons = None
     inside = np.ones(len(X), dtype=bool)
     p = p_network
     if domain is not None:
         novelty, atom_novelty = domain.novelty(X)
         inside = novelty <= 1.0
         p = np.where(inside, p_network, 0.0)
+        reasons = {int(i): domain.reasons(X, i) for i in np.flatnonzero(~inside)}
     atom_error = artifact.atom_errors.predict(X) if artifact.atom_errors is not None else None
-    return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error)
+    return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error, reasons)
 
 
 def decision_threshold(artifact, threshold=None) -> float:

@@ -45,9 +45,6 @@ class FeatureSet:
     def n_atoms(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def atom_slice(self, i) -> slice:
-        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-
     @property
     def n_features(self) -> int:
         return self.features.shape[1]

@@ -1,8 +1,9 @@
 """A small, real message-passing MLIP (SchNet-style) and EMT-labelled metal clusters.
 
 It exists so that the whole PROBE chain can be run and tested without any backbone
-framework installed: ``probe train-toy`` trains it in seconds on ASE EMT labels, and the
-``toy`` adapter below (registered by mlip-probe itself) reads its interaction layers.
+framework installed: ``train`` fits it in seconds on ASE EMT labels (``probe demo --backbone
+toy`` and the tests do), and the ``toy`` adapter below (registered by mlip-probe itself)
+reads its interaction layers.
 It is also the worked example of an adapter.
 """
 

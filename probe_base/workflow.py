@@ -13,7 +13,7 @@ from .artifact import atomic_write, load_probe, save_probe
 from .atom_errors import AtomErrorModel, atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
-from .domain import DEFAULT_ALPHA, DomainModel
+from .domain import DEFAULT_ALPHA, SCALARS, DomainModel
 from .errors import FingerprintMismatch
 from .labels import LabelSpec
 from .metrics import evaluate_signal, format_table
@@ -76,7 +76,10 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
     if rank0:
         in_memory = load_store(store_path).subset(fit_idx) if distributed else fit_data
         if domain is not False and domain is not None:
-            domain_model = domain if isinstance(domain, DomainModel) else DomainModel(alpha=alpha, seed=split_seed)
+            # a total-energy error grows with size: the atom count is part of the domain then
+            scalars = SCALARS if resolved.target == "energy" else ("energy_per_atom",)
+            domain_model = (domain if isinstance(domain, DomainModel)
+                            else DomainModel(alpha=alpha, scalars=scalars, seed=split_seed))
             if reference_data is not None:
                 domain_model.fit(reference_data, calibration=in_memory)
             else:
@@ -127,7 +130,9 @@ def _decisions(scores, unreliable, p_reliable, threshold, fit_scores):
         if name == "random":
             continue
         if name == "PROBE":
-            flagged, rule = p_reliable < threshold, f"P(reliable) < {threshold:.3g}"
+            flagged, rule = p_reliable < threshold, f"P(reliable) < {threshold:.3g}, 0 outside the domain"
+        elif name == NETWORK:
+            flagged, rule = (1 - s) < threshold, f"network's P(reliable) < {threshold:.3g}"
         elif name == NOVELTY:
             flagged, rule = s > 1.0, "novelty > 1 (conformal threshold)"
         elif fit_scores is not None and name in fit_scores:

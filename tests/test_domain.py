@@ -48,7 +48,23 @@ def test_one_odd_atom_is_enough_and_an_unseen_element_is_novel():
     unseen = replace(test, atomic_numbers=np.where(np.arange(len(test.atomic_numbers)) == 2, 7,
                                                    test.atomic_numbers))
     novelty, atoms = domain.novelty(unseen)
-    assert np.isinf(novelty[0]) and np.isinf(atoms[0][2])
+    assert novelty[0] > 1e3 and atoms[0][2] > 1e3 and np.isfinite(novelty[0])
+
+
+def test_structures_outside_the_reference_size_or_energy_range_are_outside():
+    """A dimer of the training molecule looks locally familiar but has twice the atoms; a
+    structure with an energy per atom beyond the reference's range is outside too."""
+    reference, calibration = _structures(400, 0, atoms=(6, 8)), _structures(200, 1, atoms=(6, 8))
+    domain = DomainModel().fit(reference, calibration)
+    test = _structures(40, 2, atoms=(6, 8))
+    inside = domain.in_domain(test)
+    big = _structures(40, 2, atoms=(14, 16))
+    assert not domain.in_domain(big).any()
+    assert "n_atoms" in domain.reasons(big, 0)[0]
+    hot = replace(test, energy_pred=test.energy_pred + 100 * test.n_atoms)
+    assert not domain.in_domain(hot).any() and inside.mean() > 0.9
+    size_free = DomainModel(scalars=("energy_per_atom",)).fit(reference, calibration)
+    assert size_free.in_domain(big).mean() > 0.5  # force labels: size alone is no reason
 
 
 def test_bad_alpha_and_too_small_calibration_sets_are_refused_with_the_count():
