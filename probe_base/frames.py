@@ -13,6 +13,11 @@ import ase.io
 import numpy as np
 
 
+def atom_rows(data, row) -> slice:
+    """The rows of structure ``row``'s atoms in the store's per-atom arrays."""
+    return slice(int(data.offsets[row]), int(data.offsets[row + 1]))
+
+
 def read_stored_frames(data, positions) -> tuple[dict, str | None]:
     """Frames of the store ``data`` at selection positions ``positions`` (values of
     ``data.source_index``): ``({position: Atoms}, None)``, or ``({}, why not)`` when the
@@ -49,7 +54,7 @@ def frames_for_structures(data, structures) -> tuple[list | None, str | None]:
     ordered = []
     for row, position in zip(structures, positions):
         atoms = frames[int(position)]
-        stored = data.atomic_numbers[data.atom_slice(row)] if data.atomic_numbers is not None else None
+        stored = data.atomic_numbers[atom_rows(data, row)] if data.atomic_numbers is not None else None
         if stored is not None and not np.array_equal(atoms.numbers, stored):
             return None, (f"frame {position} of {data.attrs['input']} no longer matches the store "
                           "(the file changed after extraction)")

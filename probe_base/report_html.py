@@ -32,7 +32,7 @@ from matplotlib.patches import Circle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .artifact import atomic_write  # noqa: E402
-from .frames import frames_for_structures  # noqa: E402
+from .frames import atom_rows, frames_for_structures  # noqa: E402
 from .labels import TARGETS  # noqa: E402
 
 N_LEAST_TRUSTED = 12
@@ -260,7 +260,7 @@ def _actual_force_errors(data, row):
     errors = getattr(data, "atom_force_error", None)
     if errors is None:
         return None
-    values = np.asarray(errors[data.atom_slice(row)], dtype=float)
+    values = np.asarray(errors[atom_rows(data, row)], dtype=float)
     return values if len(values) and np.all(np.isfinite(values)) else None
 
 
@@ -397,7 +397,7 @@ def _least_trusted_section(evaluation, arrays, n) -> str:
         head.append("in domain")
     table_rows, cards = [], []
     for rank, row in enumerate(rows, start=1):
-        formula = Symbols(data.atomic_numbers[data.atom_slice(row)]).get_chemical_formula() \
+        formula = Symbols(data.atomic_numbers[atom_rows(data, row)]).get_chemical_formula() \
             if data.atomic_numbers is not None else f"{int(data.n_atoms[row])} atoms"
         bad = bool(arrays["unreliable"][row])
         truth = f'<span class="{"bad" if bad else "good"}">{"unreliable" if bad else "reliable"}</span>'
