@@ -100,8 +100,11 @@ def build_parser():
     p.add_argument("--probe", required=True, type=Path)
     p.add_argument("--store", required=True, type=Path,
                    help="labelled feature store (the fitting store: its held-out part is used)")
-    p.add_argument("--output-dir", required=True, type=Path, help="folder for metrics.json and PNG plots")
+    p.add_argument("--output-dir", required=True, type=Path, help="folder for metrics.json, PNG plots and report.html")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
+    p.add_argument("--chemiscope", type=Path, default=None, metavar="PATH",
+                   help="also write the evaluated structures as a chemiscope file (.json.gz): "
+                        "P(reliable), errors, per-atom maps, a PCA map of the backbone features")
     p.add_argument("--allow-backbone-mismatch", action="store_true",
                    help="use a probe on a backbone other than the one it was trained on")
 
@@ -115,6 +118,9 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--allow-backbone-mismatch", action="store_true",
                    help="use a probe on a backbone other than the one it was trained on")
+    p.add_argument("--chemiscope", type=Path, default=None, metavar="PATH",
+                   help="also write a chemiscope file (.json.gz) of the scored structures: "
+                        "P(reliable), energy per atom, per-atom maps, a PCA map of the backbone features")
 
     p = sub.add_parser("demo", help="the whole chain on a built-in example (EMT copper clusters, a "
                                     "4-member backbone ensemble): metrics table, plots, scored extxyz")
@@ -353,6 +359,10 @@ def _fit(args, group):
 def cmd_evaluate(args):
     from .workflow import evaluate_probe, metrics_table, write_evaluation
 
+    if args.chemiscope:
+        from .chemiscope_export import require_chemiscope
+
+        require_chemiscope(args.chemiscope)  # fail before the evaluation, not after
     evaluation = evaluate_probe(args.probe, args.store, n_bootstrap=args.bootstrap,
                                 allow_mismatch=args.allow_backbone_mismatch)
     print(f"{evaluation['n_structures']} structures, {100 * evaluation['unreliable_fraction']:.1f}% "
@@ -363,19 +373,33 @@ def cmd_evaluate(args):
 
         print(format_selective(evaluation["selective"]))
     folder = write_evaluation(evaluation, args.output_dir)
-    print(f"metrics and plots in {folder}")
+    print(f"metrics and plots in {folder}; the report: {folder / 'report.html'}")
+    if args.chemiscope:
+        from .chemiscope_export import chemiscope_from_evaluation
+
+        missing = chemiscope_from_evaluation(evaluation, args.chemiscope)
+        print(f"wrote {args.chemiscope}" + (f" (the map only: {missing})" if missing else ""))
 
 
 def cmd_predict(args):
     from .workflow import predict_file
 
     adapter = _adapter(args, args.model)
+    collector = None
+    if args.chemiscope:
+        from .chemiscope_export import PredictionCollector
+
+        collector = PredictionCollector(args.chemiscope)  # checks before the run
     annotated = predict_file(args.probe, adapter, args.input, args.output, args.index,
-                             args.batch_size, args.allow_backbone_mismatch)
+                             args.batch_size, args.allow_backbone_mismatch, on_batch=collector)
     low = sum(a.info["probe_reliability"] < 0.5 for a in annotated)
     outside = sum(not a.info["probe_in_domain"] for a in annotated)
     print(f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5, {outside} of them outside "
           f"the backbone's domain); wrote {args.output}")
+    if args.chemiscope:
+        from .chemiscope_export import chemiscope_from_predictions
+
+        print(f"wrote {chemiscope_from_predictions(annotated, collector, args.chemiscope)}")
 
 
 def cmd_calibrate(args):

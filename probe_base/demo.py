@@ -3,7 +3,8 @@
 Real labels from a real calculator (ASE's EMT on copper clusters), a backbone ensemble
 trained on cool, ideal clusters, a held-out set that reaches beyond them (hotter,
 strained, with vacancies). Extract -> fit on half of the held-out set -> evaluate on the
-other half against ensemble disagreement -> annotated extxyz with per-atom importance.
+other half against ensemble disagreement -> annotated extxyz with per-atom importance;
+report.html shows it all on one page.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
     label, _ = fit_probe(store, probe_path, LabelSpec("energy", quantile=0.5),
                          ProbeClassifier(seed=0, progress=True), eval_fraction=0.5)
     evaluation = evaluate_probe(probe_path, store, n_bootstrap=500)
-    write_evaluation(evaluation, output_dir / "report")
+    report = write_evaluation(evaluation, output_dir / "report") / "report.html"
+    explorer = _write_chemiscope(evaluation, output_dir / "report" / "chemiscope.json.gz")
     print("[5/5] per-atom importance for the evaluation half")
     predict_file(probe_path, adapter_class(models[:1]), data["heldout"], output_dir / "heldout_scored.xyz")
     print()
@@ -61,4 +63,19 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
     print(metrics_table(evaluation))
     print(f"\nPlots, metrics.json, the probe and heldout_scored.xyz (probe_reliability, "
           f"probe_importance) are in:\n  {output_dir}\n(done in {time.time() - start:.0f} s)")
+    print(f"\nThe report, one page with the least-trusted structures drawn atom by atom:\n  {report}")
+    print(f"Structures, maps and scores for chemiscope (open at chemiscope.org):\n  {explorer}"
+          if explorer else "(pip install chemiscope to also get a chemiscope file of the structures)")
     return evaluation
+
+
+def _write_chemiscope(evaluation, path):
+    """The evaluation as a chemiscope file when chemiscope is installed (an optional extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("chemiscope") is None:
+        return None
+    from .chemiscope_export import chemiscope_from_evaluation
+
+    chemiscope_from_evaluation(evaluation, path)
+    return path

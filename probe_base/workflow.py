@@ -234,14 +234,15 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
 
 
 def write_evaluation(evaluation, output_dir) -> Path:
-    """metrics.json and the four plots; returns the folder."""
+    """metrics.json, the four plots and report.html (all of it on one page); returns the folder."""
     from .report import write_plots
+    from .report_html import write_report
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in evaluation.items() if k != "arrays"}
     atomic_write(output_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
-    write_plots(evaluation, output_dir)
+    write_report(evaluation, output_dir, write_plots(evaluation, output_dir))
     return output_dir
 
 
@@ -266,15 +267,16 @@ def metrics_table(evaluation) -> str:
 
 
 def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_size=32,
-                 allow_mismatch=False, progress=True, use_domain=True):
+                 allow_mismatch=False, progress=True, use_domain=True, on_batch=None):
     """Score every structure of ``input_path``; write extxyz with ``probe_reliability``,
     ``probe_in_domain``, ``probe_novelty`` per structure and ``probe_importance``,
-    ``probe_atom_novelty``, ``probe_atom_error`` per atom (plus the backbone's energy)."""
+    ``probe_atom_novelty``, ``probe_atom_error`` per atom (plus the backbone's energy).
+    ``on_batch(batch, features)``, if given, sees each batch of input structures and its
+    backbone features (e.g. ``chemiscope_export.PredictionCollector``)."""
     import ase.io
     from tqdm.auto import tqdm
 
     from .calculator import write_scores
-
     from .data import count_structures, iter_batches
     from .store import FeatureSet
 
@@ -288,7 +290,10 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
         atoms_list = [s.atoms for s in batch]
         out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
                           indices=[s.index for s in batch])
-        scores = score(artifact, FeatureSet.from_backbone_output(out, atoms_list), use_domain)
+        features = FeatureSet.from_backbone_output(out, atoms_list)
+        scores = score(artifact, features, use_domain)
+        if on_batch is not None:
+            on_batch(batch, features)
         for i, (atoms, energy) in enumerate(zip(atoms_list, out.energies)):
             atoms = atoms.copy()
             atoms.calc = None

@@ -1,0 +1,62 @@
+"""The structures behind a feature store, read back from its input file.
+
+The store keeps features and labels but no positions; the report and the chemiscope
+export need positions, so they read the frames again from the file named in the store's
+identity (``attrs["input"]``, selection ``attrs["index"]``). ``source_index`` numbers the
+frames within that selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+
+def atom_rows(data, row) -> slice:
+    """The rows of structure ``row``'s atoms in the store's per-atom arrays."""
+    return slice(int(data.offsets[row]), int(data.offsets[row + 1]))
+
+
+def read_stored_frames(data, positions) -> tuple[dict, str | None]:
+    """Frames of the store ``data`` at selection positions ``positions`` (values of
+    ``data.source_index``): ``({position: Atoms}, None)``, or ``({}, why not)`` when the
+    input file is gone, unreadable, or no longer holds the structures that were extracted."""
+    identity = getattr(data, "attrs", None) or {}
+    path = Path(identity.get("input", ""))
+    if not identity.get("input") or not path.is_file():
+        return {}, f"the input file the store was extracted from ({path}) is not there"
+    wanted = {int(p) for p in positions}
+    frames = {}
+    try:
+        # read in order and stop at the last one needed: no full load of a large file
+        for position, atoms in enumerate(ase.io.iread(str(path), index=identity.get("index", ":"))):
+            if position in wanted:
+                atoms.calc = None
+                frames[position] = atoms
+                if len(frames) == len(wanted):
+                    break
+    except Exception as exc:  # ase's parsers raise many types; say which file
+        return {}, f"{path} cannot be read by ase.io ({type(exc).__name__}: {exc})"
+    if len(frames) < len(wanted):
+        return {}, f"{path} has fewer frames than when the store was extracted from it"
+    return frames, None
+
+
+def frames_for_structures(data, structures) -> tuple[list | None, str | None]:
+    """The Atoms of store structures ``structures`` (row numbers of ``data``), in that order,
+    checked against the store's atomic numbers: ``(list, None)`` or ``(None, why not)``."""
+    structures = np.asarray(structures, dtype=np.int64)
+    positions = data.source_index[structures]
+    frames, why = read_stored_frames(data, positions)
+    if why:
+        return None, why
+    ordered = []
+    for row, position in zip(structures, positions):
+        atoms = frames[int(position)]
+        stored = data.atomic_numbers[atom_rows(data, row)] if data.atomic_numbers is not None else None
+        if stored is not None and not np.array_equal(atoms.numbers, stored):
+            return None, (f"frame {position} of {data.attrs['input']} no longer matches the store "
+                          "(the file changed after extraction)")
+        ordered.append(atoms)
+    return ordered, None
