@@ -164,6 +164,13 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
             evaluations[key] = {k: v for k, v in evaluation.items() if k != "arrays"}
             if set_name == "held-out":
                 in_distribution = evaluation["arrays"]
+                if "PROBE network alone" in evaluation["arrays"]["scores"]:
+                    from benchmarks.ood import paired_difference
+
+                    scores = evaluation["arrays"]["scores"]
+                    evaluations[key]["default_minus_network"] = paired_difference(
+                        evaluation["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"],
+                        n_bootstrap)
             else:  # can each signal tell the OOD structures from the held-out ones?
                 evaluations[key]["ood_detection"] = ood_detection(in_distribution, evaluation["arrays"],
                                                                   n_bootstrap)
@@ -325,6 +332,15 @@ def markdown(payload):
             m = ev["metrics"][method]
             lines.append(f"| {method} | " + " | ".join(
                 _fmt(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
+        if "default_minus_network" in ev:
+            d = ev["default_minus_network"]
+            lines += ["", "Default (domain test on) minus the network alone, paired bootstrap: AUROC "
+                      f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
+                      f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}]"]
+        for map_name, q in (ev.get("atom_maps") or {}).items():
+            lines.append(f"Per-atom map '{map_name}': top atom among the 3 worst forces in "
+                         f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures (random "
+                         f"{100 * q['random_rate']:.0f}%), within-structure Spearman {q['spearman']:.2f}  ")
         if 0 < ev["unreliable_fraction"] < 1:
             lines += [""] + [f"**{verdict(ev['metrics'], against)}**  " for against in
                              ("ensemble E std", "ensemble F std") if against in ev["metrics"]] + [""]
