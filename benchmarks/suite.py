@@ -553,7 +553,12 @@ def main(argv=None):
     c.add_argument("--dataset", choices=DATASETS, required=True)
     c.add_argument("--size", choices=SIZES, default="small")
     c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    from benchmarks import speed
+
+    speed.register(sub)  # evaluate-speed, startup, step-cost
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None):
+        return args.handler(args)
     import torch
 
     torch.set_num_threads(1)

@@ -42,7 +42,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list installed backbone adapters")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list each adapter's class")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="load each plugin: its adapters and their classes (imports torch)")
 
     p = sub.add_parser("extract", help="run a labelled dataset through the backbone once and store "
                                        "per-atom features, predictions and reference errors (HDF5)")
@@ -169,8 +170,15 @@ def main(argv=None):
 
 
 def cmd_plugins(args):
-    from .plugins import available_adapters
+    from .plugins import available_adapters, installed_plugins
 
+    if not args.verbose:  # metadata only: loading the plugins would import torch
+        plugins = installed_plugins()
+        if not plugins:
+            print("no adapters installed (install a plugin such as probe-mace)")
+        for info in plugins:
+            print(f"{info.name:<12} {info.distribution} {info.version}")
+        return
     adapters = available_adapters()
     if not adapters:
         print("no adapters installed (install a plugin such as probe-mace)")

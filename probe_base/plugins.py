@@ -48,6 +48,25 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+
+
+def installed_plugins() -> list[PluginInfo]:
+    """The installed (and allowed) plugins from package metadata alone: nothing is imported
+    (plugin modules import torch). By convention a plugin is named after its adapter."""
+    allowed = _allowed_plugin_names()
+    found = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP and (allowed is None or ep.name in allowed):
+                found.setdefault(ep.name, PluginInfo(ep.name, dist.metadata["Name"], dist.version))
+    return [found[name] for name in sorted(found)]
+
+
 def available_adapters(pm: pluggy.PluginManager | None = None) -> dict[str, AdapterInfo]:
     """All adapters of the installed (and allowed) plugins, by adapter name."""
     pm = pm or get_plugin_manager()
