@@ -147,7 +147,7 @@ def signal_seconds(tree, n, resamples) -> float:
 
 def evaluate_speed(args) -> dict:
     store, probe = toy_store(2 * args.structures)
-    trees = {"before": code_tree(args.baseline), "after": code_tree(None)}
+    trees = {"before": code_tree(args.baseline), "after": code_tree(args.after)}
     out = Path(tempfile.mkdtemp(prefix="evaluate-speed-"))
 
     def evaluate(name):
@@ -171,7 +171,7 @@ def evaluate_speed(args) -> dict:
                                   "resamples": per}
     (RESULTS / "speed_evaluate.json").write_text(json.dumps(payload, indent=1))
     lines = ["# `probe evaluate` speed (toy backbone, 1 thread)", "", f"`{payload['command']}`; "
-             f"before = `probe_base` at {args.baseline}, after = this tree; {args.rounds} interleaved "
+             f"before = `probe_base` at {args.baseline}, after = {args.after or 'this tree'}; {args.rounds} interleaved "
              "rounds in one run, ratio of medians.", "",
              "| what | before (s, median) | after (s, median) | speed-up |", "|---|---|---|---|"]
     e = payload["probe_evaluate"]
@@ -189,7 +189,7 @@ def evaluate_speed(args) -> dict:
 
 
 def startup(args) -> dict:
-    trees = {"before": code_tree(args.baseline), "after": code_tree(None)}
+    trees = {"before": code_tree(args.baseline), "after": code_tree(args.after)}
     payload = {"command": f"python -m benchmarks startup --rounds {args.rounds}", "baseline": args.baseline}
     lines = ["# `probe` start-up time (core environment)", "", f"`{payload['command']}`; {args.rounds} "
              "interleaved rounds in one run, ratio of medians.", "",
@@ -219,8 +219,10 @@ def register(sub) -> None:
                    help="resamples the baseline runs at --signal-structures (compared per resample)")
     e.add_argument("--rounds", type=int, default=3)
     e.add_argument("--baseline", default=BEFORE_SPEED_WORK)
+    e.add_argument("--after", default=None, help="git ref to compare (default: the working tree)")
     e.set_defaults(handler=evaluate_speed)
     s = sub.add_parser("startup", help="`probe --help` and `probe plugins` start-up, before vs after")
     s.add_argument("--rounds", type=int, default=7)
     s.add_argument("--baseline", default=BEFORE_SPEED_WORK)
+    s.add_argument("--after", default=None, help="git ref to compare (default: the working tree)")
     s.set_defaults(handler=startup)
