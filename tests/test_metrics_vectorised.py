@@ -94,6 +94,9 @@ def test_bootstrap_counts_are_the_per_resample_draws_in_bounded_chunks():
     chunks = list(bootstrap_counts(n, resamples, seed=5, chunk=4))
     assert [len(c) for c in chunks] == [4, 4, 4, 4, 4, 3]
     np.testing.assert_array_equal(np.concatenate(chunks), expected)
+    order = np.random.default_rng(1).permutation(n)
+    in_order = np.concatenate(list(bootstrap_counts(n, resamples, seed=5, chunk=4, order=order)))
+    np.testing.assert_array_equal(in_order, expected[:, order])
 
 
 def test_evaluate_signal_intervals_are_percentiles_of_sklearn_on_each_resample(monkeypatch):
@@ -101,15 +104,21 @@ def test_evaluate_signal_intervals_are_percentiles_of_sklearn_on_each_resample(m
     monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 150 * 3)  # several chunks
     result = evaluate_signal(score, bad, errors, p, n_bootstrap=60, seed=4)
     rng = np.random.default_rng(4)
-    auroc, ap, rho = [], [], []
+    auroc, ap, rho, area, brier, calibration = [], [], [], [], [], []
     for _ in range(60):
         idx = rng.integers(0, 150, 150)
         auroc.append(roc_auc_score(bad[idx], score[idx]))
         ap.append(average_precision_score(bad[idx], score[idx]))
         rho.append(spearmanr(score[idx], errors[idx]).statistic)
+        area.append(aurc(score[idx], bad[idx]))
+        brier.append(brier_score_loss(1 - bad[idx], p[idx]))
+        calibration.append(_ece_loop(p[idx], 1 - bad[idx]))
     for name, values, point in (("auroc", auroc, roc_auc_score(bad, score)),
                                 ("auprc", ap, average_precision_score(bad, score)),
-                                ("spearman", rho, spearmanr(score, errors).statistic)):
+                                ("spearman", rho, spearmanr(score, errors).statistic),
+                                ("aurc", area, aurc(score, bad)),
+                                ("brier", brier, brier_score_loss(1 - bad, p)),
+                                ("ece", calibration, _ece_loop(p, 1 - bad))):
         value, low, high = result[name]
         assert value == pytest.approx(point)
         np.testing.assert_allclose([low, high], np.percentile(values, [2.5, 97.5]), atol=1e-10)
