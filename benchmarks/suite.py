@@ -553,9 +553,10 @@ def main(argv=None):
     c.add_argument("--dataset", choices=DATASETS, required=True)
     c.add_argument("--size", choices=SIZES, default="small")
     c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    from benchmarks import speed
+    from benchmarks import speed, step_cost
 
-    speed.register(sub)  # evaluate-speed, startup, step-cost
+    speed.register(sub)  # evaluate-speed, startup
+    step_cost.register(sub)
     args = parser.parse_args(argv)
     if getattr(args, "handler", None):
         return args.handler(args)
