@@ -90,7 +90,7 @@ def summary(times: dict, before="before", after="after", per=None) -> dict:
 
 
 # ---- `probe evaluate` on a toy store ---------------------------------------------------
-def toy_store(n_structures: int) -> tuple[Path, Path]:
+def toy_store(n_structures: int, with_probe=True) -> tuple[Path, Path | None]:
     """A store of ``n_structures`` EMT clusters read by a 3-member toy backbone, and a
     probe fitted on half of it by the baseline code (so both versions can load it)."""
     import ase.io
@@ -116,6 +116,8 @@ def toy_store(n_structures: int) -> tuple[Path, Path]:
                                                vacancy_fraction=0.3, strain=(0.97, 1.03)))
         extract(toy.ToyAdapter(models), heldout, store, progress=False)
     probe = folder / "toy.probe"
+    if not with_probe:
+        return store, None
     if not probe.exists():
         print(f"fitting the probe on {n_structures // 2} structures (baseline code)", flush=True)
         timed([sys.executable, "-m", "probe_base.cli", "fit", "--store", str(store), "--output",

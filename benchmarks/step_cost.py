@@ -192,6 +192,21 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
     return rows
 
 
+def timing_probes(backbone, model, before=None, after=None) -> dict:
+    """The self-attention probe (fitted by the code before the speed work, so that both
+    codes load it) and the pooling probe (this code) of ``model``, fitted once."""
+    folder = TIMING / "probes" / backbone
+    folder.mkdir(parents=True, exist_ok=True)
+    probes = {"self": folder / "self.probe", "pooling": folder / "pooling.probe"}
+    if not probes["self"].exists():
+        in_tree(before or speed.code_tree(speed.BEFORE_SPEED_WORK), backbone, "fit_probe",
+                backbone=backbone, model=model, output=str(probes["self"]))
+    if not probes["pooling"].exists():
+        in_tree(after or REPO, backbone, "fit_probe", backbone=backbone, model=model,
+                output=str(probes["pooling"]), attention="pooling")
+    return probes
+
+
 WORKER = """
 import json, sys
 sys.path.append({repo!r})
@@ -202,14 +217,14 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def in_tree(tree, backbone, kind, **kwargs):
+def in_tree(tree, plugin, kind, **kwargs):
     """Run ``kind(**kwargs)`` of this module in a process importing ``tree``'s probe_base."""
-    env = speed.environment(tree, plugins=[backbone])
+    env = speed.environment(tree, plugins=[plugin])
     result = subprocess.run([sys.executable, "-c", WORKER.format(repo=str(REPO)), kind, json.dumps(kwargs)],
                             env=env, cwd=tree, capture_output=True, text=True)
     sys.stdout.write("".join(line + "\n" for line in result.stdout.splitlines() if not line.startswith("RESULT ")))
     if result.returncode:
-        raise SystemExit(f"{kind} ({backbone}, {tree}) failed:\n{result.stderr[-4000:]}")
+        raise SystemExit(f"{kind} ({plugin}, {tree}) failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.split("RESULT ", 1)[1])
 
 
@@ -221,15 +236,7 @@ def step_cost(args) -> dict:
     payloads = {}
     for backbone in backbones:
         model = timing_model(backbone)
-        folder = TIMING / "probes" / backbone
-        folder.mkdir(parents=True, exist_ok=True)
-        probes = {"self": folder / "self.probe", "pooling": folder / "pooling.probe"}
-        if not probes["self"].exists():  # fitted by the baseline, so that both codes load it
-            in_tree(trees["before"], backbone, "fit_probe", backbone=backbone, model=model,
-                    output=str(probes["self"]))
-        if not probes["pooling"].exists():
-            in_tree(trees["after"], backbone, "fit_probe", backbone=backbone, model=model,
-                    output=str(probes["pooling"]), attention="pooling")
+        probes = timing_probes(backbone, model, trees["before"], trees["after"])
         runs = {}
         for label, tree, probe in (("before", "before", "self"), ("after, self", "after", "self"),
                                    ("after, pooling", "after", "pooling")):
