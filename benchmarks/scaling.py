@@ -6,7 +6,8 @@ atoms) and the pooling probe (linear), against one backbone pass (forces include
 
 Each size and probe runs in a fresh process (so ``ru_maxrss`` is that run's): one backbone
 pass, then the probe on the same structure (a warm-up on one molecule first; the median of
-``--repeats`` calls). Models and probes are those of ``python -m benchmarks step-cost``
+``--repeats`` calls). Times are the process's CPU seconds (one thread; on a shared machine
+wall time also counts other processes' turns); wall times are in the JSON. Models and probes are those of ``python -m benchmarks step-cost``
 (the suite's architecture; probes fitted on 100 ethanol structures). Writes
 ``benchmarks/results/scaling_<backbone>.{json,md,png}``.
 """
@@ -58,19 +59,21 @@ def scaling_one(backbone, model, probe, kind, size, repeats=3):
     artifact.classifier.predict_with_importance(FeatureSet.from_backbone_output(warm, [small]))
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731  MB
     base = rss()
-    started = time.perf_counter()
+    wall, started = time.perf_counter(), time.process_time()
     out = adapter.run([atoms], compute_forces=True, members=False)
-    backbone_seconds = time.perf_counter() - started
+    backbone_seconds, backbone_wall = time.process_time() - started, time.perf_counter() - wall
     after_backbone = rss()
     X = FeatureSet.from_backbone_output(out, [atoms])
-    seconds = []
+    seconds, walls = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        wall, started = time.perf_counter(), time.process_time()
         artifact.classifier.predict_with_importance(X)
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
+        walls.append(time.perf_counter() - wall)
     probe_seconds = float(np.median(seconds))
-    return {"atoms": len(atoms), "backbone_seconds": backbone_seconds, "probe_seconds": probe_seconds,
-            "probe_seconds_all": seconds, "probe_over_backbone": probe_seconds / backbone_seconds,
+    return {"atoms": len(atoms), "backbone_seconds": backbone_seconds, "backbone_wall_seconds": backbone_wall,
+            "probe_seconds": probe_seconds, "probe_seconds_all": seconds, "probe_wall_seconds_all": walls,
+            "probe_over_backbone": probe_seconds / backbone_seconds,
             "backbone_peak_increase_MB": after_backbone - base,
             "probe_peak_increase_MB": max(rss() - after_backbone, 0.0)}
 
@@ -97,7 +100,8 @@ def scaling(args):
             row["atoms"] = one["atoms"]
             row.setdefault("backbone_seconds_runs", []).append(one["backbone_seconds"])
             row["backbone_peak_increase_MB"] = max(row.get("backbone_peak_increase_MB", 0), one["backbone_peak_increase_MB"])
-            row[name] = {k: one[k] for k in ("probe_seconds", "probe_seconds_all", "probe_peak_increase_MB")}
+            row[name] = {k: one[k] for k in ("probe_seconds", "probe_seconds_all", "probe_wall_seconds_all",
+                                             "probe_peak_increase_MB", "backbone_wall_seconds")}
         row["backbone_seconds"] = float(np.median(row["backbone_seconds_runs"]))
         for name in PROBES:
             row[name]["probe_over_backbone"] = row[name]["probe_seconds"] / row["backbone_seconds"]
@@ -112,7 +116,7 @@ def scaling(args):
     what = "replicated ethanol, no cell" if kind == "ethanol" else "periodic rock-salt NaCl supercells"
     lines = [f"# Probe cost vs structure size ({backbone}, {what}, 1 thread)", "",
              f"`{payload['command']}`; model {os.path.basename(model)}. Probe = one `predict_with_importance` "
-             "call on the structure's features (median of repeats); backbone = one pass with forces.", "",
+             "call on the structure's features (median of repeats); backbone = one pass with forces; CPU seconds.", "",
              "| atoms | backbone pass (s) | self-attention probe (s) | / backbone | pooling probe (s) | / backbone "
              "| backbone peak +MB | self peak +MB | pooling peak +MB |", "|---" * 9 + "|"]
     for r in rows:

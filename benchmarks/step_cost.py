@@ -139,8 +139,9 @@ def _probed_part(calculator):
 
 
 def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0):
-    """Per size: every step's seconds, plain and probed, in interleaved rounds; and the time
-    spent in the classifier's call per probed step."""
+    """Per size: every step's wall and CPU seconds, plain and probed, in interleaved rounds;
+    and the time spent in the classifier's call per probed step. CPU time (this process's)
+    is what a loaded machine distorts least: the other processes' share is not in it."""
     import torch
 
     torch.set_num_threads(1)
@@ -150,9 +151,9 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
     spent = []
 
     def timed_predict(*args, **kwargs):
-        start = time.perf_counter()
+        start = time.process_time()
         out = inner(*args, **kwargs)
-        spent.append(time.perf_counter() - start)
+        spent.append(time.process_time() - start)
         return out
 
     classifier.predict_with_importance = timed_predict
@@ -164,31 +165,34 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
         def step(calculator):
             atoms.calc = calculator
             atoms.positions += rng.normal(0, 1e-3, atoms.positions.shape)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             atoms.get_forces()
-            return time.perf_counter() - start
+            return time.perf_counter() - wall, time.process_time() - cpu
 
         for calculator in (plain, probed, plain, probed):  # warm-up: graphs, caches
             step(calculator)
-        steps = int(np.clip(target_seconds / max(step(plain), 1e-4), 3, 30))
+        steps = int(np.clip(target_seconds / max(step(plain)[0], 1e-4), 3, 30))
         times = {"plain": [], "probed": []}
         spent.clear()
         for r in range(rounds):
             for name in (("plain", "probed") if r % 2 == 0 else ("probed", "plain")):
                 calculator = plain if name == "plain" else probed
                 times[name].append([step(calculator) for _ in range(steps)])
-        plain_m, probed_m = (float(np.median(np.concatenate(times[k]))) for k in ("plain", "probed"))
-        per_round = [np.median(b) / np.median(a) for a, b in zip(times["plain"], times["probed"])]
-        rows.append({"atoms": len(atoms), "steps_per_round": steps, "rounds": rounds,
-                     "plain_step_seconds": plain_m, "probed_step_seconds": probed_m,
-                     "overhead_ratio_of_medians": probed_m / plain_m - 1,
-                     "overhead_median_of_round_ratios": float(np.median(per_round)) - 1,
-                     "classifier_seconds_per_step": float(np.median(spent)),
-                     "classifier_share_of_plain_step": float(np.median(spent)) / plain_m,
-                     "seconds": times})
-        print(f"  {len(atoms)} atoms: plain {1000 * plain_m:.1f} ms, probed {1000 * probed_m:.1f} ms "
-              f"(+{100 * (probed_m / plain_m - 1):.1f} %), classifier {1000 * np.median(spent):.2f} ms",
-              flush=True)
+        row = {"atoms": len(atoms), "steps_per_round": steps, "rounds": rounds, "seconds": times}
+        for clock, column in (("wall", 0), ("cpu", 1)):
+            per_step = {k: np.array(v)[:, :, column] for k, v in times.items()}  # rounds x steps
+            plain_m, probed_m = float(np.median(per_step["plain"])), float(np.median(per_step["probed"]))
+            per_round = np.median(per_step["probed"], 1) / np.median(per_step["plain"], 1)
+            row[f"plain_step_{clock}_seconds"] = plain_m
+            row[f"probed_step_{clock}_seconds"] = probed_m
+            row[f"overhead_{clock}_ratio_of_medians"] = probed_m / plain_m - 1
+            row[f"overhead_{clock}_median_of_round_ratios"] = float(np.median(per_round)) - 1
+        row["classifier_cpu_seconds_per_step"] = float(np.median(spent))
+        row["classifier_share_of_plain_step"] = row["classifier_cpu_seconds_per_step"] / row["plain_step_cpu_seconds"]
+        rows.append(row)
+        print(f"  {len(atoms)} atoms: plain {1000 * row['plain_step_cpu_seconds']:.1f} ms CPU, overhead "
+              f"{100 * row['overhead_cpu_ratio_of_medians']:+.1f} % CPU / {100 * row['overhead_wall_ratio_of_medians']:+.1f} % "
+              f"wall; classifier {1000 * row['classifier_cpu_seconds_per_step']:.2f} ms CPU", flush=True)
     return rows
 
 
@@ -254,19 +258,21 @@ def step_cost(args) -> dict:
 
 def write_report(payload):
     backbone = payload["backbone"]
+    runs = payload["runs"]
     lines = [f"# Probe cost per MD step: {backbone} ({Path(payload['model']).name}), 1 thread", "",
              f"`{payload['command']}`. Plain and probed calculator in interleaved rounds in one "
-             "process; overhead = ratio of median step times - 1 (median of per-round ratios "
-             "in brackets); classifier = its share of a plain step.", "",
-             "| atoms | plain step (ms) | " + " | ".join(f"{k}: overhead" for k in payload["runs"])
-             + " | " + " | ".join(f"{k}: classifier" for k in payload["runs"]) + " |",
-             "|---" * (2 + 2 * len(payload["runs"])) + "|"]
-    first = next(iter(payload["runs"].values()))
+             "process; overhead = ratio of the median step times - 1, in CPU time of the process "
+             "(wall time in brackets: the machine is shared, so wall time is noisier); classifier = "
+             "CPU time of the probe's call as a share of a plain step.", "",
+             "| atoms | plain step (ms CPU) | " + " | ".join(f"{k}: overhead" for k in runs)
+             + " | " + " | ".join(f"{k}: classifier" for k in runs) + " |",
+             "|---" * (2 + 2 * len(runs)) + "|"]
+    first = next(iter(runs.values()))
     for i, row in enumerate(first):
-        cells = [f"{row['atoms']}", f"{1000 * row['plain_step_seconds']:.1f}"]
-        cells += [f"{100 * r[i]['overhead_ratio_of_medians']:+.1f} % ({100 * r[i]['overhead_median_of_round_ratios']:+.1f} %)"
-                  for r in payload["runs"].values()]
-        cells += [f"{100 * r[i]['classifier_share_of_plain_step']:.1f} %" for r in payload["runs"].values()]
+        cells = [f"{row['atoms']}", f"{1000 * row['plain_step_cpu_seconds']:.1f}"]
+        cells += [f"{100 * r[i]['overhead_cpu_ratio_of_medians']:+.1f} % ({100 * r[i]['overhead_wall_ratio_of_medians']:+.1f} %)"
+                  for r in runs.values()]
+        cells += [f"{100 * r[i]['classifier_share_of_plain_step']:.1f} %" for r in runs.values()]
         lines.append("| " + " | ".join(cells) + " |")
     (RESULTS / f"step_cost_{backbone}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
@@ -276,14 +282,14 @@ def write_report(payload):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for label, rows in payload["runs"].items():
+    for label, rows in runs.items():
         atoms = [r["atoms"] for r in rows]
-        axes[0].semilogx(atoms, [100 * r["overhead_ratio_of_medians"] for r in rows], "o-", label=label)
-        axes[1].loglog(atoms, [1000 * r["classifier_seconds_per_step"] for r in rows], "o-", label=label)
-    axes[1].loglog(atoms, [1000 * r["plain_step_seconds"] for r in first], "k--", label="plain step")
+        axes[0].semilogx(atoms, [100 * r["overhead_cpu_ratio_of_medians"] for r in rows], "o-", label=label)
+        axes[1].loglog(atoms, [1000 * r["classifier_cpu_seconds_per_step"] for r in rows], "o-", label=label)
+    axes[1].loglog(atoms, [1000 * r["plain_step_cpu_seconds"] for r in first], "k--", label="plain step")
     axes[0].axhline(2, color="grey", lw=0.8, ls=":")
-    axes[0].set(xlabel="atoms", ylabel="probe overhead per step (%)", title=backbone)
-    axes[1].set(xlabel="atoms", ylabel="ms per step", title="classifier call vs plain step")
+    axes[0].set(xlabel="atoms", ylabel="probe overhead per step (%, CPU time)", title=backbone)
+    axes[1].set(xlabel="atoms", ylabel="ms CPU per step", title="classifier call vs plain step")
     axes[0].legend(fontsize=8), axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / f"step_cost_{backbone}.png", dpi=120)

@@ -315,9 +315,9 @@ class ProbeClassifier:
             self._stacked = StackedProbe(nets)
         return self._stacked
 
-    @torch.inference_mode()
     def _logits(self, X, importance=False):
-        """Member-averaged logits (and per-atom importance) of every structure in X."""
+        """Member-averaged logits (and per-atom importance) of every structure in X (the
+        fused members run in inference mode)."""
         extras = self._extras(X)
         stacked = self._stacked_members()
         if len(X) == 1 and X.features is not None:  # a calculator's step: no padding, no batching
