@@ -9,12 +9,15 @@ plugin's dependency pulls a multi-GB CUDA build. Environments are reused between
 """
 
 import os
+import re
+import shutil
+from pathlib import Path
 
 import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["core", "mace", "sevenn", "nequip", "aimnet"]
+nox.options.sessions = ["lint", "core", "template", "mace", "sevenn", "nequip", "aimnet"]
 
 TORCH = "torch==2.13.0"
 # small models: one thread is faster than two fighting over a shared machine
@@ -39,6 +42,36 @@ def core(session):
     """probe_base: unit tests and the end-to-end test on EMT copper clusters."""
     _install(session)
     session.run("pytest", "tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def template(session):
+    """plugin_template/ rendered the way its README says (the commands of its first bash
+    block, run verbatim), filled with a minimal real adapter, installed, and its tests run:
+    conformance and the entry point."""
+    _install(session)
+    root = Path(session.create_tmp()) / "template_render"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "probe_plugins").mkdir(parents=True)
+    shutil.copytree("plugin_template", root / "plugin_template")
+    readme = Path("plugin_template/README.md").read_text()
+    commands = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    fill = Path("tests/template_fill").resolve()
+    with session.chdir(root):
+        session.run("bash", "-euo", "pipefail", "-c", commands, external=True)
+    rendered = root / "probe_plugins" / "foo"
+    shutil.copy(fill / "plugin.py", rendered / "probe_foo" / "plugin.py")
+    shutil.copy(fill / "fixtures.py", rendered / "tests" / "conftest.py")
+    session.install("-e", str(rendered))
+    with session.chdir(rendered):
+        session.run("pytest", "tests", "-q", *session.posargs, env=THREADS)
+
+
+@nox.session(python="3.11")
+def lint(session):
+    """ruff: the checks in pyproject.toml's [tool.ruff] (no formatter rewrite of the tree)."""
+    session.install("ruff==0.17.5")
+    session.run("ruff", "check", ".")
 
 
 @nox.session(python="3.11")

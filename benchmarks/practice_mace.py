@@ -183,7 +183,8 @@ def md(args):
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from probe_base.selective import calibrate_probe, decision_threshold
+    from probe_base.scoring import decision_threshold
+    from probe_base.selective import calibrate_probe
     from probe_base.artifact import load_probe
     from probe_base.watchdog import ReliabilityWatchdog, UnreliableTrajectory
     from probe_mace import MACECalculator, MACEAdapter

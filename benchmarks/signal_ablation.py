@@ -30,7 +30,7 @@ from probe_base.metrics import aurc, ece, evaluate_signal
 from probe_base.plugins import get_adapter_class
 from probe_base.store import extract, load_store
 from probe_base.workflow import split_holdout
-from probe_base.baselines import latent_distance
+from probe_base.baselines import LatentDistance
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -135,7 +135,7 @@ def run_one(data, adapter, layers, params, split_seed, target, threshold, remove
     if ev.member_force_std is not None:  # the natural baseline for force labels
         f = ev.member_force_std
         row.update(ensemble_force_auroc=roc_auc_score(bad, f), ensemble_force_aurc=aurc(f, bad))
-    d = latent_distance(fit, ev)
+    d = LatentDistance().fit(fit).distance(ev)
     row.update(latent_auroc=roc_auc_score(bad, d), latent_aurc=aurc(d, bad))
     row["_scores"] = (1 - p, bad, ev_err, p, ev.member_energies.std(1) if ev.member_energies is not None else None)
     return row

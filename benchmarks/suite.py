@@ -50,7 +50,7 @@ LABELS = {
     "energy_chemical_accuracy": dict(target="energy", threshold=CHEMICAL_ACCURACY_EV, quantile=None),
     "force_rmse_median": dict(target="force_rmse", quantile=0.5),
 }
-METHODS = ("PROBE", "PROBE without domain guard", "ensemble E std", "ensemble F std",
+METHODS = ("PROBE", "PROBE network alone", "novelty", "LLPR", "GMM NLL", "ensemble E std", "ensemble F std",
            "latent distance", "random")
 METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
 
@@ -142,7 +142,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
         started = time.perf_counter()
         try:
             _, clf = fit_probe(stores["held-out"], probe_path, LabelSpec(**label_args),
-                               ProbeClassifier(seed=0, domain_guard=True), eval_fraction=0.5,
+                               ProbeClassifier(seed=0), eval_fraction=0.5,
                                split_seed=0)
         except LabelError as error:  # e.g. every structure within chemical accuracy
             skipped[label_name] = str(error).split("\n")[0]
@@ -311,7 +311,7 @@ def markdown(payload):
                   f"{w['cost_table_seconds'] / 60:.1f}; {w['torch_threads']} torch thread).", ""]
     for key, ev in payload["evaluations"].items():
         label = ev["label"]
-        in_domain = (f", {100 * ev['in_domain_fraction']:.0f} % inside the domain guard"
+        in_domain = (f", {100 * ev['in_domain_fraction']:.0f} % inside the backbone's domain"
                      if "in_domain_fraction" in ev else "")
         lines += [f"## {key}: unreliable = {label['target']} error > {label['threshold']:.4g} "
                   f"({ev['n_structures']} structures, {100 * ev['unreliable_fraction']:.0f} % unreliable"
@@ -459,6 +459,11 @@ def main(argv=None):
     c.add_argument("--dataset", choices=DATASETS, required=True)
     c.add_argument("--size", choices=SIZES, default="small")
     c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    o = sub.add_parser("ood", help="out-of-distribution benchmark on GFN2-xTB labels (benchmarks/ood.py)")
+    o.add_argument("--backbone", choices=BACKBONES)
+    o.add_argument("--report", action="store_true", help="results/ood.md from every backbone's JSON")
+    o.add_argument("--bootstrap", type=int, default=200)
+    o.add_argument("--alpha", type=float, default=0.02)
     from benchmarks import attention_ablation, scaling, speed, step_cost
 
     scaling.register(sub)
@@ -473,6 +478,13 @@ def main(argv=None):
     torch.set_num_threads(1)
     if args.command == "report":
         return report()
+    if args.command == "ood":
+        from benchmarks import ood
+
+        if args.report or not args.backbone:
+            return ood.report()
+        ood.run(args.backbone, args.bootstrap, args.alpha)
+        return ood.report()
     if args.command == "cost":
         remeasure_cost(args.backbone, args.dataset, args.size, args.rounds)
         return 0

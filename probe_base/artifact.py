@@ -1,7 +1,8 @@
 """The ``.probe`` file: safetensors weights + JSON metadata. No pickle anywhere.
 
 One file holds every probe seed's weights and normalisation, the latent-distance
-reference set, calibration, the label definition, the backbone fingerprint and versions.
+reference set, the backbone's domain (``domain.*``: reference atoms per element and the
+conformal novelty threshold), the per-atom error head (``atom_errors.*``), calibration, the label definition, the backbone fingerprint and versions.
 Loading uses ``safetensors`` only, so a crafted file can never execute code, whatever
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says. Writes go to a temporary file that is renamed
 into place.
@@ -20,7 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atom_errors import AtomErrorModel
 from .classifier import ProbeClassifier
+from .domain import DomainModel
 from .errors import ArtifactError, FingerprintMismatch
 from .labels import LabelSpec
 
@@ -34,6 +37,8 @@ class ProbeArtifact:
     label: LabelSpec
     fingerprint: dict
     info: dict
+    domain: DomainModel | None = None  # None: files without one, or fitted with --no-domain
+    atom_errors: AtomErrorModel | None = None  # None: fitted without reference forces
 
     def check_backbone(self, backbone_fingerprint: dict, allow_mismatch: bool = False, source="probe"):
         check_fingerprint(self.fingerprint, backbone_fingerprint, allow_mismatch, source)
@@ -55,7 +60,25 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint: dict, info=None):
+def _parts_to_tensors(prefix, part, tensors):
+    """A part's (arrays, meta) state: arrays into ``tensors`` under ``prefix.``; its meta."""
+    if part is None:
+        return None
+    arrays, meta = part.state_dict()
+    for key, value in arrays.items():
+        tensors[f"{prefix}.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
+    return meta
+
+
+def _part_from_tensors(cls, prefix, meta, tensors):
+    if meta is None:
+        return None
+    start = f"{prefix}."
+    return cls.from_state({k[len(start):]: v.numpy() for k, v in tensors.items() if k.startswith(start)}, meta)
+
+
+def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint: dict, info=None,
+               domain: DomainModel | None = None, atom_errors: AtomErrorModel | None = None):
     tensors = {}
     for i, state in enumerate(classifier.members_):
         for key, value in state.items():
@@ -76,7 +99,8 @@ def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint:
         "n_members": len(classifier.members_),
         "temperature": classifier.temperature_,
         "prior_log_odds": classifier.prior_log_odds_,
-        "domain_radius": getattr(classifier, "domain_radius_", None),
+        "domain": _parts_to_tensors("domain", domain, tensors),
+        "atom_errors": _parts_to_tensors("atom_errors", atom_errors, tensors),
         "label": label.to_dict(),
         "fingerprint": fingerprint,
         "info": info or {},
@@ -110,7 +134,9 @@ def load_probe(path) -> ProbeArtifact:
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: unsupported probe format {meta.get('format')!r}; expected {FORMAT}")
     try:
-        params = meta["params"]
+        params = dict(meta["params"])
+        params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
+        params.setdefault("attention", "self")  # files before the pooling probe
         classifier = ProbeClassifier(**params)
         classifier.n_features_in_ = meta["n_features"]
         classifier.members_ = []
@@ -128,13 +154,15 @@ def load_probe(path) -> ProbeArtifact:
                                 if "isotonic_x" in tensors else None)
         classifier.temperature_ = float(meta["temperature"])
         classifier.prior_log_odds_ = float(meta["prior_log_odds"])
-        classifier.domain_radius_ = meta.get("domain_radius")  # None: no guard (older files)
         classifier.classes_ = np.array([0, 1])
         classifier._cached_nets()  # builds the nets: fails here, not later, on bad weights
-    except (KeyError, RuntimeError, TypeError) as exc:
+        domain = _part_from_tensors(DomainModel, "domain", meta.get("domain"), tensors)
+        atom_errors = _part_from_tensors(AtomErrorModel, "atom_errors", meta.get("atom_errors"), tensors)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: probe file is incomplete or inconsistent ({exc}); "
                             "re-create it with `probe fit`") from None
-    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta)
+    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta,
+                         domain, atom_errors)
 
 
 def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, source="probe"):

@@ -1,10 +1,13 @@
 """ASE integration: ``attach(calculator, "model.probe")``.
 
 The returned calculator runs the wrapped calculator as usual; forward hooks on its model
-capture the per-atom features during that same pass, and the probe adds
-``results["reliability"]`` (P(reliable)) and ``results["atom_importance"]`` (per atom,
-sums to 1). The same values are written to ``atoms.info["probe_reliability"]`` and
-``atoms.arrays["probe_importance"]`` so extxyz trajectories carry them.
+capture the per-atom features during that same pass, and the probe adds to ``results``:
+``reliability`` (P(reliable); 0 outside the backbone's domain), ``in_domain`` and
+``novelty`` (largest atom novelty / conformal threshold; > 1 = outside), and per atom
+``atom_novelty``, ``atom_error`` (predicted force error, eV/Å, where the probe has the
+per-atom head) and ``atom_importance`` (attention received, sums to 1). The same values
+go to ``atoms.info["probe_*"]`` and ``atoms.arrays["probe_*"]`` so extxyz trajectories
+carry them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from .artifact import ProbeArtifact, load_probe
 from .errors import ProbeError, UnreliablePrediction
+from .scoring import decision_threshold, score
 from .store import FeatureSet
 
 POLICIES = ("ignore", "warn", "raise")
@@ -39,22 +43,96 @@ def _find_adapter_class(calculator, adapter, probe_adapter_name):
                      "install the backbone's plugin or pass adapter=")
 
 
+class ReliabilityPolicy:
+    """What to do with a prediction judged unreliable: ``ignore``, ``warn`` or ``raise``.
+    One object shared by every calculator and the watchdog, so they decide alike."""
+
+    def __init__(self, policy="warn", threshold=0.5):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        self.policy = policy
+        self.threshold = float(threshold)
+
+    def unreliable(self, p_reliable, in_domain=True) -> bool:
+        return (not in_domain) or p_reliable < self.threshold
+
+    def message(self, p_reliable, symbols, scores, i=0, label="prediction") -> str:
+        """Why structure ``i`` is unreliable: its novel atoms first, else the atoms of
+        largest predicted force error (or most attention)."""
+        novel = scores.novel_atoms(i)
+        why = (scores.reasons or {}).get(i) or []
+        if len(novel) or why:
+            names = ", ".join(f"{symbols[a]}{a} ({scores.atom_novelty[i][a]:.1f}x)" for a in novel[:5])
+            parts = ([f"novel atoms {names}"] if len(novel) else []) + why
+            return f"PROBE: {label} outside the backbone's domain: " + "; ".join(parts)
+        order = np.argsort(scores.atom_map(i))[::-1][:3]
+        kind = ("atoms of largest predicted force error" if scores.atom_error is not None
+                else "most attended atoms")
+        where = ", ".join(f"{symbols[a]}{a}" for a in order)
+        return (f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.2f}); "
+                f"{kind}: {where}")
+
+    def apply(self, message, p_reliable, importance=None, before_raise=None):
+        if self.policy == "warn":
+            warnings.warn(message, UnreliableWarning, stacklevel=3)
+        elif self.policy == "raise":
+            if before_raise is not None:
+                before_raise()
+            raise UnreliablePrediction(message, p_reliable, importance)
+
+
+def write_scores(results: dict, scores, i=0, atoms=None):
+    """Structure ``i`` of ``scores`` into ASE ``results`` (and ``atoms.info``/``arrays``
+    so extxyz carries them)."""
+    results["reliability"] = float(scores.p_reliable[i])
+    results["reliability_network"] = float(scores.p_network[i])
+    results["in_domain"] = bool(scores.in_domain[i])
+    results["atom_importance"] = np.asarray(scores.importance[i], dtype=np.float64)
+    if scores.novelty is not None:
+        results["novelty"] = float(scores.novelty[i])
+        results["atom_novelty"] = np.asarray(scores.atom_novelty[i], dtype=np.float64)
+    if scores.atom_error is not None:
+        results["atom_error"] = np.asarray(scores.atom_error[i], dtype=np.float64)
+    if atoms is not None:
+        atoms.info["probe_reliability"] = results["reliability"]
+        atoms.info["probe_in_domain"] = results["in_domain"]
+        atoms.arrays["probe_importance"] = results["atom_importance"].copy()
+        if "novelty" in results:
+            atoms.info["probe_novelty"] = results["novelty"]
+            atoms.arrays["probe_atom_novelty"] = results["atom_novelty"].copy()
+        if "atom_error" in results:
+            atoms.arrays["probe_atom_error"] = results["atom_error"].copy()
+
+
 class ProbedCalculator(Calculator):
     """An ASE calculator that adds PROBE's reliability to another calculator's results."""
 
     def __init__(self, calculator, artifact: ProbeArtifact, adapter, policy="warn",
-                 threshold=None):
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+                 threshold=None, use_domain=True):
         super().__init__()
         self.calculator = calculator
         self.artifact = artifact
         self.adapter = adapter
-        self.policy = policy
-        self.threshold = float(threshold if threshold is not None
-                               else artifact.info.get("info", {}).get("decision_threshold", 0.5))
-        self.implemented_properties = list(calculator.implemented_properties) + [
-            "reliability", "atom_importance"]
+        self.reliability_policy = ReliabilityPolicy(policy, decision_threshold(artifact, threshold))
+        self.use_domain = use_domain
+        extra = ["reliability", "reliability_network", "in_domain", "atom_importance"]
+        if artifact.domain is not None and use_domain:
+            extra += ["novelty", "atom_novelty"]
+        if artifact.atom_errors is not None:
+            extra.append("atom_error")
+        self.implemented_properties = list(calculator.implemented_properties) + extra
+
+    @property
+    def policy(self):
+        return self.reliability_policy.policy
+
+    @policy.setter
+    def policy(self, value):
+        self.reliability_policy = ReliabilityPolicy(value, self.reliability_policy.threshold)
+
+    @property
+    def threshold(self):
+        return self.reliability_policy.threshold
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -67,38 +145,25 @@ class ProbedCalculator(Calculator):
         features = self.adapter.features_from_capture(captured, n)
         energy = self.adapter.primary_energy(self.calculator.results)
         X = FeatureSet(features, self.atoms.numbers.copy(), np.array([0, n]), np.array([energy]))
-        p_reliable, importance = self.artifact.classifier.predict_with_importance(X)
-        self.results["reliability"] = float(p_reliable[0])
-        self.results["atom_importance"] = importance[0].astype(np.float64)
-        if atoms is not None:  # so that trajectories written as extxyz carry them
-            atoms.info["probe_reliability"] = self.results["reliability"]
-            atoms.arrays["probe_importance"] = self.results["atom_importance"].copy()
-        self._apply_policy()
-
-    def _apply_policy(self):
+        scores = score(self.artifact, X, self.use_domain)
+        write_scores(self.results, scores, 0, atoms)
+        policy = self.reliability_policy
         p = self.results["reliability"]
-        if self.policy == "ignore" or p >= self.threshold:
+        if policy.policy == "ignore" or not policy.unreliable(p, self.results["in_domain"]):
             return
-        top = np.argsort(self.results["atom_importance"])[::-1][:3]
-        symbols = self.atoms.get_chemical_symbols()
-        where = ", ".join(f"{symbols[i]}{i}" for i in top)
-        message = (f"PROBE: prediction unreliable (P(reliable) = {p:.3f} < {self.threshold:.2f}); "
-                   f"most attended atoms: {where}")
-        if self.policy == "warn":
-            warnings.warn(message, UnreliableWarning, stacklevel=2)
-        else:
-            importance = self.results["atom_importance"]
-            self.reset()  # no cached results: asking again for the same atoms raises again
-            raise UnreliablePrediction(message, p, importance)
+        message = policy.message(p, self.atoms.get_chemical_symbols(), scores)
+        # no cached results on raise: asking again for the same atoms raises again
+        policy.apply(message, p, self.results["atom_importance"], before_raise=self.reset)
 
 
 def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,
-           allow_mismatch=False) -> ProbedCalculator:
+           allow_mismatch=False, use_domain=True) -> ProbedCalculator:
     """Wrap an ASE ``calculator`` so that its results include PROBE's reliability.
 
     ``probe``: a ``.probe`` path or a loaded ``ProbeArtifact``. ``adapter``: an adapter name
     or class (found from the probe file or the calculator type when omitted). ``policy``
-    for predictions with P(reliable) < ``threshold``: ``ignore``, ``warn`` or ``raise``.
+    for predictions outside the backbone's domain or with P(reliable) < ``threshold``:
+    ``ignore``, ``warn`` or ``raise``. ``use_domain=False``: the network alone.
     """
     artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
     adapter_class = _find_adapter_class(calculator, adapter, artifact.fingerprint.get("adapter"))
@@ -108,4 +173,15 @@ def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,
                          f"{type(calculator).__name__}")
     backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
     artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
-    return ProbedCalculator(calculator, artifact, backbone, policy, threshold)
+    return ProbedCalculator(calculator, artifact, backbone, policy, threshold, use_domain)
+
+
+def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None,
+               **attach_options):
+    """What every plugin's drop-in calculator does with its ``probe=`` keywords: the
+    framework's own calculator unchanged without a probe, else ``attach``-ed to it. One
+    spelling everywhere: ``probe``, ``probe_policy``, ``probe_threshold``."""
+    if probe is None:
+        return calculator
+    return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold,
+                  **attach_options)

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .distributed import LOCAL
@@ -33,11 +35,6 @@ from .errors import LabelError
 from .model import ProbeNet, StackedProbe
 
 EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
-# domain radius / largest fitting distance. Measured on MACE: held-out 3BPA and ethanol
-# structures reach 1.01x the largest fitting distance, methanol (OOD for an ethanol
-# backbone) starts at 1.65x. The guard is opt-in: on 80 toy clusters (heavier tails) it
-# flagged 3 % of in-distribution structures, mostly reliable ones (AUROC 0.945 -> 0.904).
-DOMAIN_MARGIN = 1.5
 
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
@@ -54,16 +51,18 @@ def pooled_features(X, mean, std) -> np.ndarray:
     return sums / X.n_atoms[:, None]
 
 
-class ProbeClassifier:
-    """P(reliable) for each structure from frozen per-atom backbone features."""
+class ProbeClassifier(ClassifierMixin, BaseEstimator):
+    """P(reliable) for each structure from frozen per-atom backbone features.
+
+    A scikit-learn estimator: parameters are the ``__init__`` arguments (``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work), learned state ends in ``_``."""
 
     def __init__(self, hidden=32, heads=4, attention_layers=1, dropout=0.1, lr=2e-3,
                  weight_decay=1e-2, batch_size=64, max_epochs=200, patience=10,
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
                  selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
-                 latent_neighbors=5, domain_guard=False, seed=0, progress=False,
-                 attention="self", queries=4):
+                 latent_neighbors=5, seed=0, progress=False, attention="self", queries=4):
         self.hidden = hidden
         self.heads = heads
         self.attention_layers = attention_layers
@@ -81,9 +80,8 @@ class ProbeClassifier:
         self.n_seeds = n_seeds
         self.element_embedding = element_embedding
         self.per_element_norm = per_element_norm
-        self.extras = tuple(extras)
+        self.extras = extras
         self.latent_neighbors = latent_neighbors
-        self.domain_guard = domain_guard
         self.seed = seed
         self.progress = progress
         self.attention = attention  # "pooling": linear in atoms; "self": among all atoms
@@ -94,13 +92,6 @@ class ProbeClassifier:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    def get_params(self):
-        return {k: getattr(self, k) for k in (
-            "hidden", "heads", "attention_layers", "dropout", "lr", "weight_decay", "batch_size",
-            "max_epochs", "patience", "val_fraction", "calibration", "calibration_fraction",
-            "selection", "cv_folds", "n_seeds", "element_embedding", "per_element_norm", "extras",
-            "latent_neighbors", "domain_guard", "seed", "attention", "queries")}
 
     # ---- inputs ------------------------------------------------------------------------
     def _extras(self, X, fitting=False, distance=None) -> np.ndarray:
@@ -154,21 +145,16 @@ class ProbeClassifier:
         if X.features is not None:
             self.pool_mean_ = X.features.mean(0)
             self.pool_std_ = X.features.std(0) + 1e-6
-            self.domain_radius_ = fit_distance = None
-            if "latent_distance" in self.extras or self.domain_guard:
+            fit_distance = None
+            if "latent_distance" in self.extras:
                 self._fit_knn(X)
-                fit_distance = self.latent_distance(X, exclude_self=True)  # one k-NN pass for both
-            if self.domain_guard:
-                # half again the farthest any fitting structure lies from its neighbours:
-                # beyond it the probe never saw anything alike, so it abstains (P = 0)
-                self.domain_radius_ = DOMAIN_MARGIN * float(fit_distance.max())
+                fit_distance = self.latent_distance(X, exclude_self=True)
             extras = self._extras(X, fitting=True, distance=fit_distance)
             self.norm_ = _normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
         else:  # a StoreView: features stay on disk
             if "latent_distance" in self.extras:
                 raise ValueError("the latent_distance input needs every fitting structure's "
                                  "features in memory; it is not available under torchrun")
-            self.domain_radius_ = None  # the domain guard needs them too: off under torchrun
             extras = self._extras(X, fitting=True)
             self.pool_mean_, self.pool_std_, self.norm_ = _streamed_normalisation(
                 X, extras, self.per_element_norm, comm)
@@ -366,36 +352,21 @@ class ProbeClassifier:
             p = np.interp(p, *self.isotonic_)
         return p
 
-    def in_domain(self, X) -> np.ndarray:
-        """True where a structure lies within the fitting set's reach in the backbone's
-        feature space (latent distance <= ``domain_radius_``); all True without the guard."""
-        if getattr(self, "domain_radius_", None) is None:
-            return np.ones(len(X), dtype=bool)
-        return self.latent_distance(X) <= self.domain_radius_
-
-    def guarded(self, p, X, inside=None):
-        """Out of domain, the probe abstains: P(reliable) = 0. Its network was never shown
-        such structures and can be confidently wrong there (methanol scored by a probe fitted
-        on ethanol got P(reliable) 1.0 without the guard). A no-op without the guard.
-        ``inside``: ``in_domain(X)`` if already known."""
-        if getattr(self, "domain_radius_", None) is None:
-            return p
-        return np.where(self.in_domain(X) if inside is None else inside, p, 0.0)
-
     def predict_proba(self, X) -> np.ndarray:
         """(n, 2): columns P(unreliable), P(reliable) (``classes_`` = [0, 1])."""
-        p = self.guarded(self._probability(self._logits(X)), X)
+        check_is_fitted(self, "members_")
+        p = self._probability(self._logits(X))
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X, threshold=0.5) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
 
-    def predict_with_importance(self, X, guard=True):
+    def predict_with_importance(self, X):
         """P(reliable) per structure and per-atom importance (list of arrays), one pass.
-        ``guard=False``: the network's probability even outside the domain guard's reach."""
+        The network alone: ``probe_base.scoring`` adds the backbone's domain."""
+        check_is_fitted(self, "members_")
         logits, importance = self._logits(X, importance=True)
-        p = self._probability(logits)
-        return (self.guarded(p, X) if guard else p), importance
+        return self._probability(logits), importance
 
     def score(self, X, y) -> float:
         """AUROC of detecting unreliable structures (y = 0) by 1 - P(reliable)."""

@@ -43,7 +43,8 @@ def build_parser():
 
     p = sub.add_parser("plugins", help="list installed backbone adapters")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="load each plugin: its adapters and their classes (imports torch)")
+                   help="load each plugin (imports torch): its adapters and their classes, broken "
+                        "plugins and adapter-name collisions")
 
     p = sub.add_parser("extract", help="run a labelled dataset through the backbone once and store "
                                        "per-atom features, predictions and reference errors (HDF5)")
@@ -71,10 +72,15 @@ def build_parser():
     p.add_argument("--remove-offset", action="store_true",
                    help="energy targets: subtract the fitting set's mean signed error first, so a "
                         "constant energy shift of the backbone does not decide what is unreliable")
-    p.add_argument("--domain-guard", action="store_true",
-                   help="abstain (P(reliable) = 0) on structures farther from the fitting set, in the "
-                        "backbone's feature space, than 1.5x the largest fitting distance: catches "
-                        "other molecules/phases, can also flag rare in-distribution structures")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="feature store of the backbone's TRAINING set (`probe extract --no-labels` is "
+                        "enough): the domain's reference atoms. Default: the fitting set")
+    p.add_argument("--alpha", type=float, default=0.02,
+                   help="the domain test's false-alarm rate: at most this fraction of in-distribution "
+                        "structures is flagged as outside the domain (split-conformal; default 0.02)")
+    p.add_argument("--no-domain", action="store_true",
+                   help="no domain test: the probe network's P(reliable) alone, also on structures "
+                        "unlike anything the backbone or the probe has seen")
     p.add_argument("--eval-fraction", type=float, default=0.0,
                    help="fraction of the store kept out of fitting for `probe evaluate` (default 0)")
     p.add_argument("--preset", choices=["default", "paper"], default="default",
@@ -170,16 +176,18 @@ def main(argv=None):
 
 
 def cmd_plugins(args):
-    from .plugins import available_adapters, installed_plugins
+    from .plugins import available_adapters, installed_plugins, plugin_problems
 
     if not args.verbose:  # metadata only: loading the plugins would import torch
         plugins = installed_plugins()
         if not plugins:
             print("no adapters installed (install a plugin such as probe-mace)")
         for info in plugins:
-            print(f"{info.name:<12} {info.distribution} {info.version}")
+            print(f"{info.name:<12} BROKEN: ModuleNotFoundError: no module {info.module!r}" if info.missing
+                  else f"{info.name:<12} {info.distribution} {info.version}")
         return
     adapters = available_adapters()
+    problems = plugin_problems()
     if not adapters:
         print("no adapters installed (install a plugin such as probe-mace)")
     for info in adapters.values():
@@ -187,6 +195,10 @@ def cmd_plugins(args):
         if args.verbose:
             line += f"  ({info.adapter_class.__module__}.{info.adapter_class.__qualname__})"
         print(line)
+    for plugin, error in problems.broken.items():
+        print(f"{plugin:<12} BROKEN: {error}")
+    for name, where in problems.collisions.items():
+        print(f"{name:<12} COLLISION: registered by " + " and ".join(f"{d} (plugin {p!r})" for d, p in where))
 
 
 def cmd_extract(args):
@@ -233,16 +245,23 @@ def _fit(args, group):
         overrides["n_seeds"] = args.seeds
     if args.epochs:
         overrides["max_epochs"] = args.epochs
-    if args.domain_guard:
-        overrides["domain_guard"] = True
     classifier = (ProbeClassifier(**overrides) if args.preset == "default"
                   else ProbeClassifier.from_preset(args.preset, **overrides))
     label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile,
                       remove_offset=args.remove_offset)
+    if args.reference is None and not args.no_domain and rank0:
+        print("domain: no --reference given, so the fitting set serves as the backbone's domain "
+              "(pass --reference TRAIN.h5, a store of the backbone's training set, to test against "
+              "what the backbone saw)")
     resolved, fitted = fit_probe(args.store, args.output, label, classifier, args.eval_fraction,
-                                 args.seed, comm=group)
+                                 args.seed, comm=group, reference=args.reference,
+                                 domain=not args.no_domain, alpha=args.alpha)
     if not rank0:
         return
+    if fitted.domain_ is not None:
+        print(fitted.domain_.summary())
+    if fitted.atom_errors_ is not None:
+        print("per-atom map: force-error head fitted on the reference forces (results['atom_error'])")
     best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
     print(f"label: {resolved.target} error <= {resolved.threshold:.4g} is reliable")
     print(f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; "
@@ -273,7 +292,9 @@ def cmd_predict(args):
     annotated = predict_file(args.probe, adapter, args.input, args.output, args.index,
                              args.batch_size, args.allow_backbone_mismatch)
     low = sum(a.info["probe_reliability"] < 0.5 for a in annotated)
-    print(f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5); wrote {args.output}")
+    outside = sum(not a.info["probe_in_domain"] for a in annotated)
+    print(f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5, {outside} of them outside "
+          f"the backbone's domain); wrote {args.output}")
 
 
 def cmd_calibrate(args):

@@ -41,6 +41,7 @@ import numpy as np
 from scipy.stats import beta
 
 from .errors import InputError
+from .scoring import decision_threshold
 
 METHODS = ("sgr", "crc")
 #: threshold that rejects every prediction (P(reliable) <= 1 always)
@@ -183,19 +184,6 @@ def min_calibration_size(target_risk: float, delta: float) -> int:
         n += 1
 
 
-# ---- using a threshold ------------------------------------------------------------------
-def decision_threshold(artifact) -> float:
-    """The threshold the artifact's users apply (0.5 if never calibrated)."""
-    return float(artifact.info.get("info", {}).get("decision_threshold", 0.5))
-
-
-def selective_predict(artifact, X):
-    """(accepted, P(reliable), per-atom importance) of a ``FeatureSet`` at the artifact's
-    decision threshold; importance says which atoms drove each rejection."""
-    p, importance = artifact.classifier.predict_with_importance(X)
-    return p >= decision_threshold(artifact), p, importance
-
-
 # ---- the .probe file ---------------------------------------------------------------------
 def update_probe_info(path, updates: dict, output=None) -> Path:
     """Rewrite a ``.probe`` file with ``updates`` merged into its ``info`` dict, keeping the
@@ -245,6 +233,7 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     """Choose the threshold on a labelled feature store and store it in the probe file
     (``output``, or the probe file itself)."""
     from .artifact import load_probe
+    from .scoring import score
     from .store import load_store
 
     artifact = load_probe(probe_path)
@@ -254,7 +243,7 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     calib = data.subset(indices)
     errs = artifact.label.errors(calib)
     reliable = (errs <= artifact.label.threshold).astype(np.int64)
-    p = artifact.classifier.predict_proba(calib)[:, 1]
+    p = score(artifact, calib).p_reliable  # what users get: 0 outside the domain
     control = choose_threshold(p, reliable, target_risk, delta, method)
     previous = decision_threshold(artifact)
     record = control.to_dict()

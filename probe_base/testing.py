@@ -1,4 +1,5 @@
-"""The adapter conformance suite every plugin runs.
+"""The conformance suites every plugin runs: ``AdapterConformance`` for the adapter,
+``CalculatorConformance`` for its drop-in ASE calculator with ``probe=``.
 
 In a plugin's tests::
 
@@ -11,6 +12,13 @@ In a plugin's tests::
         @pytest.fixture(scope="class")
         def structures(self):       # a few ase.Atoms the backbone knows, >= 2 atoms each
             ...
+
+    class TestMyCalculator(CalculatorConformance):
+        @pytest.fixture()
+        def make_calculator(self):  # (probe=None, **probe keywords) -> the drop-in calculator
+            return lambda **kw: MyCalculator("my.model", device="cpu", **kw)
+        # plus the `adapter` and `structures` fixtures above (the adapter's first model
+        # must be the calculator's model)
 
 Each test names the contract it checks; a failing one says what the adapter must fix.
 """
@@ -142,6 +150,96 @@ class AdapterConformance:
         atoms.positions[0, 0] = np.nan
         with pytest.raises(InputError, match="NaN"):
             adapter.run([atoms])
+
+
+class CalculatorConformance:
+    """What every plugin's drop-in calculator must do with ``probe=``, ``probe_policy=``,
+    ``probe_threshold=``: the framework's own results unchanged, PROBE's results from the
+    same pass (equal to scoring the features offline), the domain test on, policies, and
+    extxyz-ready ``atoms.info`` / ``atoms.arrays``."""
+
+    @pytest.fixture()
+    def probe_path(self, adapter, structures, tmp_path_factory):
+        """A small probe with the domain test, fitted on rattled copies of ``structures``."""
+        from .artifact import save_probe
+        from .classifier import ProbeClassifier
+        from .domain import DomainModel
+        from .labels import LabelSpec
+        from .store import FeatureSet
+
+        rng = np.random.default_rng(0)
+        frames = []
+        for k in range(60):
+            atoms = structures[k % len(structures)].copy()
+            atoms.positions += rng.normal(scale=0.01 + 0.002 * k, size=atoms.positions.shape)
+            frames.append(atoms)
+        primary = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
+        X = FeatureSet.from_backbone_output(primary.run(frames, members=False), frames)
+        y = (np.arange(len(frames)) < 30).astype(int)
+        clf = ProbeClassifier(hidden=8, heads=2, max_epochs=3, patience=3, seed=0).fit(X, y)
+        path = tmp_path_factory.mktemp("calculator_conformance") / "probe.probe"
+        save_probe(path, clf, LabelSpec("energy", threshold=0.1), primary.fingerprint(),
+                   {"decision_threshold": 0.5}, DomainModel(alpha=0.05).fit(X))
+        return path
+
+    def test_without_probe_is_the_frameworks_calculator(self, make_calculator):
+        calc = make_calculator()
+        assert "reliability" not in calc.implemented_properties
+
+    def test_probe_results_come_from_the_same_pass(self, make_calculator, adapter, structures, probe_path):
+        from .artifact import load_probe
+        from .scoring import score
+        from .store import FeatureSet
+
+        atoms = structures[0].copy()
+        atoms.calc = make_calculator()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        probed = make_calculator(probe=probe_path, probe_policy="ignore")
+        atoms.calc = probed
+        assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), forces, atol=1e-6)
+        results = probed.results
+        for key in ("reliability", "in_domain", "novelty", "atom_importance", "atom_novelty"):
+            assert key in results, f"results must hold {key!r}"
+        assert results["atom_importance"].shape == (len(atoms),)
+        primary = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
+        X = FeatureSet.from_backbone_output(primary.run([atoms], members=False), [atoms])
+        offline = score(load_probe(probe_path), X)
+        assert results["reliability"] == pytest.approx(float(offline.p_reliable[0]), abs=1e-4)
+        assert results["novelty"] == pytest.approx(float(offline.novelty[0]), rel=1e-3, abs=1e-4)
+        assert atoms.info["probe_reliability"] == results["reliability"]
+        assert atoms.arrays["probe_importance"].shape == (len(atoms),)
+
+    def test_policies_and_threshold(self, make_calculator, structures, probe_path):
+        import warnings
+
+        from .errors import UnreliablePrediction
+
+        atoms = structures[0].copy()
+        atoms.calc = make_calculator(probe=probe_path, probe_policy="raise", probe_threshold=1.01)
+        with pytest.raises(UnreliablePrediction):
+            atoms.get_potential_energy()
+        atoms.calc = make_calculator(probe=probe_path, probe_policy="warn", probe_threshold=1.01)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            atoms.get_potential_energy()
+        assert any("unreliable" in str(w.message) for w in caught)
+        atoms.calc = make_calculator(probe=probe_path, probe_policy="ignore", probe_threshold=1.01)
+        atoms.get_potential_energy()  # no exception, no policy
+        with pytest.raises(ValueError, match="policy"):
+            make_calculator(probe=probe_path, probe_policy="explode")
+
+    def test_an_atom_pulled_away_is_outside_the_domain(self, make_calculator, structures, probe_path):
+        atoms = structures[0].copy()
+        centre = atoms.positions.mean(0)
+        far = int(np.argmax(np.linalg.norm(atoms.positions - centre, axis=1)))
+        direction = atoms.positions[far] - centre
+        atoms.positions[far] += 4.0 * direction / np.linalg.norm(direction)
+        calc = make_calculator(probe=probe_path, probe_policy="ignore")
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        assert not calc.results["in_domain"] and calc.results["reliability"] == 0.0
+        assert atoms.info["probe_in_domain"] is False
 
 
 def _np(x):

@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import atomic_write, load_probe, save_probe
-from .baselines import all_baselines
+from .atom_errors import AtomErrorModel, atom_map_quality
+from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
+from .domain import DEFAULT_ALPHA, SCALARS, DomainModel
+from .errors import FingerprintMismatch
 from .labels import LabelSpec
 from .metrics import evaluate_signal, format_table
+from .scoring import decision_threshold, score
 from .selective import selective_evaluation
 from .store import load_store
+
+#: fitting-set quantile at which a label-free score (ensemble std, LLPR, GMM, ...) flags a
+#: structure in the decision tables: what a user thresholding it would do
+BASELINE_FLAG_QUANTILE = 0.99
 
 
 def split_holdout(n, fraction, seed):
@@ -25,21 +33,64 @@ def split_holdout(n, fraction, seed):
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
+def load_reference(reference_path, fingerprint, fit_store=""):
+    """The backbone's training-set store for the domain (labels optional); refused if it
+    was extracted with another backbone or other layers."""
+    reference = load_store(reference_path)
+    mine = reference.fingerprint
+    if (mine.get("adapter"), mine.get("weights_sha256"), mine.get("layers"), mine.get("widths")) != (
+            fingerprint.get("adapter"), fingerprint.get("weights_sha256"), fingerprint.get("layers"),
+            fingerprint.get("widths")):
+        raise FingerprintMismatch(
+            f"{reference_path}: this reference store was extracted with another backbone or other "
+            f"feature layers ({mine.get('adapter')} {mine.get('layers')}) than {fit_store} "
+            f"({fingerprint.get('adapter')} {fingerprint.get('layers')}): extract the backbone's "
+            "training set with the same --adapter, --model and --layers (`probe extract --no-labels`)")
+    return reference
+
+
 def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
-              eval_fraction: float = 0.0, split_seed: int = 0, comm=None):
+              eval_fraction: float = 0.0, split_seed: int = 0, comm=None, reference=None,
+              domain=True, alpha=DEFAULT_ALPHA, atom_errors=True):
     """Fit on a feature store (minus an optional held-out fraction); write ``output``.
+
+    ``reference``: a store of the backbone's training set, the domain's reference atoms
+    (the fitting set then calibrates the novelty threshold); without it the fitting set
+    is the reference and calibrates itself by cross-fitting. ``domain``: True, a
+    ``DomainModel`` to fit, or False (no domain test). ``alpha``: the domain test's
+    false-alarm rate on in-distribution structures. ``atom_errors``: fit the per-atom
+    force-error head where the store has reference forces.
     ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
     features are streamed from the store, and rank 0 writes ``output``."""
-    data = load_store(store_path, lazy=comm is not None and comm.world > 1)
+    distributed = comm is not None and comm.world > 1
+    data = load_store(store_path, lazy=distributed)
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
     resolved = label.resolved_on(fit_data)
     fit_errors = resolved.errors(fit_data)
     y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
+    reference_data = load_reference(reference, data.fingerprint, store_path) if reference else None
     classifier.fit(fit_data, y, comm=comm)
+    rank0 = comm is None or comm.rank == 0
+    domain_model = head = None
+    if rank0:
+        in_memory = load_store(store_path).subset(fit_idx) if distributed else fit_data
+        if domain is not False and domain is not None:
+            # a total-energy error grows with size: the atom count is part of the domain then
+            scalars = SCALARS if resolved.target == "energy" else ("energy_per_atom",)
+            domain_model = (domain if isinstance(domain, DomainModel)
+                            else DomainModel(alpha=alpha, scalars=scalars, seed=split_seed))
+            if reference_data is not None:
+                domain_model.fit(reference_data, calibration=in_memory)
+            else:
+                domain_model.fit(in_memory)
+        forces = getattr(in_memory, "atom_force_error", None)
+        if atom_errors and forces is not None and np.isfinite(forces).sum() >= 10:
+            head = AtomErrorModel(seed=split_seed).fit(in_memory, forces)
     info = {
         "fit_store": str(Path(store_path).resolve()),
         "store_identity": data.attrs,
+        "reference_store": str(Path(reference).resolve()) if reference else None,
         "fit_indices": fit_idx.tolist(),
         "eval_indices": eval_idx.tolist(),
         "n_fit": int(len(fit_idx)),
@@ -47,19 +98,59 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
         "epochs": [len(h) for h in classifier.history_],
         "decision_threshold": 0.5,
     }
-    if comm is None or comm.rank == 0:
-        save_probe(output, classifier, resolved, data.fingerprint, info)
+    if rank0:
+        save_probe(output, classifier, resolved, data.fingerprint, info, domain_model, head)
     if comm is not None:
         comm.barrier()  # every rank returns once the file is there
+    classifier.domain_ = domain_model  # for the caller's report; not part of the estimator
+    classifier.atom_errors_ = head
     return resolved, classifier
 
 
-UNGUARDED = "PROBE without domain guard"
+NETWORK = "PROBE network alone"
+NOVELTY = "novelty"
 
 
-def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False):
+def _reference_for(info, fit_data):
+    """The set the label-free baselines measure against: the backbone's training set
+    when the probe was fitted with one, else the fitting set."""
+    path = info.get("reference_store")
+    if path and Path(path).exists():
+        return load_store(path)
+    return fit_data
+
+
+def _decisions(scores, unreliable, p_reliable, threshold, fit_scores):
+    """Per method: what fraction its default decision flags, overall, among the unreliable
+    and among the reliable structures. PROBE: P(reliable) < its decision threshold (0 outside
+    the domain); novelty: > 1; other scores: above their fitting-set 99th percentile."""
+    out = {}
+    bad = unreliable.astype(bool)
+    for name, s in scores.items():
+        if name == "random":
+            continue
+        if name == "PROBE":
+            flagged, rule = p_reliable < threshold, f"P(reliable) < {threshold:.3g}, 0 outside the domain"
+        elif name == NETWORK:
+            flagged, rule = (1 - s) < threshold, f"network's P(reliable) < {threshold:.3g}"
+        elif name == NOVELTY:
+            flagged, rule = s > 1.0, "novelty > 1 (conformal threshold)"
+        elif fit_scores is not None and name in fit_scores:
+            cut = float(np.quantile(fit_scores[name], BASELINE_FLAG_QUANTILE))
+            flagged, rule = s > cut, f"> fitting-set {100 * BASELINE_FLAG_QUANTILE:.0f}th percentile ({cut:.4g})"
+        else:
+            continue
+        out[name] = {"rule": rule, "flagged": float(flagged.mean()),
+                     "unreliable_flagged": float(flagged[bad].mean()) if bad.any() else float("nan"),
+                     "reliable_flagged": float(flagged[~bad].mean()) if (~bad).any() else float("nan")}
+    return out
+
+
+def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False,
+                   baselines: ReferenceBaselines | None = None):
     """PROBE and the baselines on the same structures. If ``store_path`` is the store the
-    probe was fitted on, only its held-out structures are used."""
+    probe was fitted on, only its held-out structures are used. ``baselines``: already
+    fitted ones (several stores scored against one reference)."""
     artifact = load_probe(probe_path)
     data = load_store(store_path)
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
@@ -77,28 +168,53 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         fit_data = fit_store.subset(info["fit_indices"])
     errs = artifact.label.errors(data)
     unreliable = (errs > artifact.label.threshold).astype(int)
-    classifier = artifact.classifier
-    p_network, importance = classifier.predict_with_importance(data, guard=False)
-    inside = classifier.in_domain(data)
-    p_reliable = classifier.guarded(p_network, data, inside)
-    scores = {"PROBE": 1 - p_reliable}
-    if getattr(classifier, "domain_radius_", None) is not None:  # what the guard changes
-        scores[UNGUARDED] = 1 - p_network
-    scores.update(all_baselines(fit_data, data, seed))
-    results = {}
-    for name, score in scores.items():
-        results[name] = evaluate_signal(score, unreliable, errs,
-                                        {"PROBE": p_reliable, UNGUARDED: p_network}.get(name),
+    result = score(artifact, data)
+    scores = {"PROBE": 1 - result.p_reliable}
+    if artifact.domain is not None:  # what the domain test changes
+        scores[NETWORK] = 1 - result.p_network
+        scores[NOVELTY] = result.novelty
+    if baselines is None and fit_data is not None:
+        baselines = ReferenceBaselines().fit(_reference_for(info, fit_data), fit_data, seed)
+    if baselines is not None:
+        scores.update(baselines.score(data))
+    fit_scores = None
+    if fit_data is not None:
+        fit_scores = dict(baselines.score(fit_data)) if baselines is not None else {}
+        if artifact.domain is not None:
+            fit_scores[NOVELTY] = score(artifact, fit_data).novelty
+    threshold = decision_threshold(artifact)
+    metrics = {}
+    for name, s in scores.items():
+        metrics[name] = evaluate_signal(s, unreliable, errs,
+                                        {"PROBE": result.p_reliable, NETWORK: result.p_network}.get(name),
                                         n_bootstrap=n_bootstrap, seed=seed)
+    atom_maps = {}
+    if data.atom_force_error is not None and np.isfinite(data.atom_force_error).any():
+        if result.atom_error is not None:
+            atom_maps["predicted force error"] = atom_map_quality(result.atom_error, data.atom_force_error, data.offsets)
+        atom_maps["attention importance"] = atom_map_quality(result.importance, data.atom_force_error, data.offsets)
+        if result.atom_novelty is not None:
+            atom_maps["atom novelty"] = atom_map_quality(result.atom_novelty, data.atom_force_error, data.offsets)
+    domain = None
+    if artifact.domain is not None:
+        domain = {"alpha": artifact.domain.alpha, "n_calibration": artifact.domain.n_calibration_,
+                  "flagged_fraction": float((~result.in_domain).mean()),
+                  "in_distribution": bool(same_store),
+                  "reference": info.get("reference_store") or "the fitting set"}
     return {
         "label": artifact.label.to_dict(),
         "n_structures": int(len(data)),
         "unreliable_fraction": float(unreliable.mean()),
-        "in_domain_fraction": float(inside.mean()),
-        "metrics": results,
-        "selective": selective_evaluation(artifact, data, p_reliable, unreliable),
-        "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": p_reliable,
-                   "scores": scores, "importance": importance, "data": data},
+        "in_domain_fraction": float(result.in_domain.mean()),
+        "domain": domain,
+        "metrics": metrics,
+        "decisions": _decisions(scores, unreliable, result.p_reliable, threshold, fit_scores),
+        "atom_maps": atom_maps,
+        "selective": selective_evaluation(artifact, data, result.p_reliable, unreliable),
+        "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": result.p_reliable,
+                   "p_network": result.p_network, "scores": scores, "importance": result.importance,
+                   "in_domain": result.in_domain, "novelty": result.novelty,
+                   "atom_novelty": result.atom_novelty, "atom_error": result.atom_error, "data": data},
     }
 
 
@@ -115,15 +231,34 @@ def write_evaluation(evaluation, output_dir) -> Path:
 
 
 def metrics_table(evaluation) -> str:
-    return format_table(evaluation["metrics"])
+    lines = [format_table(evaluation["metrics"])]
+    if evaluation.get("decisions"):
+        lines += ["", f"{'default decision':<22}{'flags':>10}{'of unreliable':>15}{'of reliable':>13}  rule"]
+        for name, d in evaluation["decisions"].items():
+            lines.append(f"{name:<22}{100 * d['flagged']:>9.1f}%{100 * d['unreliable_flagged']:>14.1f}%"
+                         f"{100 * d['reliable_flagged']:>12.1f}%  {d['rule']}")
+    if evaluation.get("domain"):
+        d = evaluation["domain"]
+        where = "in-distribution held-out" if d["in_distribution"] else "these"
+        lines.append(f"\ndomain test: {100 * d['flagged_fraction']:.1f}% of {where} structures outside "
+                     f"(alpha = {d['alpha']:g}, threshold from {d['n_calibration']} structures; "
+                     f"reference: {d['reference']})")
+    for name, q in (evaluation.get("atom_maps") or {}).items():
+        lines.append(f"per-atom map '{name}': top atom among the 3 worst forces in "
+                     f"{100 * q['hit_rate']:.0f}% (random {100 * q['random_rate']:.0f}%), "
+                     f"within-structure Spearman {q['spearman']:.2f}")
+    return "\n".join(lines)
 
 
 def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_size=32,
-                 allow_mismatch=False, progress=True):
-    """Score every structure of ``input_path``; write extxyz with ``probe_reliability``
-    per structure and ``probe_importance`` per atom (plus the backbone's energy)."""
+                 allow_mismatch=False, progress=True, use_domain=True):
+    """Score every structure of ``input_path``; write extxyz with ``probe_reliability``,
+    ``probe_in_domain``, ``probe_novelty`` per structure and ``probe_importance``,
+    ``probe_atom_novelty``, ``probe_atom_error`` per atom (plus the backbone's energy)."""
     import ase.io
     from tqdm.auto import tqdm
+
+    from .calculator import write_scores
 
     from .data import count_structures, iter_batches
     from .store import FeatureSet
@@ -133,23 +268,21 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
     annotated = []
     bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="predict", disable=not progress)
 
-    def score(batch):
+    def score_batch(batch):
         atoms_list = [s.atoms for s in batch]
         out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
                           indices=[s.index for s in batch])
-        p, importance = artifact.classifier.predict_with_importance(
-            FeatureSet.from_backbone_output(out, atoms_list))
-        for atoms, prob, imp, energy in zip(atoms_list, p, importance, out.energies):
+        scores = score(artifact, FeatureSet.from_backbone_output(out, atoms_list), use_domain)
+        for i, (atoms, energy) in enumerate(zip(atoms_list, out.energies)):
             atoms = atoms.copy()
             atoms.calc = None
-            atoms.info["probe_reliability"] = float(prob)
+            write_scores({}, scores, i, atoms)
             atoms.info["probe_energy"] = float(energy)
-            atoms.arrays["probe_importance"] = imp.astype(np.float64)
             annotated.append(atoms)
         bar.update(len(batch))
 
     for batch in iter_batches(input_path, index, batch_size):
-        score(batch)
+        score_batch(batch)
     bar.close()
     atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), annotated, format="extxyz"))
     return annotated

@@ -57,7 +57,7 @@ def test_md_run_records_reliability_and_raise_policy_stops_it(toy_files, fitted_
 
     atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise", threshold=1.01)
     dyn = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02)
-    with pytest.raises(UnreliablePrediction, match="most attended atoms") as info:
+    with pytest.raises(UnreliablePrediction, match="atoms of largest predicted force error: Cu") as info:
         dyn.run(10)
     assert info.value.atom_importance.shape == (len(atoms),)
 
@@ -78,3 +78,32 @@ def test_warn_policy_warns(toy_files, fitted_probe):
     atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="warn", threshold=1.01)
     with pytest.warns(UnreliableWarning, match="unreliable"):
         atoms.get_potential_energy()
+
+
+def test_outside_the_domain_is_unreliable_and_the_novel_atom_is_named(toy_files, fitted_probe):
+    """One Cu atom pulled 3 Å out of a cluster: the domain test (on by default) flags the
+    structure whatever the network says, results say why, and the raise policy names
+    the pulled atom first."""
+    atoms = ase.io.read(toy_files["heldout"], 0)
+    calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    assert calc.results["in_domain"] and calc.results["novelty"] <= 1
+    assert calc.results["reliability"] == calc.results["reliability_network"]
+    assert calc.results["atom_error"].shape == (len(atoms),)
+
+    pulled = atoms.copy()
+    centre = pulled.positions.mean(0)
+    far = int(np.argmax(np.linalg.norm(pulled.positions - centre, axis=1)))
+    direction = pulled.positions[far] - centre
+    pulled.positions[far] += 3.0 * direction / np.linalg.norm(direction)
+    pulled.calc = calc
+    pulled.get_potential_energy()
+    assert not calc.results["in_domain"] and calc.results["novelty"] > 1
+    assert calc.results["reliability"] == 0.0
+    assert int(np.argmax(calc.results["atom_novelty"])) == far
+    assert pulled.info["probe_in_domain"] is False and "probe_atom_novelty" in pulled.arrays
+
+    pulled.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise")
+    with pytest.raises(UnreliablePrediction, match=f"novel atoms Cu{far} "):
+        pulled.get_potential_energy()

@@ -79,36 +79,17 @@ def test_latent_distance_extra_input():
     assert d.shape == (len(X),) and np.all(d >= 0)
 
 
-def test_domain_guard_abstains_outside_the_fitting_domain_and_nowhere_else(tmp_path):
-    """Structures far from every fitting structure in feature space (and with an energy per
-    atom the probe never saw) get P(reliable) = 0; structures like the fitting ones keep
-    the network's calibrated probability. The guard survives saving and loading."""
-    from dataclasses import replace
 
-    from probe_base.artifact import load_probe, save_probe
-    from probe_base.labels import LabelSpec
 
-    X, y, clf = _fit(domain_guard=True)
-    Xt, _ = synthetic_features(200, seed=9)
-    assert clf.in_domain(X).all() and clf.in_domain(Xt).mean() > 0.9
-    far = replace(Xt, features=Xt.features * 8 + 5, energy_pred=Xt.energy_pred * 100)
-    assert not clf.in_domain(far).any()
-    assert np.all(clf.predict_proba(far)[:, 1] == 0)
-    p_far, importance = clf.predict_with_importance(far)
-    assert np.all(p_far == 0) and len(importance) == len(far)
+def test_scikit_learn_estimator_contract():
+    """Parameters come from __init__ (clone works), predicting before fit is refused."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
 
-    unguarded = _fit()[2]  # the default: no guard
-    assert unguarded.domain_radius_ is None and unguarded.in_domain(far).all()
-    p_network, _ = clf.predict_with_importance(far, guard=False)  # the network alone
-    np.testing.assert_allclose(p_network, unguarded.predict_proba(far)[:, 1], rtol=1e-6)
-    assert p_network.max() > 0
-    inside = clf.in_domain(Xt)
-    np.testing.assert_allclose(clf.predict_proba(Xt)[inside, 1],
-                               unguarded.predict_proba(Xt)[inside, 1], rtol=1e-6)
-
-    path = tmp_path / "guarded.probe"
-    save_probe(path, clf, LabelSpec("energy", threshold=0.1, quantile=None), {"adapter": "toy"})
-    loaded = load_probe(path).classifier
-    assert loaded.domain_radius_ == pytest.approx(clf.domain_radius_)
-    np.testing.assert_allclose(loaded.predict_proba(Xt), clf.predict_proba(Xt), rtol=1e-5, atol=1e-6)
-    assert np.all(loaded.predict_proba(far)[:, 1] == 0)
+    clf = ProbeClassifier(hidden=8, heads=2, extras=("log_n_atoms",))
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == clf.get_params()
+    assert copy.set_params(hidden=16).hidden == 16 and clf.hidden == 8
+    X, _ = synthetic_features(20)
+    with pytest.raises(NotFittedError):
+        clf.predict_proba(X)

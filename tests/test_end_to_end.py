@@ -19,22 +19,24 @@ def test_probe_detects_unreliable_predictions(fitted_probe, heldout_store):
     assert "ensemble E std" in m and np.isfinite(m["ensemble E std"]["auroc"][0])
 
 
-def test_evaluation_scores_the_guarded_probe_and_its_network_alone(heldout_store, tmp_path):
-    """With the domain guard on, the evaluation reports what the guard changes: the network's
-    own probability is scored beside the guarded one, and on structures like the fitting
-    ones the guard keeps (nearly) all of them, so the two agree."""
-    from probe_base.classifier import ProbeClassifier
-    from probe_base.labels import LabelSpec
-    from probe_base.workflow import UNGUARDED, fit_probe
+def test_evaluation_reports_the_domain_test_beside_the_network_alone(fitted_probe, heldout_store):
+    """On by default: the evaluation scores PROBE with the domain test, the network alone and
+    novelty alone, reports the realised false-alarm rate on in-distribution held-out
+    structures (about alpha), and where the two agree (inside) and differ (outside)."""
+    from probe_base.workflow import NETWORK, NOVELTY
 
-    path = tmp_path / "guarded.probe"
-    fit_probe(heldout_store, path, LabelSpec("energy", quantile=0.5),
-              ProbeClassifier(max_epochs=60, patience=10, seed=0, domain_guard=True), eval_fraction=0.5)
-    evaluation = evaluate_probe(path, heldout_store, n_bootstrap=50)
+    evaluation = evaluate_probe(fitted_probe, heldout_store, n_bootstrap=50)
     m = evaluation["metrics"]
-    assert UNGUARDED in m and "ece" in m[UNGUARDED]
-    assert evaluation["in_domain_fraction"] > 0.9
-    guarded, network = evaluation["arrays"]["scores"]["PROBE"], evaluation["arrays"]["scores"][UNGUARDED]
-    inside = guarded != 1.0
-    np.testing.assert_allclose(guarded[inside], network[inside])
-    assert np.all(guarded[~inside] == 1.0)  # abstained: P(reliable) = 0
+    assert {NETWORK, NOVELTY, "LLPR", "GMM NLL", "latent distance"} <= set(m)
+    domain = evaluation["domain"]
+    assert domain["in_distribution"] and domain["alpha"] == 0.02
+    assert domain["flagged_fraction"] <= 0.08  # alpha = 0.02 on 200 exchangeable structures
+    arrays = evaluation["arrays"]
+    probe, network = arrays["scores"]["PROBE"], arrays["scores"][NETWORK]
+    inside = arrays["in_domain"]
+    np.testing.assert_allclose(probe[inside], network[inside])
+    assert np.all(probe[~inside] == 1.0)  # outside the domain: not reliable
+    assert np.array_equal(inside, arrays["novelty"] <= 1)
+    assert evaluation["decisions"]["PROBE"]["flagged"] >= (~inside).mean()
+    maps = evaluation["atom_maps"]
+    assert maps["predicted force error"]["n_structures"] > 100

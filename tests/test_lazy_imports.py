@@ -52,3 +52,17 @@ def test_public_names_resolve_lazily():
 
     with pytest.raises(AttributeError, match="no attribute 'missing'"):
         probe_base.missing  # noqa: B018
+
+
+def test_missing_plugin_modules_are_found_without_importing_their_package(tmp_path, monkeypatch):
+    from probe_base.plugins import _module_exists
+
+    package = tmp_path / "heavy_plugin_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('the package was imported')\n")
+    (package / "plugin.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _module_exists("heavy_plugin_pkg.plugin")
+    assert not _module_exists("heavy_plugin_pkg.no_such_module")
+    assert not _module_exists("no_such_top_level_package.plugin")
+    assert "heavy_plugin_pkg" not in sys.modules

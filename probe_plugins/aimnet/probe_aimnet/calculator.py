@@ -10,7 +10,6 @@ Without ``probe`` both return aimnet's own objects (several models: an
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +41,22 @@ def _backbone(models, probe, allow_mismatch=False):
     return artifact, backbone
 
 
-def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", threshold=None,  # noqa: N802
+def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", probe_threshold=None,  # noqa: N802
                       **kwargs):
     """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
     models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
     output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
-    one per structure) and ``atom_importance`` (per atom; 0 for padding atoms)."""
+    one per structure), ``in_domain``, ``novelty`` and per atom ``atom_importance``,
+    ``atom_novelty``, ``atom_error`` (0 for padding atoms). ``probe_threshold``: P(reliable)
+    below which ``probe_policy`` acts (default: the probe's)."""
     calculator = _base_calculator(model, **kwargs)
     if probe is None:
         return calculator
-    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=threshold)
+    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=probe_threshold)
 
 
 def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_policy="warn",  # noqa: N802
-               threshold=None, **kwargs):
+               probe_threshold=None, **kwargs):
     """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
     model file or name, or a list of them (an ensemble: ``results`` then also hold
     ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
@@ -63,14 +64,12 @@ def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_polic
     (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise"."""
     base = _base_calculator(base_calc)
     cls = ensemble_ase_class() if isinstance(base, AIMNet2Ensemble) else _aimnet_ase()
-    calculator = cls(base, charge=charge, mult=mult, **kwargs)
-    if probe is None:
-        return calculator
-    from probe_base import attach
+    from probe_base.calculator import with_probe
 
     from .plugin import AIMNet2Adapter
 
-    return attach(calculator, probe, adapter=AIMNet2Adapter, policy=probe_policy, threshold=threshold)
+    return with_probe(cls(base, charge=charge, mult=mult, **kwargs), AIMNet2Adapter, probe,
+                      probe_policy, probe_threshold)
 
 
 def _aimnet_ase():
@@ -124,10 +123,9 @@ class ProbedAIMNet2Calculator:
     first model during the call that gives energies and forces."""
 
     def __init__(self, calculator, probe, policy="warn", threshold=None, allow_mismatch=False):
-        from probe_base.calculator import POLICIES
+        from probe_base.calculator import ReliabilityPolicy
+        from probe_base.scoring import decision_threshold
 
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         models = getattr(calculator, "models", None) or [calculator.model]
         from .plugin import _CALCULATORS
 
@@ -135,9 +133,8 @@ class ProbedAIMNet2Calculator:
             _CALCULATORS[calc.model] = calc
         self.calculator = calculator
         self.artifact, self.adapter = _backbone(models, probe, allow_mismatch)
-        self.policy = policy
-        self.threshold = float(threshold if threshold is not None
-                               else self.artifact.info.get("info", {}).get("decision_threshold", 0.5))
+        self.reliability_policy = ReliabilityPolicy(policy, decision_threshold(self.artifact, threshold))
+        self.policy, self.threshold = policy, self.reliability_policy.threshold
 
     def __getattr__(self, name):
         if name == "calculator":
@@ -149,6 +146,7 @@ class ProbedAIMNet2Calculator:
                          validate_species=validate_species)
 
     def eval(self, data, forces=False, stress=False, hessian=False, validate_species=True):
+        from probe_base.scoring import score
         from probe_base.store import FeatureSet
 
         coord = torch.as_tensor(data["coord"])
@@ -168,26 +166,38 @@ class ProbedAIMNet2Calculator:
         energies = energies.detach().to(torch.float64).reshape(-1).cpu().numpy()
         counts = np.bincount(mol[real], minlength=len(energies))
         X = FeatureSet(features[real], numbers[real], np.concatenate([[0], np.cumsum(counts)]), energies)
-        p_reliable, importance = self.artifact.classifier.predict_with_importance(X)
-        flat = np.zeros(len(numbers))
-        flat[real] = np.concatenate(importance)
-        out["reliability"] = torch.as_tensor(p_reliable, dtype=torch.float64).reshape(out["energy"].shape)
-        out["atom_importance"] = torch.as_tensor(flat).reshape(numbers.shape if coord.ndim < 3
-                                                               else tuple(coord.shape[:2]))
-        self._apply_policy(p_reliable)
+        scores = score(self.artifact, X)
+        shape = numbers.shape if coord.ndim < 3 else tuple(coord.shape[:2])
+
+        def per_atom(maps):
+            flat = np.zeros(len(numbers))
+            flat[real] = np.concatenate(maps)
+            return torch.as_tensor(flat).reshape(shape)
+
+        per_structure = out["energy"].shape
+        out["reliability"] = torch.as_tensor(scores.p_reliable, dtype=torch.float64).reshape(per_structure)
+        out["in_domain"] = torch.as_tensor(scores.in_domain).reshape(per_structure)
+        out["atom_importance"] = per_atom(scores.importance)
+        if scores.novelty is not None:
+            out["novelty"] = torch.as_tensor(scores.novelty, dtype=torch.float64).reshape(per_structure)
+            out["atom_novelty"] = per_atom(scores.atom_novelty)
+        if scores.atom_error is not None:
+            out["atom_error"] = per_atom(scores.atom_error)
+        self._apply_policy(scores, numbers[real], X.offsets)
         return out
 
-    def _apply_policy(self, p_reliable):
-        from probe_base.calculator import UnreliableWarning
-        from probe_base.errors import UnreliablePrediction
+    def _apply_policy(self, scores, numbers, offsets):
+        from ase.data import chemical_symbols
 
-        bad = np.flatnonzero(np.asarray(p_reliable) < self.threshold)
-        if self.policy == "ignore" or not len(bad):
+        policy = self.reliability_policy
+        bad = [i for i, (p, inside) in enumerate(zip(scores.p_reliable, scores.in_domain))
+               if policy.unreliable(p, inside)]
+        if policy.policy == "ignore" or not bad:
             return
-        message = (f"PROBE: {len(bad)} prediction(s) unreliable (structures {bad[:10].tolist()}, "
-                   f"P(reliable) {np.round(np.asarray(p_reliable)[bad[:10]], 3).tolist()} "
-                   f"< {self.threshold:.2f})")
-        if self.policy == "warn":
-            warnings.warn(message, UnreliableWarning, stacklevel=3)
-        else:
-            raise UnreliablePrediction(message, p_reliable)
+        first = bad[0]
+        symbols = [chemical_symbols[z] for z in numbers[offsets[first]:offsets[first + 1]]]
+        message = policy.message(float(scores.p_reliable[first]), symbols, scores, first,
+                                 label=f"structure {first}")
+        if len(bad) > 1:
+            message += f" (and {len(bad) - 1} more: structures {bad[1:10]})"
+        policy.apply(message, scores.p_reliable)

@@ -9,3 +9,16 @@ from probe_base.testing import AdapterConformance
 
 class TestAIMNet2Conformance(AdapterConformance):
     pass
+
+
+import pytest  # noqa: E402
+
+from probe_base.testing import CalculatorConformance  # noqa: E402
+
+
+class TestAIMNet2CalculatorConformance(CalculatorConformance):
+    @pytest.fixture()
+    def make_calculator(self, model_paths):
+        from probe_aimnet import AIMNet2ASE
+
+        return lambda **kw: AIMNet2ASE(str(model_paths[0]), **kw)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def MACECalculator(*args, probe=None, probe_policy="warn", **kwargs):  # noqa: N802
-    """``mace.calculators.MACECalculator`` with two extra keywords.
+def MACECalculator(*args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):  # noqa: N802
+    """``mace.calculators.MACECalculator`` with three extra keywords.
 
     ``probe``: a probe file (or loaded probe) trained on the first model of
     ``model_paths``. Without it, mace's own calculator is returned unchanged. With it,
@@ -12,15 +12,13 @@ def MACECalculator(*args, probe=None, probe_policy="warn", **kwargs):  # noqa: N
     ``reliability`` (P(reliable)) and ``atom_importance``; features are read from the
     same forward pass that gives energies and forces.
     ``probe_policy``: "ignore", "warn" (default) or "raise" (``UnreliablePrediction``).
+    ``probe_threshold``: P(reliable) below which the policy acts (default: the probe's).
     All other arguments are mace's, e.g. ``MACECalculator(model_paths=[...], device="cpu")``.
     """
     from mace.calculators import MACECalculator as _MACECalculator
 
-    calculator = _MACECalculator(*args, **kwargs)
-    if probe is None:
-        return calculator
-    from probe_base import attach
+    from probe_base.calculator import with_probe
 
     from .plugin import MACEAdapter
 
-    return attach(calculator, probe, adapter=MACEAdapter, policy=probe_policy)
+    return with_probe(_MACECalculator(*args, **kwargs), MACEAdapter, probe, probe_policy, probe_threshold)

@@ -163,12 +163,22 @@ class ProbeCallback(Callback):
               f"structures, {label.target} error > {label.threshold:.4g}):\n"
               + format_table(metrics), flush=True)
         if self.out_dir is not None:
+            from probe_base.atom_errors import AtomErrorModel
+            from probe_base.domain import DomainError, DomainModel
+
             self.out_dir.mkdir(parents=True, exist_ok=True)
             result["probe_file"] = str(self.out_dir / f"test{index}.probe")
+            try:  # the fitting part is the domain's reference (cross-fitted threshold)
+                domain = DomainModel(seed=self.seed).fit(fit)
+            except DomainError as error:
+                domain = None
+                result["domain"] = f"no domain test in the probe file: {error}"
+                print(result["domain"], flush=True)
+            head = AtomErrorModel(seed=self.seed).fit(fit, fit.atom_force_error)
             save_probe(result["probe_file"], classifier, label, self.adapter.fingerprint(),
                        {"source": "probe_nequip.ProbeCallback (nequip-train test run)",
                         "fit_indices": fit_idx.tolist(), "eval_indices": eval_idx.tolist(),
-                        "decision_threshold": 0.5})
+                        "decision_threshold": 0.5}, domain, head)
             payload = {k: v for k, v in result.items() if k != "logged"}
             (self.out_dir / f"test{index}_metrics.json").write_text(json.dumps(payload, indent=2))
         return result

@@ -6,3 +6,17 @@ from probe_base.testing import AdapterConformance
 
 class TestSevenNetConformance(AdapterConformance):
     pass
+
+
+import pytest  # noqa: E402
+
+from probe_base.testing import CalculatorConformance  # noqa: E402
+
+
+class TestSevenNetCalculatorConformance(CalculatorConformance):
+    @pytest.fixture()
+    def make_calculator(self):
+        from conftest import ENSEMBLE
+        from probe_sevenn import SevenNetCalculator
+
+        return lambda **kw: SevenNetCalculator(ENSEMBLE[0], device="cpu", **kw)

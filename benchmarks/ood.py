@@ -1,0 +1,214 @@
+"""Out-of-distribution benchmark: is PROBE safe on structures unlike the backbone's data?
+
+Backbones (4 seeds each) trained on GFN2-xTB labels of 1000 ethanol geometries; every set
+labelled with the same xTB (``benchmarks/ood_data.py`` builds data, backbones and feature
+stores). The probe is fitted the way a user would, with defaults, on half of 500 held-out
+ethanol structures (``--reference`` = the backbone's training-set store, alpha = 0.02) and
+scored on the other half (in distribution) and on seven OOD sets: bond-dissociation scans,
+an atom pulled away, fragments, dimers, compressed/stretched geometries, 1500-2500 K MD and
+other C/H/O molecules.
+
+Per set and method: the fraction of *unreliable* structures the method's default decision
+flags (PROBE: P(reliable) < 0.5, 0 outside the domain; novelty: > 1; label-free scores:
+above their fitting-set 99th percentile), the fraction of in-distribution held-out
+structures it flags, and the AUROC of telling the set's structures from the in-distribution
+ones. Label: total-energy error above the fitting median (the paper's), and force RMSE
+above the fitting median (with the per-atom map's hit rate).
+
+    python -m benchmarks ood --backbone mace        # in the backbone's environment
+    python -m benchmarks ood --report               # results/ood.md from every backbone's JSON
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.ood_data import OOD_KINDS, STORES
+from benchmarks.signal_ablation import CACHE, RESULTS
+
+LABELS = {"energy_median": dict(target="energy", quantile=0.5),
+          "force_rmse_median": dict(target="force_rmse", quantile=0.5)}
+METHODS = ("PROBE", "PROBE network alone", "novelty", "ensemble E std", "ensemble F std", "LLPR",
+           "GMM NLL", "latent distance")
+SETS = tuple(f"ood_{kind}" for kind in OOD_KINDS)
+
+
+def stores_of(backbone):
+    needed = {name: STORES / f"{backbone}_{name}.h5" for name in ("train", "heldout", *SETS)}
+    if not all(p.exists() for p in needed.values()):
+        cmd = [sys.executable, "-m", "benchmarks.ood_data", "--backbone", backbone, "--stage", "all"]
+        print("building:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return needed
+
+
+def _separation(in_scores, out_scores):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    s = np.r_[in_scores, out_scores]
+    s = np.where(np.isfinite(s), s, np.nanmax(np.where(np.isfinite(s), s, np.nan)) * 10 + 1)
+    return float(roc_auc_score(y, s))
+
+
+def paired_difference(unreliable, score_a, score_b, n_bootstrap=1000, seed=0):
+    """AUROC and AURC of score_a minus score_b on the same structures, with a paired 95 %
+    bootstrap interval (both scores resampled together)."""
+    from sklearn.metrics import roc_auc_score
+
+    from probe_base.metrics import aurc
+
+    rng = np.random.default_rng(seed)
+    n = len(unreliable)
+    diffs = {"auroc": [], "aurc": []}
+    point = {"auroc": roc_auc_score(unreliable, score_a) - roc_auc_score(unreliable, score_b),
+             "aurc": aurc(score_a, unreliable) - aurc(score_b, unreliable)}
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        if unreliable[idx].min() == unreliable[idx].max():
+            continue
+        diffs["auroc"].append(roc_auc_score(unreliable[idx], score_a[idx])
+                              - roc_auc_score(unreliable[idx], score_b[idx]))
+        diffs["aurc"].append(aurc(score_a[idx], unreliable[idx]) - aurc(score_b[idx], unreliable[idx]))
+    return {k: (float(point[k]), *map(float, np.percentile(v, [2.5, 97.5]))) for k, v in diffs.items()}
+
+
+def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
+    from probe_base.artifact import load_probe
+    from probe_base.baselines import ReferenceBaselines
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+    from probe_base.store import load_store
+    from probe_base.workflow import evaluate_probe, fit_probe
+
+    started = time.perf_counter()
+    stores = stores_of(backbone)
+    reference = load_store(stores["train"])
+    result = {"backbone": backbone, "alpha": alpha, "labels": {}, "stores": {k: str(v) for k, v in stores.items()}}
+    for label_name, label_args in LABELS.items():
+        probe_path = CACHE / "ood" / "probes" / f"{backbone}_{label_name}.probe"
+        probe_path.parent.mkdir(parents=True, exist_ok=True)
+        fit_probe(stores["heldout"], probe_path, LabelSpec(**label_args), ProbeClassifier(seed=0),
+                  eval_fraction=0.5, split_seed=split_seed, reference=stores["train"], alpha=alpha)
+        artifact = load_probe(probe_path)
+        fit_data = load_store(stores["heldout"]).subset(artifact.info["info"]["fit_indices"])
+        baselines = ReferenceBaselines().fit(reference, fit_data, seed=0)
+        sets, heldout_scores = {}, None
+        for name in ("heldout", *SETS):
+            ev = evaluate_probe(probe_path, stores[name], n_bootstrap=n_bootstrap, baselines=baselines)
+            row = {"n": ev["n_structures"], "unreliable_fraction": ev["unreliable_fraction"],
+                   "in_domain_fraction": ev["in_domain_fraction"], "decisions": ev["decisions"],
+                   "auroc": {m: ev["metrics"][m]["auroc"][0] for m in METHODS if m in ev["metrics"]},
+                   "atom_maps": ev["atom_maps"]}
+            scores = ev["arrays"]["scores"]
+            if name == "heldout":
+                heldout_scores = scores
+                # the default (domain test on) against the network alone (the earlier default)
+                row["default_minus_network"] = paired_difference(
+                    ev["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"])
+            else:
+                row["separation_auroc"] = {m: _separation(heldout_scores[m], scores[m])
+                                           for m in METHODS if m in scores and m in heldout_scores}
+            sets[name] = row
+            flagged = row["decisions"].get("PROBE", {}).get("unreliable_flagged", float("nan"))
+            print(f"{backbone} {label_name} {name}: n={row['n']}, "
+                  f"{100 * row['unreliable_fraction']:.0f}% unreliable, PROBE flags "
+                  f"{100 * flagged:.0f}% of them, {100 * (1 - row['in_domain_fraction']):.1f}% outside the domain",
+                  flush=True)
+        result["labels"][label_name] = {"threshold": artifact.label.threshold,
+                                        "n_calibration": artifact.domain.n_calibration_, "sets": sets}
+    result["wall_seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"ood_{backbone}.json").write_text(json.dumps(result, indent=1, default=float))
+    plot(result, RESULTS / f"ood_{backbone}.png")
+    text = markdown([result])
+    (RESULTS / f"ood_{backbone}.md").write_text(text)
+    print(text)
+    return result
+
+
+def _pct(x):
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.0f}"
+
+
+def markdown(results) -> str:
+    lines = ["# Out-of-distribution benchmark (GFN2-xTB labels)", "",
+             "`python -m benchmarks ood --backbone B` (data, backbones and stores: "
+             "`python -m benchmarks.ood_data --backbone B --stage all`)", "",
+             "Cell: % of the set's *unreliable* structures flagged by the method's default decision "
+             "(PROBE: P(reliable) < 0.5 with the domain test; network alone: P < 0.5; novelty: > 1; "
+             "others: above their fitting-set 99th percentile). Row `heldout`: % of all in-distribution "
+             "held-out structures flagged by the domain test (novelty column) and by each method "
+             "(its false alarms). In brackets: AUROC of telling the set from the held-out structures.", ""]
+    for result in results:
+        for label_name, block in result["labels"].items():
+            sets = block["sets"]
+            methods = [m for m in METHODS if m in sets["heldout"]["decisions"]]
+            lines += [f"## {result['backbone']}, label {label_name} (threshold {block['threshold']:.4g}; "
+                      f"alpha {result['alpha']}, {block['n_calibration']} calibration structures)", "",
+                      "| set | n | % unreliable | " + " | ".join(methods) + " |",
+                      "|---" * (len(methods) + 3) + "|"]
+            for name, row in sets.items():
+                cells = []
+                for m in methods:
+                    d = row["decisions"].get(m)
+                    if name == "heldout":
+                        cells.append(_pct(d["flagged"]) if d else "-")
+                    else:
+                        sep = row.get("separation_auroc", {}).get(m)
+                        cells.append((_pct(d["unreliable_flagged"]) if d else "-")
+                                     + (f" ({sep:.2f})" if sep is not None else ""))
+                lines.append(f"| {name.removeprefix('ood_')} | {row['n']} | {_pct(row['unreliable_fraction'])} | "
+                             + " | ".join(cells) + " |")
+            held = sets["heldout"]
+            lines += ["", "In-distribution AUROC (held-out half): " + ", ".join(
+                f"{m} {v:.3f}" for m, v in held["auroc"].items() if np.isfinite(v))]
+            if "default_minus_network" in held:
+                d = held["default_minus_network"]
+                lines.append("Default (domain test on) minus network alone, paired bootstrap: AUROC "
+                             f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
+                             f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}] (AURC: lower is better)")
+            for name, q in held.get("atom_maps", {}).items():
+                lines.append(f"Per-atom map '{name}': top atom among the 3 worst forces in "
+                             f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures "
+                             f"(random {100 * q['random_rate']:.0f}%), within-structure Spearman "
+                             f"{q['spearman']:.2f}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    block = result["labels"]["energy_median"]["sets"]
+    methods = [m for m in METHODS if m in block["heldout"]["decisions"]]
+    names = list(SETS)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(methods)
+    for k, m in enumerate(methods):
+        values = [100 * block[n]["decisions"].get(m, {}).get("unreliable_flagged", np.nan) for n in names]
+        ax.bar(np.arange(len(names)) + k * width, values, width, label=m)
+    ax.axhline(95, color="k", ls="--", lw=0.8)
+    ax.set_xticks(np.arange(len(names)) + 0.4, [n.removeprefix("ood_") for n in names], rotation=15)
+    ax.set_ylabel("% of unreliable structures flagged")
+    ax.set_title(f"{result['backbone']}: OOD sets, energy label, default decisions")
+    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report():
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ood_*.json"))]
+    text = markdown(results)
+    (RESULTS / "ood.md").write_text(text)
+    print(text)
+    return 0

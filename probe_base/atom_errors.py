@@ -1,0 +1,119 @@
+"""Per-atom reliability: which atoms' forces are wrong.
+
+A small regression head on the same frozen per-atom backbone features (plus the element)
+predicts each atom's force error |F_pred - F_ref| (eV/Å), supervised by the per-atom force
+errors of the labelled fitting set. Its prediction is the per-atom map users get as
+``atom_error``: the atom it ranks first is the one to look at. The attention map of the
+structure-level probe stays available as ``atom_importance``; it is trained only on one
+label per structure and does not locate wrong atoms (measured: worse than random).
+
+Fitted with scikit-learn's ``MLPRegressor`` on log errors (errors span decades); the
+weights are kept as plain arrays so the ``.probe`` file holds no pickle, and prediction
+is a numpy forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+LOG_FLOOR = 1e-4  # eV/Å: below any force error that matters
+
+
+class AtomErrorModel:
+    """Predicted per-atom force error from per-atom features and the element."""
+
+    def __init__(self, hidden=64, alpha=1e-3, max_iter=200, max_atoms=200_000, seed=0):
+        self.hidden = hidden
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.max_atoms = max_atoms
+        self.seed = seed
+
+    def _inputs(self, features, atomic_numbers):
+        z = (np.asarray(features, dtype=np.float32) - self.mean_) / self.std_
+        onehot = (np.asarray(atomic_numbers)[:, None] == self.elements_[None, :]).astype(np.float32)
+        return np.concatenate([z, onehot], axis=1)
+
+    def fit(self, X, atom_force_error):
+        from sklearn.neural_network import MLPRegressor
+
+        errors = np.asarray(atom_force_error, dtype=np.float64)
+        keep = np.flatnonzero(np.isfinite(errors))
+        if len(keep) < 10:
+            raise ValueError("per-atom force errors are needed to fit the per-atom map "
+                             "(extract with reference forces)")
+        if len(keep) > self.max_atoms:
+            keep = np.sort(np.random.default_rng(self.seed).choice(keep, self.max_atoms, replace=False))
+        feats = np.asarray(X.features, dtype=np.float32)
+        self.mean_ = feats.mean(0)
+        self.std_ = feats.std(0) + 1e-6
+        self.elements_ = np.unique(X.atomic_numbers).astype(np.int64)
+        inputs = self._inputs(feats[keep], X.atomic_numbers[keep])
+        target = np.log(errors[keep] + LOG_FLOOR)
+        self.target_mean_, self.target_std_ = float(target.mean()), float(target.std() + 1e-9)
+        net = MLPRegressor(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
+                           early_stopping=True, random_state=self.seed, n_iter_no_change=10)
+        net.fit(inputs, (target - self.target_mean_) / self.target_std_)
+        self.weights_ = [w.astype(np.float32) for w in net.coefs_]
+        self.biases_ = [b.astype(np.float32) for b in net.intercepts_]
+        return self
+
+    def predict_atoms(self, features, atomic_numbers) -> np.ndarray:
+        """Predicted |F_pred - F_ref| per atom, eV/Å."""
+        h = self._inputs(features, atomic_numbers)
+        for i, (w, b) in enumerate(zip(self.weights_, self.biases_)):
+            h = h @ w + b
+            if i < len(self.weights_) - 1:
+                h = np.maximum(h, 0.0)  # MLPRegressor's default relu
+        log_error = h[:, 0] * self.target_std_ + self.target_mean_
+        return np.exp(log_error) - LOG_FLOOR
+
+    def predict(self, X) -> list[np.ndarray]:
+        flat = self.predict_atoms(X.features, X.atomic_numbers)
+        return [flat[X.offsets[i]:X.offsets[i + 1]] for i in range(len(X))]
+
+    # ---- persistence ---------------------------------------------------------------------
+    def state_dict(self):
+        arrays = {"mean": self.mean_, "std": self.std_, "elements": self.elements_}
+        for i, (w, b) in enumerate(zip(self.weights_, self.biases_)):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+        meta = {"params": {"hidden": self.hidden, "alpha": self.alpha, "max_iter": self.max_iter,
+                           "max_atoms": self.max_atoms, "seed": self.seed},
+                "n_layers": len(self.weights_), "target_mean": self.target_mean_,
+                "target_std": self.target_std_}
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays, meta):
+        model = cls(**meta["params"])
+        model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
+        model.std_ = np.asarray(arrays["std"], dtype=np.float32)
+        model.elements_ = np.asarray(arrays["elements"], dtype=np.int64)
+        model.weights_ = [np.asarray(arrays[f"w{i}"], dtype=np.float32) for i in range(meta["n_layers"])]
+        model.biases_ = [np.asarray(arrays[f"b{i}"], dtype=np.float32) for i in range(meta["n_layers"])]
+        model.target_mean_, model.target_std_ = float(meta["target_mean"]), float(meta["target_std"])
+        return model
+
+
+def atom_map_quality(maps, true_errors, offsets, top=3) -> dict:
+    """How well per-atom maps locate the atoms with wrong forces, over structures:
+    ``hit_rate``: the map's top atom is among the ``top`` atoms of largest true error;
+    ``random_rate``: the same for a random atom (top / N averaged); ``spearman``: mean
+    within-structure rank correlation of map and true errors."""
+    hits, randoms, rhos = [], [], []
+    for i, m in enumerate(maps):
+        true = np.asarray(true_errors[offsets[i]:offsets[i + 1]], dtype=float)
+        m = np.asarray(m, dtype=float)
+        if len(true) <= top or not np.all(np.isfinite(true)):
+            continue
+        worst = np.argsort(true)[::-1][:top]
+        hits.append(float(np.argmax(m) in worst))
+        randoms.append(top / len(true))
+        if np.ptp(m) > 0 and np.ptp(true) > 0:
+            rhos.append(float(spearmanr(m, true).statistic))
+    if not hits:
+        return {"hit_rate": float("nan"), "random_rate": float("nan"), "spearman": float("nan"),
+                "n_structures": 0}
+    return {"hit_rate": float(np.mean(hits)), "random_rate": float(np.mean(randoms)),
+            "spearman": float(np.mean(rhos)) if rhos else float("nan"), "n_structures": len(hits)}

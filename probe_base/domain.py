@@ -1,0 +1,280 @@
+"""The backbone's domain: where in its own feature space it has seen atoms before.
+
+Per-atom novelty = mean distance of an atom's standardised backbone features to its k
+nearest reference atoms *of the same element* (scikit-learn ``NearestNeighbors``), divided
+by that element's typical reference distance. Structure novelty = the largest per-atom
+novelty, so one odd atom (a bond pulled apart, a fragment's dangling end) is enough.
+
+The reference atoms come from the backbone's training set (``probe fit --reference``) or,
+without one, from the probe's fitting set. The threshold is set by split-conformal
+calibration on in-distribution structures that are not in the reference: with n
+calibration structures, the ceil((n + 1)(1 - alpha))-th smallest novelty. A new structure
+exchangeable with them is then flagged with probability at most alpha (Vovk et al. 2005;
+Angelopoulos & Bates 2021). Novelties are reported divided by that threshold: > 1 means
+outside the domain.
+
+Structure-level scalars count too: a structure whose predicted energy per atom, or (for
+total-energy labels) whose atom count, lies outside the reference set's range is outside
+the domain (a dimer of the training molecule, another composition). It enters the same
+conformal score (ranked above every in-range structure), so alpha bounds both together.
+
+Memory: at most ``max_reference_atoms`` atoms are kept per element (a random subsample),
+as float32: ``4 * n_features * max_reference_atoms`` bytes per element (50 000 atoms x
+256 features = 51 MB); the same goes into the ``.probe`` file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from .errors import ProbeError
+
+DEFAULT_ALPHA = 0.02
+SCALARS = ("energy_per_atom", "n_atoms")
+OUT_OF_RANGE = 1e3  # raw novelty of a structure outside the scalar ranges: above any in-range one
+UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
+
+
+class DomainError(ProbeError):
+    """A domain model that cannot be fitted as asked (alpha, calibration size, reference)."""
+
+
+def min_calibration_size(alpha: float) -> int:
+    """The fewest calibration structures for which a finite conformal threshold exists:
+    ceil((n + 1)(1 - alpha)) <= n  <=>  n >= 1/alpha - 1."""
+    return int(math.ceil(1.0 / alpha - 1.0 - 1e-9))
+
+
+def conformal_threshold(scores: np.ndarray, alpha: float) -> float:
+    """The split-conformal quantile: P(new score > threshold) <= alpha for a new score
+    exchangeable with ``scores``."""
+    if not 0.0 < alpha < 1.0:
+        raise DomainError(f"alpha must lie in (0, 1), not {alpha!r} (e.g. --alpha 0.02)")
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(scores)
+    needed = min_calibration_size(alpha)
+    if n < needed:
+        raise DomainError(
+            f"alpha = {alpha:g} needs at least {needed} in-distribution calibration structures, "
+            f"only {n} are available: use more labelled structures or a larger --alpha "
+            f"(with {n} structures the smallest possible alpha is {1.0 / (n + 1):.3g})")
+    rank = int(math.ceil((n + 1) * (1.0 - alpha)))  # 1-based
+    return float(scores[rank - 1])
+
+
+class DomainModel:
+    """Per-element reference atoms in the backbone's feature space and a conformal
+    threshold on the structure novelty. ``fit`` then ``novelty``."""
+
+    def __init__(self, n_neighbors=5, max_reference_atoms=50_000, alpha=DEFAULT_ALPHA,
+                 calibration_folds=5, scalars=SCALARS, seed=0):
+        self.n_neighbors = n_neighbors
+        self.max_reference_atoms = max_reference_atoms
+        self.alpha = alpha
+        self.calibration_folds = calibration_folds
+        self.scalars = scalars
+        self.seed = seed
+
+    # ---- fitting ------------------------------------------------------------------------
+    def fit(self, reference, calibration=None):
+        """``reference``: a FeatureSet of in-domain structures (the backbone's training
+        set). ``calibration``: in-distribution structures *not* in ``reference`` for the
+        conformal threshold. Without it, the reference itself calibrates by cross-fitting
+        (each fold's novelty against the other folds' atoms)."""
+        if not 0.0 < self.alpha < 1.0:
+            raise DomainError(f"alpha must lie in (0, 1), not {self.alpha!r} (e.g. --alpha 0.02)")
+        if len(reference) == 0:
+            raise DomainError("the domain's reference set has no structures")
+        feats = np.asarray(reference.features, dtype=np.float32)
+        self.n_features_in_ = feats.shape[1]
+        self.mean_ = feats.mean(0)
+        self.std_ = feats.std(0) + 1e-6
+        if calibration is None:
+            scores = self._cross_fitted_scores(reference)
+        else:
+            self._fit_reference(reference)
+            scores = self._raw_structure_novelty(calibration)[0]
+        self.n_calibration_ = int(len(scores))
+        self.threshold_ = conformal_threshold(scores, self.alpha)
+        self.calibration_scores_ = np.sort(scores).astype(np.float64)
+        return self
+
+    def _fit_reference(self, reference, rows=None):
+        """Keep at most ``max_reference_atoms`` atoms per element (``rows``: structure
+        indices to use) and the per-element distance scale."""
+        rng = np.random.default_rng(self.seed)
+        structures = np.arange(len(reference)) if rows is None else np.asarray(rows)
+        values = self._scalar_values(reference)
+        self.ranges_ = {name: (float(v[structures].min()), float(v[structures].max()))
+                        for name, v in values.items()}
+        z_all = np.asarray(reference.atomic_numbers)
+        atom_rows = np.arange(len(z_all)) if rows is None else _atoms_of(reference, rows)
+        self.elements_ = np.unique(z_all[atom_rows]).astype(np.int64)
+        self.reference_, self.scale_, self._knn_ = {}, {}, {}
+        for z in self.elements_:
+            mine = atom_rows[z_all[atom_rows] == z]
+            if len(mine) > self.max_reference_atoms:
+                mine = np.sort(rng.choice(mine, self.max_reference_atoms, replace=False))
+            points = self._standardise(reference.features[mine])
+            self.reference_[int(z)] = points
+            self._knn_[int(z)] = NearestNeighbors().fit(points)
+            self.scale_[int(z)] = self._element_scale(int(z), points)
+        return self
+
+    def _element_scale(self, z, points):
+        """The element's typical nearest-neighbour distance among its own reference atoms
+        (self excluded): divides raw distances so that elements are comparable."""
+        if len(points) < 2:
+            return 1.0
+        k = min(self.n_neighbors, len(points) - 1)
+        distances, _ = self._knn_[z].kneighbors(points, n_neighbors=k + 1)
+        scale = float(np.median(distances[:, 1:].mean(1)))
+        return scale if scale > 0 else 1.0
+
+    def _cross_fitted_scores(self, reference):
+        """Structure novelty of each reference structure against the other folds' atoms,
+        then the final reference of all atoms."""
+        n = len(reference)
+        folds = min(self.calibration_folds, n)
+        if folds < 2:
+            raise DomainError("cross-fitted calibration needs at least 2 structures")
+        order = np.random.default_rng(self.seed).permutation(n)
+        scores = np.zeros(n)
+        for k in range(folds):
+            held = np.sort(order[k::folds])
+            rest = np.setdiff1d(np.arange(n), held)
+            self._fit_reference(reference, rows=rest)
+            scores[held] = self._raw_structure_novelty(reference.subset(held))[0]
+        self._fit_reference(reference)
+        return scores
+
+    # ---- scoring -------------------------------------------------------------------------
+    def _scalar_values(self, X) -> dict:
+        unknown = set(self.scalars) - set(SCALARS)
+        if unknown:
+            raise DomainError(f"unknown structure scalars {sorted(unknown)}; choose from {SCALARS}")
+        n = X.n_atoms.astype(np.float64)
+        values = {"energy_per_atom": np.asarray(X.energy_pred, dtype=np.float64) / np.maximum(n, 1),
+                  "n_atoms": n}
+        return {name: values[name] for name in self.scalars}
+
+    def out_of_range(self, X) -> dict:
+        """Per scalar: True where a structure lies outside the reference set's range."""
+        return {name: (v < self.ranges_[name][0]) | (v > self.ranges_[name][1])
+                for name, v in self._scalar_values(X).items()}
+
+    def _standardise(self, feats):
+        return ((np.asarray(feats, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
+
+    def _raw_atom_novelty(self, features, atomic_numbers):
+        """Scaled k-NN distance of every atom to same-element reference atoms (inf for an
+        element the reference never had)."""
+        z = np.asarray(atomic_numbers)
+        out = np.full(len(z), UNSEEN)
+        points = self._standardise(features)
+        for element in np.unique(z):
+            knn = self._knn_.get(int(element))
+            if knn is None:
+                continue  # unseen element: novel by definition
+            rows = np.flatnonzero(z == element)
+            k = min(self.n_neighbors, len(self.reference_[int(element)]))
+            distances, _ = knn.kneighbors(points[rows], n_neighbors=k)
+            out[rows] = distances.mean(1) / self.scale_[int(element)]
+        return out
+
+    def _raw_structure_novelty(self, X):
+        atom = self._raw_atom_novelty(X.features, X.atomic_numbers)
+        if len(X) == 0:
+            return np.zeros(0), atom
+        structure = np.maximum.reduceat(atom, X.offsets[:-1])
+        outside = np.zeros(len(X), dtype=bool)
+        for flags in self.out_of_range(X).values():
+            outside |= flags
+        return np.where(outside, np.maximum(structure, OUT_OF_RANGE), structure), atom
+
+    def novelty(self, X):
+        """(structure novelty (n,), per-atom novelty list), both divided by the conformal
+        threshold: > 1 = outside the domain."""
+        _check_fitted(self)
+        if X.n_features != self.n_features_in_:
+            raise DomainError(f"features have width {X.n_features}, the domain model "
+                              f"{self.n_features_in_}: another backbone or other layers")
+        structure, atom = self._raw_structure_novelty(X)
+        atom = atom / self.threshold_
+        per_atom = [atom[X.offsets[i]:X.offsets[i + 1]] for i in range(len(X))]
+        return structure / self.threshold_, per_atom
+
+    def in_domain(self, X) -> np.ndarray:
+        return self.novelty(X)[0] <= 1.0
+
+    # ---- persistence (the artifact module writes these to the .probe file) ---------------
+    def state_dict(self) -> tuple[dict, dict]:
+        """(arrays, JSON metadata): everything ``from_state`` needs, no pickle."""
+        _check_fitted(self)
+        arrays = {"mean": self.mean_, "std": self.std_,
+                  "calibration_scores": self.calibration_scores_}
+        ranges = {name: list(r) for name, r in self.ranges_.items()}
+        for z, points in self.reference_.items():
+            arrays[f"reference.{z}"] = points
+        meta = {"params": self.get_params(), "threshold": self.threshold_,
+                "n_calibration": self.n_calibration_, "n_features": int(self.n_features_in_),
+                "elements": [int(z) for z in self.elements_],
+                "scale": {str(z): float(s) for z, s in self.scale_.items()}, "ranges": ranges}
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict) -> "DomainModel":
+        params = dict(meta["params"])
+        params["scalars"] = tuple(params.get("scalars", ()))
+        model = cls(**params)
+        model.ranges_ = {name: tuple(r) for name, r in meta.get("ranges", {}).items()}
+        model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
+        model.std_ = np.asarray(arrays["std"], dtype=np.float32)
+        model.calibration_scores_ = np.asarray(arrays["calibration_scores"], dtype=np.float64)
+        model.threshold_ = float(meta["threshold"])
+        model.n_calibration_ = int(meta["n_calibration"])
+        model.n_features_in_ = int(meta["n_features"])
+        model.elements_ = np.asarray(meta["elements"], dtype=np.int64)
+        model.scale_ = {int(z): float(s) for z, s in meta["scale"].items()}
+        model.reference_, model._knn_ = {}, {}
+        for z in model.elements_:
+            points = np.asarray(arrays[f"reference.{int(z)}"], dtype=np.float32)
+            model.reference_[int(z)] = points
+            model._knn_[int(z)] = NearestNeighbors().fit(points)
+        return model
+
+    def get_params(self):
+        return {"n_neighbors": self.n_neighbors, "max_reference_atoms": self.max_reference_atoms,
+                "alpha": self.alpha, "calibration_folds": self.calibration_folds,
+                "scalars": list(self.scalars), "seed": self.seed}
+
+    def summary(self) -> str:
+        counts = ", ".join(f"Z={z}: {len(p)}" for z, p in self.reference_.items())
+        ranges = ", ".join(f"{name} {lo:.4g}..{hi:.4g}" for name, (lo, hi) in self.ranges_.items())
+        return (f"domain: {counts} reference atoms; {ranges}; threshold at alpha = {self.alpha:g} "
+                f"from {self.n_calibration_} calibration structures")
+
+    def reasons(self, X, i) -> list[str]:
+        """Why structure i is outside the scalar ranges (empty if it is not)."""
+        values = self._scalar_values(X.subset([i]))
+        out = []
+        for name, v in values.items():
+            lo, hi = self.ranges_[name]
+            if not lo <= v[0] <= hi:
+                out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
+        return out
+
+
+def _atoms_of(X, rows):
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(X.offsets[i], X.offsets[i + 1]) for i in rows])
+
+
+def _check_fitted(model):
+    if getattr(model, "threshold_", None) is None:
+        raise DomainError("this DomainModel is not fitted yet: call fit(reference) first")

@@ -1,0 +1,120 @@
+"""The backbone's domain: per-element k-NN novelty with a conformal false-alarm rate, the
+per-atom force-error head, and the label-free baselines (LLPR, GMM) it is compared with."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from probe_base.atom_errors import AtomErrorModel, atom_map_quality
+from probe_base.baselines import GMM, LLPR
+from probe_base.domain import DomainError, DomainModel, conformal_threshold, min_calibration_size
+from probe_base.store import FeatureSet
+
+
+def _structures(n, seed, n_features=6, atoms=(4, 10), elements=(1, 6, 8)):
+    """Per-atom features that depend on the element (as a backbone's do)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(*atoms, n)
+    z = rng.choice(elements, counts.sum())
+    centres = {e: np.random.default_rng(e).normal(size=n_features) * 3 for e in elements}
+    feats = np.stack([centres[e] for e in z]) + rng.normal(size=(len(z), n_features))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return FeatureSet(feats.astype(np.float32), z, offsets, rng.normal(size=n))
+
+
+def test_conformal_threshold_gives_the_stated_false_alarm_rate():
+    reference, calibration, test = _structures(600, 0), _structures(500, 1), _structures(4000, 2)
+    domain = DomainModel(alpha=0.02).fit(reference, calibration)
+    flagged = 1 - domain.in_domain(test).mean()
+    assert 0.005 < flagged < 0.04  # alpha = 0.02; exchangeable structures
+    loose = DomainModel(alpha=0.2).fit(reference, calibration)
+    assert 0.14 < 1 - loose.in_domain(test).mean() < 0.26
+    # without a separate calibration set the reference calibrates itself by cross-fitting
+    self_calibrated = DomainModel(alpha=0.02).fit(reference)
+    assert 1 - self_calibrated.in_domain(test).mean() < 0.05
+
+
+def test_one_odd_atom_is_enough_and_an_unseen_element_is_novel():
+    reference, calibration = _structures(400, 0), _structures(200, 1)
+    domain = DomainModel().fit(reference, calibration)
+    test = _structures(50, 3)
+    odd = test.features.copy()
+    odd[test.offsets[:-1]] += 6.0  # the first atom of every structure, far off
+    novelty, atoms = domain.novelty(replace(test, features=odd))
+    assert np.all(novelty > 1)
+    assert all(int(np.argmax(a)) == 0 for a in atoms)
+    # mean-pooled features barely move: the structure-level picture would miss it
+    unseen = replace(test, atomic_numbers=np.where(np.arange(len(test.atomic_numbers)) == 2, 7,
+                                                   test.atomic_numbers))
+    novelty, atoms = domain.novelty(unseen)
+    assert novelty[0] > 1e3 and atoms[0][2] > 1e3 and np.isfinite(novelty[0])
+
+
+def test_structures_outside_the_reference_size_or_energy_range_are_outside():
+    """A dimer of the training molecule looks locally familiar but has twice the atoms; a
+    structure with an energy per atom beyond the reference's range is outside too."""
+    reference, calibration = _structures(400, 0, atoms=(6, 8)), _structures(200, 1, atoms=(6, 8))
+    domain = DomainModel().fit(reference, calibration)
+    test = _structures(40, 2, atoms=(6, 8))
+    inside = domain.in_domain(test)
+    big = _structures(40, 2, atoms=(14, 16))
+    assert not domain.in_domain(big).any()
+    assert "n_atoms" in domain.reasons(big, 0)[0]
+    hot = replace(test, energy_pred=test.energy_pred + 100 * test.n_atoms)
+    assert not domain.in_domain(hot).any() and inside.mean() > 0.9
+    size_free = DomainModel(scalars=("energy_per_atom",)).fit(reference, calibration)
+    assert size_free.in_domain(big).mean() > 0.5  # force labels: size alone is no reason
+
+
+def test_bad_alpha_and_too_small_calibration_sets_are_refused_with_the_count():
+    assert min_calibration_size(0.02) == 49
+    with pytest.raises(DomainError, match=r"\(0, 1\)"):
+        DomainModel(alpha=1.5).fit(_structures(50, 0))
+    with pytest.raises(DomainError, match="needs at least 49"):
+        DomainModel(alpha=0.02).fit(_structures(100, 0), _structures(30, 1))
+    with pytest.raises(DomainError, match="needs at least 49"):
+        conformal_threshold(np.arange(48.0), 0.02)
+    assert conformal_threshold(np.arange(49.0), 0.02) == 48.0  # rank ceil(50 * 0.98) = 49
+
+
+def test_state_round_trip_gives_the_same_novelty():
+    reference, calibration, test = _structures(300, 0), _structures(200, 1), _structures(40, 2)
+    domain = DomainModel(max_reference_atoms=500).fit(reference, calibration)
+    assert all(len(p) <= 500 for p in domain.reference_.values())
+    arrays, meta = domain.state_dict()
+    again = DomainModel.from_state(arrays, meta)
+    np.testing.assert_allclose(again.novelty(test)[0], domain.novelty(test)[0])
+
+
+def test_atom_error_head_locates_the_atoms_with_wrong_forces():
+    X = _structures(300, 0, atoms=(8, 16))
+    rng = np.random.default_rng(0)
+    true = np.exp(X.features[:, 0] + 0.1 * rng.normal(size=len(X.features)))  # learnable
+    head = AtomErrorModel(seed=0).fit(X, true)
+    test = _structures(200, 5, atoms=(8, 16))
+    truth = np.exp(test.features[:, 0])
+    q = atom_map_quality(head.predict(test), truth, test.offsets)
+    assert q["hit_rate"] > 0.9 and q["hit_rate"] > 2 * q["random_rate"] and q["spearman"] > 0.8
+    shuffled = atom_map_quality([rng.random(len(m)) for m in head.predict(test)], truth, test.offsets)
+    assert shuffled["hit_rate"] < 0.6
+    again = AtomErrorModel.from_state(*head.state_dict())
+    np.testing.assert_allclose(np.concatenate(again.predict(test)), np.concatenate(head.predict(test)), rtol=1e-5)
+
+
+def test_llpr_and_gmm_rank_far_structures_above_near_ones():
+    from sklearn.metrics import roc_auc_score
+
+    reference = _structures(400, 0)
+    near = _structures(100, 1)
+    far = _structures(100, 2)
+    shifted = far.features.copy()
+    shifted[far.offsets[:-1]] += 5.0
+    far = replace(far, features=shifted)
+    both = FeatureSet(np.concatenate([near.features, far.features]),
+                      np.concatenate([near.atomic_numbers, far.atomic_numbers]),
+                      np.concatenate([near.offsets, far.offsets[1:] + near.offsets[-1]]),
+                      np.concatenate([near.energy_pred, far.energy_pred]))
+    is_far = np.r_[np.zeros(100), np.ones(100)]
+    assert roc_auc_score(is_far, GMM().fit(reference).nll(both)) > 0.95
+    assert roc_auc_score(is_far, LLPR().fit(reference).std(both)) > 0.7
