@@ -6,11 +6,14 @@ moves the atoms a little and asks for forces, as MD does. Plain and probed steps
 interleaved rounds inside one process (A B, B A, ...); the overhead is the ratio of the
 median step times (and the median of the per-round ratios) minus one.
 
-Three probes run, each in its own process:
+Four probes run, each in its own process:
 
-``before``          the code before the speed work with its probe (self-attention);
-``after, self``     this tree's code, the same probe file (the fused inference path);
-``after, pooling``  this tree's code, a probe of the linear-time pooling architecture.
+``before``                   the code before the speed work with its probe (self-attention);
+``after, self``              this tree's code, the same probe file (the fused inference path);
+``after, pooling``           this tree's code, the network of the linear-time pooling
+                             architecture alone (no domain test, no per-atom error head);
+``after, pooling + domain``  the same with ``probe fit``'s defaults: the domain test
+                             (per-atom k-NN novelty) and the per-atom force-error head.
 
     python -m benchmarks step-cost                     # every backbone importable here
     python -m benchmarks step-cost --backbones mace --molecules 1 11 111
@@ -117,8 +120,10 @@ def replicated_ethanol(n_molecules, spacing=6.0):
 
 
 # ---- in a worker process (the code tree under test first on sys.path) ----------------------
-def fit_probe(backbone, model, output, attention=None):
-    """A probe on 100 labelled ethanol structures: the fitting half of a 200-structure store."""
+def fit_probe(backbone, model, output, attention=None, domain=None):
+    """A probe on 100 labelled ethanol structures: the fitting half of a 200-structure store.
+    ``attention``, ``domain`` (the domain test and per-atom error head): options of this
+    tree's code, left out for the baseline's."""
     from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
     from probe_base.plugins import get_adapter_class
@@ -129,8 +134,9 @@ def fit_probe(backbone, model, output, attention=None):
     store = Path(output).with_suffix(".h5")
     extract(adapter, ETHANOL / "test_MD.xyz", store, index=":200", progress=False)
     options = {} if attention is None else {"attention": attention}  # the baseline has no option
+    extra = {} if domain is None else {"domain": domain, "atom_errors": domain}
     fit(store, output, LabelSpec("energy", quantile=0.5),
-        ProbeClassifier(max_epochs=20, patience=5, seed=0, **options), eval_fraction=0.5)
+        ProbeClassifier(max_epochs=20, patience=5, seed=0, **options), eval_fraction=0.5, **extra)
 
 
 def _probed_part(calculator):
@@ -201,13 +207,15 @@ def timing_probes(backbone, model, before=None, after=None) -> dict:
     codes load it) and the pooling probe (this code) of ``model``, fitted once."""
     folder = TIMING / "probes" / backbone
     folder.mkdir(parents=True, exist_ok=True)
-    probes = {"self": folder / "self.probe", "pooling": folder / "pooling.probe"}
+    probes = {"self": folder / "self.probe", "pooling": folder / "pooling.probe",
+              "pooling + domain": folder / "pooling_domain.probe"}
     if not probes["self"].exists():
         in_tree(before or speed.code_tree(speed.BEFORE_SPEED_WORK), backbone, "fit_probe",
                 backbone=backbone, model=model, output=str(probes["self"]))
-    if not probes["pooling"].exists():
-        in_tree(after or REPO, backbone, "fit_probe", backbone=backbone, model=model,
-                output=str(probes["pooling"]), attention="pooling")
+    for name, domain in (("pooling", False), ("pooling + domain", True)):
+        if not probes[name].exists():
+            in_tree(after or REPO, backbone, "fit_probe", backbone=backbone, model=model,
+                    output=str(probes[name]), attention="pooling", domain=domain)
     return probes
 
 
@@ -243,7 +251,8 @@ def step_cost(args) -> dict:
         probes = timing_probes(backbone, model, trees["before"], trees["after"])
         runs = {}
         for label, tree, probe in (("before", "before", "self"), ("after, self", "after", "self"),
-                                   ("after, pooling", "after", "pooling")):
+                                   ("after, pooling", "after", "pooling"),
+                                   ("after, pooling + domain", "after", "pooling + domain")):
             print(f"{backbone}: {label}", flush=True)
             runs[label] = in_tree(trees[tree], backbone, "measure_steps", backbone=backbone, model=model,
                                   probe=str(probes[probe]), molecules=args.molecules, rounds=args.rounds)
