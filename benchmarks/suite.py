@@ -398,6 +398,11 @@ def report():
     text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
             "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
             + "\n".join(rows) + "\n\n" + expressiveness_table() + "\n")
+    from benchmarks.speed import readme_section
+
+    speed_text = readme_section(RESULTS)
+    if speed_text:
+        text += "\n" + speed_text
     (RESULTS / "README.md").write_text(text)
     print(text)
 

@@ -271,8 +271,10 @@ class StackedProbe:
 
     @torch.inference_mode()
     def __call__(self, features, atomic_numbers, mask, extras, return_importance=False):
-        """features (B, N, F), atomic_numbers (B, N), mask (B, N) bool, extras (B, E).
-        Returns every member's logit (M, B) and, if asked, the member-mean importance (B, N)."""
+        """features (B, N, F), atomic_numbers (B, N), mask (B, N) bool, or None when every
+        atom is real (no padding: fewer operations, what one structure per MD step needs),
+        extras (B, E). Returns every member's logit (M, B) and, if asked, the member-mean
+        importance (B, N)."""
         b, n, _ = features.shape
         rows = features.reshape(1, b * n, -1)
         if self.per_element_norm:
@@ -285,19 +287,25 @@ class StackedProbe:
             h = h.expand(self.members, -1, -1)
         if self.element is not None:
             h = h + self.element[:, atomic_numbers.reshape(-1)]
+        bias = None  # additive attention mask over atoms: -inf at padding
+        if mask is not None:
+            bias = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, float("-inf"))
         received = None
         for i, block in enumerate(self.blocks):
             want = return_importance and i == len(self.blocks) - 1
             if "qkv" in block:
-                h, received = self._attention_block(block, h, b, n, mask, want)
+                h, received = self._attention_block(block, h, b, n, mask, bias, want)
             else:
                 h = h + block["ffn"](block["norm"](h))
         h4 = h.view(self.members, b, n, -1)
-        maskf = mask.to(h.dtype)[None, :, :, None]
-        pooled = [(h4 * maskf).sum(2) / maskf.sum(2).clamp(min=1.0),
-                  h4.masked_fill(~mask[None, :, :, None], float("-inf")).amax(2)]
+        if mask is None:
+            pooled = [h4.mean(2), h4.amax(2)]
+        else:
+            maskf = mask.to(h.dtype)[None, :, :, None]
+            pooled = [(h4 * maskf).sum(2) / maskf.sum(2).clamp(min=1.0),
+                      h4.masked_fill(~mask[None, :, :, None], float("-inf")).amax(2)]
         if self.pool is not None:
-            by_query, weights = self._query_pooling(h4, mask)
+            by_query, weights = self._query_pooling(h4, bias)
             pooled.append(by_query)
             received = weights.flatten(2, 3)  # (M, B, heads * Q, N)
         mean, std, low, high = self.extras
@@ -305,22 +313,24 @@ class StackedProbe:
         logits = self.head(torch.cat(pooled + [scaled], dim=-1)).squeeze(-1)
         if not return_importance:
             return logits, None
-        if received is None:
-            received = mask.to(h.dtype)[None, :, None, :].expand(self.members, -1, 1, -1)
-        importance = received.mean(2) * mask
+        if received is None:  # no attention layer: uniform over the real atoms
+            received = torch.ones(1, b, 1, n) if mask is None else mask.to(h.dtype)[None, :, None, :]
+        importance = received.mean(2)
+        if mask is not None:
+            importance = importance * mask
         importance = importance / importance.sum(2, keepdim=True).clamp(min=1e-12)
         return logits, importance.mean(0)
 
-    def _attention_block(self, block, h, b, n, mask, want_received):
+    def _attention_block(self, block, h, b, n, mask, bias, want_received):
         m, heads = self.members, block["heads"]
         dim = h.shape[-1]
         d = dim // heads
         qkv = block["qkv"](block["norm1"](h)).view(m, b, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5)
         q, k, v = (t.reshape(m * b * heads, n, d) for t in qkv)
-        bias = torch.zeros(mask.shape, dtype=h.dtype).masked_fill(~mask, float("-inf"))
-        bias = bias[None, :, None, None, :].expand(m, b, heads, 1, n).reshape(m * b * heads, 1, n)
+        if bias is not None:
+            bias = bias[None, :, None, None, :].expand(m, b, heads, 1, n).reshape(m * b * heads, 1, n)
+            query_mask = mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, 1, n).to(h.dtype)
         chunk = max(1, min(n, SCORE_ELEMENTS // max(m * b * heads * n, 1)))
-        query_mask = mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, n).to(h.dtype)
         outputs, received = [], None
         scale = 1.0 / math.sqrt(d)
         for start in range(0, n, chunk):
@@ -328,16 +338,20 @@ class StackedProbe:
             if not want_received:
                 outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
                 continue
-            weights = torch.softmax(torch.baddbmm(bias, q_chunk, k.transpose(1, 2), alpha=scale), dim=-1)
+            scores = torch.bmm(q_chunk, k.transpose(1, 2))
+            scores = scores.mul_(scale) if bias is None else scores.mul_(scale).add_(bias)
+            weights = torch.softmax(scores, dim=-1)
             outputs.append(torch.bmm(weights, v))
-            part = torch.bmm(query_mask[:, None, start:start + chunk], weights)[:, 0]  # (MBh, N)
+            # attention each atom receives from the real atoms of this chunk of queries
+            part = weights.sum(1) if bias is None else torch.bmm(query_mask[:, :, start:start + chunk], weights)[:, 0]
             received = part if received is None else received + part
-        attended = torch.cat(outputs, dim=1).view(m, b, heads, n, d).permute(0, 1, 3, 2, 4).reshape(m, b * n, dim)
+        attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        attended = attended.view(m, b, heads, n, d).permute(0, 1, 3, 2, 4).reshape(m, b * n, dim)
         h = h + block["out"](attended)
         h = h + block["ffn"](block["norm2"](h))
         return h, None if received is None else received.view(m, b, heads, n)
 
-    def _query_pooling(self, h4, mask):
+    def _query_pooling(self, h4, bias):
         pool = self.pool
         m, b, n, dim = h4.shape
         heads = pool["heads"]
@@ -346,10 +360,11 @@ class StackedProbe:
         k, v = kv.permute(3, 0, 1, 4, 2, 5)  # (M, B, heads, N, d)
         queries = pool["queries"].expand(m, -1, -1)  # (M, Q, D)
         q = queries.view(m, -1, heads, d).transpose(1, 2)[:, None]  # (M, 1, heads, Q, d)
-        bias = torch.zeros(mask.shape, dtype=h4.dtype).masked_fill(~mask, float("-inf"))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d) + bias[None, :, None, None, :]
+        scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(d))
+        if bias is not None:
+            scores = scores.add_(bias[None, :, None, None, :])
         weights = torch.softmax(scores, dim=-1)  # (M, B, heads, Q, N)
         pooled = (weights @ v).permute(0, 1, 3, 2, 4).reshape(m, -1, dim)  # (M, B * Q, D)
-        pooled = queries.repeat(1, b, 1) + pool["out"](pooled)
+        pooled = (queries if b == 1 else queries.repeat(1, b, 1)) + pool["out"](pooled)
         pooled = pooled + pool["ffn"](pool["norm2"](pooled))
         return pooled.view(m, b, -1), weights

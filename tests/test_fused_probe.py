@@ -45,6 +45,11 @@ def test_stacked_members_equal_each_member(attention, per_element_norm, monkeypa
     without, none = stacked(feats, z, mask, extras)
     assert none is None
     torch.testing.assert_close(without, expected_logits, atol=1e-5, rtol=1e-5)
+    # one structure without padding: the mask-free path gives each member's result
+    one = [net(feats[:1, :7], z[:1, :7], mask[:1, :7], extras[:1], return_importance=True) for net in nets]
+    logits_one, importance_one = stacked(feats[:1, :7], z[:1, :7], None, extras[:1], return_importance=True)
+    torch.testing.assert_close(logits_one, torch.stack([o[0] for o in one]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(importance_one, torch.stack([o[1] for o in one]).mean(0), atol=1e-6, rtol=1e-5)
     monkeypatch.setattr(model_module, "SCORE_ELEMENTS", 3 * 4 * 9 * 2)  # 2 queries per chunk
     chunked, chunked_importance = stacked(feats, z, mask, extras, return_importance=True)
     torch.testing.assert_close(chunked, expected_logits, atol=1e-5, rtol=1e-5)
@@ -106,3 +111,22 @@ def test_one_structure_path_equals_the_batched_path(attention):
     np.testing.assert_allclose(one_p, batch_p[1:2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one_imp[0], batch_imp[1], rtol=1e-4, atol=1e-6)
     assert len(clf.members_) == 2 and clf._stacked_members() is clf._stacked_members()
+
+
+def test_probe_files_from_before_the_pooling_probe_load_as_self_attention(tmp_path, monkeypatch):
+    from conftest import synthetic_features
+
+    from probe_base.artifact import load_probe, save_probe
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+
+    X, y = synthetic_features(80)
+    clf = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2, attention="self").fit(X, y)
+    params = clf.get_params()
+    older = {k: v for k, v in params.items() if k not in ("attention", "queries")}
+    monkeypatch.setattr(ProbeClassifier, "get_params", lambda self, deep=True: dict(older))
+    save_probe(tmp_path / "old.probe", clf, LabelSpec("energy", threshold=1.0), {"adapter": "toy"})
+    monkeypatch.undo()
+    loaded = load_probe(tmp_path / "old.probe").classifier
+    assert loaded.attention == "self"
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
