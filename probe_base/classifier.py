@@ -309,7 +309,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         if len(X) == 1 and X.features is not None:  # a calculator's step: no padding, no batching
             feats = torch.from_numpy(np.ascontiguousarray(X.features, dtype=np.float32))[None]
             z = torch.from_numpy(np.asarray(X.atomic_numbers, dtype=np.int64))[None]
-            logit, imp = stacked(feats, z, None, torch.from_numpy(extras.astype(np.float32)), importance)
+            logit, imp = stacked.one(feats, z, torch.from_numpy(extras.astype(np.float32)), importance)
             out = logit.mean(0).numpy()
             return (out, [imp[0].numpy()]) if importance else out
         logits, importances = [], []

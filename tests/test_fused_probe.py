@@ -130,3 +130,24 @@ def test_probe_files_from_before_the_pooling_probe_load_as_self_attention(tmp_pa
     loaded = load_probe(tmp_path / "old.probe").classifier
     assert loaded.attention == "self"
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["self", "pooling"])
+def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
+    stacked = StackedProbe(_members(attention))
+    monkeypatch.setattr(model_module, "TRACED_SIZES", 2)
+    for n in (5, 7, 5, 11):  # a new atom count traces anew; the oldest graph is dropped
+        feats, z, _, extras = _batch(seed=n, b=1, n=n)
+        with torch.inference_mode():  # callers may already be in inference mode
+            traced = stacked.one(feats, z, extras, return_importance=True)
+        eager = stacked(feats, z, None, extras, return_importance=True)
+        torch.testing.assert_close(traced[0], eager[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(traced[1], eager[1], atol=1e-7, rtol=1e-6)
+        logits_only, none = stacked.one(feats, z, extras)
+        assert none is None
+        torch.testing.assert_close(logits_only, eager[0], atol=1e-6, rtol=1e-6)
+    assert len(stacked._traced) == 2 and (11, True) in stacked._traced
+    big = model_module.TRACE_MAX_ATOMS + 1
+    feats, z, _, extras = _batch(b=1, n=big)
+    torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
+    assert all(key[0] != big for key in stacked._traced)
