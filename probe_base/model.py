@@ -131,7 +131,7 @@ class QueryPooling(nn.Module):
 
 class ProbeNet(nn.Module):
     def __init__(self, n_features, hidden=64, heads=4, attention_layers=1, dropout=0.1,
-                 n_extras=2, element_embedding=True, per_element_norm=False, attention="self",
+                 n_extras=2, element_embedding=True, per_element_norm=False, attention="pooling",
                  queries=4):
         super().__init__()
         if attention not in ATTENTIONS:
