@@ -21,7 +21,7 @@ benchmarks`` runs ``--all`` once per backbone environment and then ``report``):
     python -m benchmarks run --backbone mace --dataset ethanol
     python -m benchmarks run --backbone mace --dataset 3bpa --size large
     python -m benchmarks run --all                 # whatever this environment can run
-    python -m benchmarks scaling --backbone mace   # probe time / memory vs atoms
+    python -m benchmarks scaling --backbone mace   # probe time / memory vs atoms (benchmarks/scaling.py)
     python -m benchmarks report                    # results/README.md from every results JSON
 
 Writes ``benchmarks/results/<backbone>_<dataset>[_<size>].{json,md}`` and the plots of each
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -374,96 +373,6 @@ def markdown(payload):
     return "\n".join(lines) + "\n"
 
 
-# ---- scaling ------------------------------------------------------------------------------
-def replicated_ethanol(n_molecules, spacing=6.0):
-    """``n_molecules`` ethanol molecules on a cubic grid (no periodic cell)."""
-    import ase.io
-    from ase import Atoms
-
-    molecule = ase.io.read(DATA / "ethanol" / "test_MD.xyz", 0)
-    molecule.calc = None
-    side = int(np.ceil(n_molecules ** (1 / 3)))
-    positions, numbers = [], []
-    for k in range(n_molecules):
-        shift = spacing * np.array([k % side, (k // side) % side, k // side ** 2])
-        positions.append(molecule.positions - molecule.positions.mean(0) + shift)
-        numbers.append(molecule.numbers)
-    return Atoms(numbers=np.concatenate(numbers), positions=np.concatenate(positions))
-
-
-def scaling_one(backbone, probe_path, n_molecules):
-    """Time and peak-memory increase of one backbone pass and of the probe on one
-    structure (run in a fresh process per size, so ru_maxrss is this size's)."""
-    import torch
-
-    from probe_base.artifact import load_probe
-    from probe_base.plugins import get_adapter_class
-    from probe_base.store import FeatureSet
-
-    torch.set_num_threads(1)
-    artifact = load_probe(probe_path)
-    adapter_class = get_adapter_class(backbone)
-    models = models_of(backbone, "ethanol", "small", train=False)[:1]
-    adapter = adapter_class(models, layers=artifact.fingerprint["layers"])
-    atoms = replicated_ethanol(n_molecules)
-    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB
-    base = rss()
-    t0 = time.perf_counter()
-    out = adapter.run([atoms], compute_forces=True, members=False)
-    backbone_s = time.perf_counter() - t0
-    after_backbone = rss()
-    X = FeatureSet.from_backbone_output(out, [atoms])
-    t0 = time.perf_counter()
-    artifact.classifier.predict_with_importance(X)
-    probe_s = time.perf_counter() - t0
-    return {"atoms": len(atoms), "backbone_seconds": backbone_s, "probe_seconds": probe_s,
-            "probe_over_backbone": probe_s / backbone_s,
-            "backbone_peak_increase_MB": after_backbone - base,
-            "probe_peak_increase_MB": max(rss() - after_backbone, 0.0)}
-
-
-def scaling(backbone, sizes=(1, 10, 100, 1000)):
-    probe_path = CACHE / "suite" / f"{backbone}_ethanol_energy_median.probe"
-    if not probe_path.exists():
-        raise SystemExit(f"{probe_path} missing: run `python -m benchmarks run --backbone {backbone} "
-                         "--dataset ethanol` first")
-    rows = []
-    for n in sizes:
-        code = (f"import json; from benchmarks.suite import scaling_one; "
-                f"print(json.dumps(scaling_one({backbone!r}, {str(probe_path)!r}, {n})))")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-        if result.returncode:
-            raise SystemExit(result.stderr[-2000:])
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
-    (RESULTS / f"scaling_{backbone}.json").write_text(json.dumps(rows, indent=1))
-    lines = [f"# Probe cost vs structure size ({backbone}, replicated ethanol, 1 thread)", "",
-             f"`python -m benchmarks scaling --backbone {backbone}`", "",
-             "| atoms | backbone pass (s) | probe (s) | probe / backbone | backbone peak +MB | probe peak +MB |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['atoms']} | {r['backbone_seconds']:.3f} | {r['probe_seconds']:.3f} | "
-              f"{r['probe_over_backbone']:.3f} | {r['backbone_peak_increase_MB']:.0f} | "
-              f"{r['probe_peak_increase_MB']:.0f} |" for r in rows]
-    (RESULTS / f"scaling_{backbone}.md").write_text("\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    atoms = [r["atoms"] for r in rows]
-    axes[0].loglog(atoms, [r["backbone_seconds"] for r in rows], "o-", label="backbone pass")
-    axes[0].loglog(atoms, [r["probe_seconds"] for r in rows], "s-", label="probe")
-    axes[0].set_xlabel("atoms"), axes[0].set_ylabel("seconds"), axes[0].legend()
-    axes[1].semilogx(atoms, [r["backbone_peak_increase_MB"] for r in rows], "o-", label="backbone")
-    axes[1].semilogx(atoms, [r["probe_peak_increase_MB"] for r in rows], "s-", label="probe")
-    axes[1].set_xlabel("atoms"), axes[1].set_ylabel("peak memory increase (MB)"), axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"scaling_{backbone}.png", dpi=120)
-    print("\n".join(lines))
-
-
 # ---- report --------------------------------------------------------------------------------
 def _leader(probe, ensemble, tie=5e-4):
     if abs(probe - ensemble) < tie:
@@ -505,6 +414,11 @@ def report():
     text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
             "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
             + "\n".join(rows) + "\n\n" + expressiveness_table() + "\n")
+    from benchmarks.speed import readme_section
+
+    speed_text = readme_section(RESULTS)
+    if speed_text:
+        text += "\n" + speed_text
     (RESULTS / "README.md").write_text(text)
     print(text)
 
@@ -560,9 +474,6 @@ def main(argv=None):
                         "(small ones are trained if missing)")
     r.add_argument("--no-train", action="store_true", help="use cached models only")
     r.add_argument("--bootstrap", type=int, default=1000)
-    s = sub.add_parser("scaling", help="probe time and memory vs atoms (replicated ethanol)")
-    s.add_argument("--backbone", choices=BACKBONES, default="mace")
-    s.add_argument("--molecules", nargs="+", type=int, default=[1, 10, 100, 1000])
     sub.add_parser("report", help="results/README.md from every suite result")
     c = sub.add_parser("cost", help="measure a finished run's cost table again (quiet machine)")
     c.add_argument("--backbone", choices=BACKBONES, required=True)
@@ -574,7 +485,15 @@ def main(argv=None):
     o.add_argument("--report", action="store_true", help="results/ood.md from every backbone's JSON")
     o.add_argument("--bootstrap", type=int, default=200)
     o.add_argument("--alpha", type=float, default=0.02)
+    from benchmarks import attention_ablation, scaling, speed, step_cost
+
+    scaling.register(sub)
+    speed.register(sub)  # evaluate-speed, startup
+    step_cost.register(sub)
+    attention_ablation.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None):
+        return args.handler(args)
     import torch
 
     torch.set_num_threads(1)
@@ -590,8 +509,6 @@ def main(argv=None):
     if args.command == "cost":
         remeasure_cost(args.backbone, args.dataset, args.size, args.rounds)
         return 0
-    if args.command == "scaling":
-        return scaling(args.backbone, args.molecules)
     if args.all:
         for backbone in available_backbones():
             for dataset in DATASETS:

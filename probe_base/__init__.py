@@ -1,6 +1,10 @@
-"""PROBE: post-hoc reliability of MLIP predictions from frozen backbone features."""
+"""PROBE: post-hoc reliability of MLIP predictions from frozen backbone features.
 
-from .adapter import Adapter, BackboneOutput, FeatureLayer
+Public names are imported on first use (module ``__getattr__``): ``import probe_base``
+and the ``probe`` command's start-up stay free of torch, scikit-learn and ASE until a
+name that needs them is touched.
+"""
+
 from .errors import (
     ArtifactError,
     FingerprintMismatch,
@@ -14,6 +18,12 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
+# public name -> submodule that defines it
+_LAZY = {
+    "Adapter": "adapter", "BackboneOutput": "adapter", "FeatureLayer": "adapter",
+    "attach": "calculator", "ProbeClassifier": "classifier", "load_probe": "artifact",
+}
+
 __all__ = [
     "Adapter", "BackboneOutput", "FeatureLayer", "hookimpl", "attach", "ProbeClassifier",
     "load_probe", "ProbeError", "InputError", "LabelError", "ArtifactError",
@@ -22,17 +32,14 @@ __all__ = [
 
 
 def __getattr__(name):
-    # Lazy: keep `import probe_base` light for plugins that only need the adapter contract.
-    if name == "attach":
-        from .calculator import attach
+    if name not in _LAZY:
+        raise AttributeError(f"module 'probe_base' has no attribute {name!r}")
+    from importlib import import_module
 
-        return attach
-    if name == "ProbeClassifier":
-        from .classifier import ProbeClassifier
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
 
-        return ProbeClassifier
-    if name == "load_probe":
-        from .artifact import load_probe
 
-        return load_probe
-    raise AttributeError(name)
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -194,6 +194,7 @@ def load_probe(path) -> ProbeArtifact:
     try:
         params = dict(meta["params"])
         params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
+        params.setdefault("attention", "self")  # files before the pooling probe
         classifier = ProbeClassifier(**params)
         classifier.n_features_in_ = meta["n_features"]
         classifier.members_ = _members(path, tensors, meta["n_members"], classifier)

@@ -42,7 +42,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list installed backbone adapters")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list each adapter's class")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="load each plugin (imports torch): its adapters and their classes, broken "
+                        "plugins and adapter-name collisions")
 
     p = sub.add_parser("extract", help="run a labelled dataset through the backbone once and store "
                                        "per-atom features, predictions and reference errors (HDF5)")
@@ -271,8 +273,16 @@ def check_device(device: str):
 
 
 def cmd_plugins(args):
-    from .plugins import available_adapters, plugin_problems
+    from .plugins import available_adapters, installed_plugins, plugin_problems
 
+    if not args.verbose:  # metadata only: loading the plugins would import torch
+        plugins = installed_plugins()
+        if not plugins:
+            print("no adapters installed (install a plugin such as probe-mace)")
+        for info in plugins:
+            print(f"{info.name:<12} BROKEN: ModuleNotFoundError: no module {info.module!r}" if info.missing
+                  else f"{info.name:<12} {info.distribution} {info.version}")
+        return
     adapters = available_adapters()
     problems = plugin_problems()
     if not adapters:

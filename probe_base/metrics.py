@@ -4,20 +4,29 @@ Conventions: ``unreliable`` is 1 for structures whose error is above the thresho
 ``risk_score`` is higher for structures the method trusts less (1 - P(reliable) for
 PROBE, the member standard deviation for an ensemble). Calibration metrics (ECE, Brier)
 need a probability ``p_reliable`` and are skipped for scores that are not probabilities.
+
+Bootstrap resamples are computed all at once: a resample is a vector of counts (how
+often each structure was drawn), so every metric becomes sums over groups of tied
+scores, sorted once. Point estimates come from scikit-learn / scipy; the resampled
+values match them (tests/test_metrics_vectorised.py). Ties in the risk-coverage curve
+(AURC, selective risk) are resolved by expectation over the order of tied structures,
+so the result does not depend on how the structures happen to be stored.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 COVERAGES = (0.5, 0.8, 0.9, 0.95)
+N_BINS = 15
+# bootstrap chunk: resamples x structures per count matrix (float64: 2 MB; larger fresh
+# arrays cost more in page faults than the per-chunk Python overhead saves)
+CHUNK_ELEMENTS = 1 << 18
 
 
 def risk_coverage(risk_score, unreliable):
     """Accept structures from most to least trusted: coverage and selective risk (rate
-    of unreliable among accepted) after each acceptance."""
+    of unreliable among accepted) after each acceptance (ties in stored order; for plots)."""
     order = np.argsort(risk_score, kind="stable")
     bad = np.asarray(unreliable)[order]
     accepted = np.arange(1, len(bad) + 1)
@@ -25,13 +34,16 @@ def risk_coverage(risk_score, unreliable):
 
 
 def aurc(risk_score, unreliable) -> float:
-    """Area under the risk-coverage curve (lower is better)."""
-    return float(np.mean(risk_coverage(risk_score, unreliable)[1]))
+    """Area under the risk-coverage curve (lower is better), tied scores in expected order."""
+    signal = _Signal(risk_score, unreliable)
+    return float(signal.aurc(signal.tallies(np.ones((1, len(unreliable)))))[0])
 
 
 def optimal_aurc(unreliable) -> float:
     """AURC of a perfect ranking (all reliable first)."""
-    return aurc(np.asarray(unreliable, dtype=float), unreliable)
+    unreliable = np.asarray(unreliable, dtype=float)
+    signal = _Signal(unreliable, unreliable)
+    return float(signal.optimal_aurc(signal.tallies(np.ones((1, len(unreliable)))))[0])
 
 
 def e_aurc(risk_score, unreliable) -> float:
@@ -40,24 +52,218 @@ def e_aurc(risk_score, unreliable) -> float:
 
 
 def selective_risk(risk_score, unreliable, coverage) -> float:
-    coverages, risks = risk_coverage(risk_score, unreliable)
-    k = max(int(np.ceil(coverage * len(risks))) - 1, 0)
-    return float(risks[k])
+    """Rate of unreliable among the ``coverage`` most trusted structures."""
+    signal = _Signal(risk_score, unreliable)
+    return float(signal.selective_risk(signal.tallies(np.ones((1, len(unreliable)))), coverage)[0])
 
 
-def ece(p_reliable, reliable, n_bins=15) -> float:
+def ece(p_reliable, reliable, n_bins=N_BINS) -> float:
     """Expected calibration error of P(reliable), equal-width bins."""
-    p_reliable, reliable = np.asarray(p_reliable), np.asarray(reliable)
+    p_reliable = np.asarray(p_reliable, dtype=float)
+    return float(_ece(np.ones((1, len(p_reliable))), p_reliable, np.asarray(reliable, dtype=float), n_bins)[0])
+
+
+# ---- weighted (resampled) metrics: ``weights`` (B, n) counts of each structure ----------
+def _harmonic_table(n):
+    """H[k] = 1 + 1/2 + ... + 1/k for k = 0..n (positions are integer counts)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+
+
+class _Tallies:
+    """One weighting's sums per group of tied scores (ascending), computed once and shared
+    by every metric: group weight, unreliable weight, and both accumulated before it."""
+
+    def __init__(self, signal, ordered):
+        self.ordered = ordered  # (B, n) counts of each structure, in ascending score order
+        bad_ordered = self.ordered * signal.bad_sorted
+        if signal.tied:
+            self.total = np.add.reduceat(self.ordered, signal.starts, axis=1)
+            self.bad = np.add.reduceat(bad_ordered, signal.starts, axis=1)
+        else:  # every group is one structure
+            self.total, self.bad = self.ordered, bad_ordered
+        self.accepted_before = np.cumsum(self.total, axis=1) - self.total
+        self.bad_before = np.cumsum(self.bad, axis=1) - self.bad
+        self.n = self.accepted_before[:, -1] + self.total[:, -1]
+        self.n_bad = self.bad_before[:, -1] + self.bad[:, -1]
+
+
+class _Signal:
+    """A score sorted once into groups of tied values; metrics of any weighting."""
+
+    def __init__(self, risk_score, unreliable):
+        self.score = np.asarray(risk_score, dtype=float)
+        self.bad = np.asarray(unreliable, dtype=float)
+        self.order, self.starts, self.group_of = _ranks(self.score)
+        self.tied = len(self.starts) < len(self.score)
+        self.group_sizes = np.diff(np.r_[self.starts, len(self.score)])
+        self.bad_sorted = self.bad[self.order]
+        self.harmonic = _harmonic_table(len(self.score))
+
+    def tallies(self, weights) -> _Tallies:
+        """``weights`` (B, n) per structure, in the order of the inputs."""
+        return _Tallies(self, np.asarray(weights, dtype=float)[:, self.order])
+
+    def auroc(self, t: _Tallies):
+        """Mann-Whitney U / (P N): ties count one half (as ``roc_auc_score``)."""
+        good = t.total - t.bad
+        good_below = t.accepted_before - t.bad_before
+        u = np.einsum("ij,ij->i", t.bad, good_below + 0.5 * good)
+        n_good = t.n - t.n_bad
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((t.n_bad > 0) & (n_good > 0), u / (t.n_bad * n_good), np.nan)
+
+    def auprc(self, t: _Tallies):
+        """Average precision, thresholds at each distinct score (``average_precision_score``):
+        at the threshold of group g everything from g up is flagged."""
+        flagged = t.n[:, None] - t.accepted_before
+        caught = t.n_bad[:, None] - t.bad_before
+        precision = np.divide(caught, flagged, out=np.zeros_like(caught), where=flagged > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = np.einsum("ij,ij->i", t.bad, precision) / t.n_bad
+        return np.where((t.n_bad > 0) & (t.n_bad < t.n), ap, np.nan)
+
+    def harmonic_up_to(self, n):
+        n = int(round(np.max(n)))
+        if len(self.harmonic) <= n:
+            self.harmonic = _harmonic_table(n)
+        return self.harmonic
+
+    def aurc(self, t: _Tallies):
+        """Mean selective risk over every acceptance count. Inside a group of m tied
+        structures (b unreliable), the j-th accepted adds b j / m unreliable in expectation:
+        sum_j (B + b j/m) / (A + j) = B S0 + (b/m)(m - A S0), S0 = H(A + m) - H(A)."""
+        harmonic = self.harmonic_up_to(t.n)
+        a = t.accepted_before.round().astype(np.int64)
+        s0 = harmonic[a + t.total.round().astype(np.int64)] - harmonic[a]
+        if self.tied:
+            bad_rate = np.divide(t.bad, t.total, out=np.zeros_like(t.bad), where=t.total > 0)
+        else:  # a group's weight is its structure's count: the rate is its label
+            bad_rate = self.bad_sorted
+        area = t.bad_before * s0 + bad_rate * (t.total - t.accepted_before * s0)
+        return area.sum(1) / t.n
+
+    def optimal_aurc(self, t: _Tallies):
+        """AURC with every reliable structure accepted first: risk (j - R)/j after R."""
+        harmonic = self.harmonic_up_to(t.n)
+        reliable = t.n - t.n_bad
+        r, total = reliable.round().astype(np.int64), t.n.round().astype(np.int64)
+        return (t.n_bad - reliable * (harmonic[total] - harmonic[r])) / t.n
+
+    def selective_risk(self, t: _Tallies, coverage):
+        """Expected rate of unreliable among the first ceil(coverage n) accepted."""
+        k = np.maximum(np.ceil(coverage * t.n), 1.0)
+        # the group holding the k-th acceptance: the first whose cumulative count reaches k
+        g = np.sum(t.accepted_before + t.total < k[:, None], axis=1)[:, None]
+        pick = lambda a: np.take_along_axis(a, g, axis=1)[:, 0]  # noqa: E731
+        inside = k - pick(t.accepted_before)
+        return (pick(t.bad_before) + pick(t.bad) * inside / pick(t.total)) / k
+
+    def spearman(self, t: _Tallies, error_ranks):
+        """Pearson correlation of average ranks (with ties) in each resample, as
+        ``spearmanr``; computed in ascending score order."""
+        centre = (t.n[:, None] + 1) / 2  # the mean of ranks 1..n
+        score_rank = t.accepted_before + (t.total + 1) / 2 - centre
+        if self.tied:
+            score_rank = np.repeat(score_rank, self.group_sizes, axis=1)
+        # ranks of the errors: weights in error order (a permutation of score order)
+        from_score_order, starts, group_in_score_order = self._error_order(error_ranks)
+        in_group = t.ordered[:, from_score_order]
+        if len(starts) < len(self.score):
+            in_group = np.add.reduceat(in_group, starts, axis=1)
+        error_rank = np.cumsum(in_group, axis=1) - in_group + (in_group + 1) / 2 - centre
+        error_rank = np.take(error_rank, group_in_score_order, axis=1)
+        weighted = t.ordered * score_rank
+        cov = np.einsum("ij,ij->i", weighted, error_rank)
+        var = np.einsum("ij,ij->i", weighted, score_rank) * np.einsum("ij,ij,ij->i", t.ordered, error_rank, error_rank)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(var > 0, cov / np.sqrt(var), np.nan)
+
+
+    def _error_order(self, error_ranks):
+        order, starts, group_of = error_ranks
+        if getattr(self, "_error_key", None) is not error_ranks:
+            position = np.empty(len(self.order), dtype=np.int64)
+            position[self.order] = np.arange(len(self.order))
+            self._error_cache = (position[order], starts, group_of[self.order])
+            self._error_key = error_ranks
+        return self._error_cache
+
+    def calibration(self, t: _Tallies, p_reliable, n_bins=N_BINS):
+        """ECE and Brier score of P(reliable) under each weighting."""
+        if getattr(self, "_calibration_key", None) is not p_reliable:
+            p = np.asarray(p_reliable, dtype=float)[self.order]
+            gap = p - (1.0 - self.bad_sorted)
+            bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+            # one column per bin and one for the squared gap: one product gives both
+            columns = np.zeros((len(p), n_bins + 1))
+            columns[np.arange(len(p)), bins] = gap
+            columns[:, n_bins] = gap ** 2
+            self._calibration, self._calibration_key = columns, p_reliable
+        sums = t.ordered @ self._calibration
+        return np.abs(sums[:, :-1]).sum(1) / t.n, sums[:, -1] / t.n
+
+
+def _ece(weights, p_reliable, reliable, n_bins=N_BINS):
     bins = np.minimum((p_reliable * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            total += in_bin.mean() * abs(p_reliable[in_bin].mean() - reliable[in_bin].mean())
-    return float(total)
+    gap = np.zeros((len(p_reliable), n_bins))
+    gap[np.arange(len(p_reliable)), bins] = p_reliable - reliable
+    return np.abs(weights @ gap).sum(1) / weights.sum(1)
+
+
+def _ranks(values):
+    """Ascending order, the start of each group of tied values in it, and per structure the
+    index of its group."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    group_of = np.empty(len(values), dtype=np.int64)
+    group_of[order] = np.cumsum(new_group) - 1
+    return order, np.flatnonzero(new_group), group_of
+
+
+def resampled_metrics(weights, risk_score, unreliable, errors=None, p_reliable=None) -> dict:
+    """Every metric of each weighting (rows of ``weights``, counts per structure): the same
+    names as ``evaluate_signal``, one array of length B each."""
+    signal = _Signal(risk_score, unreliable)
+    error_ranks = None if errors is None else _ranks(np.asarray(errors, dtype=float))
+    return _metrics(signal, signal.tallies(weights), error_ranks, p_reliable)
+
+
+def _metrics(signal, t, error_ranks, p_reliable):
+    out = {"auroc": signal.auroc(t), "auprc": signal.auprc(t), "aurc": signal.aurc(t)}
+    out["e_aurc"] = out["aurc"] - signal.optimal_aurc(t)
+    for c in COVERAGES:
+        out[f"risk@{int(c * 100)}"] = signal.selective_risk(t, c)
+    if error_ranks is not None:
+        out["spearman"] = signal.spearman(t, error_ranks)
+    if p_reliable is not None:
+        out["ece"], out["brier"] = signal.calibration(t, p_reliable)
+    return out
+
+
+def bootstrap_counts(n, n_bootstrap, seed=0, chunk=None, order=None):
+    """Resample counts, ``chunk`` resamples at a time: (chunk, n) float arrays. The draws are
+    those of ``rng.integers(0, n, n)`` called once per resample. ``order``: count column j
+    is structure ``order[j]`` (counting in sorted order spares gathering columns later)."""
+    rng = np.random.default_rng(seed)
+    chunk = chunk or max(1, CHUNK_ELEMENTS // max(n, 1))
+    column = None
+    if order is not None:
+        column = np.empty(n, dtype=np.int64)
+        column[np.asarray(order)] = np.arange(n)
+    for start in range(0, n_bootstrap, chunk):
+        rows = min(chunk, n_bootstrap - start)
+        drawn = rng.integers(0, n, (rows, n))
+        if column is not None:
+            drawn = column[drawn]
+        drawn += n * np.arange(rows)[:, None]
+        yield np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
 
 
 def _point_metrics(risk_score, unreliable, errors, p_reliable):
+    from scipy.stats import spearmanr
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
     out = {}
     both = 0 < unreliable.sum() < len(unreliable)
     out["auroc"] = float(roc_auc_score(unreliable, risk_score)) if both else np.nan
@@ -80,20 +286,17 @@ def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None,
     risk_score = np.asarray(risk_score, dtype=float)
     unreliable = np.asarray(unreliable, dtype=int)
     errors = None if errors is None else np.asarray(errors, dtype=float)
+    p_reliable = None if p_reliable is None else np.asarray(p_reliable, dtype=float)
     point = _point_metrics(risk_score, unreliable, errors, p_reliable)
-    rng = np.random.default_rng(seed)
+    signal = _Signal(risk_score, unreliable)
+    error_ranks = None if errors is None else _ranks(errors)
     samples = {k: [] for k in point}
-    n = len(unreliable)
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, n, n)
-        m = _point_metrics(risk_score[idx], unreliable[idx],
-                           None if errors is None else errors[idx],
-                           None if p_reliable is None else np.asarray(p_reliable)[idx])
-        for k, v in m.items():
+    for ordered in bootstrap_counts(len(unreliable), n_bootstrap, seed, order=signal.order):
+        for k, v in _metrics(signal, _Tallies(signal, ordered), error_ranks, p_reliable).items():
             samples[k].append(v)
     result = {}
     for k, v in point.items():
-        values = np.asarray(samples[k], dtype=float)
+        values = np.concatenate(samples[k]) if samples[k] else np.zeros(0)
         values = values[np.isfinite(values)]
         low, high = (np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan))
         result[k] = (float(v), float(low), float(high))

@@ -85,6 +85,50 @@ def register_plugin(plugin, name=None) -> None:
     _adapters.cache_clear()
 
 
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    module: str
+    missing: bool  # the entry point's module is not on the path
+
+
+def installed_plugins() -> list[PluginInfo]:
+    """The installed (and allowed) plugins from package metadata alone, nothing imported
+    (plugin modules import torch: seconds). ``missing`` marks an entry point whose module
+    cannot be found; failures at import time show only when the plugins are loaded
+    (``available_adapters``, ``plugin_problems``). By convention a plugin is named after
+    its adapter."""
+    allowed = _allowed_plugin_names()
+    found = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is None or entry_point.name in allowed:
+            dist = entry_point.dist
+            found.setdefault(entry_point.name, PluginInfo(
+                entry_point.name, dist.metadata["Name"] if dist else "", dist.version if dist else "",
+                entry_point.module, not _module_exists(entry_point.module)))
+    return [found[name] for name in sorted(found)]
+
+
+def _module_exists(name: str) -> bool:
+    """Whether ``name`` can be found, without importing it or its parent packages (a
+    plugin's package ``__init__`` may import torch)."""
+    from importlib.machinery import PathFinder
+    from importlib.util import find_spec
+
+    parts = name.split(".")
+    try:
+        spec = find_spec(parts[0])
+    except (ImportError, ValueError):
+        return False
+    for depth in range(1, len(parts)):
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        spec = PathFinder.find_spec(".".join(parts[:depth + 1]), list(spec.submodule_search_locations))
+    return spec is not None
+
+
 def available_adapters(pm: pluggy.PluginManager | None = None) -> dict[str, AdapterInfo]:
     """All adapters of the installed (and allowed) plugins, by adapter name. Where two
     plugins register one name, the first (by plugin name) is kept and the collision is

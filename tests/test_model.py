@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from probe_base import model as model_module
@@ -15,8 +16,9 @@ def _inputs(n, seed=0):
     return torch.randn(1, n, 6, generator=g), torch.randint(1, 9, (1, n), generator=g), torch.ones(1, n, dtype=torch.bool), torch.randn(1, 2, generator=g)
 
 
-def test_invariant_to_atom_order_and_importance_follows_atoms():
-    net = _net()
+@pytest.mark.parametrize("attention", ["self", "pooling"])
+def test_invariant_to_atom_order_and_importance_follows_atoms(attention):
+    net = _net(attention=attention)
     feats, z, mask, extras = _inputs(11)
     perm = torch.randperm(11)
     with torch.no_grad():
@@ -27,8 +29,9 @@ def test_invariant_to_atom_order_and_importance_follows_atoms():
     assert abs(float(imp.sum()) - 1) < 1e-5
 
 
-def test_invariant_to_padding():
-    net = _net(element_embedding=True)
+@pytest.mark.parametrize("attention", ["self", "pooling"])
+def test_invariant_to_padding(attention):
+    net = _net(element_embedding=True, attention=attention)
     feats, z, mask, extras = _inputs(5)
     padded_feats = torch.cat([feats, torch.randn(1, 7, 6) * 100], dim=1)
     padded_z = torch.cat([z, torch.randint(1, 9, (1, 7))], dim=1)
@@ -42,7 +45,7 @@ def test_invariant_to_padding():
 
 
 def test_query_chunking_is_exact(monkeypatch):
-    net = _net(attention_layers=2)
+    net = _net(attention_layers=2, attention="self")
     feats, z, mask, extras = _inputs(50)
     with torch.no_grad():
         full, imp_full = net(feats, z, mask, extras, return_importance=True)
