@@ -8,7 +8,6 @@ torch is installed first, pinned to the CPU build this machine keeps on disk, so
 plugin's dependency pulls a multi-GB CUDA build. Environments are reused between runs.
 """
 
-import os
 import re
 import shutil
 from pathlib import Path

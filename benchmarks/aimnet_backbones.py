@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import (evaluate_adapter, held_out, model_dir, train_in_parallel,
-                                            update_metrics)
+    from benchmarks.backbone_common import evaluate_adapter, held_out, model_dir, train_in_parallel, update_metrics
 except ImportError:
     from backbone_common import evaluate_adapter, held_out, model_dir, train_in_parallel, update_metrics
 
@@ -68,7 +67,6 @@ log = logging.getLogger("aimnet_backbones")
 
 def model_config(size: str) -> dict:
     import yaml
-
     from probe_aimnet import training
 
     if size == "small":
@@ -84,7 +82,6 @@ def split(frames, fraction, seed):
 
 def train_one(name: str, seed: int, args) -> Path | None:
     from ase.io import read
-
     from probe_aimnet import training
 
     spec = DATASETS[name]
@@ -149,7 +146,7 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
 
     model = args.cache / name / "seed1.pt"
     frames = held_out(name, args.data)[:n]
-    adapter = AIMNet2Adapter([model], layers=[l.name for l in AIMNet2Adapter([model]).feature_layers()])
+    adapter = AIMNet2Adapter([model], layers=[layer.name for layer in AIMNet2Adapter([model]).feature_layers()])
 
     def plain():
         for i in range(0, n, 32):

@@ -55,8 +55,9 @@ def store_path(name) -> Path:
         extract(MACEAdapter([model]), REPO.parent / "shared" / "data" / "ethanol" / "test_MD.xyz", path,
                 progress=False)
     elif name == "mace-demo":
-        from probe_base.demo import demo_data
         from probe_mace.example import example_models
+
+        from probe_base.demo import demo_data
 
         data = demo_data(folder)
         models = example_models(data["train"], folder / "demo_models", 1)

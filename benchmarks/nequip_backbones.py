@@ -34,13 +34,24 @@ import sys
 import time
 from pathlib import Path
 
-
 try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
-                                            train_in_parallel, update_metrics)
+    from benchmarks.backbone_common import (
+        console_program,
+        evaluate_adapter,
+        held_out,
+        model_dir,
+        train_in_parallel,
+        update_metrics,
+    )
 except ImportError:
-    from backbone_common import (console_program, evaluate_adapter, held_out, model_dir,
-                                 train_in_parallel, update_metrics)
+    from backbone_common import (
+        console_program,
+        evaluate_adapter,
+        held_out,
+        model_dir,
+        train_in_parallel,
+        update_metrics,
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"

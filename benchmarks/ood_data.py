@@ -555,9 +555,9 @@ def train_aimnet_seed(seed: int, minutes: float) -> Path | None:
     """aimnet's chain as ``benchmarks/aimnet_backbones.py`` runs it (its ethanol settings,
     split and small model), except the SAE (``aimnet_sae``)."""
     import ase.io
+    from probe_aimnet import training
 
     from benchmarks import aimnet_backbones
-    from probe_aimnet import training
 
     target = model_path("aimnet", seed)
     if target.exists():

@@ -182,12 +182,12 @@ def md(args):
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from probe_mace import MACEAdapter, MACECalculator
 
+    from probe_base.artifact import load_probe
     from probe_base.scoring import decision_threshold
     from probe_base.selective import calibrate_probe
-    from probe_base.artifact import load_probe
     from probe_base.watchdog import ReliabilityWatchdog, UnreliableTrajectory
-    from probe_mace import MACECalculator, MACEAdapter
 
     torch.set_num_threads(args.threads)
     probe_path, store_path, _, _, _, _, _ = fitted_probe("ethanol", quantile=args.quantile)

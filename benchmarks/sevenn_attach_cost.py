@@ -15,9 +15,9 @@ import ase.io
 import numpy as np
 import torch
 from ase.build import bulk
+from probe_sevenn import SevenNetCalculator
 
 from probe_base import attach
-from probe_sevenn import SevenNetCalculator
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "benchmarks" / "cache" / "stores" / "sevenn_ethanol_raw.probe"

@@ -169,7 +169,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import sevenn
-
     from probe_sevenn import SevenNetAdapter
 
     adapter = SevenNetAdapter(MODELS)

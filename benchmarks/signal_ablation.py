@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe_base.baselines import LatentDistance
 from probe_base.classifier import ProbeClassifier
 from probe_base.labels import LabelSpec, errors
 from probe_base.metrics import aurc, ece, evaluate_signal
 from probe_base.plugins import get_adapter_class
 from probe_base.store import extract, load_store
 from probe_base.workflow import split_holdout
-from probe_base.baselines import LatentDistance
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -85,9 +85,9 @@ def stores_for(backbone, dataset, models):
     heldout = make_3bpa_heldout() if dataset == "3bpa" else HELDOUT[dataset]
     adapter_class = get_adapter_class(backbone)
     stores = {}
-    for k, primary in enumerate(models):
+    for primary in models:
         ordered = [primary] + [m for m in models if m != primary]
-        probe_adapter = adapter_class(ordered, layers=[l.name for l in adapter_class(ordered[:1]).feature_layers()])
+        probe_adapter = adapter_class(ordered, layers=[layer.name for layer in adapter_class(ordered[:1]).feature_layers()])
         path = CACHE / "stores" / f"{backbone}_{dataset}_{primary.stem}_n{len(models)}.h5"
         extract(probe_adapter, heldout, path)
         stores[primary.stem] = (path, probe_adapter)

@@ -77,16 +77,14 @@ def calculators(backbone, model, probe):
     """(plain, probed) ASE calculators on the same model file."""
     if backbone == "mace":
         from mace.calculators import MACECalculator as Plain
-
         from probe_mace import MACECalculator
 
         dtype = "float64" if "float64" in str(_mace_dtype(model)) else "float32"
         options = dict(model_paths=[model], device="cpu", default_dtype=dtype)
         return Plain(**options), MACECalculator(**options, probe=probe, probe_policy="ignore")
     if backbone == "sevenn":
-        from sevenn.calculator import SevenNetCalculator as Plain
-
         from probe_sevenn import SevenNetCalculator
+        from sevenn.calculator import SevenNetCalculator as Plain
 
         return Plain(model, device="cpu"), SevenNetCalculator(model, device="cpu", probe=probe,
                                                               probe_policy="ignore")

@@ -17,7 +17,6 @@ a ``StoreView`` whose features are read from disk batch by batch.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -206,6 +206,8 @@ INPUTS = ("input", "store", "probe", "model", "reference")
 def check_before_work(args):
     """What can be refused before any model is loaded or any structure is read: the
     device, the input files and --index, --eval-fraction, and the output path."""
+    if args.command == "plugins":
+        return  # nothing to check, and nothing heavy to import for it
     from .data import check_input_file, selected_frames
     from .paths import check_output_dir, check_output_file
 

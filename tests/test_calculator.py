@@ -1,4 +1,3 @@
-import warnings
 
 import ase.io
 import numpy as np

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import synthetic_features
+
 from probe_base.classifier import ProbeClassifier
 from probe_base.errors import LabelError
 

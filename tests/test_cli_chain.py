@@ -3,7 +3,6 @@
 import json
 
 import ase.io
-import numpy as np
 
 from probe_base.cli import main
 

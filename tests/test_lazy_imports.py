@@ -24,7 +24,7 @@ print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 def _heavy_modules_after(*argv):
     result = subprocess.run([sys.executable, "-c", CHECK.format(heavy=HEAVY), *argv], cwd=REPO,
                             capture_output=True, text=True, check=True)
-    line = [l for l in result.stdout.splitlines() if l.startswith("HEAVY:")][-1]
+    line = [text for text in result.stdout.splitlines() if text.startswith("HEAVY:")][-1]
     return result.stdout, [m for m in line[len("HEAVY:"):].split(",") if m]
 
 

@@ -8,8 +8,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from probe_base import metrics
-from probe_base.metrics import (aurc, bootstrap_counts, evaluate_signal, resampled_metrics,
-                                risk_coverage, selective_risk)
+from probe_base.metrics import aurc, bootstrap_counts, evaluate_signal, resampled_metrics, risk_coverage, selective_risk
 
 
 def _tied_inputs(n, seed):

@@ -43,9 +43,9 @@ def test_select_cli_on_pool_with_near_duplicates(tmp_path):
     """A pool where the worst structure has 8 near-copies: the plain pick is 4 copies of one
     failure, the diverse pick takes one of them and three other structures."""
     from probe_base import toy as toy_module
+    from probe_base.artifact import load_probe
     from probe_base.cli import main
     from probe_base.selection import score_pool
-    from probe_base.artifact import load_probe
 
     toy = practice_toy.toy_probe()
     base = toy_module.emt_clusters(30, seed=11, rattle=(0.02, 0.3), vacancy_fraction=0.3)

@@ -233,10 +233,10 @@ def test_calibrate_crc_in_place_and_other_store(fitted, tmp_path):
     rewrites the probe file itself."""
     import shutil
 
+    from probe_base import toy as toy_module
     from probe_base.artifact import load_probe
     from probe_base.selective import calibrate_probe, selective_evaluation
     from probe_base.store import extract, load_store
-    from probe_base import toy as toy_module
 
     probe = tmp_path / "copy.probe"
     shutil.copy(fitted["probe"], probe)

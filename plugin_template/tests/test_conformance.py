@@ -1,7 +1,8 @@
 """The core's adapter conformance suite on MyName models (fixtures in conftest.py)."""
 
-from probe_base.testing import AdapterConformance
 from probe_myname import MyNameAdapter
+
+from probe_base.testing import AdapterConformance
 
 
 class TestMyNameConformance(AdapterConformance):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from ase.build import molecule
 from conftest import WIDTHS
+from probe_aimnet import AIMNet2Adapter
 
 from probe_base.errors import InputError
-from probe_aimnet import AIMNet2Adapter
 
 ALL = list(WIDTHS)
 
@@ -33,7 +33,7 @@ def _batch(structures):
 
 def test_layers_and_declared_widths(model_paths, structures):
     adapter = AIMNet2Adapter(model_paths[:1], layers=ALL)
-    assert [(l.name, l.width) for l in adapter.feature_layers()] == list(WIDTHS.items())
+    assert [(layer.name, layer.width) for layer in adapter.feature_layers()] == list(WIDTHS.items())
     assert AIMNet2Adapter(model_paths[:1]).layers == ["aim"]
     out = adapter.run(structures, members=False)
     n_total = sum(len(a) for a in structures)

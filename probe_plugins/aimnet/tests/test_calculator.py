@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 from conftest import rattled_ethanols
+from probe_aimnet import AIMNet2Adapter, AIMNet2ASE, AIMNet2Calculator
 
 from probe_base import UnreliablePrediction
-from probe_aimnet import AIMNet2Adapter, AIMNet2ASE, AIMNet2Calculator
 
 
 def _features(adapter, structures):

@@ -12,7 +12,6 @@ torch.set_num_threads(1)
 import mace  # noqa: E402,F401  (mace before e3nn)
 from e3nn import o3  # noqa: E402
 from mace import modules  # noqa: E402
-
 from probe_mace import MACEAdapter  # noqa: E402
 
 ELEMENTS = [1, 6, 8]  # H, C, O

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from probe_mace import MACEAdapter
 
 from probe_base.errors import InputError
-from probe_mace import MACEAdapter
 
 
 def _mace_calculator(paths):
@@ -151,7 +151,6 @@ def test_plugin_registration():
 
 def test_drop_in_calculator_without_probe(model_paths):
     from mace.calculators import MACECalculator as Original
-
     from probe_mace import MACECalculator
 
     calc = MACECalculator(model_paths=str(model_paths[0]), device="cpu")

@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+from probe_mace import MACEAdapter, MACECalculator
 
 from probe_base import UnreliablePrediction
-from probe_mace import MACEAdapter, MACECalculator
 
 
 @pytest.fixture(scope="module")

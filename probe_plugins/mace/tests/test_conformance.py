@@ -12,9 +12,9 @@ class TestMACEConformance(AdapterConformance):
 
 
 import pytest  # noqa: E402
+from probe_mace import MACECalculator  # noqa: E402
 
 from probe_base.testing import CalculatorConformance  # noqa: E402
-from probe_mace import MACECalculator  # noqa: E402
 
 
 class TestMACECalculatorConformance(CalculatorConformance):

@@ -4,10 +4,10 @@ Cu cluster potential (EMT energies to a few meV/atom on the training distributio
 from __future__ import annotations
 
 import numpy as np
-
-from probe_base.toy import emt_clusters
 from probe_mace import MACEAdapter
 from probe_mace.example import SHIPPED_MEMBERS, shipped_model
+
+from probe_base.toy import emt_clusters
 
 
 def test_shipped_example_models_predict_emt_energies(tmp_path):

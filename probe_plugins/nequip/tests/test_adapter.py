@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from e3nn.o3 import Irrep, Irreps
-
-from probe_base.errors import InputError, ProbeError
 from probe_nequip import NequIPAdapter
 from probe_nequip.plugin import convnets
+
+from probe_base.errors import InputError, ProbeError
 
 
 def _scalar_columns(irreps: Irreps) -> list[int]:

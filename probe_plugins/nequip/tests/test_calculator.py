@@ -8,11 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
+from probe_nequip import NequIPAdapter, NequIPCalculator
 
 from probe_base import UnreliablePrediction, attach
 from probe_base.errors import FingerprintMismatch, InputError
 from probe_base.store import FeatureSet
-from probe_nequip import NequIPAdapter, NequIPCalculator
 
 
 @pytest.fixture(scope="module")

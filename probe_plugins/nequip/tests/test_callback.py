@@ -8,10 +8,10 @@ import json
 import ase.io
 import numpy as np
 import pytest
+from probe_nequip import NequIPAdapter, NequIPCalculator
 
 from probe_base.artifact import load_probe
 from probe_base.store import FeatureSet
-from probe_nequip import NequIPAdapter, NequIPCalculator
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from probe_sevenn import SevenNetAdapter
 
 from probe_base.errors import InputError
-from probe_sevenn import SevenNetAdapter
 
 
 def _hooks(model):
@@ -42,7 +42,7 @@ def test_features_and_predictions_match_the_calculator(adapter, calculator, stru
     module = calculator.model._modules["2_equivariant_gate"]
     for atoms, energy, forces, features in zip(structures, out.energies, out.forces, out.features):
         captured = []
-        handle = module.register_forward_hook(lambda m, i, o: captured.append(o["x"].detach().clone()))
+        handle = module.register_forward_hook(lambda m, i, o, captured=captured: captured.append(o["x"].detach().clone()))
         try:
             atoms = atoms.copy()
             atoms.calc = calculator
@@ -91,9 +91,8 @@ def test_plugin_registration():
 
 
 def test_drop_in_calculator_without_probe():
-    from sevenn.calculator import SevenNetCalculator as Original
-
     from probe_sevenn import SevenNetCalculator
+    from sevenn.calculator import SevenNetCalculator as Original
 
     assert type(SevenNetCalculator("7net-0", device="cpu")) is Original
 

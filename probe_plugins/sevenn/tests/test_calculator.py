@@ -8,11 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
+from probe_sevenn import SevenNetAdapter, SevenNetCalculator
 
 from probe_base import UnreliablePrediction, attach
 from probe_base.store import FeatureSet
-from probe_sevenn import SevenNetAdapter, SevenNetCalculator
-
 
 
 @pytest.fixture(scope="module")
