@@ -83,6 +83,9 @@ def build_parser():
     p.add_argument("--alpha", type=float, default=0.02,
                    help="the domain test's false-alarm rate: at most this fraction of in-distribution "
                         "structures is flagged as outside the domain (split-conformal; default 0.02)")
+    p.add_argument("--attention", choices=["self", "pooling"], default="self",
+                   help="self: attention among all atoms (default; time quadratic in atoms); pooling: "
+                        "a few learned queries attend to the atoms (linear: for 10^3-10^5 atoms)")
     p.add_argument("--no-domain", action="store_true",
                    help="no domain test: the probe network's P(reliable) alone, also on structures "
                         "unlike anything the backbone or the probe has seen")
@@ -338,7 +341,7 @@ def _fit(args, group):
     from .workflow import fit_probe
 
     rank0 = group is None or group.rank == 0
-    overrides = {"seed": args.seed, "progress": rank0,
+    overrides = {"seed": args.seed, "progress": rank0, "attention": args.attention,
                  "calibration": None if args.calibration == "none" else args.calibration}
     if args.seeds:
         overrides["n_seeds"] = args.seeds
