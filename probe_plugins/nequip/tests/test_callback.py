@@ -24,7 +24,7 @@ def report(trained):
 def test_metrics_are_reported_with_nequips_test_metrics(trained, report):
     payload, _ = report
     assert payload["n_fit"] + payload["n_eval"] == 40 and payload["n_eval"] == 20
-    assert set(payload["metrics"]) == {"PROBE", "latent distance", "random"}
+    assert set(payload["metrics"]) == {"PROBE", "LLPR", "GMM NLL", "latent distance", "random"}
     for name in ("auroc", "aurc", "ece", "spearman"):
         value, low, high = payload["metrics"]["PROBE"][name]
         assert np.isfinite(value) and low <= value <= high
