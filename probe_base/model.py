@@ -6,8 +6,9 @@ per atom, atom count) -> logit. Two kinds of attention (``attention=``):
                time and memory linear in the number of atoms. Per-atom importance = the
                attention the queries give each atom, averaged over queries and heads.
 ``"self"``     multi-head self-attention among all atoms of a structure (the first probe
-               design; time quadratic in atoms). Attention runs in query chunks, so memory
-               stays linear: no B x H x N x N tensor is kept. Per-atom importance =
+               design; time quadratic in atoms). Fused blocked attention (or, for importance,
+               query chunks sharing one score buffer) keeps memory linear: no B x H x N x N
+               tensor is kept. Per-atom importance =
                attention each atom receives in the last block, averaged over heads.
 
 Importance is normalised to sum to one per structure. Both are invariant to atom order
@@ -53,6 +54,38 @@ def _chunked_attention(q, k, v, key_mask, want_received):
         query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
         received = received + (weights * query_mask).sum(dim=2)
     return torch.cat(outputs, dim=2), received
+
+
+def _attention_with_received(q, k, v, key_mask):
+    """Softmax attention that also returns the attention each key receives from the real
+    queries: q, k, v (R, N, d), key_mask (R, N) bool or None. Query chunks share one score
+    buffer, so memory stays at SCORE_ELEMENTS floats whatever N, and repeated calls reuse
+    the same allocation (fresh N x chunk tensors per chunk fragment the heap: GBs of RSS)."""
+    rows, n, d = q.shape
+    chunk = max(1, min(n, SCORE_ELEMENTS // max(rows * n, 1)))
+    scale = 1.0 / math.sqrt(d)
+    bias = None if key_mask is None else \
+        torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill_(~key_mask, float("-inf"))[:, None, :]
+    query_weight = None if key_mask is None else key_mask.to(q.dtype)[:, None, :]
+    keys_t = k.transpose(1, 2)
+    attended = torch.empty(rows, n, d, dtype=q.dtype)
+    received = torch.zeros(rows, n, dtype=q.dtype)
+    buffer = torch.empty(rows, chunk, n, dtype=q.dtype)
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        scores = buffer if size == chunk else buffer[:, :size].contiguous()
+        torch.bmm(q[:, start:start + size], keys_t, out=scores)
+        scores.mul_(scale)
+        if bias is not None:
+            scores.add_(bias)
+        scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+        scores.div_(scores.sum(-1, keepdim=True))
+        attended[:, start:start + size] = torch.bmm(scores, v)
+        if query_weight is None:
+            received += scores.sum(1)
+        else:
+            received += torch.bmm(query_weight[:, :, start:start + size], scores)[:, 0]
+    return attended, received
 
 
 def _feed_forward(dim, dropout):
@@ -357,30 +390,22 @@ class StackedProbe:
         dim = h.shape[-1]
         d = dim // heads
         qkv = block["qkv"](block["norm1"](h)).view(m, b, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = (t.reshape(m * b * heads, n, d) for t in qkv)
-        if bias is not None:
-            bias = bias[None, :, None, None, :].expand(m, b, heads, 1, n).reshape(m * b * heads, 1, n)
-            query_mask = mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, 1, n).to(h.dtype)
-        chunk = max(1, min(n, SCORE_ELEMENTS // max(m * b * heads * n, 1)))
-        outputs, received = [], None
-        scale = 1.0 / math.sqrt(d)
-        for start in range(0, n, chunk):
-            q_chunk = q[:, start:start + chunk]
-            if not want_received:
-                outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
-                continue
-            scores = torch.bmm(q_chunk, k.transpose(1, 2))
-            scores = scores.mul_(scale) if bias is None else scores.mul_(scale).add_(bias)
-            weights = torch.softmax(scores, dim=-1)
-            outputs.append(torch.bmm(weights, v))
-            # attention each atom receives from the real atoms of this chunk of queries
-            part = weights.sum(1) if bias is None else torch.bmm(query_mask[:, :, start:start + chunk], weights)[:, 0]
-            received = part if received is None else received + part
-        attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        attended = attended.view(m, b, heads, n, d).permute(0, 1, 3, 2, 4).reshape(m, b * n, dim)
+        q, k, v = (t.reshape(m * b, heads, n, d) for t in qkv)
+        received = None
+        if not want_received:
+            # 4-D inputs take torch's fused CPU kernel: blocked, never N x N in memory
+            if bias is not None:
+                bias = bias[None, :, None, None, :].expand(m, b, 1, 1, n).reshape(m * b, 1, 1, n)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            attended, received = _attention_with_received(
+                q.reshape(m * b * heads, n, d), k.reshape(m * b * heads, n, d), v.reshape(m * b * heads, n, d),
+                None if mask is None else mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, n))
+            received = received.view(m, b, heads, n)
+        attended = attended.reshape(m, b, heads, n, d).permute(0, 1, 3, 2, 4).reshape(m, b * n, dim)
         h = h + block["out"](attended)
         h = h + block["ffn"](block["norm2"](h))
-        return h, None if received is None else received.view(m, b, heads, n)
+        return h, received
 
     def _query_pooling(self, h4, bias):
         pool = self.pool
