@@ -492,8 +492,9 @@ def main(argv=None):
     step_cost.register(sub)
     attention_ablation.register(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "handler", None):
-        return args.handler(args)
+    if getattr(args, "handler", None):  # subcommands registered by other modules
+        args.handler(args)
+        return 0
     import torch
 
     torch.set_num_threads(1)
