@@ -100,7 +100,7 @@ class NumpyProbe:
         if self.element is not None:
             h = h + self.element[:, atomic_numbers]
         received = None
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             if "qkv" in block:
                 h, received = self._attention_block(block, h, n)
             else:

@@ -194,9 +194,8 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         scores.update(baselines.score(data))
     fit_scores = None
     if fit_data is not None:
+        # novelty's decision is its conformal threshold: no fitting-set percentile needed
         fit_scores = dict(baselines.score(fit_data)) if baselines is not None else {}
-        if artifact.domain is not None:
-            fit_scores[NOVELTY] = score(artifact, fit_data).novelty
     threshold = decision_threshold(artifact)
     metrics = {}
     for name, s in scores.items():

@@ -130,3 +130,37 @@ def test_fit_refuses_a_bad_alpha_or_too_few_structures_before_training(heldout_s
     assert main(["fit", "--store", str(heldout_store), "--output", str(out), "--eval-fraction", "0.99"]) == 2
     err = capsys.readouterr().err
     assert "needs at least 49" in err and "fitting set has 4" in err and not out.exists()
+
+
+def _atom_map_quality_one_by_one(maps, true_errors, offsets, top=3):
+    """The definition, structure by structure (scipy's spearmanr): the reference."""
+    from scipy.stats import spearmanr
+
+    hits, randoms, rhos = [], [], []
+    for i, m in enumerate(maps):
+        true = np.asarray(true_errors[offsets[i]:offsets[i + 1]], dtype=float)
+        m = np.asarray(m, dtype=float)
+        if len(true) <= top or not np.all(np.isfinite(true)):
+            continue
+        hits.append(float(np.argmax(m) in np.argsort(true)[::-1][:top]))
+        randoms.append(top / len(true))
+        if np.ptp(m) > 0 and np.ptp(true) > 0:
+            rhos.append(float(spearmanr(m, true).statistic))
+    return {"hit_rate": float(np.mean(hits)), "random_rate": float(np.mean(randoms)),
+            "spearman": float(np.mean(rhos)), "n_structures": len(hits)}
+
+
+def test_atom_map_quality_equals_the_structure_by_structure_definition():
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 12, 300)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    true = rng.random(offsets[-1])
+    true[offsets[5]:offsets[6]] = np.nan  # a structure without reference forces: skipped
+    true[offsets[7]:offsets[8]] = 0.5  # all errors equal: no rank correlation
+    maps = [np.round(rng.random(n), 1) for n in sizes]  # coarse maps: many ties
+    maps[9] = np.zeros(sizes[9])
+    got = atom_map_quality(maps, true, offsets)
+    expected = _atom_map_quality_one_by_one(maps, true, offsets)
+    assert got["n_structures"] == expected["n_structures"]
+    for key in ("hit_rate", "random_rate", "spearman"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12), key
