@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import CACHE, ETHANOL_HELDOUT, REPO, RESULTS
+# only the light common module here: every rank imports this file and measures its memory
+from benchmarks.common import ETHANOL_HELDOUT, REPO, RESULTS
 
 RESULTS_FILE = RESULTS / "distributed_extract.json"
-MACE_MODEL = CACHE / "mace" / "ethanol" / "seed1.model"  # the suite's seed 1
 
 
 def worker(report_dir, cli_args):
@@ -188,6 +188,8 @@ def distributed_extract(args):
 
 
 def register(sub):
+    from benchmarks.backbones import seed_model_path
+
     parser = sub.add_parser("distributed-extract", help="`probe extract` wall time and peak memory, 1 process "
                                                         "vs torchrun ranks, CPU and GPU",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,7 +198,7 @@ def register(sub):
     p = modes.add_parser("ranks")
     p.add_argument("--input", type=Path, default=ETHANOL_HELDOUT)
     p.add_argument("--adapter", default="mace")
-    p.add_argument("--model", type=Path, default=MACE_MODEL)
+    p.add_argument("--model", type=Path, default=seed_model_path("mace", "ethanol", 1), help="default: the suite's seed 1")
     p.add_argument("--python", default=sys.executable, help="interpreter with the adapter installed")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])

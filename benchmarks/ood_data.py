@@ -61,7 +61,6 @@ OOD_KINDS = ("bond_scan", "atom_pulled", "fragments", "dimer", "compressed_stret
 SETS = ("train", "heldout", *(f"ood_{kind}" for kind in OOD_KINDS))
 # ground-state spin multiplicities of the free atoms (GFN2-xTB, no spin polarisation)
 ATOM_MULTIPLICITY = {"H": 2, "C": 3, "O": 3}
-MODEL_EXT = {"mace": ".model", "nequip": ".nequip.zip", "aimnet": ".pt"}
 SEEDS = (1, 2, 3, 4)
 TRAIN_MINUTES = 3.5
 # mace_run_train has no wall-time cap: epochs sized to the cap. Measured: ~80 s per epoch
@@ -491,7 +490,11 @@ def stage_label() -> dict:
 
 # ---- backbones -------------------------------------------------------------------------------
 def model_path(backbone: str, seed: int) -> Path:
-    return MODELS / backbone / f"seed{seed}{MODEL_EXT[backbone]}"
+    """models/<backbone>/seed<k>.<ext>: the trainers' layout for a dataset named after the
+    backbone (``register_dataset``) in the cache folder ``MODELS``."""
+    from benchmarks.backbones import seed_model_path
+
+    return seed_model_path(backbone, backbone, seed, cache=MODELS)
 
 
 def register_dataset(module, backbone: str, spec: dict) -> str:

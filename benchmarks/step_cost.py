@@ -39,13 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import speed
+from benchmarks.backbones import seed_model_path
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, REPO, RESULTS
 from benchmarks.report import write_markdown
 
 TIMING = CACHE / "timing"  # models trained briefly when the suite's are not cached
 BACKBONES = ("mace", "sevenn", "nequip", "aimnet")
-SUITE_MODEL = {"mace": "mace/ethanol/seed1.model", "nequip": "nequip/ethanol/seed1.nequip.zip",
-               "aimnet": "aimnet/ethanol/seed1.pt"}
 SHORT_TRAINING = {"mace": ["--epochs", "2"], "nequip": ["--epochs", "1", "--max-minutes", "5"],
                   "aimnet": ["--epochs", "1"]}
 
@@ -61,10 +60,10 @@ def timing_model(backbone) -> str:
     """The suite's seed-1 model if cached, else one of the same architecture trained briefly."""
     if backbone == "sevenn":
         return "7net-0"
-    suite = CACHE / SUITE_MODEL[backbone]
+    suite = seed_model_path(backbone, "ethanol", 1)
     if suite.exists():
         return str(suite)
-    short = TIMING / SUITE_MODEL[backbone]
+    short = seed_model_path(backbone, "ethanol", 1, cache=TIMING / backbone)
     if not short.exists():
         cmd = [sys.executable, "-m", "benchmarks", "train", backbone, "--datasets", "ethanol",
                "--seeds", "1", "--no-evaluate", "--cache", str(TIMING / backbone), *SHORT_TRAINING[backbone]]

@@ -57,6 +57,12 @@ def model_dir(cache: Path, dataset: str, size: str = "small") -> Path:
     return cache / (dataset if size == "small" else f"{dataset}-{size}")
 
 
+def seed_model_path(backbone: str, dataset: str, seed: int, size: str = "small", cache: Path | None = None) -> Path:
+    """Where seed ``seed``'s model of ``backbone`` is (or goes once trained); ``cache``: the
+    framework's model folder, ``CACHE / backbone`` by default."""
+    return model_dir(cache or CACHE / backbone, dataset, size) / f"seed{seed}{hooks(backbone).MODEL_SUFFIX}"
+
+
 def find_models(backbone: str, dataset: str, size: str = "small") -> list[Path]:
     """The cached seed models, in seed order (one file per seed: seed1.model, seed1.nequip.zip, ...)."""
     return sorted(p for p in model_dir(CACHE / backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
@@ -162,7 +168,7 @@ def train(args) -> int:
     held = {}
     for name, seed in jobs:
         if args.evaluate_only or args.parallel > 1:
-            path = model_dir(args.cache, name, args.size) / f"seed{seed}{framework.MODEL_SUFFIX}"
+            path = seed_model_path(args.backbone, name, seed, args.size, args.cache)
             path = path if path.exists() else None
         else:
             path = framework.train_one(name, seed, args)

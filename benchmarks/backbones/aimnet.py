@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.backbones import evaluate_adapter, model_dir, train_in_parallel
+from benchmarks.backbones import evaluate_adapter, seed_model_path, train_in_parallel
 from benchmarks.common import CACHE, DATA, REPO, RESULTS, heldout_structures
 
 MODEL_SUFFIX = ".pt"
@@ -78,7 +78,7 @@ def train_one(name: str, seed: int, args) -> Path | None:
     from probe_aimnet import training
 
     spec = DATASETS[name]
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
+    target = seed_model_path("aimnet", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
@@ -115,7 +115,7 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
     that a busy machine slows both alike; medians and the median of paired ratios."""
     from probe_aimnet import AIMNet2Adapter
 
-    model = args.cache / name / "seed1.pt"
+    model = seed_model_path("aimnet", name, 1, cache=args.cache)
     frames = heldout_structures(name, args.data)[:n]
     adapter = AIMNet2Adapter([model], layers=[layer.name for layer in AIMNet2Adapter([model]).feature_layers()])
 

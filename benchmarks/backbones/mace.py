@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.backbones import console_program, evaluate_adapter, model_dir
+from benchmarks.backbones import console_program, evaluate_adapter, model_dir, seed_model_path
 
 MODEL_SUFFIX = ".model"
 SEED_MAJOR = True  # every dataset gets a first model early
@@ -113,7 +113,7 @@ def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtyp
 
 def train_one(name: str, seed: int, args) -> Path | None:
     spec = DATASETS[name]
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.model"
+    target = seed_model_path("mace", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target

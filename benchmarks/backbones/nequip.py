@@ -32,7 +32,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.backbones import console_program, evaluate_adapter, model_dir
+from benchmarks.backbones import console_program, evaluate_adapter, seed_model_path
 
 MODEL_SUFFIX = ".nequip.zip"
 
@@ -168,7 +168,7 @@ def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
 
 
 def train_one(name: str, seed: int, args) -> Path | None:
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"
+    target = seed_model_path("nequip", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
