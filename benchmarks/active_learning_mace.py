@@ -1,7 +1,7 @@
 """One active-learning round on 3BPA with a MACE backbone: does labelling the 50 structures
 PROBE picks improve the backbone more than labelling 50 picked at random?
 
-The backbone (MACE seed 1 of ``benchmarks/mace_backbones.py``) was trained on 300 K MD
+The backbone (MACE seed 1 of ``python -m benchmarks train mace``) was trained on 300 K MD
 (train_300K). The held-out set (train_mixedT configurations not in train_300K: 300, 600,
 1200 K MD) is split once (seed 0) into
 
@@ -19,8 +19,8 @@ Each arm retrains MACE from scratch with ``mace_run_train`` on train_300K + its 
 structures (same seed, same hyperparameters, same epochs as the backbone), and the new
 model is scored on the evaluation split. Trained models are cached; re-runs skip them.
 
-    python -m benchmarks.active_learning_mace                 # all arms
-    python -m benchmarks.active_learning_mace --arms probe random-0
+    python -m benchmarks active-learning                 # all arms
+    python -m benchmarks active-learning --arms probe random-0
 
 Writes benchmarks/results/active_learning_mace_3bpa.{json,md,png}.
 """
@@ -33,14 +33,16 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.mace_backbones import DATA, DATASETS, evaluate, train_command
-from benchmarks.signal_ablation import CACHE, RESULTS, backbone_models, make_3bpa_heldout, stores_for
+from benchmarks.backbones import find_or_train
+from benchmarks.backbones.mace import DATASETS, evaluate, train_command
+from benchmarks.common import CACHE, DATA, RESULTS, heldout_path
+from benchmarks.report import write_markdown
+from benchmarks.signal_ablation import stores_for
 
 WORK = CACHE / "active_learning" / "mace_3bpa"
 N_PICK = 50
@@ -81,10 +83,10 @@ def prepare(threads):
     picks_path = WORK / "picks.json"
     if picks_path.exists():
         return json.loads(picks_path.read_text())
-    models = backbone_models("mace", "3bpa")
+    models = find_or_train("mace", "3bpa", train=False)
     store_path, adapter = stores_for("mace", "3bpa", models)[models[0].stem]
     data = load_store(store_path)
-    heldout = ase.io.read(make_3bpa_heldout(), ":")
+    heldout = ase.io.read(heldout_path("3bpa"), ":")
     assert len(heldout) == len(data) and np.array_equal(data.source_index, np.arange(len(data)))
     fit_idx, pool_idx, eval_idx = splits(len(data))
     write_xyz([heldout[i] for i in pool_idx], WORK / "pool.xyz")
@@ -152,19 +154,7 @@ def train_arm(arm, pool_indices, args):
     return target
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", default=["probe", "ensemble", "none"] +
-                        [f"random-{k}" for k in range(N_RANDOM)])
-    parser.add_argument("--seed", type=int, default=1, help="MACE training seed (the backbone's)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu", help="mace_run_train's --device (cpu, cuda)")
-    parser.add_argument("--parallel", type=int, default=1, help="arms trained at once (GPU)")
-    parser.add_argument("--train-only", action="store_true",
-                        help="train the arms of an existing picks.json (e.g. on a GPU machine)")
-    parser.add_argument("--work", type=Path, default=WORK, help="folder of picks.json and the arms")
-    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
-    args = parser.parse_args(argv)
+def active_learning(args):
     args.work, args.data = args.work.resolve(), args.data.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import ase.io
@@ -177,13 +167,13 @@ def main(argv=None):
 
         with ThreadPoolExecutor(args.parallel) as pool:  # each training is a subprocess
             list(pool.map(lambda arm: train_arm(arm, arms[arm], args), args.arms))
-        return
+        return 0
     record = prepare(args.threads)
     missing = [arm for arm in record["arms"] if arm not in record["picked_force_rmse_meV_per_A"]]
     if missing:  # arms added after the first pick: how bad their structures were, from the store
         from probe_base.store import load_store
 
-        models = backbone_models("mace", "3bpa")
+        models = find_or_train("mace", "3bpa", train=False)
         data = load_store(stores_for("mace", "3bpa", models)[models[0].stem][0])
         pool_errors = data.force_rmse[splits(len(data))[1]]
         for arm in missing:
@@ -196,7 +186,7 @@ def main(argv=None):
     results.update({k: v for k, v in record.items() if k != "arms"})
     results["arms_pool_indices"] = record["arms"]
     results.setdefault("evaluation", {})
-    backbone = backbone_models("mace", "3bpa")[0]
+    backbone = find_or_train("mace", "3bpa", train=False)[0]
     results["evaluation"]["before (backbone)"] = evaluate(backbone, evaluation)
     for arm in args.arms:
         model = train_arm(arm, record["arms"][arm], args)
@@ -204,6 +194,7 @@ def main(argv=None):
         log.info("%s: %s", arm, results["evaluation"][arm])
         results_path.write_text(json.dumps(results, indent=2))
     write_report(results)
+    return 0
 
 
 def write_report(results):
@@ -233,7 +224,7 @@ def write_report(results):
             f"{results['n_pool']}, evaluation {results['n_evaluation']} structures; 50 picked per "
             f"arm; pool mean force RMSE of the original backbone "
             f"{results['pool_force_rmse_meV_per_A']:.1f} meV/Å.\n\n" + "\n".join(rows) + "\n")
-    (RESULTS / "active_learning_mace_3bpa.md").write_text(text)
+    write_markdown(RESULTS / "active_learning_mace_3bpa.md", text)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     names = list(ev)
     for ax, key, title in zip(axes, ["energy_mae_meV", "forces_rmse_meV_per_A"],
@@ -245,8 +236,20 @@ def write_report(results):
         ax.set_title(f"evaluation split: {title}")
     fig.tight_layout()
     fig.savefig(RESULTS / "active_learning_mace_3bpa.png", dpi=120)
-    print(text)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub):
+    parser = sub.add_parser("active-learning", help="one active-learning round on 3BPA with MACE: PROBE's "
+                                                    "picks vs the ensemble's vs random",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", default=["probe", "ensemble", "none"] +
+                        [f"random-{k}" for k in range(N_RANDOM)])
+    parser.add_argument("--seed", type=int, default=1, help="MACE training seed (the backbone's)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="mace_run_train's --device (cpu, cuda)")
+    parser.add_argument("--parallel", type=int, default=1, help="arms trained at once (GPU)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the arms of an existing picks.json (e.g. on a GPU machine)")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder of picks.json and the arms")
+    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
+    parser.set_defaults(handler=active_learning)

@@ -18,18 +18,16 @@ example member 0). Writes ``benchmarks/results/attention_<store>.{json,md}``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import speed
+from benchmarks.backbones import find_or_train
+from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
+from benchmarks.report import write_markdown
 
-REPO = speed.REPO
-CACHE = REPO / "benchmarks" / "cache"
-RESULTS = speed.RESULTS
 LABELS = {"energy_median": dict(target="energy", quantile=0.5),
           "force_rmse_median": dict(target="force_rmse", quantile=0.5)}
 ATTENTIONS = ("self", "pooling")
@@ -48,12 +46,8 @@ def store_path(name) -> Path:
     from probe_mace import MACEAdapter
 
     if name == "mace-ethanol":
-        model = CACHE / "mace" / "ethanol" / "seed1.model"
-        if not model.exists():
-            subprocess.run([sys.executable, "-m", "benchmarks.mace_backbones", "--datasets", "ethanol",
-                            "--seeds", "1", "--no-evaluate"], check=True)
-        extract(MACEAdapter([model]), REPO.parent / "shared" / "data" / "ethanol" / "test_MD.xyz", path,
-                progress=False)
+        model = find_or_train("mace", "ethanol", seeds=(1,), evaluate=False)[0]  # the suite's seed 1
+        extract(MACEAdapter([model]), ETHANOL_HELDOUT, path, progress=False)
     elif name == "mace-demo":
         from probe_mace.example import example_models
 
@@ -138,8 +132,7 @@ def attention(args):
                          f"{s['difference_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {s['pooling_not_worse_splits']}/{s['n_splits']} | "
                          f"{s['self_ms_per_structure']:.2f} | {s['pooling_ms_per_structure']:.2f} | "
                          f"{s['self_fit_seconds']:.0f} | {s['pooling_fit_seconds']:.0f} |")
-        (RESULTS / f"attention_{name}.md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines), flush=True)
+        write_markdown(RESULTS / f"attention_{name}.md", "\n".join(lines) + "\n")
 
 
 def register(sub):

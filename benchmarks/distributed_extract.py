@@ -1,11 +1,12 @@
 """Wall time and peak memory of `probe extract` with 1 process vs 2 torchrun ranks.
 
-    /work/venvs/mace/bin/python benchmarks/distributed_extract.py ranks   # ethanol test_MD.xyz, MACE seed1
-    python benchmarks/distributed_extract.py gpu --out gpu.json   # toy MLIP on EMT clusters, cuda vs cpu
-    python benchmarks/distributed_extract.py record-gpu gpu.json  # keep a GPU machine's results
+    .nox/mace/bin/python -m benchmarks distributed-extract ranks   # ethanol test_MD.xyz, MACE seed1
+    python -m benchmarks distributed-extract gpu --out gpu.json   # toy MLIP on EMT clusters, cuda vs cpu
+    python -m benchmarks distributed-extract record-gpu gpu.json  # keep a GPU machine's results
 
 Each run is the real command (`probe extract`, under `torch.distributed.run` for 2 ranks),
-launched through this file's `worker` mode, which records per process the time spent in
+launched through this file as a script (``benchmarks/distributed_extract.py worker``, what
+torchrun starts on every rank), which records per process the time spent in
 the command and the peak resident memory (``resource.getrusage``). One torch thread per
 process (OMP_NUM_THREADS=1). Results go to benchmarks/results/distributed_extract.json
 (one key per mode).
@@ -24,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "distributed_extract.json"
-ETHANOL = ROOT.parent / "shared" / "data" / "ethanol" / "test_MD.xyz"
-MACE_MODEL = ROOT / "benchmarks" / "cache" / "mace" / "ethanol" / "seed1.model"
+# only the light common module here: every rank imports this file and measures its memory
+from benchmarks.common import ETHANOL_HELDOUT, REPO, RESULTS
+
+RESULTS_FILE = RESULTS / "distributed_extract.json"
 
 
 def worker(report_dir, cli_args):
@@ -53,7 +54,7 @@ def timed_extract(world, cli_args, workdir, python=sys.executable):
                 if world > 1 else [python])
     command = launcher + [__file__, "worker", str(reports), "--", *cli_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -74,7 +75,7 @@ def compare_stores(a, b):
             "max_abs_energy_diff": float(np.abs(x.energy_pred - y.energy_pred).max())}
 
 
-def save(key, value, path=RESULTS):
+def save(key, value, path=RESULTS_FILE):
     path = Path(path)
     results = json.loads(path.read_text()) if path.exists() else {}
     results[key] = value
@@ -176,40 +177,44 @@ def run_gpu(args):
             Path(args.out).write_text(json.dumps(out, indent=2))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="mode", required=True)
-    p = sub.add_parser("worker")
-    p.add_argument("report_dir")
-    p.add_argument("cli", nargs=argparse.REMAINDER)
-    p = sub.add_parser("ranks")
-    p.add_argument("--input", type=Path, default=ETHANOL)
-    p.add_argument("--adapter", default="mace")
-    p.add_argument("--model", type=Path, default=MACE_MODEL)
-    p.add_argument("--python", default=sys.executable, help="interpreter with the adapter installed")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--key", default="cpu", help="key of this run in the results file")
-    p.add_argument("--results", default=RESULTS)
-    p.add_argument("--workdir", default="/tmp/probe_distributed_extract")
-    p = sub.add_parser("record-gpu", help="store a gpu run's --out file in the results")
-    p.add_argument("file")
-    p = sub.add_parser("gpu")
-    p.add_argument("--structures", type=int, default=4000)
-    p.add_argument("--out", required=True)
-    p.add_argument("--cpu-ranks", type=int, nargs="*", default=[1, 2, 4])
-    p.add_argument("--workdir", default="/tmp/probe_distributed_gpu")
-    args = parser.parse_args()
-    if args.mode == "worker":
-        worker(args.report_dir, args.cli[1:] if args.cli[:1] == ["--"] else args.cli)
-    elif args.mode == "record-gpu":
+def distributed_extract(args):
+    if args.mode == "record-gpu":
         save("gpu", json.loads(Path(args.file).read_text()))
     elif args.mode == "ranks":
         run_ranks(args)
     else:
         run_gpu(args)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def register(sub):
+    from benchmarks.backbones import seed_model_path
+
+    parser = sub.add_parser("distributed-extract", help="`probe extract` wall time and peak memory, 1 process "
+                                                        "vs torchrun ranks, CPU and GPU",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=distributed_extract)
+    modes = parser.add_subparsers(dest="mode", required=True)
+    p = modes.add_parser("ranks")
+    p.add_argument("--input", type=Path, default=ETHANOL_HELDOUT)
+    p.add_argument("--adapter", default="mace")
+    p.add_argument("--model", type=Path, default=seed_model_path("mace", "ethanol", 1), help="default: the suite's seed 1")
+    p.add_argument("--python", default=sys.executable, help="interpreter with the adapter installed")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--key", default="cpu", help="key of this run in the results file")
+    p.add_argument("--results", default=RESULTS_FILE)
+    p.add_argument("--workdir", default="/tmp/probe_distributed_extract")
+    p = modes.add_parser("record-gpu", help="store a gpu run's --out file in the results")
+    p.add_argument("file")
+    p = modes.add_parser("gpu")
+    p.add_argument("--structures", type=int, default=4000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cpu-ranks", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--workdir", default="/tmp/probe_distributed_gpu")
+
+
+if __name__ == "__main__":  # a rank of timed_extract: `distributed_extract.py worker REPORT_DIR -- ARGS`
+    _, report_dir, *cli = sys.argv[1:]
+    worker(report_dir, cli[1:] if cli[:1] == ["--"] else cli)

@@ -1,8 +1,8 @@
 """Out-of-distribution benchmark: is PROBE safe on structures unlike the backbone's data?
 
 Backbones (4 seeds each) trained on GFN2-xTB labels of 1000 ethanol geometries; every set
-labelled with the same xTB (``benchmarks/ood_data.py`` builds data, backbones and feature
-stores). The probe is fitted the way a user would, with defaults, on half of 500 held-out
+labelled with the same xTB (``python -m benchmarks ood-data``, benchmarks/ood_data.py, builds
+data, backbones and feature stores). The probe is fitted the way a user would, with defaults, on half of 500 held-out
 ethanol structures (``--reference`` = the backbone's training-set store, alpha = 0.02) and
 scored on the other half (in distribution) and on seven OOD sets: bond-dissociation scans,
 an atom pulled away, fragments, dimers, compressed/stretched geometries, 1500-2500 K MD and
@@ -21,6 +21,7 @@ above the fitting median (with the per-atom map's hit rate).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -28,8 +29,9 @@ import time
 
 import numpy as np
 
+from benchmarks.common import BACKBONES, CACHE, RESULTS
 from benchmarks.ood_data import OOD_KINDS, STORES
-from benchmarks.signal_ablation import CACHE, RESULTS
+from benchmarks.report import write_markdown
 
 LABELS = {"energy_median": dict(target="energy", quantile=0.5),
           "force_rmse_median": dict(target="force_rmse", quantile=0.5)}
@@ -41,7 +43,7 @@ SETS = tuple(f"ood_{kind}" for kind in OOD_KINDS)
 def stores_of(backbone):
     needed = {name: STORES / f"{backbone}_{name}.h5" for name in ("train", "heldout", *SETS)}
     if not all(p.exists() for p in needed.values()):
-        cmd = [sys.executable, "-m", "benchmarks.ood_data", "--backbone", backbone, "--stage", "all"]
+        cmd = [sys.executable, "-m", "benchmarks", "ood-data", "--backbone", backbone, "--stage", "all"]
         print("building:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return needed
@@ -126,9 +128,7 @@ def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ood_{backbone}.json").write_text(json.dumps(result, indent=1, default=float))
     plot(result, RESULTS / f"ood_{backbone}.png")
-    text = markdown([result])
-    (RESULTS / f"ood_{backbone}.md").write_text(text)
-    print(text)
+    write_markdown(RESULTS / f"ood_{backbone}.md", markdown([result]))
     return result
 
 
@@ -139,7 +139,7 @@ def _pct(x):
 def markdown(results) -> str:
     lines = ["# Out-of-distribution benchmark (GFN2-xTB labels)", "",
              "`python -m benchmarks ood --backbone B` (data, backbones and stores: "
-             "`python -m benchmarks.ood_data --backbone B --stage all`)", "",
+             "`python -m benchmarks ood-data --backbone B --stage all`)", "",
              "Cell: % of the set's *unreliable* structures flagged by the method's default decision "
              "(PROBE: P(reliable) < 0.5 with the domain test; network alone: P < 0.5; novelty: > 1; "
              "others: above their fitting-set 99th percentile). Row `heldout`: % of all in-distribution "
@@ -210,7 +210,24 @@ def report():
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ood_*.json"))]
     for result in results:
         plot(result, RESULTS / f"ood_{result['backbone']}.png")
-    text = markdown(results)
-    (RESULTS / "ood.md").write_text(text)
-    print(text)
+    write_markdown(RESULTS / "ood.md", markdown(results))
     return 0
+
+
+def ood_command(args):
+    import torch
+
+    torch.set_num_threads(1)
+    if not args.report and args.backbone:
+        run(args.backbone, args.bootstrap, args.alpha)
+    return report()
+
+
+def register(sub):
+    o = sub.add_parser("ood", help="out-of-distribution benchmark on GFN2-xTB labels",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("--backbone", choices=BACKBONES)
+    o.add_argument("--report", action="store_true", help="results/ood.md from every backbone's JSON")
+    o.add_argument("--bootstrap", type=int, default=200)
+    o.add_argument("--alpha", type=float, default=0.02)
+    o.set_defaults(handler=ood_command)

@@ -13,16 +13,18 @@ Three stages, each cached (a finished file is never recomputed):
    counted in ``data/labels.json``.
 2. ``train`` (the backbone's environment): 4 seeds of a small backbone with the
    framework's own trainer (``mace_run_train``, ``nequip-train``, ``aimnet train``) via
-   ``benchmarks/<backbone>_backbones.py``, on ``train.xyz`` with the xTB isolated-atom
+   the hooks of ``benchmarks/backbones/<backbone>.py``, on ``train.xyz`` with the xTB isolated-atom
    energies as reference energies, two single-thread trainings at a time, ~3.5 min each.
 3. ``extract`` (the backbone's environment): ``probe_base.store.extract`` of every set, seed 1
    probed and seeds 1-4 the ensemble (as ``benchmarks/suite.py``), then per store the
    backbone's energy MAE and force RMSE (seed 1 vs xTB) and the median ensemble energy std,
    printed and merged into ``summary.json``.
 
-    python -m benchmarks.ood_data --backbone mace --stage all
-    python -m benchmarks.ood_data --backbone nequip --stage train
-    python -m benchmarks.ood_data --backbone aimnet --stage extract
+    python -m benchmarks ood-data --backbone mace --stage all
+    python -m benchmarks ood-data --backbone nequip --stage train
+    python -m benchmarks ood-data --backbone aimnet --stage extract
+
+(``python -m benchmarks.ood_data ...``, the spelling results/ood.md quotes, runs the same command.)
 
 Layout under ``benchmarks/cache/ood/``: ``data/{train,heldout,ood_<kind>}.xyz`` and
 ``data/isolated_atoms.xyz``; ``models/<backbone>/seed{1..4}.<ext>``;
@@ -31,14 +33,9 @@ Layout under ``benchmarks/cache/ood/``: ``data/{train,heldout,ood_<kind>}.xyz`` 
 
 from __future__ import annotations
 
-import os
-
-# one thread: small models on a shared 2-core machine (set before numpy/torch load)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -48,16 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-OOD = REPO / "benchmarks" / "cache" / "ood"
+from benchmarks.common import BACKBONES, CACHE, DATA, REPO
+
+OOD = CACHE / "ood"
 LABELS = OOD / "data"
 MODELS = OOD / "models"
 STORES = OOD / "stores"
 SUMMARY = OOD / "summary.json"
 
 TRAIN = LABELS / "train.xyz"
-HELDOUT = LABELS / "heldout.xyz"
 ISOLATED = LABELS / "isolated_atoms.xyz"
 N_HELDOUT = 500
 OOD_KINDS = ("bond_scan", "atom_pulled", "fragments", "dimer", "compressed_stretched", "hot",
@@ -65,8 +61,6 @@ OOD_KINDS = ("bond_scan", "atom_pulled", "fragments", "dimer", "compressed_stret
 SETS = ("train", "heldout", *(f"ood_{kind}" for kind in OOD_KINDS))
 # ground-state spin multiplicities of the free atoms (GFN2-xTB, no spin polarisation)
 ATOM_MULTIPLICITY = {"H": 2, "C": 3, "O": 3}
-BACKBONES = ("mace", "nequip", "aimnet")
-MODEL_EXT = {"mace": ".model", "nequip": ".nequip.zip", "aimnet": ".pt"}
 SEEDS = (1, 2, 3, 4)
 TRAIN_MINUTES = 3.5
 # mace_run_train has no wall-time cap: epochs sized to the cap. Measured: ~80 s per epoch
@@ -496,11 +490,15 @@ def stage_label() -> dict:
 
 # ---- backbones -------------------------------------------------------------------------------
 def model_path(backbone: str, seed: int) -> Path:
-    return MODELS / backbone / f"seed{seed}{MODEL_EXT[backbone]}"
+    """models/<backbone>/seed<k>.<ext>: the trainers' layout for a dataset named after the
+    backbone (``register_dataset``) in the cache folder ``MODELS``."""
+    from benchmarks.backbones import seed_model_path
+
+    return seed_model_path(backbone, backbone, seed, cache=MODELS)
 
 
 def register_dataset(module, backbone: str, spec: dict) -> str:
-    """Make the xTB training set a dataset of ``benchmarks/<backbone>_backbones.py``: named
+    """Make the xTB training set a dataset of ``benchmarks/backbones/<backbone>.py``: named
     after the backbone, with ``cache=MODELS`` its models land in models/<backbone>/ (the
     trainers read ``data / spec[...]``; absolute paths win over ``data``)."""
     module.DATASETS[backbone] = spec
@@ -508,7 +506,7 @@ def register_dataset(module, backbone: str, spec: dict) -> str:
 
 
 def train_seed(backbone: str, seed: int, minutes: float) -> Path | None:
-    """One seed with the framework's own trainer, through the backbone's benchmark script."""
+    """One seed with the framework's own trainer, through the backbone's training hooks."""
     import logging
 
     import torch
@@ -518,14 +516,14 @@ def train_seed(backbone: str, seed: int, minutes: float) -> Path | None:
     MODELS.mkdir(parents=True, exist_ok=True)
     common = dict(cache=MODELS, size="small", epochs=None, data=Path("/"), device="cpu", threads=1)
     if backbone == "mace":
-        from benchmarks import mace_backbones as trainer
+        from benchmarks.backbones import mace as trainer
 
         name = register_dataset(trainer, backbone, {
             "train": str(TRAIN), "isolated": str(ISOLATED), "valid_fraction": 0.1,
             "epochs": MACE_EPOCHS, "start_swa": MACE_START_SWA})
         return trainer.train_one(name, seed, Namespace(**common, dtype="float32"))
     if backbone == "nequip":
-        from benchmarks import nequip_backbones as trainer
+        from benchmarks.backbones import nequip as trainer
 
         name = register_dataset(trainer, backbone, {
             "train": str(TRAIN), "isolated": str(ISOLATED), "split": (900, 100), "max_epochs": 40})
@@ -552,21 +550,21 @@ def aimnet_sae(frames) -> dict[int, float]:
 
 
 def train_aimnet_seed(seed: int, minutes: float) -> Path | None:
-    """aimnet's chain as ``benchmarks/aimnet_backbones.py`` runs it (its ethanol settings,
+    """aimnet's chain as ``benchmarks/backbones/aimnet.py`` runs it (its ethanol settings,
     split and small model), except the SAE (``aimnet_sae``)."""
     import ase.io
     from probe_aimnet import training
 
-    from benchmarks import aimnet_backbones
+    from benchmarks.backbones import aimnet
 
     target = model_path("aimnet", seed)
     if target.exists():
         print(f"aimnet seed {seed}: {target} exists, skipping", flush=True)
         return target
-    spec = aimnet_backbones.DATASETS["ethanol"]  # the suite's ethanol settings
+    spec = aimnet.DATASETS["ethanol"]  # the suite's ethanol settings
     work = target.parent / "work" / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    train_frames, valid_frames = aimnet_backbones.split(ase.io.read(TRAIN, ":"), spec["valid_fraction"], seed)
+    train_frames, valid_frames = aimnet.split(ase.io.read(TRAIN, ":"), spec["valid_fraction"], seed)
     started = time.time()
     try:
         train_h5 = training.write_dataset(train_frames, work / "train.h5")
@@ -574,7 +572,7 @@ def train_aimnet_seed(seed: int, minutes: float) -> Path | None:
         sae = work / "sae.yaml"
         sae.write_text("".join(f"{z}: {e!r}\n" for z, e in aimnet_sae(train_frames).items()))
         weights = work / "weights.pt"
-        model_cfg = aimnet_backbones.model_config("small")
+        model_cfg = aimnet.model_config("small")
         training.train(model_cfg, training.train_config(
             train_h5, val_h5, sae, work, spec["epochs"], batch_size=spec["batch_size"],
             lr=spec["lr"], forces_weight=spec["forces_weight"]), weights, seed, work, minutes * 60)
@@ -612,7 +610,7 @@ def stage_train(backbone: str, seeds, parallel: int, minutes: float) -> list[Pat
         log_dir.mkdir(parents=True, exist_ok=True)
 
         def one(seed):
-            cmd = [sys.executable, "-m", "benchmarks.ood_data", "--backbone", backbone, "--stage", "train",
+            cmd = [sys.executable, "-m", "benchmarks", "ood-data", "--backbone", backbone, "--stage", "train",
                    "--seeds", str(seed), "--parallel", "1", "--minutes", str(minutes)]
             with open(log_dir / f"train_seed{seed}.log", "a") as out:
                 return subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
@@ -720,17 +718,13 @@ def update_summary(update: dict) -> None:
         os.replace(partial, SUMMARY)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", choices=BACKBONES, help="needed by the train and extract stages")
-    parser.add_argument("--stage", choices=("label", "train", "extract", "all"), default="all")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--parallel", type=int, default=2, help="trainings at once (single-thread each)")
-    parser.add_argument("--minutes", type=float, default=TRAIN_MINUTES, help="wall-time cap per training")
-    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="stores to extract")
-    args = parser.parse_args(argv)
+def ood_data(args) -> int:
+    # one thread: small models and xTB on a shared 2-core machine (tblite and torch load in
+    # the stages, after this)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
     if args.stage != "label" and not args.backbone:
-        parser.error(f"--stage {args.stage} needs --backbone")
+        raise SystemExit(f"ood-data: --stage {args.stage} needs --backbone")
     if args.stage in ("label", "all"):
         stage_label()
     if args.stage in ("train", "all"):
@@ -742,5 +736,19 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub) -> None:
+    parser = sub.add_parser("ood-data", help="the OOD benchmark's xTB data, backbones and feature stores",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=BACKBONES, help="needed by the train and extract stages")
+    parser.add_argument("--stage", choices=("label", "train", "extract", "all"), default="all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--parallel", type=int, default=2, help="trainings at once (single-thread each)")
+    parser.add_argument("--minutes", type=float, default=TRAIN_MINUTES, help="wall-time cap per training")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="stores to extract")
+    parser.set_defaults(handler=ood_data)
+
+
+if __name__ == "__main__":  # results/ood.md quotes `python -m benchmarks.ood_data ...`
+    from benchmarks.__main__ import main
+
+    sys.exit(main(["ood-data", *sys.argv[1:]]))

@@ -1,5 +1,5 @@
 """Reliability in practice on MACE backbones and real DFT data: the risk guarantee and the
-MD watchdog. (The active-learning round is ``benchmarks/active_learning_mace.py``.)
+MD watchdog. (The active-learning round is ``python -m benchmarks active-learning``.)
 
 guarantee  For each dataset, PROBE is fitted once on 40 % of the held-out DFT set (seed 0).
            The other 60 % is split at random, ``--splits`` times, into a calibration half
@@ -18,8 +18,11 @@ md         MACE ethanol (seed 1) in Langevin dynamics through the framework flag
            are then scored by the 4-member MACE ensemble (force std) and compared with the
            300 K frames: disagreement is an independent check that the stop was warranted.
 
-    python -m benchmarks.practice_mace guarantee            # ethanol and 3bpa
-    python -m benchmarks.practice_mace md
+    python -m benchmarks practice guarantee            # ethanol and 3bpa
+    python -m benchmarks practice md
+
+(``python -m benchmarks.practice_mace ...``, the spelling the stored result pages quote, runs
+the same command.)
 
 Writes benchmarks/results/practice_guarantee_mace_q<quantile>.{json,md,png} and
 benchmarks/results/practice_md_mace.{json,md,png} (+ the saved frames .xyz).
@@ -34,7 +37,10 @@ import time
 
 import numpy as np
 
-from benchmarks.signal_ablation import CACHE, HELDOUT, RESULTS, backbone_models, stores_for
+from benchmarks.backbones import find_or_train
+from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
+from benchmarks.report import write_markdown
+from benchmarks.signal_ablation import stores_for
 
 WORK = CACHE / "practice"
 # label per dataset: ethanol energies are nearly all accurate (median error ~1 meV), so
@@ -51,7 +57,7 @@ def fitted_probe(dataset, seed=0, quantile=0.5):
     from probe_base.store import load_store
     from probe_base.workflow import split_holdout
 
-    models = backbone_models("mace", dataset)
+    models = find_or_train("mace", dataset, train=False)
     store_path, adapter = stores_for("mace", dataset, models)[models[0].stem]
     data = load_store(store_path)
     fit_idx, rest_idx = split_holdout(len(data), 0.6, seed)
@@ -143,14 +149,13 @@ def guarantee(args):
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     text = (f"# Guaranteed-risk thresholds on MACE backbones ({args.splits} random calibration/test "
             f"splits; unreliable = error above the {args.quantile:g} quantile of the fitting errors)\n\n"
-            f"`python -m benchmarks.practice_mace guarantee --splits {args.splits} --delta {args.delta} "
+            f"`python -m benchmarks practice guarantee --splits {args.splits} --delta {args.delta} "
             f"--quantile {args.quantile:g} --alphas {' '.join(map(str, args.alphas))}`\n\n{header}\n" + "\n".join(rows) + "\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"practice_guarantee_mace_q{round(100 * args.quantile)}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / f"{stem}.md").write_text(text)
+    write_markdown(RESULTS / f"{stem}.md", text)
     plot_guarantee(out, RESULTS / f"{stem}.png")
-    print(text)
 
 
 def plot_guarantee(out, path):
@@ -195,7 +200,7 @@ def md(args):
                               output=WORK / "mace_ethanol_md.probe", calibration_fraction=1.0)
     probe_md = WORK / "mace_ethanol_md.probe"
     threshold = decision_threshold(load_probe(probe_md))
-    models = backbone_models("mace", "ethanol")
+    models = find_or_train("mace", "ethanol", train=False)
     # start every run from the held-out frame the probe trusts most, so that a stop means
     # the dynamics went somewhere unreliable (not that it started there)
     from probe_base.store import load_store
@@ -203,7 +208,7 @@ def md(args):
     data = load_store(store_path)
     p_all = load_probe(probe_md).classifier.predict_proba(data)[:, 1]
     start_index = int(data.source_index[int(np.argmax(p_all))])
-    start = ase.io.read(HELDOUT["ethanol"], start_index)
+    start = ase.io.read(ETHANOL_HELDOUT, start_index)
     ensemble = MACEAdapter(models)
     runs = {}
     for temperature in args.temperatures:
@@ -254,7 +259,7 @@ def md(args):
         print(f"{temperature} K: {r['steps_run']} steps, stopped: {bool(stop)}, "
               f"{len(saved)} frames saved, {seconds:.0f} s")
     payload = {"alpha": args.alpha, "delta": args.delta, "threshold": threshold,
-               "start": {"file": str(HELDOUT["ethanol"]), "index": start_index,
+               "start": {"file": str(ETHANOL_HELDOUT), "index": start_index,
                          "p_reliable": float(p_all.max())},
                "calibration": control.to_dict(), "patience": args.patience,
                "timestep_fs": args.timestep, "runs": runs}
@@ -269,7 +274,7 @@ def md(args):
                     f"{r['unreliable_fraction']:.3f} | {len(saved)} | "
                     f"{np.mean(saved) * 1e3 if len(saved) else float('nan'):.0f} | "
                     f"{np.median(traj) * 1e3 if len(traj) else float('nan'):.0f} | {top or '-'} |")
-    text = (f"# MD watchdog on MACE ethanol\n\n`python -m benchmarks.practice_mace md`: threshold "
+    text = (f"# MD watchdog on MACE ethanol\n\n`python -m benchmarks practice md`: threshold "
             f"P(reliable) ≥ {threshold:.3f} from SGR (α={args.alpha}, δ={args.delta}, calibration "
             f"coverage {control.coverage:.2f}); stop after {args.patience} consecutive unreliable "
             f"steps; Langevin, {args.timestep} fs, from held-out frame {start_index} "
@@ -277,9 +282,8 @@ def md(args):
             "unreliable steps | frames saved | ensemble force std of saved frames (meV/Å) | "
             "median ensemble force std along the run (meV/Å) | most attended atoms at the stop |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    (RESULTS / "practice_md_mace.md").write_text(text)
+    write_markdown(RESULTS / "practice_md_mace.md", text)
     plot_md(payload)
-    print(text)
 
 
 def plot_md(payload):
@@ -301,17 +305,26 @@ def plot_md(payload):
     fig.savefig(RESULTS / "practice_md_mace.png", dpi=120)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("guarantee")
+def practice(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    {"guarantee": guarantee, "md": md}[args.practice](args)
+    return 0
+
+
+def register(sub):
+    parser = sub.add_parser("practice", help="MACE in practice: the risk guarantee (SGR, CRC) and the MD watchdog",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = parser.add_subparsers(dest="practice", required=True)
+    g = parts.add_parser("guarantee")
     g.add_argument("--datasets", nargs="+", default=["ethanol", "3bpa"])
     g.add_argument("--splits", type=int, default=200)
     g.add_argument("--delta", type=float, default=0.1)
     g.add_argument("--quantile", type=float, default=0.5,
                    help="unreliable = error above this quantile of the fitting errors")
     g.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.2, 0.3])
-    m = sub.add_parser("md")
+    m = parts.add_parser("md")
     m.add_argument("--temperatures", nargs="+", type=int, default=[300, 1500])
     m.add_argument("--steps", type=int, default=2000)
     m.add_argument("--timestep", type=float, default=0.5)
@@ -321,12 +334,10 @@ def main(argv=None):
     m.add_argument("--delta", type=float, default=0.1)
     for p in (g, m):
         p.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    {"guarantee": guarantee, "md": md}[args.command](args)
+        p.set_defaults(handler=practice)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the stored result pages quote `python -m benchmarks.practice_mace ...`
+    from benchmarks.__main__ import main
+
+    sys.exit(main(["practice", *sys.argv[1:]]))

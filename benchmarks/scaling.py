@@ -26,8 +26,9 @@ import time
 import numpy as np
 
 from benchmarks import speed, step_cost
+from benchmarks.common import REPO, RESULTS
+from benchmarks.report import write_markdown
 
-RESULTS = speed.RESULTS
 PROBES = ("self", "pooling", "pooling + domain")
 DEFAULT_SIZES = {"ethanol": [1, 11, 111, 1111], "nacl": [1, 2, 4, 8, 11]}
 
@@ -106,7 +107,7 @@ def scaling(args):
                     f"scaling_one({backbone!r}, {model!r}, {str(probes[name])!r}, {kind!r}, {size}, {args.repeats})))")
             result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=after,
                                     env={**speed.environment(after, plugins=[backbone]),
-                                         "PYTHONPATH": speed.python_path(after, [backbone]) + os.pathsep + str(speed.REPO)})
+                                         "PYTHONPATH": speed.python_path(after, [backbone]) + os.pathsep + str(REPO)})
             if result.returncode:
                 raise SystemExit(result.stderr[-3000:])
             one = json.loads(result.stdout.split("RESULT ", 1)[1])
@@ -138,8 +139,7 @@ def scaling(args):
         cells += [f"{r[n]['probe_seconds']:.4f} | {100 * r[n]['probe_over_backbone']:.2f} %" for n in PROBES]
         cells += [f"{r['backbone_peak_increase_MB']:.0f}"] + [f"{r[n]['probe_peak_increase_MB']:.0f}" for n in PROBES]
         lines.append("| " + " | ".join(cells) + " |")
-    (RESULTS / f"scaling_{backbone}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(RESULTS / f"scaling_{backbone}.md", "\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,7 +1,7 @@
 """SevenNet-0 with PROBE attached: time per structure for a molecule and a periodic
 crystal, plain calculator vs ``probe_base.attach`` (same backbone pass + the probe).
 
-    python benchmarks/sevenn_attach_cost.py   # needs benchmarks/sevenn_signal.py's probe
+    python -m benchmarks sevenn-attach-cost   # needs the probe of `python -m benchmarks sevenn-signal`
 
 Writes benchmarks/results/sevenn_attach_cost.json. Times are the minimum over repeats
 (each repeat moves the atoms so the calculator really recomputes), one thread.
@@ -9,19 +9,12 @@ Writes benchmarks/results/sevenn_attach_cost.json. Times are the minimum over re
 
 import json
 import time
-from pathlib import Path
 
-import ase.io
 import numpy as np
-import torch
-from ase.build import bulk
-from probe_sevenn import SevenNetCalculator
 
-from probe_base import attach
+from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 
-REPO = Path(__file__).resolve().parents[1]
-PROBE = REPO / "benchmarks" / "cache" / "stores" / "sevenn_ethanol_raw.probe"
-ETHANOL = REPO.parent / "shared" / "data" / "ethanol" / "test_MD.xyz"
+PROBE = CACHE / "stores" / "sevenn_ethanol_raw.probe"  # fitted by `python -m benchmarks sevenn-signal`
 
 
 def per_structure_seconds(atoms, calc, repeats=7):
@@ -38,9 +31,16 @@ def per_structure_seconds(atoms, calc, repeats=7):
     return best, atoms.calc.results
 
 
-def main():
+def attach_cost(args):
+    import ase.io
+    import torch
+    from ase.build import bulk
+    from probe_sevenn import SevenNetCalculator
+
+    from probe_base import attach
+
     torch.set_num_threads(1)
-    structures = {"ethanol (9 atoms)": ase.io.read(ETHANOL, 0),
+    structures = {"ethanol (9 atoms)": ase.io.read(ETHANOL_HELDOUT, 0),
                   "NaCl rock salt 3x3x3 (54 atoms, periodic)": bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((3, 3, 2))[:54]}
     out = {}
     for name, atoms in structures.items():
@@ -54,8 +54,10 @@ def main():
                      "importance_sum": float(np.sum(results["atom_importance"]))}
         print(f"{name}: plain {1000 * plain:.1f} ms, with PROBE {1000 * probed:.1f} ms "
               f"(overhead {100 * (probed / plain - 1):+.1f} %), P(reliable) {results['reliability']:.3f}")
-    (REPO / "benchmarks" / "results" / "sevenn_attach_cost.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "sevenn_attach_cost.json").write_text(json.dumps(out, indent=1))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def register(sub):
+    sub.add_parser("sevenn-attach-cost", help="SevenNet-0 per-structure time, plain vs probe attached "
+                                              "(probe-sevenn's environment)").set_defaults(handler=attach_cost)

@@ -16,7 +16,7 @@ it has a large, nearly constant offset. A second run removes it: the target is
 option, so a copy of the store with E_ref shifted by m is fitted and evaluated with the
 same split).
 
-    OMP_NUM_THREADS=1 python -m benchmarks.sevenn_signal      # ~10 min on one thread
+    OMP_NUM_THREADS=1 python -m benchmarks sevenn-signal      # ~10 min on one thread
 
 (in an environment with probe-sevenn installed, e.g. ``nox -s sevenn``'s).
 
@@ -30,23 +30,21 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
+from benchmarks.report import write_markdown
 from probe_base.classifier import ProbeClassifier
 from probe_base.labels import LabelSpec
 from probe_base.metrics import format_table
 from probe_base.store import extract, load_store
 from probe_base.workflow import evaluate_probe, fit_probe, split_holdout
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "ethanol" / "test_MD.xyz"
-CACHE = REPO / "benchmarks" / "cache" / "stores"
-RESULTS = REPO / "benchmarks" / "results"
+STORES = CACHE / "stores"  # the stores and probes of this benchmark
 MODELS = ["7net-0", "7net-0_22May2024", "7net-l3i5"]
 METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
 
@@ -82,14 +80,14 @@ def shifted_store(store, fit_idx):
 def run_probe(store, name, seed):
     """The default probe, and the same without the predicted energy as an input
     ("features only"), both against the baselines on the held-out half."""
-    probe = CACHE / f"{name}.probe"
+    probe = STORES / f"{name}.probe"
     t0 = time.perf_counter()
     label, clf = fit_probe(store, probe, LabelSpec("energy", quantile=0.5),
                            ProbeClassifier(seed=seed), eval_fraction=0.5, split_seed=seed)
     fit_seconds = time.perf_counter() - t0
     evaluation = evaluate_probe(probe, store, n_bootstrap=1000, seed=seed)
     metrics = dict(evaluation["metrics"])
-    features_only = CACHE / f"{name}_features_only.probe"
+    features_only = STORES / f"{name}_features_only.probe"
     fit_probe(store, features_only, LabelSpec("energy", quantile=0.5),
               ProbeClassifier(seed=seed, extras=("log_n_atoms",)), eval_fraction=0.5, split_seed=seed)
     other = evaluate_probe(features_only, store, n_bootstrap=1000, seed=seed)["metrics"]["PROBE"]
@@ -106,7 +104,7 @@ def cost(adapter, n=64, repeats=5):
     other processes on a shared machine inflate no ratio."""
     import ase.io
 
-    frames = ase.io.read(DATA, f":{n}")
+    frames = ase.io.read(ETHANOL_HELDOUT, f":{n}")
     primary = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
     jobs = [lambda: primary.predict(primary.models[0], frames, True),
             lambda: primary.run(frames, members=False)]
@@ -161,23 +159,18 @@ def markdown(payload):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--index", default=":", help="structures of the data set to use")
-    args = parser.parse_args(argv)
+def sevenn_signal(args):
     torch.set_num_threads(args.threads)
     import sevenn
     from probe_sevenn import SevenNetAdapter
 
     adapter = SevenNetAdapter(MODELS)
     tag = "" if args.index == ":" else "_" + args.index.replace(":", "-")
-    store = CACHE / f"sevenn_ethanol{tag}_7net-0_n3.h5"
+    store = STORES / f"sevenn_ethanol{tag}_7net-0_n3.h5"
     timing = store.with_suffix(".timing.json")
     if not store.exists():
         t0 = time.perf_counter()
-        extract(adapter, DATA, store, index=args.index)
+        extract(adapter, ETHANOL_HELDOUT, store, index=args.index)
         timing.write_text(json.dumps({"extract_seconds": time.perf_counter() - t0}))
     extract_seconds = json.loads(timing.read_text())["extract_seconds"]
     data = load_store(store)
@@ -193,10 +186,16 @@ def main(argv=None):
                "cost": cost(adapter)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sevenn_signal_ethanol.json").write_text(json.dumps(payload, indent=1, default=float))
-    table = markdown(payload)
-    (RESULTS / "sevenn_signal_ethanol.md").write_text(table)
-    print(raw_table, centred_table, table, sep="\n\n")
+    print(raw_table, centred_table, sep="\n\n", end="\n\n")
+    write_markdown(RESULTS / "sevenn_signal_ethanol.md", markdown(payload))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def register(sub):
+    s = sub.add_parser("sevenn-signal", help="SevenNet-0 as a frozen backbone: PROBE vs ensemble "
+                                             "disagreement on ethanol (probe-sevenn's environment)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--index", default=":", help="structures of the data set to use")
+    s.set_defaults(handler=sevenn_signal)

@@ -7,10 +7,17 @@ fits on one half, and PROBE, ensemble-of-N energy std, latent distance and rando
 scored on the other half, on the same structures. Label: total-energy error above the
 median error of the fitting half (the official PROBE boundary) unless --target/--threshold.
 
-    python -m benchmarks.signal_ablation --backbone mace --dataset ethanol
-    python -m benchmarks.signal_ablation --backbone mace --dataset 3bpa --recipes default paper
+    python -m benchmarks signal-ablation --backbone mace --dataset ethanol
+    python -m benchmarks signal-ablation --backbone mace --dataset 3bpa --recipes default paper
+    (``python -m benchmarks.signal_ablation ...`` runs the same command)
+    python -m benchmarks ablation-table       # results/ablation.md from every signal_*.json
+    python -m benchmarks ablation-table --bootstrap benchmarks/results/signal_aimnet_ethanol_energy_main.json
 
-Writes benchmarks/results/signal_<backbone>_<dataset>_<target>.json, an .md table and a .png.
+Writes benchmarks/results/signal_<backbone>_<dataset>_<target>[_<tag>].json, an .md table and
+a .png; ``ablation-table`` writes benchmarks/results/ablation.md (every run: recipe x dataset,
+mean ± std over backbone seeds x probe seeds, the 95 % CI of the mean for PROBE and the
+ensemble-of-N energy std, the paired difference per run with its 95 % CI), and with
+``--bootstrap`` one run's per-seed bootstrap intervals (``<run>_bootstrap.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.backbones import find_or_train
+from benchmarks.common import CACHE, DATASETS, RESULTS, heldout_path
+from benchmarks.report import table, write_markdown
+from benchmarks.suite import cost_table
 from probe_base.baselines import LatentDistance
 from probe_base.classifier import ProbeClassifier
 from probe_base.labels import LabelSpec, errors
@@ -31,16 +42,6 @@ from probe_base.metrics import aurc, ece, evaluate_signal
 from probe_base.plugins import get_adapter_class
 from probe_base.store import extract, load_store
 from probe_base.workflow import split_holdout
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-CACHE = REPO / "benchmarks" / "cache"
-RESULTS = REPO / "benchmarks" / "results"
-
-HELDOUT = {
-    "ethanol": DATA / "ethanol" / "test_MD.xyz",
-    "3bpa": CACHE / "3bpa_heldout.xyz",  # mixedT configurations not in train_300K (made below)
-}
 
 # name -> (which layers: "last" | "all", classifier parameters)
 RECIPES = {
@@ -55,34 +56,9 @@ RECIPES = {
 }
 
 
-def make_3bpa_heldout():
-    """train_mixedT configurations that are not in train_300K (300/600/1200 K MD)."""
-    import ase.io
-
-    path = HELDOUT["3bpa"]
-    if path.exists():
-        return path
-    train = ase.io.read(DATA / "3bpa" / "train_300K.xyz", ":")
-    seen = {np.round(a.positions, 5).tobytes() for a in train}
-    mixed = ase.io.read(DATA / "3bpa" / "train_mixedT.xyz", ":")
-    keep = [a for a in mixed if np.round(a.positions, 5).tobytes() not in seen]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, keep)
-    return path
-
-
-def backbone_models(backbone, dataset):
-    # one model file per seed: seed1.model (MACE), seed1.nequip.zip (NequIP), seed1.pt ...
-    models = sorted(p for p in (CACHE / backbone / dataset).glob("seed[0-9]*") if p.is_file())
-    if not models:
-        raise SystemExit(f"no {backbone} models in {CACHE / backbone / dataset}: "
-                         f"run benchmarks/{backbone}_backbones.py first")
-    return models
-
-
 def stores_for(backbone, dataset, models):
     """One store per probed seed: all layers, every cached model as ensemble member."""
-    heldout = make_3bpa_heldout() if dataset == "3bpa" else HELDOUT[dataset]
+    heldout = heldout_path(dataset)
     adapter_class = get_adapter_class(backbone)
     stores = {}
     for primary in models:
@@ -150,40 +126,6 @@ def summarise(rows, key):
             "ci95": [float(values.mean() - half), float(values.mean() + half)], "n": int(len(values))}
 
 
-def cost_table(adapter, data_path, n=200, rounds=5):
-    """Wall times on the same structures: one backbone pass, the same pass with the hooks,
-    the ensemble. Interleaved rounds, so that another process on the machine slows all
-    three alike; ratios are medians of the per-round ratios, times the per-round minimum."""
-    import ase.io
-
-    frames = ase.io.read(data_path, f":{n}")
-    primary_only = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
-
-    def batches(run):
-        for i in range(0, len(frames), 32):
-            run(frames[i:i + 32])
-
-    runs = {
-        "backbone": lambda: batches(lambda b: primary_only.predict(primary_only.models[0], b, True)),
-        "hooked": lambda: batches(lambda b: primary_only.run(b, compute_forces=True, members=False)),
-        "ensemble": lambda: batches(lambda b: [adapter.predict(m, b, True) for m in adapter.models]),
-    }
-    for run in runs.values():
-        run()  # warm-up
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
-    plain = np.array(times["backbone"])
-    return {"structures": n, "rounds": rounds, "backbone_seconds": float(plain.min()),
-            "backbone_with_hooks_seconds": float(min(times["hooked"])),
-            "ensemble_seconds": float(min(times["ensemble"])), "n_members": len(adapter.models),
-            "hook_overhead_ratio": float(np.median(np.array(times["hooked"]) / plain)),
-            "ensemble_ratio": float(np.median(np.array(times["ensemble"]) / plain))}
-
-
 def probe_inference_seconds(clf, data, n):
     sub = data.subset(np.arange(min(n, len(data))))
     clf.predict_proba(sub)
@@ -192,22 +134,10 @@ def probe_inference_seconds(clf, data, n):
     return time.perf_counter() - t0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="mace")
-    parser.add_argument("--dataset", default="ethanol", choices=sorted(HELDOUT))
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--probe-seeds", type=int, default=5)
-    parser.add_argument("--target", default="energy")
-    parser.add_argument("--threshold", type=float, default=None, help="absolute threshold (default: median)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--remove-offset", action="store_true",
-                        help="label errors around the fitting half's mean signed error")
-    parser.add_argument("--tag", default="", help="suffix of the output files (separate ablation runs)")
-    args = parser.parse_args(argv)
+def signal_ablation(args):
     torch.set_num_threads(args.threads)
 
-    models = backbone_models(args.backbone, args.dataset)
+    models = find_or_train(args.backbone, args.dataset, train=False)
     stores = stores_for(args.backbone, args.dataset, models)
     loaded = {name: (load_store(path), adapter) for name, (path, adapter) in stores.items()}
     rows = {recipe: [] for recipe in args.recipes}
@@ -247,7 +177,7 @@ def main(argv=None):
             bootstrap[r["backbone_seed"]]["ensemble E std"] = evaluate_signal(ens, bad, err, n_bootstrap=500)
 
     first_name, (first_data, first_adapter) = next(iter(loaded.items()))
-    heldout = make_3bpa_heldout() if args.dataset == "3bpa" else HELDOUT[args.dataset]
+    heldout = heldout_path(args.dataset)
     cost = cost_table(first_adapter, heldout)
     clf = classifier_for(RECIPES[main_recipe][1], 0)
     half = first_data.subset(np.arange(len(first_data) // 2))
@@ -272,10 +202,9 @@ def main(argv=None):
                "backbones": backbone_stats, "summary": summary, "bootstrap_seed0": bootstrap,
                "cost": cost, "runs": rows}
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
-    table = markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(table)
+    write_markdown(RESULTS / f"{stem}.md", markdown(payload))
     plot(payload, RESULTS / f"{stem}.png")
-    print(table)
+    return 0
 
 
 def markdown(payload):
@@ -330,5 +259,98 @@ def plot(payload, path):
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    main()
+# ---- the tables of every run ---------------------------------------------------------------
+def _mean_std(s, ci=False):
+    if not s:
+        return "-"
+    text = f"{s['mean']:.3f} ± {s['std']:.3f}"
+    return text + (f" [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if ci else "")
+
+
+def _paired(rows, a, b):
+    """Mean of (a - b) over runs on the same structures, with its 95 % CI."""
+    d = np.array([r[a] - r[b] for r in rows if a in r and b in r])
+    if len(d) < 2:
+        return "-"
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
+def ablation_table(results=RESULTS) -> str:
+    """results/ablation.md: every signal_*.json, one row per backbone x dataset x label x recipe."""
+    header = ["backbone", "dataset", "label", "recipe", "runs", "PROBE AUROC [95% CI]", "ensemble AUROC [95% CI]",
+              "latent AUROC", "PROBE AURC [95% CI]", "ensemble AURC [95% CI]", "PROBE ECE", "win rate AUROC / AURC",
+              "paired ΔAUROC (PROBE − ens.)", "paired ΔAURC (PROBE − ens.)"]
+    rows = []
+    for path in sorted(results.glob("signal_*.json")):
+        payload = json.loads(path.read_text())
+        label = payload["target"] + (" (offset removed)" if payload.get("remove_offset") else "") + ", median"
+        for recipe, s in payload["summary"].items():
+            runs = payload["runs"][recipe]
+            rows.append([payload["backbone"], payload["dataset"], label, recipe, s["probe_auroc"]["n"],
+                         _mean_std(s["probe_auroc"], True), _mean_std(s["ensemble_auroc"], True),
+                         _mean_std(s["latent_auroc"]), _mean_std(s["probe_aurc"], True),
+                         _mean_std(s["ensemble_aurc"], True), _mean_std(s["probe_ece"]),
+                         f"{s['win_rate_auroc']:.2f} / {s['win_rate_aurc']:.2f}",
+                         _paired(runs, "probe_auroc", "ensemble_auroc"), _paired(runs, "probe_aurc", "ensemble_aurc")])
+    return write_markdown(results / "ablation.md", "\n".join(table(header, rows)) + "\n")
+
+
+def bootstrap_table(json_path: Path) -> Path:
+    """``<run>_bootstrap.md`` next to a signal-ablation JSON: per backbone seed (probe seed 0,
+    default recipe), AUROC, AURC, Spearman and ECE with 95 % bootstrap intervals."""
+    payload = json.loads(Path(json_path).read_text())
+    rows = []
+    for seed, signals in payload["bootstrap_seed0"].items():
+        for signal, metrics in signals.items():
+            cells = []
+            for key in ("auroc", "aurc", "spearman", "ece"):
+                if key in metrics:
+                    value, low, high = metrics[key]
+                    cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+                else:
+                    cells.append("—")
+            rows.append([seed, signal, *cells])
+    lines = [f"### {payload['backbone']} / {payload['dataset']}: bootstrap 95 % intervals "
+             f"(probe seed 0, {payload['n_heldout']} held-out, half scored)", "",
+             *table(["backbone", "signal", "AUROC", "AURC", "Spearman", "ECE"], rows)]
+    out = Path(json_path).with_name(Path(json_path).stem + "_bootstrap.md")
+    write_markdown(out, "\n".join(lines) + "\n")
+    return out
+
+
+def ablation_table_command(args):
+    if args.bootstrap:
+        bootstrap_table(args.bootstrap)
+    else:
+        ablation_table()
+    return 0
+
+
+def register(sub):
+    s = sub.add_parser("signal-ablation", help="PROBE recipes vs ensemble disagreement over backbone x probe "
+                                               "seeds, and the cost", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--backbone", default="mace")
+    s.add_argument("--dataset", default="ethanol", choices=DATASETS)
+    s.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    s.add_argument("--probe-seeds", type=int, default=5)
+    s.add_argument("--target", default="energy")
+    s.add_argument("--threshold", type=float, default=None, help="absolute threshold (default: median)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--remove-offset", action="store_true",
+                   help="label errors around the fitting half's mean signed error")
+    s.add_argument("--tag", default="", help="suffix of the output files (separate ablation runs)")
+    s.set_defaults(handler=signal_ablation)
+    t = sub.add_parser("ablation-table", help="results/ablation.md from every signal-ablation run")
+    t.add_argument("--bootstrap", type=Path, default=None, metavar="JSON",
+                   help="instead, one run's per-seed bootstrap intervals (<run>_bootstrap.md)")
+    t.set_defaults(handler=ablation_table_command)
+
+
+if __name__ == "__main__":  # probe_plugins/nequip/README.md quotes `python -m benchmarks.signal_ablation ...`
+    import sys
+
+    from benchmarks.__main__ import main
+
+    sys.exit(main(["signal-ablation", *sys.argv[1:]]))

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / "benchmarks" / "cache" / "speed"
-RESULTS = REPO / "benchmarks" / "results"
+from benchmarks.common import CACHE, REPO, RESULTS
+from benchmarks.report import write_markdown
+
+SPEED_CACHE = CACHE / "speed"  # code trees of the compared refs, toy stores
 BEFORE_SPEED_WORK = "136bead"  # main when issue 18 started
 
 
@@ -37,7 +38,7 @@ def code_tree(ref: str | None) -> Path:
         return REPO
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], check=True,
                          capture_output=True, text=True).stdout.strip()
-    folder = CACHE / f"code-{sha}"
+    folder = SPEED_CACHE / f"code-{sha}"
     if not (folder / "probe_base").exists():
         folder.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "probe_base", "probe_plugins"],
@@ -98,7 +99,7 @@ def toy_store(n_structures: int, with_probe=True) -> tuple[Path, Path | None]:
     from probe_base import toy
     from probe_base.store import extract
 
-    folder = CACHE / f"toy_{n_structures}"
+    folder = SPEED_CACHE / f"toy_{n_structures}"
     folder.mkdir(parents=True, exist_ok=True)
     models = []
     train = None
@@ -195,7 +196,7 @@ def evaluate_speed(args) -> dict:
                  f"resamples, after: {per['after']}; speed-up per resample) | "
                  f"{s['median_seconds']['before']:.2f} | {s['median_seconds']['after']:.2f} | "
                  f"x{s['speedup']:.0f} |")
-    (RESULTS / "speed_evaluate.md").write_text("\n".join(lines) + "\n")
+    write_markdown(RESULTS / "speed_evaluate.md", "\n".join(lines) + "\n", echo=False)
     print("\n".join(lines))
     return payload
 
@@ -216,7 +217,7 @@ def startup(args) -> dict:
         m = payload[label]["median_seconds"]
         lines.append(f"| `{label}` | {m['before']:.2f} | {m['after']:.2f} | x{payload[label]['speedup']:.1f} |")
     (RESULTS / "speed_startup.json").write_text(json.dumps(payload, indent=1))
-    (RESULTS / "speed_startup.md").write_text("\n".join(lines) + "\n")
+    write_markdown(RESULTS / "speed_startup.md", "\n".join(lines) + "\n", echo=False)
     print("\n".join(lines))
     return payload
 

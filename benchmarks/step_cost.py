@@ -20,7 +20,7 @@ Four probes run, each in its own process:
     python -m benchmarks step-cost                     # every backbone importable here
     python -m benchmarks step-cost --backbones mace --molecules 1 11 111
 
-The models have the benchmark suite's architectures (``benchmarks/<backbone>_backbones.py``):
+The models have the benchmark suite's architectures (``benchmarks/backbones/<backbone>.py``):
 the suite's trained seed 1 if cached, else one trained for one or two epochs (the cost of a
 step does not depend on how long a model was trained); SevenNet-0 is sevenn's bundled
 checkpoint. Probes are fitted on 100 labelled ethanol structures of the shared test set.
@@ -39,15 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import speed
+from benchmarks.backbones import seed_model_path
+from benchmarks.common import CACHE, ETHANOL_HELDOUT, REPO, RESULTS
+from benchmarks.report import write_markdown
 
-REPO = speed.REPO
-CACHE = REPO / "benchmarks" / "cache"
-TIMING = CACHE / "timing"
-RESULTS = speed.RESULTS
-ETHANOL = REPO.parent / "shared" / "data" / "ethanol"
+TIMING = CACHE / "timing"  # models trained briefly when the suite's are not cached
 BACKBONES = ("mace", "sevenn", "nequip", "aimnet")
-SUITE_MODEL = {"mace": "mace/ethanol/seed1.model", "nequip": "nequip/ethanol/seed1.nequip.zip",
-               "aimnet": "aimnet/ethanol/seed1.pt"}
 SHORT_TRAINING = {"mace": ["--epochs", "2"], "nequip": ["--epochs", "1", "--max-minutes", "5"],
                   "aimnet": ["--epochs", "1"]}
 
@@ -63,12 +60,12 @@ def timing_model(backbone) -> str:
     """The suite's seed-1 model if cached, else one of the same architecture trained briefly."""
     if backbone == "sevenn":
         return "7net-0"
-    suite = CACHE / SUITE_MODEL[backbone]
+    suite = seed_model_path(backbone, "ethanol", 1)
     if suite.exists():
         return str(suite)
-    short = TIMING / SUITE_MODEL[backbone]
+    short = seed_model_path(backbone, "ethanol", 1, cache=TIMING / backbone)
     if not short.exists():
-        cmd = [sys.executable, "-m", f"benchmarks.{backbone}_backbones", "--datasets", "ethanol",
+        cmd = [sys.executable, "-m", "benchmarks", "train", backbone, "--datasets", "ethanol",
                "--seeds", "1", "--no-evaluate", "--cache", str(TIMING / backbone), *SHORT_TRAINING[backbone]]
         print("training a timing model:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -111,7 +108,7 @@ def replicated_ethanol(n_molecules, spacing=6.0):
     import ase.io
     from ase import Atoms
 
-    molecule = ase.io.read(ETHANOL / "test_MD.xyz", 0)
+    molecule = ase.io.read(ETHANOL_HELDOUT, 0)
     side = int(np.ceil(n_molecules ** (1 / 3)))
     shifts = [spacing * np.array([k % side, (k // side) % side, k // side ** 2]) for k in range(n_molecules)]
     centred = molecule.positions - molecule.positions.mean(0)
@@ -132,7 +129,7 @@ def fit_probe(backbone, model, output, attention=None, domain=None):
 
     adapter = get_adapter_class(backbone)([model])
     store = Path(output).with_suffix(".h5")
-    extract(adapter, ETHANOL / "test_MD.xyz", store, index=":200", progress=False)
+    extract(adapter, ETHANOL_HELDOUT, store, index=":200", progress=False)
     options = {} if attention is None else {"attention": attention}  # the baseline has no option
     extra = {} if domain is None else {"domain": domain, "atom_errors": domain}
     fit(store, output, LabelSpec("energy", quantile=0.5),
@@ -307,8 +304,7 @@ def write_report(payload):
         cells += [(f"{100 * r[i]['overhead_cpu_within_step']:+.1f} % " if "overhead_cpu_within_step" in r[i] else "")
                   + f"({100 * r[i]['overhead_cpu_ratio_of_medians']:+.1f} %)" for r in runs.values()]
         lines.append("| " + " | ".join(cells) + " |")
-    (RESULTS / f"step_cost_{backbone}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    write_markdown(RESULTS / f"step_cost_{backbone}.md", "\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -5,7 +5,8 @@ run (``run --all``; each backbone plugin lives in its own environment, so ``nox 
 benchmarks`` runs ``--all`` once per backbone environment and then ``report``):
 
 1. the backbone's 4 seeds, trained with the framework's own tool by
-   ``benchmarks/<backbone>_backbones.py`` and cached (re-runs skip training);
+   ``python -m benchmarks train <backbone>`` (benchmarks/backbones/) and cached (re-runs
+   skip training);
 2. one feature extraction of the held-out DFT set (seed 1 probed, all 4 seeds as the
    ensemble), and of the out-of-distribution set (methanol for the ethanol backbone;
    the 3BPA held-out set is itself out of distribution: 300-1200 K vs a 300 K training set);
@@ -32,18 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from benchmarks import backbone_common
-from benchmarks.signal_ablation import CACHE, DATA, HELDOUT, RESULTS, cost_table, make_3bpa_heldout
+from benchmarks.backbones import find_models, find_or_train
+from benchmarks.common import BACKBONES, CACHE, DATA, DATASETS, RESULTS, SIZES, heldout_path
+from benchmarks.report import interval, write_markdown, write_readme
 
-BACKBONES = ("mace", "nequip", "aimnet")
-DATASETS = ("ethanol", "3bpa")
-SIZES = ("small", "large")
 CHEMICAL_ACCURACY_EV = 0.0434  # 1 kcal/mol
 LABELS = {
     "energy_median": dict(target="energy", quantile=0.5),
@@ -53,23 +50,6 @@ LABELS = {
 METHODS = ("PROBE", "PROBE network alone", "novelty", "LLPR", "GMM NLL", "ensemble E std", "ensemble F std",
            "latent distance", "random")
 METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
-
-
-def model_dir(backbone, dataset, size):
-    return backbone_common.model_dir(CACHE / backbone, dataset, size)
-
-
-def models_of(backbone, dataset, size, train=True):
-    """The cached seed models (training them first if asked and missing)."""
-    found = sorted(p for p in model_dir(backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
-    if len(found) < 4 and train:
-        # two single-thread trainings at a time: the 2-core machine's best throughput
-        cmd = [sys.executable, "-m", f"benchmarks.{backbone}_backbones", "--datasets", dataset,
-               "--seeds", "1", "2", "3", "4", "--parallel", "2", "--size", size]
-        print("training:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        found = sorted(p for p in model_dir(backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
-    return found
 
 
 def ood_file(dataset):
@@ -113,16 +93,13 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
 
     clock = {"started": time.perf_counter()}
-    models = models_of(backbone, dataset, size, train)
+    models = find_or_train(backbone, dataset, size, train, minimum=2)
     clock["trained"] = time.perf_counter()
-    if len(models) < 2:
-        raise SystemExit(f"{backbone}/{dataset}/{size}: need >= 2 trained seeds in "
-                         f"{model_dir(backbone, dataset, size)}, found {len(models)}")
     name = f"{backbone}_{dataset}" + ("" if size == "small" else f"_{size}")
     adapter_class = get_adapter_class(backbone)
     layers = [layer.name for layer in adapter_class(models[:1]).feature_layers()]
     adapter = adapter_class(models, layers=layers)
-    sets = {"held-out": make_3bpa_heldout() if dataset == "3bpa" else HELDOUT[dataset]}
+    sets = {"held-out": heldout_path(dataset)}
     if ood_file(dataset) is not None:
         sets["OOD (methanol)"] = ood_file(dataset)
     stores = {}
@@ -194,10 +171,42 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                "cost": cost, "wall": wall}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
-    text = markdown(payload)
-    (RESULTS / f"{name}.md").write_text(text)
-    print(text)
+    write_markdown(RESULTS / f"{name}.md", markdown(payload))
     return payload
+
+
+def cost_table(adapter, data_path, n=200, rounds=5):
+    """Wall times on the same structures: one backbone pass, the same pass with the hooks,
+    the ensemble. Interleaved rounds, so that another process on the machine slows all
+    three alike; ratios are medians of the per-round ratios, times the per-round minimum."""
+    import ase.io
+
+    frames = ase.io.read(data_path, f":{n}")
+    primary_only = type(adapter).from_models(adapter.models[:1], layers=adapter.layers)
+
+    def batches(run):
+        for i in range(0, len(frames), 32):
+            run(frames[i:i + 32])
+
+    runs = {
+        "backbone": lambda: batches(lambda b: primary_only.predict(primary_only.models[0], b, True)),
+        "hooked": lambda: batches(lambda b: primary_only.run(b, compute_forces=True, members=False)),
+        "ensemble": lambda: batches(lambda b: [adapter.predict(m, b, True) for m in adapter.models]),
+    }
+    for run in runs.values():
+        run()  # warm-up
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    plain = np.array(times["backbone"])
+    return {"structures": n, "rounds": rounds, "backbone_seconds": float(plain.min()),
+            "backbone_with_hooks_seconds": float(min(times["hooked"])),
+            "ensemble_seconds": float(min(times["ensemble"])), "n_members": len(adapter.models),
+            "hook_overhead_ratio": float(np.median(np.array(times["hooked"]) / plain)),
+            "ensemble_ratio": float(np.median(np.array(times["ensemble"]) / plain))}
 
 
 def measure_cost(adapter, heldout, data, name, fit=None, rounds=5):
@@ -244,8 +253,8 @@ def remeasure_cost(backbone, dataset, size, rounds=5):
     payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], load_store(store), name,
                                    payload["fits"].get("energy_median"), rounds)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
-    (RESULTS / f"{name}.md").write_text(markdown(payload))
-    print(markdown(payload).split("## Cost")[-1])
+    text = write_markdown(RESULTS / f"{name}.md", markdown(payload), echo=False)
+    print(text.split("## Cost")[-1])
     return payload
 
 
@@ -266,11 +275,6 @@ def ood_detection(in_arrays, ood_arrays, n_bootstrap):
             m = evaluate_signal(score, is_ood.astype(int), n_bootstrap=n_bootstrap)
             result["metrics"][method] = {k: m[k] for k in ("auroc", "auprc")}
     return result
-
-
-def _fmt(triple):
-    value, low, high = triple
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def verdict(metrics, against="ensemble E std"):
@@ -330,7 +334,7 @@ def markdown(payload):
                 continue
             m = ev["metrics"][method]
             lines.append(f"| {method} | " + " | ".join(
-                _fmt(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
+                interval(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
         if "default_minus_network" in ev:
             d = ev["default_minus_network"]
             lines += ["", "Default (domain test on) minus the network alone, paired bootstrap: AUROC "
@@ -352,7 +356,7 @@ def markdown(payload):
                       f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged at P < 0.5: "
                       f"{100 * od['flagged_ood']:.0f} % vs {100 * od['flagged_in_distribution']:.0f} %):", "",
                       "| signal | AUROC (OOD vs held-out) | AUPRC |", "|---|---|---|"]
-            lines += [f"| {name} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} |"
+            lines += [f"| {name} | {interval(m['auroc'])} | {interval(m['auprc'])} |"
                       for name, m in od["metrics"].items()]
             lines += [""]
     for key, why in payload["skipped"].items():
@@ -380,26 +384,32 @@ def _leader(probe, ensemble, tie=5e-4):
     return "PROBE ahead" if probe > ensemble else "ensemble ahead"
 
 
-def suite_payloads():
-    """Every suite result JSON in results/ (other benchmarks' JSON files are skipped)."""
-    for path in sorted(RESULTS.glob("*.json")):
+def suite_payloads(results):
+    """Every suite result JSON in ``results`` (other benchmarks' JSON files are skipped)."""
+    for path in sorted(results.glob("*.json")):
         payload = json.loads(path.read_text())
         if isinstance(payload, dict) and {"backbone", "evaluations", "size"} <= set(payload):
             yield payload
 
 
-def report():
-    """benchmarks/results/README.md: every suite result, one verdict line per row."""
+def report(args=None):
+    """benchmarks/results/README.md: the suite's section, then the other experiments'."""
+    write_readme(RESULTS)
+    return 0
+
+
+def readme_section(results):
+    """Every suite result in ``results``, one verdict line per row, and the small vs large table."""
     rows = ["| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
             "ensemble AURC | verdict (ensemble signal named) |", "|---|---|---|---|---|---|---|---|---|"]
-    for payload in suite_payloads():
+    for payload in suite_payloads(results):
         for key, ev in payload["evaluations"].items():
             if "ood_detection" in ev:  # OOD vs held-out structures as the classes
                 m = ev["ood_detection"]["metrics"]
                 ens = m.get("ensemble E std")
                 rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
-                            f"{key}: OOD detection | {_fmt(m['PROBE']['auroc'])} | "
-                            f"{_fmt(ens['auroc']) if ens else '-'} | - | - | "
+                            f"{key}: OOD detection | {interval(m['PROBE']['auroc'])} | "
+                            f"{interval(ens['auroc']) if ens else '-'} | - | - | "
                             f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC |")
             if not 0 < ev["unreliable_fraction"] < 1:
                 continue
@@ -409,24 +419,17 @@ def report():
                     continue
                 ens = m[against]
                 rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
-                            f"{_fmt(m['PROBE']['auroc'])} | {_fmt(ens['auroc'])} | "
-                            f"{_fmt(m['PROBE']['aurc'])} | {_fmt(ens['aurc'])} | {verdict(m, against)} |")
-    text = ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
+                            f"{interval(m['PROBE']['auroc'])} | {interval(ens['auroc'])} | "
+                            f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} |")
+    return ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
             "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
-            + "\n".join(rows) + "\n\n" + expressiveness_table() + "\n")
-    from benchmarks.speed import readme_section
-
-    speed_text = readme_section(RESULTS)
-    if speed_text:
-        text += "\n" + speed_text
-    (RESULTS / "README.md").write_text(text)
-    print(text)
+            + "\n".join(rows) + "\n\n" + expressiveness_table(results) + "\n")
 
 
-def expressiveness_table():
+def expressiveness_table(results):
     """Small vs large backbone, held-out set: does the PROBE signal strengthen with the more
     expressive backbone, and more than the ensemble's?"""
-    payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in suite_payloads()}
+    payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in suite_payloads(results)}
     lines = ["## Expressiveness: small vs large backbone (held-out set, AUROC)", "",
              "| backbone | dataset | label | PROBE small | PROBE large | ensemble E std small | "
              "ensemble E std large | ensemble F std small | ensemble F std large |",
@@ -462,10 +465,37 @@ def available_backbones():
     return found
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="one backbone x dataset x size, or --all")
+def run_command(args):
+    import torch
+
+    torch.set_num_threads(1)
+    if not args.all:
+        if not (args.backbone and args.dataset):
+            raise SystemExit("run: give --backbone and --dataset, or --all")
+        run(args.backbone, args.dataset, args.size, args.bootstrap, not args.no_train)
+        return 0
+    for backbone in available_backbones():
+        for dataset in DATASETS:
+            for size in SIZES:
+                train = size == "small" and not args.no_train
+                if len(find_models(backbone, dataset, size)) < 2 and not train:
+                    print(f"{backbone}/{dataset}/{size}: no cached models, skipped", flush=True)
+                    continue
+                run(backbone, dataset, size, args.bootstrap, train)
+    return report()
+
+
+def cost_command(args):
+    import torch
+
+    torch.set_num_threads(1)
+    remeasure_cost(args.backbone, args.dataset, args.size, args.rounds)
+    return 0
+
+
+def register(sub):
+    r = sub.add_parser("run", help="the suite: one backbone x dataset x size, or --all",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--backbone", choices=BACKBONES)
     r.add_argument("--dataset", choices=DATASETS)
     r.add_argument("--size", choices=SIZES, default="small")
@@ -474,56 +504,12 @@ def main(argv=None):
                         "(small ones are trained if missing)")
     r.add_argument("--no-train", action="store_true", help="use cached models only")
     r.add_argument("--bootstrap", type=int, default=1000)
-    sub.add_parser("report", help="results/README.md from every suite result")
+    r.set_defaults(handler=run_command)
+    sub.add_parser("report", help="results/README.md from every suite result (and the speed "
+                                  "results)").set_defaults(handler=report)
     c = sub.add_parser("cost", help="measure a finished run's cost table again (quiet machine)")
     c.add_argument("--backbone", choices=BACKBONES, required=True)
     c.add_argument("--dataset", choices=DATASETS, required=True)
     c.add_argument("--size", choices=SIZES, default="small")
     c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    o = sub.add_parser("ood", help="out-of-distribution benchmark on GFN2-xTB labels (benchmarks/ood.py)")
-    o.add_argument("--backbone", choices=BACKBONES)
-    o.add_argument("--report", action="store_true", help="results/ood.md from every backbone's JSON")
-    o.add_argument("--bootstrap", type=int, default=200)
-    o.add_argument("--alpha", type=float, default=0.02)
-    from benchmarks import attention_ablation, scaling, speed, step_cost
-
-    scaling.register(sub)
-    speed.register(sub)  # evaluate-speed, startup
-    step_cost.register(sub)
-    attention_ablation.register(sub)
-    args = parser.parse_args(argv)
-    if getattr(args, "handler", None):  # subcommands registered by other modules
-        args.handler(args)
-        return 0
-    import torch
-
-    torch.set_num_threads(1)
-    if args.command == "report":
-        return report()
-    if args.command == "ood":
-        from benchmarks import ood
-
-        if args.report or not args.backbone:
-            return ood.report()
-        ood.run(args.backbone, args.bootstrap, args.alpha)
-        return ood.report()
-    if args.command == "cost":
-        remeasure_cost(args.backbone, args.dataset, args.size, args.rounds)
-        return 0
-    if args.all:
-        for backbone in available_backbones():
-            for dataset in DATASETS:
-                for size in SIZES:
-                    train = size == "small" and not args.no_train
-                    if len(models_of(backbone, dataset, size, train=False)) < 2 and not train:
-                        print(f"{backbone}/{dataset}/{size}: no cached models, skipped", flush=True)
-                        continue
-                    run(backbone, dataset, size, args.bootstrap, train)
-        return report()
-    if not (args.backbone and args.dataset):
-        parser.error("give --backbone and --dataset, or --all")
-    run(args.backbone, args.dataset, args.size, args.bootstrap, not args.no_train)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    c.set_defaults(handler=cost_command)

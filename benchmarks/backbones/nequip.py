@@ -17,45 +17,24 @@ Models go to ``benchmarks/cache/nequip/<dataset>[-large]/seed<k>.nequip.zip``; h
 errors of every model to ``benchmarks/cache/nequip/metrics.json``. An interrupted training
 resumes from its ``last.ckpt``.
 
-    python benchmarks/nequip_backbones.py                      # everything, seeds 1..4
-    python benchmarks/nequip_backbones.py --datasets ethanol --seeds 1 2
-    python benchmarks/nequip_backbones.py --size large --device cuda --parallel 8 --no-evaluate
-    python benchmarks/nequip_backbones.py --evaluate-only      # metrics of existing models
+    python -m benchmarks train nequip                      # everything, seeds 1..4
+    python -m benchmarks train nequip --datasets ethanol --seeds 1 2
+    python -m benchmarks train nequip --size large --device cuda --parallel 8 --no-evaluate
+    python -m benchmarks train nequip --evaluate-only      # metrics of existing models
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import (
-        console_program,
-        evaluate_adapter,
-        held_out,
-        model_dir,
-        train_in_parallel,
-        update_metrics,
-    )
-except ImportError:
-    from backbone_common import (
-        console_program,
-        evaluate_adapter,
-        held_out,
-        model_dir,
-        train_in_parallel,
-        update_metrics,
-    )
+from benchmarks.backbones import console_program, evaluate_adapter, seed_model_path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
-CACHE = REPO / "benchmarks" / "cache" / "nequip"
+MODEL_SUFFIX = ".nequip.zip"
 
 DATASETS = {
     "ethanol": {"train": "ethanol/train.xyz", "isolated": "ethanol/isolated_atoms.xyz",
@@ -156,7 +135,7 @@ global_options:
   allow_tf32: false
 """
 
-log = logging.getLogger("nequip_backbones")
+log = logging.getLogger("benchmarks.backbones")
 
 
 def isolated_energies(path: Path, train_file: Path) -> dict[str, float]:
@@ -189,7 +168,7 @@ def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
 
 
 def train_one(name: str, seed: int, args) -> Path | None:
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"
+    target = seed_model_path("nequip", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
@@ -248,61 +227,7 @@ def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
             "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters()))}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
-    parser.add_argument("--size", default="small", choices=list(SIZES),
-                        help="small (32 features) or large (64 features), both l_max 1")
+def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="trainings at once (on a GPU; on 2 CPU cores keep 1)")
-    parser.add_argument("--no-evaluate", action="store_true", help="train only")
-    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
-    parser.add_argument("--epochs", type=int, default=None, help="override the epoch cap")
     parser.add_argument("--max-minutes", type=float, default=7.0,
                         help="wall-time cap of one training (Lightning max_time)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--evaluate-only", action="store_true")
-    args = parser.parse_args(argv)
-    args.data, args.cache = args.data.resolve(), args.cache.resolve()  # trainings run in their own folder
-    args.cache.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
-    )
-    import torch
-
-    torch.set_num_threads(args.threads)
-    # dataset-major: finish one dataset's ensemble before the next
-    jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
-    failed = 0
-    held = {}
-    if args.parallel > 1 and not args.evaluate_only:
-        train_in_parallel(lambda job: train_one(*job, args), jobs, args.parallel)
-    for name, seed in jobs:
-        if args.evaluate_only or args.parallel > 1:
-            path = model_dir(args.cache, name, args.size) / f"seed{seed}.nequip.zip"
-            path = path if path.exists() else None
-        else:
-            path = train_one(name, seed, args)
-        if path is None:
-            failed += not args.evaluate_only
-            continue
-        if args.no_evaluate:
-            continue
-        if name not in held:
-            held[name] = held_out(name, args.data)
-        metrics = evaluate(path, held[name])
-        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
-        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
-                 "meV, F MAE %.1f meV/A, %d parameters", name, seed, metrics["n_structures"],
-                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
-                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"],
-                 metrics["n_parameters"])
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

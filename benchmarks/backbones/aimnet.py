@@ -13,40 +13,33 @@ Each training is capped in wall time (``--minutes``, default 5.5 on one CPU thre
 
     ethanol: ../shared/data/ethanol/train.xyz (900 train / 100 valid), held out: test_MD.xyz
     3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
-             configurations that are not in train_300K.xyz (as signal_ablation)
+             configurations that are not in train_300K.xyz
 
 Models go to ``benchmarks/cache/aimnet/<dataset>[-large]/seed<k>.pt``; held-out errors of
 every model to ``benchmarks/cache/aimnet/metrics.json``. One training at a time. aimnet trains
 on the GPU when torch sees one (its own choice); aimnet needs NVIDIA warp at import.
 
-    python benchmarks/aimnet_backbones.py                      # everything, seeds 1..4
-    python benchmarks/aimnet_backbones.py --datasets ethanol --seeds 1 2
-    python benchmarks/aimnet_backbones.py --size large --datasets 3bpa
-    python benchmarks/aimnet_backbones.py --evaluate-only      # metrics of existing models
-    python benchmarks/aimnet_backbones.py --table benchmarks/results/signal_aimnet_ethanol_energy_main.json
-    python benchmarks/aimnet_backbones.py --hook-overhead --datasets ethanol
+    python -m benchmarks train aimnet                      # everything, seeds 1..4
+    python -m benchmarks train aimnet --datasets ethanol --seeds 1 2
+    python -m benchmarks train aimnet --size large --datasets 3bpa
+    python -m benchmarks train aimnet --evaluate-only      # metrics of existing models
+    python -m benchmarks aimnet-hook-overhead --datasets ethanol   # seed 1, with vs without hooks
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import evaluate_adapter, held_out, model_dir, train_in_parallel, update_metrics
-except ImportError:
-    from backbone_common import evaluate_adapter, held_out, model_dir, train_in_parallel, update_metrics
+from benchmarks.backbones import evaluate_adapter, seed_model_path, train_in_parallel
+from benchmarks.common import CACHE, DATA, REPO, RESULTS, heldout_structures
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
-CACHE = REPO / "benchmarks" / "cache" / "aimnet"
+MODEL_SUFFIX = ".pt"
 
 # The epoch limit is never reached: the wall-time cap (--minutes) ends each training.
 # 3bpa: with ethanol's settings (batch 32, forces weight 0.2) a first attempt learned
@@ -62,7 +55,7 @@ DATASETS = {
 
 SIZES = ("small", "large")
 
-log = logging.getLogger("aimnet_backbones")
+log = logging.getLogger("benchmarks.backbones")
 
 
 def model_config(size: str) -> dict:
@@ -85,7 +78,7 @@ def train_one(name: str, seed: int, args) -> Path | None:
     from probe_aimnet import training
 
     spec = DATASETS[name]
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
+    target = seed_model_path("aimnet", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
@@ -117,35 +110,13 @@ def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
             "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters()))}
 
 
-def bootstrap_table(json_path: Path) -> Path:
-    """``<run>_bootstrap.md`` next to a signal_ablation JSON: per backbone seed (probe seed 0,
-    default recipe), AUROC, AURC, Spearman and ECE with 95 % bootstrap intervals."""
-    payload = json.loads(Path(json_path).read_text())
-    lines = [f"### {payload['backbone']} / {payload['dataset']}: bootstrap 95 % intervals "
-             f"(probe seed 0, {payload['n_heldout']} held-out, half scored)", "",
-             "| backbone | signal | AUROC | AURC | Spearman | ECE |", "|---|---|---|---|---|---|"]
-    for seed, signals in payload["bootstrap_seed0"].items():
-        for signal, metrics in signals.items():
-            cells = []
-            for key in ("auroc", "aurc", "spearman", "ece"):
-                if key in metrics:
-                    value, low, high = metrics[key]
-                    cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
-                else:
-                    cells.append("—")
-            lines.append(f"| {seed} | {signal} | " + " | ".join(cells) + " |")
-    out = Path(json_path).with_name(Path(json_path).stem + "_bootstrap.md")
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
 def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
     """Backbone pass with and without PROBE's hooks (all declared layers), interleaved so
     that a busy machine slows both alike; medians and the median of paired ratios."""
     from probe_aimnet import AIMNet2Adapter
 
-    model = args.cache / name / "seed1.pt"
-    frames = held_out(name, args.data)[:n]
+    model = seed_model_path("aimnet", name, 1, cache=args.cache)
+    frames = heldout_structures(name, args.data)[:n]
     adapter = AIMNet2Adapter([model], layers=[layer.name for layer in AIMNet2Adapter([model]).feature_layers()])
 
     def plain():
@@ -169,19 +140,19 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
               "hooked_median_s": float(np.median(times["hooked"])),
               "paired_ratio_median": float(np.median(ratios)),
               "paired_ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
-    out = REPO / "benchmarks" / "results" / f"aimnet_hook_overhead_{name}.json"
+    out = RESULTS / f"aimnet_hook_overhead_{name}.json"
     out.write_text(json.dumps(result, indent=2))
     return result
 
 
-def train_in_processes(jobs, args) -> None:
+def train_parallel(jobs, args) -> None:
     """Each (dataset, seed) trained by this script in a process of its own, ``--parallel`` at
     a time (aimnet trains in process, so threads alone would share one interpreter)."""
     import subprocess
 
     def one(job):
         name, seed = job
-        cmd = [sys.executable, "-m", "benchmarks.aimnet_backbones", "--datasets", name,
+        cmd = [sys.executable, "-m", "benchmarks", "train", "aimnet", "--datasets", name,
                "--seeds", str(seed), "--size", args.size, "--data", str(args.data),
                "--cache", str(args.cache), "--minutes", str(args.minutes),
                "--threads", str(args.threads), "--no-evaluate"]
@@ -192,72 +163,24 @@ def train_in_processes(jobs, args) -> None:
     train_in_parallel(one, jobs, args.parallel)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
-    parser.add_argument("--size", choices=SIZES, default="small", help="model width (see above)")
-    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
-    parser.add_argument("--epochs", type=int, default=None, help="override the epoch limit")
+def add_arguments(parser) -> None:
     parser.add_argument("--minutes", type=float, default=5.5, help="wall-time cap per model")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="trainings at once, each in its own process (2 on 2 CPU cores)")
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--no-evaluate", action="store_true", help="train only")
-    parser.add_argument("--table", type=Path, default=None,
-                        help="only write the bootstrap table of a signal_ablation JSON")
-    parser.add_argument("--hook-overhead", action="store_true",
-                        help="only time seed1's pass with and without hooks (interleaved)")
-    args = parser.parse_args(argv)
-    if args.hook_overhead:
-        import torch
 
-        torch.set_num_threads(args.threads)
-        for name in args.datasets:
-            print(json.dumps(hook_overhead(name, args), indent=2))
-        return 0
-    if args.table:
-        print(bootstrap_table(args.table).read_text())
-        return 0
-    args.cache.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
-    )
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+def hook_overhead_command(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-
-    # dataset-major here: all ethanol models first (the first benchmark needs them)
-    jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
-    failed = 0
-    held = {}
-    if args.parallel > 1 and not args.evaluate_only:
-        train_in_processes(jobs, args)
-    for name, seed in jobs:
-        if args.evaluate_only or args.parallel > 1:
-            path = model_dir(args.cache, name, args.size) / f"seed{seed}.pt"
-            path = path if path.exists() else None
-        else:
-            path = train_one(name, seed, args)
-        if path is None:
-            failed += not args.evaluate_only
-            continue
-        if args.no_evaluate:
-            continue
-        if name not in held:
-            held[name] = held_out(name, args.data)
-        metrics = evaluate(path, held[name])
-        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
-        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
-                 "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
-                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
-                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"])
-    return 1 if failed else 0
+    for name in args.datasets:
+        print(json.dumps(hook_overhead(name, args), indent=2))
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub) -> None:
+    h = sub.add_parser("aimnet-hook-overhead", help="AIMNet2 seed 1's pass with and without PROBE's "
+                                                    "hooks, interleaved (results/aimnet_hook_overhead_*.json)")
+    h.add_argument("--datasets", nargs="+", default=["ethanol"], choices=list(DATASETS))
+    h.add_argument("--data", type=Path, default=DATA, help="reference data folder")
+    h.add_argument("--cache", type=Path, default=CACHE / "aimnet", help="model cache folder")
+    h.add_argument("--threads", type=int, default=1)
+    h.set_defaults(handler=hook_overhead_command)

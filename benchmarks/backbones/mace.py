@@ -9,48 +9,29 @@ skipped; an interrupted run resumes from mace's latest checkpoint.
     3bpa:    ../shared/data/3bpa/train_300K.xyz (450 / 50), held out: train_mixedT.xyz
              configurations that are not in train_300K.xyz
 
-Models go to ``benchmarks/cache/mace/<dataset>/seed<k>.model``; held-out errors of every
-model to ``benchmarks/cache/mace/metrics.json``. One training process at a time.
+Models go to ``benchmarks/cache/mace/<dataset>[-large]/seed<k>.model``; held-out errors of
+every model to ``benchmarks/cache/mace/metrics.json`` (the driver: ``benchmarks.backbones``).
+On 2 CPU cores keep ``--parallel`` at 1 or 2.
 
-    python benchmarks/mace_backbones.py                      # everything, seeds 1..4
-    python benchmarks/mace_backbones.py --datasets ethanol --seeds 1 2
-    python benchmarks/mace_backbones.py --evaluate-only      # metrics of existing models
-    python benchmarks/mace_backbones.py --size large --device cuda --parallel 4   # on a GPU
+    python -m benchmarks train mace                      # everything, seeds 1..4
+    python -m benchmarks train mace --datasets ethanol --seeds 1 2
+    python -m benchmarks train mace --evaluate-only      # metrics of existing models
+    python -m benchmarks train mace --size large --device cuda --parallel 4   # on a GPU
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-try:  # as `python -m benchmarks.<name>` or as a script from the repository root
-    from benchmarks.backbone_common import (
-        console_program,
-        evaluate_adapter,
-        held_out,
-        model_dir,
-        train_in_parallel,
-        update_metrics,
-    )
-except ImportError:
-    from backbone_common import (
-        console_program,
-        evaluate_adapter,
-        held_out,
-        model_dir,
-        train_in_parallel,
-        update_metrics,
-    )
+from benchmarks.backbones import console_program, evaluate_adapter, model_dir, seed_model_path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
-CACHE = REPO / "benchmarks" / "cache" / "mace"
+MODEL_SUFFIX = ".model"
+SEED_MAJOR = True  # every dataset gets a first model early
 
 # epochs chosen so that one model takes <= ~8 min on ONE CPU thread (float32)
 DATASETS = {
@@ -76,7 +57,7 @@ SIZES = {
     "large": {"num_channels": 64, "max_L": 1},
 }
 
-log = logging.getLogger("mace_backbones")
+log = logging.getLogger("benchmarks.backbones")
 
 
 def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
@@ -132,7 +113,7 @@ def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtyp
 
 def train_one(name: str, seed: int, args) -> Path | None:
     spec = DATASETS[name]
-    target = model_dir(args.cache, name, args.size) / f"seed{seed}.model"
+    target = seed_model_path("mace", name, seed, args.size, args.cache)
     if target.exists():
         log.info("%s seed %d: %s exists, skipping", name, seed, target)
         return target
@@ -167,63 +148,6 @@ def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     return evaluate_adapter(MACEAdapter([model_path]), structures, batch)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
-    parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="model cache folder")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="override the per-dataset number of epochs (e.g. 1 to smoke-test)")
+def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--size", default="small", choices=list(SIZES),
-                        help="model size: small (32 channels, L=0) or large (64 channels, L=1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (mace_run_train's --device)")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="trainings at once (on a GPU; on 2 CPU cores keep 1)")
-    parser.add_argument("--no-evaluate", action="store_true",
-                        help="train only (held-out metrics need probe-mace installed)")
-    args = parser.parse_args(argv)
-    args.data, args.cache = args.data.resolve(), args.cache.resolve()  # trainings run in their own folder
-    args.cache.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
-    )
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from tqdm import tqdm
-
-    # seed-major: every dataset gets a first model early
-    jobs = [(name, seed) for seed in args.seeds for name in args.datasets]
-    failed = 0
-    held = {}
-    if args.parallel > 1 and not args.evaluate_only:
-        train_in_parallel(lambda job: train_one(*job, args), jobs, args.parallel)
-    for name, seed in tqdm(jobs, desc="backbones", unit="model", disable=None):
-        if args.evaluate_only or args.parallel > 1:
-            path = model_dir(args.cache, name, args.size) / f"seed{seed}.model"
-            path = path if path.exists() else None
-        else:
-            path = train_one(name, seed, args)
-        if path is None:
-            failed += not args.evaluate_only
-            continue
-        if args.no_evaluate:
-            continue
-        if name not in held:
-            held[name] = held_out(name, args.data)
-        metrics = evaluate(path, held[name])
-        update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
-        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
-                 "meV, F MAE %.1f meV/A", name, seed, metrics["n_structures"],
-                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
-                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"])
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
