@@ -46,32 +46,42 @@ DISTANCE_ELEMENTS = 1 << 22  # query x reference distances computed at a time (1
 
 class ExactNeighbors:
     """Exact Euclidean k-nearest-neighbour distances by brute force on BLAS:
-    |q - r|^2 = |q|^2 - 2 q.r + |r|^2 with the reference norms kept. The same neighbours
-    as scikit-learn's brute ``NearestNeighbors``, without its per-call input validation,
-    which cost more than the search itself for the few atoms of one MD step."""
+    |q - r|^2 = |q|^2 - 2 q.r + |r|^2, with -2 r and |r|^2 kept, so a query costs one
+    matrix product, one addition and one partial sort over the reference. The neighbours of
+    scikit-learn's brute ``NearestNeighbors`` without its per-call input validation, which
+    cost more than the search itself for the few atoms of one MD step. Distances carry the
+    float32 rounding of that expansion (absolute, ~1e-5 of |q|^2: it matters only for
+    near-duplicates, whose novelty is ~0 either way)."""
 
     def __init__(self, points):
-        self.points = np.ascontiguousarray(points, dtype=np.float32)
-        self.squared_norms = np.einsum("ij,ij->i", self.points, self.points)
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        self.minus_twice_points_t = np.ascontiguousarray(-2.0 * points.T)
+        self.squared_norms = np.einsum("ij,ij->i", points, points)
+
+    def __len__(self):
+        return len(self.squared_norms)
+
+    @property
+    def points(self) -> np.ndarray:
+        return np.ascontiguousarray(-0.5 * self.minus_twice_points_t.T)  # exact: powers of two
 
     def mean_distance(self, queries, k, exclude_nearest=False):
         """Mean distance of each query to its k nearest reference points (with
         ``exclude_nearest``, the nearest is dropped first: the query itself when the
         queries are the reference)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        n_reference = len(self.points)
+        n_reference = len(self)
         take = min(k + int(exclude_nearest), n_reference)
         out = np.empty(len(queries))
         rows = max(1, DISTANCE_ELEMENTS // max(n_reference, 1))
         for start in range(0, len(queries), rows):
             q = queries[start:start + rows]
-            squared = q @ self.points.T
-            squared *= -2.0
-            squared += self.squared_norms
-            squared += np.einsum("ij,ij->i", q, q)[:, None]
+            partial = q @ self.minus_twice_points_t  # |q|^2 is the same along a row: added after
+            partial += self.squared_norms
             if take < n_reference:
-                squared = np.partition(squared, take - 1, axis=1)[:, :take]
-            nearest = np.sqrt(np.maximum(squared, 0.0))
+                partial = np.partition(partial, take - 1, axis=1)[:, :take]
+            partial += np.einsum("ij,ij->i", q, q)[:, None]
+            nearest = np.sqrt(np.maximum(partial, 0.0))
             if exclude_nearest:
                 nearest = np.sort(nearest, axis=1)[:, 1:]
             out[start:start + len(q)] = nearest.mean(1)
@@ -153,14 +163,13 @@ class DomainModel:
         z_all = np.asarray(reference.atomic_numbers)
         atom_rows = np.arange(len(z_all)) if rows is None else _atoms_of(reference, rows)
         self.elements_ = np.unique(z_all[atom_rows]).astype(np.int64)
-        self.reference_, self.scale_, self._knn_ = {}, {}, {}
+        self.reference_, self.scale_ = {}, {}
         for z in self.elements_:
             mine = atom_rows[z_all[atom_rows] == z]
             if len(mine) > self.max_reference_atoms:
                 mine = np.sort(rng.choice(mine, self.max_reference_atoms, replace=False))
             points = self._standardise(reference.features[mine])
-            self.reference_[int(z)] = points
-            self._knn_[int(z)] = ExactNeighbors(points)
+            self.reference_[int(z)] = ExactNeighbors(points)
             self.scale_[int(z)] = self._element_scale(int(z), points)
         return self
 
@@ -170,7 +179,7 @@ class DomainModel:
         if len(points) < 2:
             return 1.0
         k = min(self.n_neighbors, len(points) - 1)
-        scale = float(np.median(self._knn_[z].mean_distance(points, k, exclude_nearest=True)))
+        scale = float(np.median(self.reference_[z].mean_distance(points, k, exclude_nearest=True)))
         return scale if scale > 0 else 1.0
 
     def _cross_fitted_scores(self, reference):
@@ -220,11 +229,11 @@ class DomainModel:
         out = np.full(len(z), UNSEEN)
         points = self._standardise(features)
         for element in np.unique(z):
-            knn = self._knn_.get(int(element))
+            knn = self.reference_.get(int(element))
             if knn is None:
                 continue  # unseen element: novel by definition
             rows = np.flatnonzero(z == element)
-            k = min(self.n_neighbors, len(self.reference_[int(element)]))
+            k = min(self.n_neighbors, len(knn))
             out[rows] = knn.mean_distance(points[rows], k) / self.scale_[int(element)]
         return out
 
@@ -259,8 +268,8 @@ class DomainModel:
         arrays = {"mean": self.mean_, "std": self.std_,
                   "calibration_scores": self.calibration_scores_}
         ranges = {name: list(r) for name, r in self.ranges_.items()}
-        for z, points in self.reference_.items():
-            arrays[f"reference.{z}"] = points
+        for z, neighbours in self.reference_.items():
+            arrays[f"reference.{z}"] = neighbours.points
         meta = {"params": self.get_params(), "threshold": self.threshold_,
                 "n_calibration": self.n_calibration_, "n_features": int(self.n_features_in_),
                 "elements": [int(z) for z in self.elements_],
@@ -281,11 +290,10 @@ class DomainModel:
         model.n_features_in_ = int(meta["n_features"])
         model.elements_ = np.asarray(meta["elements"], dtype=np.int64)
         model.scale_ = {int(z): float(s) for z, s in meta["scale"].items()}
-        model.reference_, model._knn_ = {}, {}
+        model.reference_ = {}
         for z in model.elements_:
             points = np.asarray(arrays[f"reference.{int(z)}"], dtype=np.float32)
-            model.reference_[int(z)] = points
-            model._knn_[int(z)] = ExactNeighbors(points)
+            model.reference_[int(z)] = ExactNeighbors(points)
         return model
 
     def get_params(self):
