@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .numpy_probe import NUMPY_MAX_ATOMS, NumpyProbe
-
 MAX_Z = 119
 QUERY_CHUNK = 1024
 ATTENTIONS = ("pooling", "self")
@@ -278,7 +276,6 @@ class StackedProbe:
         first = nets[0]
         self.members = len(nets)
         self._traced = {}  # (atoms, importance) -> traced forward of one unpadded structure
-        self._numpy = None  # the numpy forward of small structures, built on first use
         self.attention = first.attention
         self.per_element_norm = first.per_element_norm
         self.feature_mean = _stack(nets, lambda n: n.feature_mean)
@@ -322,13 +319,6 @@ class StackedProbe:
         per atom count: an MD run keeps its count, so every step after the first skips the
         Python of the forward (about a third of the time for small structures)."""
         n = features.shape[1]
-        if n <= NUMPY_MAX_ATOMS:  # per-operation overhead dominates: numpy's is smallest
-            if self._numpy is None:
-                self._numpy = NumpyProbe(self)
-            logits, importance = self._numpy(features[0].numpy(), atomic_numbers[0].numpy(),
-                                             extras[0].numpy(), return_importance)
-            return (torch.from_numpy(logits)[:, None],
-                    None if importance is None else torch.from_numpy(importance)[None])
         if n > TRACE_MAX_ATOMS:  # the operations' own cost dominates: nothing to save
             return self(features, atomic_numbers, None, extras, return_importance)
         key = (n, bool(return_importance))

@@ -136,7 +136,6 @@ def test_probe_files_from_before_the_pooling_probe_load_as_self_attention(tmp_pa
 def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
     stacked = StackedProbe(_members(attention))
     monkeypatch.setattr(model_module, "TRACED_SIZES", 2)
-    monkeypatch.setattr(model_module, "NUMPY_MAX_ATOMS", 0)  # the traced graph, not numpy
     for n in (5, 7, 5, 11):  # a new atom count traces anew; the oldest graph is dropped
         feats, z, _, extras = _batch(seed=n, b=1, n=n)
         with torch.inference_mode():  # callers may already be in inference mode
@@ -153,23 +152,3 @@ def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
     torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
     assert all(key[0] != big for key in stacked._traced)
 
-
-@pytest.mark.parametrize("attention", ["self", "pooling"])
-@pytest.mark.parametrize("per_element_norm", [False, True])
-@pytest.mark.parametrize("element_embedding", [False, True])
-def test_numpy_one_structure_path_equals_torch(attention, per_element_norm, element_embedding):
-    stacked = StackedProbe(_members(attention, per_element_norm=per_element_norm,
-                                    element_embedding=element_embedding))
-    for n in (1, 9, model_module.NUMPY_MAX_ATOMS):
-        feats, z, _, extras = _batch(seed=n, b=1, n=n)
-        extras = extras * 5  # beyond the clamp bounds of some members
-        for member in stacked.extras[2:]:
-            member.clamp_(-1.0, 1.0)
-        fast = stacked.one(feats, z, extras, return_importance=True)
-        assert stacked._numpy is not None and not stacked._traced
-        torch_logits, torch_importance = stacked(feats, z, None, extras, return_importance=True)
-        torch.testing.assert_close(fast[0], torch_logits, atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(fast[1], torch_importance, atol=1e-6, rtol=1e-5)
-        logits_only, none = stacked.one(feats, z, extras)
-        assert none is None
-        torch.testing.assert_close(logits_only, torch_logits, atol=2e-5, rtol=1e-5)
