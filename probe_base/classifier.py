@@ -95,7 +95,6 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
-
     def new_net(self) -> ProbeNet:
         """An untrained member of this probe's shape."""
         return ProbeNet(self.n_features_in_, self.hidden, self.heads, self.attention_layers,
