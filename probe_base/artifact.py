@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import re
 import secrets
@@ -137,26 +136,22 @@ def _part_from_tensors(cls, prefix, meta, tensors):
 
 def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint: dict, info=None,
                domain: DomainModel | None = None, atom_errors: AtomErrorModel | None = None):
-    tensors = {}
-    for i, state in enumerate(classifier.members_):
-        for key, value in state.items():
-            tensors[f"member{i}.{key}"] = value.detach().cpu().contiguous()
-    tensors["pool_mean"] = torch.from_numpy(np.asarray(classifier.pool_mean_, dtype=np.float32))
-    tensors["pool_std"] = torch.from_numpy(np.asarray(classifier.pool_std_, dtype=np.float32))
-    if getattr(classifier, "knn_reference_", None) is not None:
-        tensors["knn_reference"] = torch.from_numpy(classifier.knn_reference_)
-    if classifier.isotonic_ is not None:
-        tensors["isotonic_x"] = torch.from_numpy(classifier.isotonic_[0])
-        tensors["isotonic_y"] = torch.from_numpy(classifier.isotonic_[1])
+    tensors, fitted = {}, {}
+    for key, value in classifier.state_dict().items():
+        if key == "members":  # one tensor per member weight, their count in the header
+            fitted["n_members"] = len(value)
+            tensors.update({f"member{i}.{name}": weights for i, member in enumerate(value)
+                            for name, weights in member.items()})
+        elif isinstance(value, np.ndarray):
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
+        else:
+            fitted[key] = value
     params = classifier.get_params()
     params["extras"] = list(params["extras"])
     meta = {
         "format": FORMAT,
         "params": params,
-        "n_features": int(classifier.n_features_in_),
-        "n_members": len(classifier.members_),
-        "temperature": classifier.temperature_,
-        "prior_log_odds": classifier.prior_log_odds_,
+        **fitted,
         "domain": _parts_to_tensors("domain", domain, tensors),
         "atom_errors": _parts_to_tensors("atom_errors", atom_errors, tensors),
         "label": label.to_dict(),
@@ -195,29 +190,12 @@ def load_probe(path) -> ProbeArtifact:
         params = dict(meta["params"])
         params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
         params.setdefault("attention", "self")  # files before the pooling probe
-        classifier = ProbeClassifier(**params)
-        classifier.n_features_in_ = meta["n_features"]
-        classifier.members_ = _members(path, tensors, meta["n_members"], classifier)
-        classifier.pool_mean_ = tensors["pool_mean"].numpy()
-        classifier.pool_std_ = tensors["pool_std"].numpy()
-        if "knn_reference" in tensors:
-            from sklearn.neighbors import NearestNeighbors
-
-            classifier.knn_reference_ = tensors["knn_reference"].numpy()
-            classifier._knn_ = NearestNeighbors(n_neighbors=classifier.latent_neighbors).fit(classifier.knn_reference_)
-        classifier.isotonic_ = ((tensors["isotonic_x"].numpy(), tensors["isotonic_y"].numpy())
-                                if "isotonic_x" in tensors else None)
-        classifier.temperature_ = _finite(path, "temperature", meta["temperature"], positive=True)
-        classifier.prior_log_odds_ = _finite(path, "prior_log_odds", meta["prior_log_odds"])
-        for name in ("pool_mean", "pool_std", "isotonic_x", "isotonic_y"):
-            if name in tensors and not torch.isfinite(tensors[name]).all():
-                raise ArtifactError(f"{path}: {name} holds NaN or inf; the file is damaged: "
-                                    "re-create it with `probe fit`")
-        classifier.classes_ = np.array([0, 1])
-        classifier._cached_nets()  # builds the nets: fails here, not later, on bad weights
+        classifier = ProbeClassifier.from_state(params, _classifier_state(path, tensors, meta))
         domain = _part_from_tensors(DomainModel, "domain", meta.get("domain"), tensors)
         atom_errors = _part_from_tensors(AtomErrorModel, "atom_errors", meta.get("atom_errors"), tensors)
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    except ValueError as exc:  # values a part refuses: members that do not fit the net, NaN, ...
+        raise ArtifactError(f"{path}: {exc}; the file is damaged: re-create it with `probe fit`") from None
+    except (KeyError, RuntimeError, TypeError) as exc:
         raise ArtifactError(f"{path}: probe file is incomplete or inconsistent ({exc}); "
                             "re-create it with `probe fit`") from None
     return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta,
@@ -225,12 +203,23 @@ def load_probe(path) -> ProbeArtifact:
 
 
 MEMBER_KEY = re.compile(r"^member(\d+)\.(.+)$")
+PARTS = ("domain", "atom_errors")  # tensors under "<part>." belong to that part
+HEADER = {"format", "params", "n_members", *PARTS, "label", "fingerprint", "info", "versions"}
 
 
-def _members(path, tensors, n_members, classifier) -> list[dict]:
-    """The members' weights, refused unless they match the declared members exactly: each
-    member 0..n-1 present, no other member, every parameter of the net present. Tensors
-    that belong to no member (other parts of the probe) are not looked at here."""
+def _classifier_state(path, tensors, meta) -> dict:
+    """What ``ProbeClassifier.from_state`` reads: the header's other scalars, the members'
+    weights and the tensors that belong to no member and no part."""
+    state = {key: value for key, value in meta.items() if key not in HEADER}
+    state["members"] = _members(path, tensors, meta["n_members"])
+    state.update({key: value.numpy() for key, value in tensors.items()
+                  if not MEMBER_KEY.match(key) and key.split(".", 1)[0] not in PARTS})
+    return state
+
+
+def _members(path, tensors, n_members) -> list[dict]:
+    """The members' weights, refused unless the file holds exactly the declared members
+    0..n-1 (whether each holds the right weights, ``ProbeClassifier.from_state`` checks)."""
     if not isinstance(n_members, int) or isinstance(n_members, bool) or n_members < 1:
         raise ArtifactError(f"{path}: the header declares {n_members!r} members; the file is "
                             "damaged: re-create it with `probe fit`")
@@ -245,34 +234,7 @@ def _members(path, tensors, n_members, classifier) -> list[dict]:
         found = f"weights of members {sorted(members)}" if members else "no member weights"
         raise ArtifactError(f"{path}: the header declares {n_members} members but the file holds "
                             f"{found}; the file is damaged: re-create it with `probe fit`")
-    net = classifier.new_net()
-    parameters = {name for name, _ in net.named_parameters()}
-    expected = set(net.state_dict())
-    absent_buffers = None
-    for i in range(n_members):
-        keys = set(members[i])
-        unknown = sorted(keys - expected)
-        lost = expected - keys
-        if unknown or lost & parameters:
-            what = (f"lacks {sorted(lost & parameters)[:3]}" if lost & parameters
-                    else f"has unknown weights {unknown[:3]}")
-            raise ArtifactError(f"{path}: member {i} {what}; the file is damaged: re-create it "
-                                "with `probe fit`")
-        # a buffer newer than the file takes its default, but only if every member lacks it
-        if absent_buffers is not None and lost != absent_buffers:
-            raise ArtifactError(f"{path}: member {i} holds other buffers than member 0; the file "
-                                "is damaged: re-create it with `probe fit`")
-        absent_buffers = lost
     return [members[i] for i in range(n_members)]
-
-
-def _finite(path, name, value, positive=False) -> float:
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
-        need = "a positive finite number" if positive else "a finite number"
-        raise ArtifactError(f"{path}: {name} is {value}, not {need}; the file is damaged: "
-                            "re-create it with `probe fit`")
-    return value
 
 
 def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, source="probe"):

@@ -4,6 +4,7 @@ from conftest import synthetic_features
 
 from probe_base.classifier import ProbeClassifier
 from probe_base.errors import LabelError
+from probe_base.training import member_logits
 
 
 def _fit(n=240, **kw):
@@ -41,8 +42,8 @@ def test_cross_fitting_trains_one_member_per_fold_and_seed():
 def test_single_split_probe_seed_ensemble_averages_members():
     X, y, clf = _fit(cv_folds=1, n_seeds=3, calibration=None)
     assert len(clf.members_) == 3
-    nets = clf._cached_nets()
-    single = [clf._net_logits(n, X, clf._extras(X), np.arange(len(X))) for n in nets]
+    nets = clf.ensemble_.nets()
+    single = [member_logits(n, X, clf._extras(X), np.arange(len(X)), clf.batch_size) for n in nets]
     np.testing.assert_allclose(clf._logits(X), np.mean(single, axis=0), rtol=1e-5, atol=1e-6)
 
 
@@ -93,3 +94,26 @@ def test_scikit_learn_estimator_contract():
     X, _ = synthetic_features(20)
     with pytest.raises(NotFittedError):
         clf.predict_proba(X)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(cv_folds=1, calibration="isotonic",
+                                             extras=("log_n_atoms", "latent_distance"))])
+def test_from_state_rebuilds_the_fitted_estimator(kw):
+    X, y, clf = _fit(n=120, max_epochs=5, **kw)
+    again = ProbeClassifier.from_state(clf.get_params(), clf.state_dict())
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    assert again.get_params() == clf.get_params() and len(again.members_) == len(clf.members_)
+    assert (again.isotonic_ is None) == (clf.isotonic_ is None)
+
+
+def test_every_prediction_path_refuses_an_unfitted_estimator():
+    from sklearn.exceptions import NotFittedError
+
+    X, y = synthetic_features(20)
+    clf = ProbeClassifier(extras=("latent_distance",))
+    calls = [lambda: clf.predict_proba(X), lambda: clf.predict(X), lambda: clf.predict_with_importance(X),
+             lambda: clf.score(X, y), lambda: clf.latent_distance(X), lambda: clf._logits(X),
+             clf._stacked_members, clf.state_dict]
+    for call in calls:
+        with pytest.raises(NotFittedError):
+            call()

@@ -10,8 +10,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from probe_base import distributed
-from probe_base.classifier import ProbeClassifier, _normalisation, _streamed_normalisation
+from probe_base.classifier import ProbeClassifier
 from probe_base.errors import StoreError
+from probe_base.inputs import normalisation, streamed_normalisation
 from probe_base.store import _content_sha256, _identity, load_store
 from probe_base.workflow import evaluate_probe
 
@@ -154,8 +155,8 @@ def test_streamed_store_view_fits_like_memory(heldout_store):
     np.testing.assert_array_equal(f[mask], f_view[mask])  # padding is masked out: any value
     extras = np.stack([data.energy_pred / data.n_atoms, np.log(data.n_atoms)], axis=1)
     for per_element in (False, True):
-        memory = _normalisation(data.features, data.atomic_numbers, extras, per_element)
-        _, _, streamed = _streamed_normalisation(view, extras, per_element, distributed.LOCAL)
+        memory = normalisation(data.features, data.atomic_numbers, extras, per_element)
+        _, _, streamed = streamed_normalisation(view, extras, per_element, distributed.LOCAL)
         for key in memory:
             np.testing.assert_allclose(memory[key].numpy(), streamed[key].numpy(), rtol=1e-4, atol=1e-5)
     y = (data.energy_pred - data.energy_ref < np.median(data.energy_pred - data.energy_ref)).astype(int)
