@@ -23,6 +23,8 @@ inference) and ``probe_base.calibration`` (``Calibrator``). ``state_dict()`` /
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
@@ -48,6 +50,25 @@ PRESETS = {
 }
 
 
+ATTENTIONS = ("auto", "self", "pooling")
+# "auto" fits the linear-time pooling probe above this many atoms per structure: the
+# five-member self-attention probe costs 16.5 ms at 300 atoms and 134 ms at 1000 (pooling:
+# 3.4 and 7.2 ms; one core), a backbone pass ~0.6 ms per atom (AIMNet2, the fastest here)
+AUTO_POOLING_ATOMS = 250
+LARGE_FOR_SELF_ATTENTION = 2000  # scoring a self-attention probe beyond this warns
+
+
+def resolve_attention(attention, n_atoms) -> str:
+    """``attention`` as fitted: "auto" -> "pooling" if any fitting structure has more than
+    ``AUTO_POOLING_ATOMS`` atoms, else "self"."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}")
+    if attention != "auto":
+        return attention
+    largest = int(np.max(n_atoms)) if len(n_atoms) else 0
+    return "pooling" if largest > AUTO_POOLING_ATOMS else "self"
+
+
 class ProbeClassifier(ClassifierMixin, BaseEstimator):
     """P(reliable) for each structure from frozen per-atom backbone features.
 
@@ -59,7 +80,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
                  val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
                  selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
                  per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
-                 latent_neighbors=5, seed=0, progress=False, attention="self", queries=4):
+                 latent_neighbors=5, seed=0, progress=False, attention="auto", queries=4):
         self.hidden = hidden
         self.heads = heads
         self.attention_layers = attention_layers
@@ -81,11 +102,12 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         self.latent_neighbors = latent_neighbors
         self.seed = seed
         self.progress = progress
-        # "self" (self-attention among all atoms, quadratic; the default) or "pooling" (learned
-        # queries over the atoms, linear in atoms: for large structures). Pooling held the
-        # AUROC on toy and MACE ethanol splits (benchmarks/results/attention_*.md) but lost
-        # it elsewhere (tests/practice_toy.py set: 0.945 -> 0.831; AIMNet2 xTB ethanol energy
-        # label 0.563 -> 0.532), so it is not the default.
+        # "self" (self-attention among all atoms, time quadratic in atoms), "pooling" (learned
+        # queries over the atoms, linear in atoms) or "auto": self-attention unless the
+        # fitting set has structures above AUTO_POOLING_ATOMS. Pooling held the AUROC on toy
+        # and MACE ethanol splits (benchmarks/results/attention_*.md) but lost it elsewhere
+        # (tests/practice_toy.py set: 0.945 -> 0.831; AIMNet2 xTB ethanol energy label
+        # 0.563 -> 0.532), so small structures keep self-attention. Fitted: ``attention_``.
         self.attention = attention
         self.queries = queries  # learned queries of the pooling attention
 
@@ -99,7 +121,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         """An untrained member of this probe's shape."""
         return ProbeNet(self.n_features_in_, self.hidden, self.heads, self.attention_layers,
                         self.dropout, len(self.extras), self.element_embedding,
-                        self.per_element_norm, self.attention, self.queries)
+                        self.per_element_norm, self.attention_, self.queries)
 
     # ---- inputs ------------------------------------------------------------------------
     def _extras(self, X, fitting=False, distance=None) -> np.ndarray:
@@ -128,6 +150,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
             raise LabelError("all fitting structures have the same label; choose another "
                              "threshold (e.g. the median error) so both classes occur")
         self.n_features_in_ = X.n_features
+        self.attention_ = resolve_attention(self.attention, X.n_atoms)
         self.latent_neighbours_ = None
         if X.features is not None:
             self.pool_mean_ = X.features.mean(0)
@@ -198,6 +221,12 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         estimator = cls(**params)
         estimator.n_features_in_ = int(state["n_features"])
         estimator.classes_ = np.array([0, 1])
+        # "auto" was resolved at fit time; the members' weights say to what
+        pooling = any(key.startswith("pool.") for key in state["members"][0]) if state["members"] else False
+        estimator.attention_ = "pooling" if pooling else "self"
+        if params.get("attention", "auto") not in ("auto", estimator.attention_):
+            raise ValueError(f"the members are {estimator.attention_}-attention nets, the "
+                             f"parameters say {params['attention']!r}")
         members = MemberEnsemble.from_state(list(state["members"]), estimator.new_net, estimator.batch_size)
         estimator.calibrator_ = Calibrator.from_state(state)
         for name in ("pool_mean", "pool_std"):
@@ -222,6 +251,11 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         """Member-averaged logits (and per-atom importance) of every structure in X: one
         structure runs unpadded through ``StackedProbe.one``, several in padded batches."""
         check_is_fitted(self, "ensemble_")
+        if self.attention_ == "self" and len(X) and int(np.max(X.n_atoms)) > LARGE_FOR_SELF_ATTENTION:
+            warnings.warn(f"a self-attention probe on a structure of {int(np.max(X.n_atoms))} atoms: "
+                          "its time grows with the square of the atom count (~12 s at 10 000 atoms); "
+                          "refit with `probe fit --attention pooling` (linear in atoms) for structures "
+                          "this large", stacklevel=3)
         return self.ensemble_.logits(X, self._extras(X), importance)
 
     def predict_proba(self, X) -> np.ndarray:

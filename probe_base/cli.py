@@ -83,9 +83,10 @@ def build_parser():
     p.add_argument("--alpha", type=float, default=0.02,
                    help="the domain test's false-alarm rate: at most this fraction of in-distribution "
                         "structures is flagged as outside the domain (split-conformal; default 0.02)")
-    p.add_argument("--attention", choices=["self", "pooling"], default="self",
-                   help="self: attention among all atoms (default; time quadratic in atoms); pooling: "
-                        "a few learned queries attend to the atoms (linear: for 10^3-10^5 atoms)")
+    p.add_argument("--attention", choices=["auto", "self", "pooling"], default="auto",
+                   help="self: attention among all atoms (time quadratic in atoms); pooling: a few "
+                        "learned queries attend to the atoms (linear: for 10^3-10^5 atoms); auto "
+                        "(default): pooling if a fitting structure has more than 250 atoms, else self")
     p.add_argument("--no-domain", action="store_true",
                    help="no domain test: the probe network's P(reliable) alone, also on structures "
                         "unlike anything the backbone or the probe has seen")

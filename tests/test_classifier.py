@@ -117,3 +117,42 @@ def test_every_prediction_path_refuses_an_unfitted_estimator():
     for call in calls:
         with pytest.raises(NotFittedError):
             call()
+
+
+def test_auto_attention_is_self_for_small_structures_and_pooling_for_large(tmp_path):
+    import warnings
+
+    from conftest import synthetic_features
+
+    from probe_base import classifier as classifier_module
+    from probe_base.artifact import load_probe, save_probe
+    from probe_base.classifier import ProbeClassifier, resolve_attention
+    from probe_base.labels import LabelSpec
+
+    assert resolve_attention("auto", np.array([12, 250])) == "self"
+    assert resolve_attention("auto", np.array([12, 251])) == "pooling"
+    assert resolve_attention("self", np.array([5000])) == "self"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        resolve_attention("global", np.array([5]))
+    X, y = synthetic_features(80)
+    small = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2).fit(X, y)
+    assert small.attention == "auto" and small.attention_ == "self"
+    classifier_module.AUTO_POOLING_ATOMS, saved = 3, classifier_module.AUTO_POOLING_ATOMS
+    try:  # the synthetic structures are "large" for a limit of 3 atoms
+        large = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2).fit(X, y)
+    finally:
+        classifier_module.AUTO_POOLING_ATOMS = saved
+    assert large.attention_ == "pooling" and large.ensemble_.stacked().pool is not None
+    save_probe(tmp_path / "large.probe", large, LabelSpec("energy", threshold=1.0), {"adapter": "toy"})
+    loaded = load_probe(tmp_path / "large.probe").classifier
+    assert loaded.attention == "auto" and loaded.attention_ == "pooling"
+    np.testing.assert_allclose(loaded.predict_proba(X), large.predict_proba(X), rtol=1e-5, atol=1e-6)
+    classifier_module.LARGE_FOR_SELF_ATTENTION, saved = 3, classifier_module.LARGE_FOR_SELF_ATTENTION
+    try:
+        with pytest.warns(UserWarning, match="--attention pooling"):
+            small.predict_proba(X.subset([0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            large.predict_proba(X.subset([0]))  # linear already: nothing to say
+    finally:
+        classifier_module.LARGE_FOR_SELF_ATTENTION = saved
