@@ -35,7 +35,8 @@ from .distributed import LOCAL
 from .ensemble import MemberEnsemble
 from .errors import LabelError
 from .inputs import EXTRAS, LatentNeighbours, extra_inputs, normalisation, pooled_features, streamed_normalisation
-from .model import ProbeNet, StackedProbe
+from .model import ProbeNet
+from .stacked import StackedProbe
 from .training import MemberTrainer
 
 # names other modules import from here: the inputs moved to probe_base.inputs

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .inputs import batch_indices, batch_tensors
-from .model import StackedProbe
+from .stacked import StackedProbe
 
 
 class MemberEnsemble:

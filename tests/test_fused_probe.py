@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from probe_base import model as model_module
-from probe_base.model import ProbeNet, StackedProbe
+from probe_base import stacked as stacked_module
+from probe_base.model import ProbeNet
+from probe_base.stacked import StackedProbe
 
 
 def _members(attention, n=3, **kw):
@@ -50,7 +51,7 @@ def test_stacked_members_equal_each_member(attention, per_element_norm, monkeypa
     logits_one, importance_one = stacked(feats[:1, :7], z[:1, :7], None, extras[:1], return_importance=True)
     torch.testing.assert_close(logits_one, torch.stack([o[0] for o in one]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(importance_one, torch.stack([o[1] for o in one]).mean(0), atol=1e-6, rtol=1e-5)
-    monkeypatch.setattr(model_module, "SCORE_ELEMENTS", 3 * 4 * 9 * 2)  # 2 queries per chunk
+    monkeypatch.setattr(stacked_module, "SCORE_ELEMENTS", 3 * 4 * 9 * 2)  # 2 queries per chunk
     chunked, chunked_importance = stacked(feats, z, mask, extras, return_importance=True)
     torch.testing.assert_close(chunked, expected_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked_importance, expected_importance, atol=1e-6, rtol=1e-5)
@@ -135,7 +136,7 @@ def test_probe_files_from_before_the_pooling_probe_load_as_self_attention(tmp_pa
 @pytest.mark.parametrize("attention", ["self", "pooling"])
 def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
     stacked = StackedProbe(_members(attention))
-    monkeypatch.setattr(model_module, "TRACED_SIZES", 2)
+    monkeypatch.setattr(stacked_module, "TRACED_SIZES", 2)
     for n in (5, 7, 5, 11):  # a new atom count traces anew; the oldest graph is dropped
         feats, z, _, extras = _batch(seed=n, b=1, n=n)
         with torch.inference_mode():  # callers may already be in inference mode
@@ -147,7 +148,7 @@ def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
         assert none is None
         torch.testing.assert_close(logits_only, eager[0], atol=1e-6, rtol=1e-6)
     assert len(stacked._traced) == 2 and (11, True) in stacked._traced
-    big = model_module.TRACE_MAX_ATOMS + 1
+    big = stacked_module.TRACE_MAX_ATOMS + 1
     feats, z, _, extras = _batch(b=1, n=big)
     torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
     assert all(key[0] != big for key in stacked._traced)
