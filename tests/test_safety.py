@@ -66,12 +66,12 @@ class Interrupt(Exception):
 @pytest.fixture
 def no_models_loaded(monkeypatch):
     """Fails the test if the command loads a backbone: its error must come before."""
-    import probe_base.cli as cli
+    from probe_base.cli import commands
 
     def refuse(*args, **kwargs):
         raise AssertionError("the backbone was loaded before the input was checked")
 
-    monkeypatch.setattr(cli, "_adapter", refuse)
+    monkeypatch.setattr(commands, "_adapter", refuse)
 
 
 @contextlib.contextmanager
@@ -545,9 +545,9 @@ def test_item7_read_only_output_folder_is_refused_before_any_work(heldout_store,
                       "--output-dir", folder / "report"]):
             code, err = run_cli(capsys, *argv)
             assert code == 2 and f"{folder}: cannot write there" in err, err
-        import probe_base.cli as cli
+        from probe_base.cli import commands
 
-        monkeypatch.setattr(cli, "_adapter", no_work)
+        monkeypatch.setattr(commands, "_adapter", no_work)
         for argv in (["extract", *model_args(toy_files), "--input", toy_files["train"],
                       "--output", folder / "s.h5"],
                      ["predict", *model_args(toy_files, 1), "--probe", fitted_probe,
