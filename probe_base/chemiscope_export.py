@@ -19,8 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .frames import frames_for_structures
-from .labels import TARGETS
-from .report_html import UNITS
+from .labels import TARGETS, UNITS
 
 
 def require_chemiscope(path=None):

@@ -41,6 +41,8 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"[1/5] EMT-labelled copper clusters -> {output_dir}")
     data = demo_data(output_dir)
+    if backbone == "toy":  # the example backbone of the core is no installed plugin
+        toy.register_toy_adapter()
     adapter_class = get_adapter_class(backbone)
     print(f"[2/5] {members}-member {backbone} ensemble trained on {data['train'].name}")
     models = adapter_class.example_models(data["train"], output_dir / "models", members, retrain=retrain)

@@ -14,6 +14,7 @@ TARGETS = {
     "force_rmse": "RMSE of force components (eV/Å)",
     "force_max": "largest per-atom force-error norm (eV/Å)",
 }
+UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "force_rmse": "eV/Å", "force_max": "eV/Å"}
 
 
 def signed_energy_error(data, target: str) -> np.ndarray:

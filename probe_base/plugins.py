@@ -5,8 +5,13 @@ Each entry point is loaded on its own, so a broken plugin is listed with its err
 of taking ``probe plugins`` down; two plugins registering the same adapter name are both
 reported, and asking for that name says which distributions collide.
 
-Set ``PROBE_PLUGINS`` to a comma-separated list of plugin (entry-point) names to load
-only those; set it to an empty string to load none.
+Plugins that are not installed (the ``probe_base.toy`` adapter of the tests and ``probe
+demo --backbone toy``, a notebook's own) are registered in the process with
+``register_plugin``; every manager built afterwards has them. ``probe plugins`` lists
+installed plugins only.
+
+Set ``PROBE_PLUGINS`` to a comma-separated list of plugin names (entry-point names, or the
+names given to ``register_plugin``) to load only those; set it to an empty string to load none.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from .errors import ProbeError
 
 ENTRY_POINT_GROUP = "probe"
 PLUGINS_ENV_VAR = "PROBE_PLUGINS"
+IN_PROCESS = "(registered in this process)"  # the distribution shown for register_plugin's plugins
+
+_registered: dict[str, object] = {}  # register_plugin's plugins by name, for every manager
 
 
 @dataclass(frozen=True)
@@ -75,14 +83,41 @@ def _manager(allowed) -> pluggy.PluginManager:
             continue
         dist = entry_point.dist
         pm.probe_distributions[entry_point.name] = (dist.metadata["Name"], dist.version) if dist else ("", "")
+    for name, plugin in _registered.items():
+        if allowed is not None and name not in allowed:
+            continue
+        if pm.is_registered(plugin):
+            continue  # also installed under an entry point (an older install of the same code)
+        if pm.has_plugin(name):
+            dist = pm.probe_distributions.get(name, ("", ""))[0]
+            pm.probe_problems.broken[name] = (f"register_plugin: the name {name!r} is taken by the "
+                                              f"installed plugin of {dist or 'another distribution'}")
+            continue
+        pm.register(plugin, name=name)
     return pm
 
 
 def register_plugin(plugin, name=None) -> None:
-    """Register a plugin object in this process (tests, notebooks); ``available_adapters``
-    sees it until the manager is rebuilt."""
-    get_plugin_manager().register(plugin, name=name)
+    """Register a plugin object (a module or object with ``register_adapters``) in this
+    process under ``name`` (default: its ``__name__``): the tests' and the demo's toy
+    adapter, a notebook's own. Every plugin manager of this process has it from now on,
+    unless ``PROBE_PLUGINS`` leaves its name out; registering it again changes nothing."""
+    name = name or getattr(plugin, "__name__", None) or str(id(plugin))
+    if _registered.get(name) is plugin:
+        return
+    if name in _registered:
+        raise ProbeError(f"plugin name {name!r} is already registered in this process by "
+                         f"{_registered[name]!r}; unregister_plugin({name!r}) first")
+    _registered[name] = plugin
+    _manager.cache_clear()  # managers built before lack it
     _adapters.cache_clear()
+
+
+def unregister_plugin(name) -> None:
+    """Undo ``register_plugin(plugin, name)`` (a test that registered a plugin of its own)."""
+    if _registered.pop(name, None) is not None:
+        _manager.cache_clear()
+        _adapters.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -149,7 +184,7 @@ def _adapters(pm) -> dict[str, AdapterInfo]:
         except Exception as exc:  # noqa: BLE001 - a plugin whose hook fails is listed, not fatal
             problems.broken[impl.plugin_name] = f"register_adapters failed: {type(exc).__name__}: {exc}"
             continue
-        distribution, version = pm.probe_distributions.get(impl.plugin_name, ("(registered in this process)", ""))
+        distribution, version = pm.probe_distributions.get(impl.plugin_name, (IN_PROCESS, ""))
         for cls in registered:
             info = AdapterInfo(cls.name, cls, impl.plugin_name, distribution, version)
             if cls.name in adapters and adapters[cls.name].adapter_class is not cls:

@@ -21,9 +21,15 @@ In a plugin's tests::
         # must be the calculator's model)
 
 Each test names the contract it checks; a failing one says what the adapter must fix.
+
+``skip_outside_ci`` is for tests that need something a machine may lack (a browser, the
+shared data set): skipped on such a machine, failed in CI, where a suite that skipped
+everything would pass having tested nothing.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -31,6 +37,14 @@ import torch
 
 from .adapter import Adapter
 from .errors import InputError
+
+
+def skip_outside_ci(missing: str, ci_provides: str):
+    """Skip the running test because ``missing`` (what is absent, and how to get it); in CI
+    (env ``CI`` set, as .ci/run does) fail it instead, saying ``ci_provides`` (how CI gets it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI runs this test, but {missing}; {ci_provides}", pytrace=False)
+    pytest.skip(f"{missing}; CI runs this test")
 
 
 def _hook_count(model: torch.nn.Module) -> int:

@@ -2,8 +2,9 @@
 
 It exists so that the whole PROBE chain can be run and tested without any backbone
 framework installed: ``train`` fits it in seconds on ASE EMT labels (``probe demo --backbone
-toy`` and the tests do), and the ``toy`` adapter below (registered by mlip-probe itself)
-reads its interaction layers.
+toy`` and the tests do), and the ``toy`` adapter below reads its interaction layers.
+The adapter is no installed plugin (``probe plugins`` does not list it): the tests' conftest
+and ``probe demo --backbone toy`` call ``register_toy_adapter()`` to use it by name.
 It is also the worked example of an adapter.
 """
 
@@ -234,4 +235,14 @@ class ToyCalculator(Calculator):
 @hookimpl
 def register_adapters(register):
     register(ToyAdapter)
+
+
+def register_toy_adapter():
+    """Make ``toy`` an adapter name in this process (``--adapter toy``, ``attach`` of a
+    ``ToyCalculator``): this module registered as a plugin through the plugin manager."""
+    import sys
+
+    from .plugins import register_plugin
+
+    register_plugin(sys.modules[__name__], name="toy")
 

@@ -8,6 +8,43 @@ import torch
 from probe_base import toy
 
 torch.set_num_threads(1)
+toy.register_toy_adapter()  # `--adapter toy` and attach(ToyCalculator(...)) in every test
+
+
+FAKE_PLUGIN = """
+from probe_base import hookimpl
+from probe_base.toy import ToyAdapter
+
+
+class FakeAdapter(ToyAdapter):
+    name = "fake"
+
+
+@hookimpl
+def register_adapters(register):
+    register(FakeAdapter)
+"""
+
+
+@pytest.fixture
+def installed_fake_plugin(tmp_path, monkeypatch):
+    """A plugin installed the way pip installs one (a dist-info with a ``probe`` entry point,
+    distribution fake-probe-plugin 1.2, adapter ``fake``) in a folder put on ``sys.path``;
+    returns the folder (for ``PYTHONPATH`` of a subprocess)."""
+    from probe_base import plugins
+
+    folder = tmp_path / "site"
+    info = folder / "fake_probe_plugin-1.2.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-probe-plugin\nVersion: 1.2\n")
+    (info / "entry_points.txt").write_text("[probe]\nfake = fake_probe_plugin\n")
+    (folder / "fake_probe_plugin.py").write_text(FAKE_PLUGIN)
+    monkeypatch.syspath_prepend(str(folder))
+    plugins._manager.cache_clear()  # managers built before did not see it
+    yield folder
+    monkeypatch.undo()
+    plugins._manager.cache_clear()
+    plugins._adapters.cache_clear()
 
 
 @pytest.fixture(scope="session")

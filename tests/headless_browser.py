@@ -1,13 +1,12 @@
 """Headless Chromium for the tests that look at pages (Debian's chromium + chromedriver,
 driven by selenium). Outside CI a machine without them skips those tests; in CI (env CI
-set, as .ci/run does) a missing browser fails them."""
+set, as .ci/run does) a missing browser fails them (``probe_base.testing.skip_outside_ci``)."""
 
 import contextlib
-import os
 import shutil
 import tempfile
 
-import pytest
+from probe_base.testing import skip_outside_ci
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -27,11 +26,8 @@ def browser_or_skip():
         return browser, driver
     missing = [name for name, present in [("chromium", browser), ("chromedriver", driver),
                                           ("selenium", have_selenium)] if not present]
-    why = (f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver; "
-           "pip install selenium)")
-    if os.environ.get("CI"):
-        pytest.fail(f"CI runs the browser tests, but {why}; .ci/run installs them")
-    pytest.skip(f"headless Chromium test not run: {why}; CI runs it")
+    skip_outside_ci(f"headless Chromium is missing: {' and '.join(missing)} not installed (apt-get "
+                    "install chromium chromium-driver; pip install selenium)", ".ci/run installs them")
 
 
 @contextlib.contextmanager

@@ -35,7 +35,8 @@ FIELDS = ["features", "atomic_numbers", "offsets", "energy_pred", "energy_ref", 
 def test_torchrun_extract_and_fit_match_one_process(toy_files, toy_adapter, heldout_store, tmp_path):
     models = [str(p) for p in toy_files["models"]]
     store = tmp_path / "ddp.h5"
-    out = _torchrun("extract", "--adapter", "toy", "--model", *models, "--input", toy_files["heldout"],
+    # a subprocess: the adapter by import path (conftest's registration of "toy" is not there)
+    out = _torchrun("extract", "--adapter", "probe_base.toy:ToyAdapter", "--model", *models, "--input", toy_files["heldout"],
                     "--output", store, "--index", f":{N}", "--batch-size", "16", cwd=tmp_path)
     assert "2 ranks" in out
     assert sorted(p.name for p in (tmp_path / "ddp.h5.shards").iterdir()) == ["0-of-2.h5", "1-of-2.h5"]

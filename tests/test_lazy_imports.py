@@ -1,6 +1,7 @@
 """`import probe_base`, `probe --help` and `probe plugins` leave torch, scikit-learn and ASE
 unimported (they cost seconds of start-up); the public names still resolve."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-def _heavy_modules_after(*argv):
+def _heavy_modules_after(*argv, env=None):
     result = subprocess.run([sys.executable, "-c", CHECK.format(heavy=HEAVY), *argv], cwd=REPO,
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, env=env)
     line = [text for text in result.stdout.splitlines() if text.startswith("HEAVY:")][-1]
     return result.stdout, [m for m in line[len("HEAVY:"):].split(",") if m]
 
@@ -35,9 +36,12 @@ def test_light_commands_import_no_heavy_library(argv):
     assert "probe" in out
 
 
-def test_plugins_lists_the_toy_plugin_from_metadata():
-    out, _ = _heavy_modules_after("plugins")
-    assert "toy" in out and "mlip-probe" in out
+def test_plugins_lists_installed_plugins_from_metadata_alone(installed_fake_plugin):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(installed_fake_plugin),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    out, heavy = _heavy_modules_after("plugins", env=env)
+    assert "fake         fake-probe-plugin 1.2" in out
+    assert heavy == [], "the plugin module (it imports torch) was loaded to list it"
 
 
 def test_public_names_resolve_lazily():

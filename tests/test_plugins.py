@@ -1,3 +1,6 @@
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from probe_base.cli import main
@@ -5,12 +8,24 @@ from probe_base.errors import ProbeError
 from probe_base.plugins import PLUGINS_ENV_VAR, available_adapters, get_adapter_class
 from probe_base.toy import ToyAdapter
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_builtin_toy_adapter_is_found_through_entry_points(monkeypatch):
+
+def test_toy_adapter_is_registered_by_the_tests_not_installed(monkeypatch):
+    """conftest.py registers the toy adapter through the plugin manager; mlip-probe itself
+    declares no adapter entry point, so `probe plugins` does not advertise it."""
     monkeypatch.delenv(PLUGINS_ENV_VAR, raising=False)
     info = available_adapters()["toy"]
-    assert info.adapter_class is ToyAdapter
-    assert info.distribution == "mlip-probe" and info.version
+    assert info.adapter_class is ToyAdapter and info.plugin == "toy"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "probe" not in project.get("entry-points", {}), "the core installs no adapter plugin"
+
+
+def test_installed_plugin_is_found_through_its_entry_point(installed_fake_plugin, monkeypatch):
+    monkeypatch.delenv(PLUGINS_ENV_VAR, raising=False)
+    info = available_adapters()["fake"]
+    assert info.adapter_class.__module__ == "fake_probe_plugin"
+    assert (info.plugin, info.distribution, info.version) == ("fake", "fake-probe-plugin", "1.2")
 
 
 def test_env_var_restricts_plugins(monkeypatch):
@@ -32,11 +47,12 @@ def test_adapter_by_import_path():
         get_adapter_class("probe_base.toy:Missing")
 
 
-def test_plugins_command_lists_distribution(capsys, monkeypatch):
+def test_plugins_command_lists_distribution(installed_fake_plugin, capsys, monkeypatch):
     monkeypatch.delenv(PLUGINS_ENV_VAR, raising=False)
     assert main(["plugins", "-v"]) == 0
     out = capsys.readouterr().out
-    assert "toy" in out and "mlip-probe" in out and "ToyAdapter" in out
+    assert "fake         fake-probe-plugin 1.2  (fake_probe_plugin.FakeAdapter)" in out
+    assert "toy" in out and "ToyAdapter" in out  # the tests' in-process plugin, with its class
 
 
 def test_broken_plugin_is_listed_and_collisions_name_both_plugins(monkeypatch, capsys):
@@ -70,5 +86,6 @@ def test_broken_plugin_is_listed_and_collisions_name_both_plugins(monkeypatch, c
         with pytest.raises(ProbeError, match="registered by .*'toy'.* and .*'zz-impostor'"):
             get_adapter_class("toy")
     finally:
+        plugins.unregister_plugin("zz-impostor")
         plugins._manager.cache_clear()
         plugins._adapters.cache_clear()

@@ -20,6 +20,7 @@ from probe_base.artifact import atomic_write, load_probe, save_probe
 from probe_base.cli import main
 from probe_base.errors import ArtifactError, InputError, OutputError, StoreError
 from probe_base.store import extract, load_store
+from probe_base.store import write as store_writer  # where extract's appends are patched
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -65,12 +66,12 @@ class Interrupt(Exception):
 @pytest.fixture
 def no_models_loaded(monkeypatch):
     """Fails the test if the command loads a backbone: its error must come before."""
-    import probe_base.cli as cli
+    from probe_base.cli import commands
 
     def refuse(*args, **kwargs):
         raise AssertionError("the backbone was loaded before the input was checked")
 
-    monkeypatch.setattr(cli, "_adapter", refuse)
+    monkeypatch.setattr(commands, "_adapter", refuse)
 
 
 @contextlib.contextmanager
@@ -274,7 +275,7 @@ def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy
                                                                 monkeypatch):
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 30))
     store = tmp_path / "a.h5"
-    real_append, appended = store_module._append, []
+    real_append, appended = store_writer._append, []
 
     def append_until_disk_full(h5, rows):
         if appended:
@@ -282,7 +283,7 @@ def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy
         appended.append(1)
         real_append(h5, rows)
 
-    monkeypatch.setattr(store_module, "_append", append_until_disk_full)
+    monkeypatch.setattr(store_writer, "_append", append_until_disk_full)
     with pytest.raises(StoreError) as info:
         extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False)
     message = str(info.value)
@@ -290,7 +291,7 @@ def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy
     assert "\n" not in message
     with h5py.File(store.with_name("a.h5.partial")) as h5:
         assert h5.attrs["n_done"] == 10
-    monkeypatch.setattr(store_module, "_append", real_append)
+    monkeypatch.setattr(store_writer, "_append", real_append)
     data = load_store(extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False))
     assert len(data) == 30 and np.array_equal(data.source_index, np.arange(30))
 
@@ -544,9 +545,9 @@ def test_item7_read_only_output_folder_is_refused_before_any_work(heldout_store,
                       "--output-dir", folder / "report"]):
             code, err = run_cli(capsys, *argv)
             assert code == 2 and f"{folder}: cannot write there" in err, err
-        import probe_base.cli as cli
+        from probe_base.cli import commands
 
-        monkeypatch.setattr(cli, "_adapter", no_work)
+        monkeypatch.setattr(commands, "_adapter", no_work)
         for argv in (["extract", *model_args(toy_files), "--input", toy_files["train"],
                       "--output", folder / "s.h5"],
                      ["predict", *model_args(toy_files, 1), "--probe", fitted_probe,

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from probe_base.testing import skip_outside_ci
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -100,7 +102,8 @@ def _ethanol(path: Path, index: str):
     import ase.io
 
     if not path.exists():
-        pytest.skip(f"{path} not found (the shared data set)")
+        skip_outside_ci(f"{path} not found (the shared data set, ../shared/data next to the "
+                        "repository)", "CI must provide the shared data set there")
     return ase.io.read(path, index)
 
 

@@ -1,4 +1,4 @@
-"""The drop-in ``probe_nequip.NequIPCalculator(probe=...)`` and ``probe_base.attach`` on
+"""The drop-in ``probe_nequip.NequIPCalculator.from_saved_model(..., probe=...)`` and ``probe_base.attach`` on
 nequip's own calculator, with a small probe fitted here on 40 ethanol configurations
 (labels: the packaged model's total-energy error, above the median = unreliable)."""
 
@@ -11,6 +11,7 @@ import pytest
 from probe_nequip import NequIPAdapter, NequIPCalculator
 
 from probe_base import UnreliablePrediction, attach
+from probe_base.calculator import ProbedCalculator
 from probe_base.errors import FingerprintMismatch, InputError
 from probe_base.store import FeatureSet
 
@@ -48,7 +49,7 @@ def test_without_probe_it_is_nequips_calculator(adapter, trained, structures):
     from nequip.integrations.ase import NequIPCalculator as Original
 
     calc = _calculator(trained["package"])
-    assert isinstance(calc, Original) and calc.probed is None
+    assert isinstance(calc, Original) and not isinstance(calc, ProbedCalculator)
     atoms = structures[0].copy()
     atoms.calc = calc
     energy = atoms.get_potential_energy()
@@ -74,7 +75,7 @@ def test_probe_results_from_the_same_pass(trained, structures, probe_file):
     offline = backbone.run([structures[0]], members=False)
     X = FeatureSet.from_backbone_output(offline, [structures[0]])
     assert results["reliability"] == pytest.approx(float(clf.predict_proba(X)[0, 1]), abs=1e-5)
-    assert _hooks(probed.model) == 0
+    assert _hooks(probed.calculator.model) == 0
 
 
 def test_attach_on_nequips_own_calculator(trained, structures, probe_file):
@@ -97,7 +98,7 @@ def test_probe_refuses_another_backbone_and_accepts_the_checkpoint(trained, prob
     with pytest.raises(FingerprintMismatch):
         _calculator(trained["ckpt2"], probe=paths["plain"])
     # the checkpoint the package was built from is the same backbone
-    assert _calculator(trained["ckpt1"], probe=paths["plain"]).probed is not None
+    assert isinstance(_calculator(trained["ckpt1"], probe=paths["plain"]), ProbedCalculator)
 
 
 def test_compiled_model_cannot_carry_a_probe(probe_file, tmp_path):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from probe_base.testing import skip_outside_ci
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="No tensor product accelerator")
 
@@ -22,7 +24,8 @@ def _ethanol(n: int, start: int = 0):
     import ase.io
 
     if not ETHANOL.exists():
-        pytest.skip(f"{ETHANOL} not found (the shared data set)")
+        skip_outside_ci(f"{ETHANOL} not found (the shared data set, ../shared/data next to the "
+                        "repository)", "CI must provide the shared data set there")
     return ase.io.read(ETHANOL, f"{start}:{start + n}")
 
 

@@ -1,0 +1,250 @@
+"""The report's least-trusted structures: which to show, their table, and each structure
+drawn atom by atom, coloured by the probe's per-atom map (next to the actual per-atom force
+error where the store has reference forces), novel atoms ringed.
+
+Drawn with ase's matplotlib plotting (``ase.visualize.plot``): ase and matplotlib are
+dependencies already and render on any machine, headless included. OVITO's PyPI module
+(3.17) was tried: it needs a system Vulkan driver to render (libvulkan1 and
+mesa-vulkan-drivers, absent on a bare node) and adds ~600 MB.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from ase.symbols import Symbols  # noqa: E402
+from ase.visualize.plot import Matplotlib as AtomsProjection  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .frames import atom_rows, frames_for_structures  # noqa: E402
+from .labels import UNITS  # noqa: E402
+
+MAP_COLORS = plt.get_cmap("YlOrRd")
+NOVEL_RING = "#1f4fd6"
+
+
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a data URI, so the page embeds its images."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def least_trusted(arrays, n) -> np.ndarray:
+    """Rows of the ``n`` structures with the lowest P(reliable), larger error first on ties."""
+    order = np.lexsort((-np.asarray(arrays["errors"]), np.asarray(arrays["p_reliable"])))
+    return order[:n]
+
+
+def probe_atom_map(arrays):
+    """The per-atom map to colour by, (per-atom arrays, label): the predicted force error
+    when the probe has a per-atom head, else the attention importance."""
+    if arrays.get("atom_error") is not None:
+        return arrays["atom_error"], "predicted force error (eV/Å)"
+    return arrays["importance"], "importance (share of the structure)"
+
+
+def _actual_force_errors(data, row):
+    errors = getattr(data, "atom_force_error", None)
+    if errors is None:
+        return None
+    values = np.asarray(errors[atom_rows(data, row)], dtype=float)
+    return values if len(values) and np.all(np.isfinite(values)) else None
+
+
+def _rotation_onto_z(vector) -> np.ndarray:
+    """The rotation matrix that turns ``vector`` onto +z (Rodrigues' formula)."""
+    a = np.asarray(vector, dtype=float)
+    a = a / np.linalg.norm(a)
+    cosine = a[2]
+    if cosine < -1 + 1e-9:  # pointing away: half a turn about y
+        return np.diag([-1.0, 1.0, -1.0])
+    k = np.cross(a, [0.0, 0.0, 1.0])
+    skew = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + skew + skew @ skew / (1 + cosine)
+
+
+def view_of(atoms, focus=None):
+    """A copy turned for the picture (the viewer looks down -z). Its widest extent lies
+    across the picture (principal axes); the ``focus`` atom faces the viewer: a round
+    structure (a cluster) is turned so the atom sits front and centre, a flat or long one
+    keeps its widest side and shows the side the atom is on. Periodic structures are left
+    as they are."""
+    atoms = atoms.copy()
+    if atoms.pbc.any() or len(atoms) < 3:
+        return atoms
+    centred = atoms.positions - atoms.positions.mean(axis=0)
+    _, spread, axes = np.linalg.svd(centred, full_matrices=False)
+    if np.linalg.det(axes) < 0:  # keep it a rotation, not a mirror image
+        axes[2] *= -1
+    turned = centred @ axes.T
+    if focus is not None and np.linalg.norm(turned[focus]) > 1e-6:
+        if spread[2] > 0.6 * spread[0]:
+            turned = turned @ _rotation_onto_z(turned[focus]).T
+        elif turned[focus, 2] < 0:
+            turned = turned * [-1.0, 1.0, -1.0]  # half a turn about y
+    atoms.positions = turned
+    return atoms
+
+
+def draw_atoms(ax, atoms, values, norm, novel=None, focus=None):
+    """Atoms as discs coloured by ``values`` in depth order (ase's projection); atoms where
+    ``novel`` is True get a ring drawn right after their disc, so nearer atoms cover it as
+    they cover the disc. With several elements (a molecule), discs carry their element
+    symbol, covered the same way. ``focus``: the atom to turn towards the viewer
+    (``view_of``). Returns the rings drawn."""
+    atoms = view_of(atoms, focus)
+    shade = norm(np.asarray(values, dtype=float))
+    colors = MAP_COLORS(shade)[:, :3]
+    projection = AtomsProjection(atoms, ax, colors=colors, radii=0.9, show_unit_cell=0)
+    ax.set_xlim(0, projection.w)
+    ax.set_ylim(0, projection.h)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    # font size from the disc size on the page: points per projection unit
+    points_per_unit = ax.get_position().width * ax.figure.get_figwidth() * 72 / max(projection.w, projection.h)
+    label = len(set(atoms.numbers)) > 1
+    rings = []
+    n_atoms = len(atoms)
+    for a in np.argsort(projection.positions[:n_atoms, 2]):  # far to near
+        xy, radius = projection.positions[a, :2], projection.d[a] / 2
+        ax.add_patch(Circle(xy, radius, facecolor=colors[a], edgecolor="black", linewidth=0.5))
+        if novel is not None and novel[a]:
+            ring = Circle(xy, radius * 0.82, fill=False, edgecolor=NOVEL_RING, linewidth=2.2)
+            ax.add_patch(ring)
+            rings.append(ring)
+        size = min(9.0, 0.9 * radius * points_per_unit)
+        if label and size >= 4:  # same zorder as the discs: later (nearer) discs cover it
+            ax.text(*xy, atoms[a].symbol, ha="center", va="center", fontsize=size, zorder=1,
+                    color="white" if shade[a] > 0.65 else "black")
+    return rings
+
+
+def structure_norm(values) -> Normalize:
+    """0 to the structure's largest value. Per structure, not one scale for all pictures:
+    the least trusted mix structures far outside the domain (force errors of eV/Å) with
+    near misses (tenths), and one scale would leave the near misses blank; each picture's
+    colour bar gives its numbers."""
+    values = np.asarray(values, dtype=float)
+    top = float(np.nanmax(values)) if len(values) and np.isfinite(values).any() else 1.0
+    return Normalize(vmin=0.0, vmax=max(top, 1e-12))
+
+
+def structure_figure(atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None,
+                     novel=None, focus=None) -> bytes:
+    """PNG of one structure: the probe's per-atom map and, where the store has reference
+    forces, the actual per-atom force error next to it, both seen from the same side (the
+    ``focus`` atom towards the viewer). Fixed size, so cards line up."""
+    panels = [(probe_values, probe_label, probe_norm, "PROBE map", novel)]
+    if actual is not None:
+        panels.append((actual, "actual |ΔF| (eV/Å)", actual_norm, "actual force error", None))
+    # fixed rectangles, not a layout engine: equal-aspect drawings then never push the
+    # title out of the picture, and every card is the same size
+    fig = plt.figure(figsize=(2.1 * len(panels), 2.6))
+    width = 1 / len(panels)
+    for i, (values, label, norm, title, ring) in enumerate(panels):
+        ax = fig.add_axes((i * width + 0.02, 0.30, width - 0.04, 0.58))
+        draw_atoms(ax, atoms, values, norm, ring, focus)
+        fig.text((i + 0.5) * width, 0.93, title, ha="center", fontsize=9)
+        bar_ax = fig.add_axes((i * width + 0.1 * width, 0.19, 0.8 * width, 0.045))
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=MAP_COLORS), cax=bar_ax, orientation="horizontal")
+        bar.locator = MaxNLocator(3)
+        bar.update_ticks()
+        bar.set_label(label, fontsize=7.5)
+        bar.ax.tick_params(labelsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=130)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _number(value) -> str:
+    """Three significant digits, trailing zeros kept (0.500, not 0.5), so a column lines up."""
+    return f"{float(value):#.3g}".rstrip(".")
+
+
+def least_trusted_section(evaluation, arrays, n) -> str:
+    """The ``n`` structures of lowest P(reliable): a note on how to read them, their table and
+    (where the input file is still there) their pictures."""
+    data = arrays["data"]
+    rows = least_trusted(arrays, n)
+    unit = UNITS.get(evaluation["label"]["target"], "")
+    target = evaluation["label"]["target"]
+    maps, map_label = probe_atom_map(arrays)
+    atom_novelty = arrays.get("atom_novelty")
+    novelty, in_domain = arrays.get("novelty"), arrays.get("in_domain")
+    if novelty is None and in_domain is not None and np.all(in_domain):
+        in_domain = None  # no domain model: every structure counts as inside, nothing to show
+    frames, why = frames_for_structures(data, rows) if len(rows) else ([], None)
+
+    actual = {int(r): _actual_force_errors(data, r) for r in rows}
+    known = [v for v in actual.values() if v is not None]
+
+    head = ["#", "frame", "formula", f"{target} error ({unit})", "truth", "P(reliable)"]
+    if novelty is not None:
+        head.append("novelty")
+    if in_domain is not None:
+        head.append("in domain")
+    table_rows, cards = [], []
+    for rank, row in enumerate(rows, start=1):
+        formula = Symbols(data.atomic_numbers[atom_rows(data, row)]).get_chemical_formula() \
+            if data.atomic_numbers is not None else f"{int(data.n_atoms[row])} atoms"
+        bad = bool(arrays["unreliable"][row])
+        truth = f'<span class="{"bad" if bad else "good"}">{"unreliable" if bad else "reliable"}</span>'
+        frame = int(data.source_index[row])
+        cells = [str(rank), str(frame), html.escape(formula), _number(arrays['errors'][row]), truth,
+                 f"{arrays['p_reliable'][row]:.3f}"]
+        facts = [f"<b>#{rank}</b> &middot; frame {frame} &middot; {html.escape(formula)}",
+                 f"{target} error {_number(arrays['errors'][row])} {unit} ({truth})",
+                 f"P(reliable) {arrays['p_reliable'][row]:.3f}"]
+        if novelty is not None:
+            cells.append(f"{float(novelty[row]):.2f}")
+            facts.append(f"novelty {float(novelty[row]):.2f}"
+                         + (" (outside the domain)" if float(novelty[row]) > 1 else ""))
+        if in_domain is not None:
+            cells.append("yes" if in_domain[row] else '<span class="bad">no</span>')
+        table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        if frames is None:
+            continue
+        novel = None
+        if atom_novelty is not None:
+            novel = np.asarray(atom_novelty[row]) > 1
+            facts.append(f"{int(novel.sum())} novel atom(s), ringed" if novel.any() else "no novel atom")
+        values = np.asarray(maps[row], dtype=float)
+        forces = actual[int(row)]
+        # turn the most novel atom, else the most distrusted, towards the viewer
+        focus = int(np.argmax(atom_novelty[row])) if novel is not None and novel.any() else int(np.argmax(values))
+        png = structure_figure(frames[rank - 1], values, map_label, structure_norm(values), forces,
+                               structure_norm(forces if forces is not None else []), novel, focus)
+        cards.append(f'<div class="card"><img src="{png_data_uri(png)}" alt="frame {frame}">'
+                     f'<div class="facts">{"<br>".join(facts)}</div></div>')
+
+    explain = f"The {len(rows)} structures with the lowest P(reliable)."
+    if frames is not None:
+        explain += f" Atoms are coloured by the probe's per-atom map, {html.escape(map_label)}"
+        if known:
+            explain += ", next to the actual per-atom force error against the reference (eV/&Aring;)"
+        explain += (". Each picture is scaled from 0 to its structure's largest value (its colour bar "
+                    "gives the numbers): darker red, distrusted more.")
+        if atom_novelty is not None:
+            explain += (" Atoms with novelty &gt; 1 (unlike the atoms the probe was fitted on) carry a "
+                        f'<span style="color:{NOVEL_RING};font-weight:600">blue ring</span>.')
+        explain += (" Drawn with ase's matplotlib plotting, turned so that the most novel (else the most "
+                    "distrusted) atom faces you.")
+    table = (f'<table id="least-trusted"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+             f"<tbody>{''.join(table_rows)}</tbody></table>")
+    if frames is None:
+        drawings = (f'<p class="note" id="no-drawings">The structures are not drawn: {html.escape(why)}. '
+                    "Positions are not kept in the feature store; restore the input file at this path "
+                    "and run <code>probe evaluate</code> again to draw them.</p>")
+    else:
+        drawings = f'<div class="cards">{"".join(cards)}</div>'
+    return f"<p class=\"muted\">{explain}</p>{table}{drawings}"
