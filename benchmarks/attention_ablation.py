@@ -8,6 +8,7 @@ seeds (mean and a t interval).
 
     python -m benchmarks attention --stores toy           # core environment
     python -m benchmarks attention --stores mace-ethanol mace-demo   # mace environment
+    python -m benchmarks attention --stores aimnet-xtb-ethanol      # the OOD benchmark's stores
 
 Stores: ``toy`` (800 EMT copper clusters, the toy backbone), ``mace-ethanol`` (the 1000
 DFT ethanol structures of test_MD.xyz read by the suite's MACE seed 1, trained if missing),
@@ -33,9 +34,20 @@ LABELS = {"energy_median": dict(target="energy", quantile=0.5),
 ATTENTIONS = ("self", "pooling")
 
 
+XTB_STORES = {f"{b}-xtb-ethanol": b for b in ("mace", "nequip", "aimnet")}
+
+
 def store_path(name) -> Path:
     if name == "toy":
         return speed.toy_store(800, with_probe=False)[0]
+    if name in XTB_STORES:  # the OOD benchmark's held-out xTB-labelled ethanol (seed 1 backbone)
+        from benchmarks.ood_data import STORES
+
+        path = STORES / f"{XTB_STORES[name]}_heldout.h5"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `python -m benchmarks ood-data --backbone "
+                             f"{XTB_STORES[name]} --stage all` first")
+        return path
     from probe_base.store import extract
 
     folder = CACHE / "attention"
@@ -137,7 +149,7 @@ def attention(args):
 
 def register(sub):
     s = sub.add_parser("attention", help="pooling vs self-attention probe: paired AUROC and cost")
-    s.add_argument("--stores", nargs="+", default=["toy"], choices=["toy", "mace-ethanol", "mace-demo"])
+    s.add_argument("--stores", nargs="+", default=["toy"], choices=["toy", "mace-ethanol", "mace-demo", *XTB_STORES])
     s.add_argument("--seeds", type=int, default=5, help="split seeds (paired runs per label)")
     s.add_argument("--labels", nargs="+", default=["energy_median"], choices=list(LABELS))
     s.set_defaults(handler=attention)

@@ -52,9 +52,9 @@ PRESETS = {
 
 
 ATTENTIONS = ("auto", "self", "pooling")
-# "auto" fits the linear-time pooling probe above this many atoms per structure: the
-# five-member self-attention probe costs 16.5 ms at 300 atoms and 134 ms at 1000 (pooling:
-# 3.4 and 7.2 ms; one core), a backbone pass ~0.6 ms per atom (AIMNet2, the fastest here)
+# "auto" fits the linear-time pooling probe above this many atoms per structure: on AIMNet2
+# (the fastest backbone here) self-attention costs 6.4 % of a pass at 99 atoms, 23 % at 999,
+# pooling 3.4 % and 1.2 % (benchmarks/results/scaling_aimnet.md)
 AUTO_POOLING_ATOMS = 250
 LARGE_FOR_SELF_ATTENTION = 2000  # scoring a self-attention probe beyond this warns
 
@@ -105,10 +105,9 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
         # "self" (self-attention among all atoms, time quadratic in atoms), "pooling" (learned
         # queries over the atoms, linear in atoms) or "auto": self-attention unless the
-        # fitting set has structures above AUTO_POOLING_ATOMS. Pooling held the AUROC on toy
-        # and MACE ethanol splits (benchmarks/results/attention_*.md) but lost it elsewhere
-        # (tests/practice_toy.py set: 0.945 -> 0.831; AIMNet2 xTB ethanol energy label
-        # 0.563 -> 0.532), so small structures keep self-attention. Fitted: ``attention_``.
+        # fitting set has structures above AUTO_POOLING_ATOMS. Pooling held the AUROC where
+        # measured (benchmarks/results/attention_*.md); self-attention stays for small
+        # structures, where every published table was measured with it. Fitted: ``attention_``.
         self.attention = attention
         self.queries = queries  # learned queries of the pooling attention
 
@@ -254,7 +253,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "ensemble_")
         if self.attention_ == "self" and len(X) and int(np.max(X.n_atoms)) > LARGE_FOR_SELF_ATTENTION:
             warnings.warn(f"a self-attention probe on a structure of {int(np.max(X.n_atoms))} atoms: "
-                          "its time grows with the square of the atom count (~12 s at 10 000 atoms); "
+                          "its time grows with the square of the atom count (11 s at 10 000 atoms, a third of an AIMNet2 pass); "
                           "refit with `probe fit --attention pooling` (linear in atoms) for structures "
                           "this large", stacklevel=3)
         return self.ensemble_.logits(X, self._extras(X), importance)
