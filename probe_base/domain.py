@@ -1,4 +1,5 @@
 """The backbone's domain: where in its own feature space it has seen atoms before.
+(Over 300 lines: the k-NN search, conformal threshold and persistence of one model.)
 
 Per-atom novelty = mean distance of an atom's standardised backbone features to its k
 nearest reference atoms *of the same element* (exact Euclidean k-NN, ``ExactNeighbors``),

@@ -1,4 +1,5 @@
 """Risk control: a P(reliable) threshold that comes with a guarantee.
+(Over 300 lines: two calibration methods and their shared bounds, one guarantee to read.)
 
 A probe accepts a prediction when P(reliable) >= threshold. The *selective risk* is the
 rate of unreliable predictions among the accepted ones, the *coverage* the fraction
