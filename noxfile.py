@@ -68,9 +68,10 @@ def template(session):
 
 @nox.session(python="3.11")
 def lint(session):
-    """ruff: the checks in pyproject.toml's [tool.ruff] (no formatter rewrite of the tree)."""
+    """ruff: the checks in pyproject.toml's [tool.ruff], and the tree as `ruff format` writes it."""
     session.install("ruff==0.17.5")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python="3.11")
@@ -109,8 +110,9 @@ def benchmarks(session, backbone):
     (`nox -s benchmarks` runs all three; then `python -m benchmarks report` merges them).
     Trains missing small backbones (minutes to an hour on 2 cores), large ones if cached."""
     _install(session, backbone)
-    session.run("python", "-m", "benchmarks", "run", "--all", *session.posargs,
-                env={**THREADS, "PYTHONUNBUFFERED": "1"})
+    session.run(
+        "python", "-m", "benchmarks", "run", "--all", *session.posargs, env={**THREADS, "PYTHONUNBUFFERED": "1"}
+    )
 
 
 @nox.session(python="3.11")

@@ -1,8 +1,8 @@
 """The benchmarks of PROBE on frozen MLIP features: ``python -m benchmarks --help``.
 
-    common.py      paths (REPO, DATA, CACHE, RESULTS), data sets and held-out splits
-    backbones/     the cached backbones: find or train them (one driver, a hook module per framework)
-    report.py      the one report writer (Markdown tables, result pages, results/README.md)
-    suite.py       the benchmark suite (run, report, cost)
-    the others     one experiment each, with its subcommands (``register``)
+common.py      paths (REPO, DATA, CACHE, RESULTS), data sets and held-out splits
+backbones/     the cached backbones: find or train them (one driver, a hook module per framework)
+report.py      the one report writer (Markdown tables, result pages, results/README.md)
+suite.py       the benchmark suite (run, report, cost)
+the others     one experiment each, with its subcommands (``register``)
 """

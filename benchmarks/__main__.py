@@ -14,21 +14,21 @@ import sys
 
 # in the order --help lists them
 EXPERIMENTS = (
-    "suite",                 # run, report, cost
-    "backbones",             # train <backbone>
-    "backbones.aimnet",      # aimnet-hook-overhead
-    "signal_ablation",       # signal-ablation, ablation-table
-    "ood",                   # ood
-    "ood_data",              # ood-data
-    "scaling",               # scaling
-    "step_cost",             # step-cost
-    "speed",                 # evaluate-speed, startup
-    "attention_ablation",    # attention
-    "practice_mace",         # practice guarantee|md
+    "suite",  # run, report, cost
+    "backbones",  # train <backbone>
+    "backbones.aimnet",  # aimnet-hook-overhead
+    "signal_ablation",  # signal-ablation, ablation-table
+    "ood",  # ood
+    "ood_data",  # ood-data
+    "scaling",  # scaling
+    "step_cost",  # step-cost
+    "speed",  # evaluate-speed, startup
+    "attention_ablation",  # attention
+    "practice_mace",  # practice guarantee|md
     "active_learning_mace",  # active-learning
-    "distributed_extract",   # distributed-extract ranks|gpu|record-gpu
-    "sevenn_signal",         # sevenn-signal
-    "sevenn_attach_cost",    # sevenn-attach-cost
+    "distributed_extract",  # distributed-extract ranks|gpu|record-gpu
+    "sevenn_signal",  # sevenn-signal
+    "sevenn_attach_cost",  # sevenn-attach-cost
 )
 
 DESCRIPTION = """The benchmarks of PROBE on frozen MLIP features (benchmarks/).
@@ -41,8 +41,9 @@ DESCRIPTION = """The benchmarks of PROBE on frozen MLIP features (benchmarks/).
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="<experiment>")
     for name in EXPERIMENTS:
         importlib.import_module(f"benchmarks.{name}").register(sub)

@@ -99,23 +99,24 @@ def prepare(threads):
     save_probe(probe_path, clf, label, data.fingerprint, {"fit_indices": fit_idx.tolist()})
 
     # the user's step: score the unlabelled pool with the backbone + probe, pick 50
-    picked = select_file(probe_path, adapter, WORK / "pool.xyz", WORK / "picked_probe.xyz", N_PICK,
-                         diverse=True)
+    picked = select_file(probe_path, adapter, WORK / "pool.xyz", WORK / "picked_probe.xyz", N_PICK, diverse=True)
     arms = {"probe": [int(a.info["probe_pool_index"]) for a in picked]}
     pool_force_std = data.member_force_std[pool_idx]
     arms["ensemble"] = np.argsort(-pool_force_std)[:N_PICK].tolist()
     arms["none"] = []  # retrained on train_300K alone: training noise without new data
     for k in range(N_RANDOM):
         arms[f"random-{k}"] = np.sort(
-            np.random.default_rng(100 + k).choice(len(pool_idx), N_PICK, replace=False)).tolist()
+            np.random.default_rng(100 + k).choice(len(pool_idx), N_PICK, replace=False)
+        ).tolist()
     pool_errors = data.force_rmse[pool_idx]
     record = {
         "arms": arms,
-        "n_fit": len(fit_idx), "n_pool": len(pool_idx), "n_evaluation": len(eval_idx),
+        "n_fit": len(fit_idx),
+        "n_pool": len(pool_idx),
+        "n_evaluation": len(eval_idx),
         "label": label.to_dict(),
         # how bad (for the original backbone) the picked structures are: a check of the pick
-        "picked_force_rmse_meV_per_A": {
-            arm: float(np.mean(pool_errors[idx]) * 1e3) for arm, idx in arms.items()},
+        "picked_force_rmse_meV_per_A": {arm: float(np.mean(pool_errors[idx]) * 1e3) for arm, idx in arms.items()},
         "pool_force_rmse_meV_per_A": float(np.mean(pool_errors) * 1e3),
     }
     picks_path.write_text(json.dumps(record, indent=2))
@@ -136,10 +137,14 @@ def train_arm(arm, pool_indices, args):
     train = ase.io.read(args.data / "3bpa" / "train_300K.xyz", ":") + [pool[i] for i in pool_indices]
     write_xyz(train, work_root / arm / "train.xyz")
     # absolute paths: train_command joins them onto its data folder
-    spec = dict(DATASETS["3bpa"], train=str((work_root / arm / "train.xyz").resolve()),
-                isolated=str((args.data / DATASETS["3bpa"]["isolated"]).resolve()))
-    cmd = train_command("3bpa", spec, args.seed, work, args.data, "float32", spec["epochs"],
-                        spec["start_swa"], device=args.device)
+    spec = dict(
+        DATASETS["3bpa"],
+        train=str((work_root / arm / "train.xyz").resolve()),
+        isolated=str((args.data / DATASETS["3bpa"]["isolated"]).resolve()),
+    )
+    cmd = train_command(
+        "3bpa", spec, args.seed, work, args.data, "float32", spec["epochs"], spec["start_swa"], device=args.device
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log.info("%s: training on %d structures in %s", arm, len(train), work)
     started = time.time()
@@ -178,8 +183,7 @@ def active_learning(args):
         pool_errors = data.force_rmse[splits(len(data))[1]]
         for arm in missing:
             idx = record["arms"][arm]
-            record["picked_force_rmse_meV_per_A"][arm] = (
-                float(np.mean(pool_errors[idx]) * 1e3) if idx else float("nan"))
+            record["picked_force_rmse_meV_per_A"][arm] = float(np.mean(pool_errors[idx]) * 1e3) if idx else float("nan")
     evaluation = ase.io.read(WORK / "evaluation.xyz", ":")
     results_path = RESULTS / "active_learning_mace_3bpa.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -204,34 +208,50 @@ def write_report(results):
     import matplotlib.pyplot as plt
 
     ev = results["evaluation"]
-    rows = ["| arm | picked structures: original force RMSE (meV/Å) | evaluation energy MAE (meV) "
-            "| evaluation force RMSE (meV/Å) | evaluation force MAE (meV/Å) |", "|---|---|---|---|---|"]
+    rows = [
+        "| arm | picked structures: original force RMSE (meV/Å) | evaluation energy MAE (meV) "
+        "| evaluation force RMSE (meV/Å) | evaluation force MAE (meV/Å) |",
+        "|---|---|---|---|---|",
+    ]
     picked = results["picked_force_rmse_meV_per_A"]
     for arm, m in ev.items():
-        rows.append(f"| {arm} | {picked.get(arm, float('nan')):.1f} | {m['energy_mae_meV']:.1f} | "
-                    f"{m['forces_rmse_meV_per_A']:.1f} | {m['forces_mae_meV_per_A']:.1f} |")
+        rows.append(
+            f"| {arm} | {picked.get(arm, float('nan')):.1f} | {m['energy_mae_meV']:.1f} | "
+            f"{m['forces_rmse_meV_per_A']:.1f} | {m['forces_mae_meV_per_A']:.1f} |"
+        )
     randoms = [m for arm, m in ev.items() if arm.startswith("random-")]
     if len(randoms) > 1:
+
         def spread(key):
             values = np.array([m[key] for m in randoms])
             return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
-        rows.append(f"| random, mean ± sd of {len(randoms)} draws | "
-                    f"{np.mean([picked[a] for a in ev if a.startswith('random-')]):.1f} | "
-                    f"{spread('energy_mae_meV')} | {spread('forces_rmse_meV_per_A')} | "
-                    f"{spread('forces_mae_meV_per_A')} |")
-    text = (f"# Active learning round, MACE on 3BPA\n\nprobe-fit {results['n_fit']}, pool "
-            f"{results['n_pool']}, evaluation {results['n_evaluation']} structures; 50 picked per "
-            f"arm; pool mean force RMSE of the original backbone "
-            f"{results['pool_force_rmse_meV_per_A']:.1f} meV/Å.\n\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| random, mean ± sd of {len(randoms)} draws | "
+            f"{np.mean([picked[a] for a in ev if a.startswith('random-')]):.1f} | "
+            f"{spread('energy_mae_meV')} | {spread('forces_rmse_meV_per_A')} | "
+            f"{spread('forces_mae_meV_per_A')} |"
+        )
+    text = (
+        f"# Active learning round, MACE on 3BPA\n\nprobe-fit {results['n_fit']}, pool "
+        f"{results['n_pool']}, evaluation {results['n_evaluation']} structures; 50 picked per "
+        f"arm; pool mean force RMSE of the original backbone "
+        f"{results['pool_force_rmse_meV_per_A']:.1f} meV/Å.\n\n" + "\n".join(rows) + "\n"
+    )
     write_markdown(RESULTS / "active_learning_mace_3bpa.md", text)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     names = list(ev)
-    for ax, key, title in zip(axes, ["energy_mae_meV", "forces_rmse_meV_per_A"],
-                              ["energy MAE (meV)", "force RMSE (meV/Å)"]):
-        ax.bar(range(len(names)), [ev[n][key] for n in names],
-               color=["grey" if n.startswith("before") else "C0" if n == "probe" else
-                      "C1" if n == "ensemble" else "C2" for n in names])
+    for ax, key, title in zip(
+        axes, ["energy_mae_meV", "forces_rmse_meV_per_A"], ["energy MAE (meV)", "force RMSE (meV/Å)"]
+    ):
+        ax.bar(
+            range(len(names)),
+            [ev[n][key] for n in names],
+            color=[
+                "grey" if n.startswith("before") else "C0" if n == "probe" else "C1" if n == "ensemble" else "C2"
+                for n in names
+            ],
+        )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_title(f"evaluation split: {title}")
     fig.tight_layout()
@@ -239,17 +259,22 @@ def write_report(results):
 
 
 def register(sub):
-    parser = sub.add_parser("active-learning", help="one active-learning round on 3BPA with MACE: PROBE's "
-                                                    "picks vs the ensemble's vs random",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arms", nargs="+", default=["probe", "ensemble", "none"] +
-                        [f"random-{k}" for k in range(N_RANDOM)])
+    parser = sub.add_parser(
+        "active-learning",
+        help="one active-learning round on 3BPA with MACE: PROBE's picks vs the ensemble's vs random",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--arms", nargs="+", default=["probe", "ensemble", "none"] + [f"random-{k}" for k in range(N_RANDOM)]
+    )
     parser.add_argument("--seed", type=int, default=1, help="MACE training seed (the backbone's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="mace_run_train's --device (cpu, cuda)")
     parser.add_argument("--parallel", type=int, default=1, help="arms trained at once (GPU)")
-    parser.add_argument("--train-only", action="store_true",
-                        help="train the arms of an existing picks.json (e.g. on a GPU machine)")
+    parser.add_argument(
+        "--train-only", action="store_true", help="train the arms of an existing picks.json (e.g. on a GPU machine)"
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="folder of picks.json and the arms")
     parser.add_argument("--data", type=Path, default=DATA, help="reference data folder")
     parser.set_defaults(handler=active_learning)

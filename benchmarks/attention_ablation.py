@@ -29,8 +29,10 @@ from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
 
-LABELS = {"energy_median": dict(target="energy", quantile=0.5),
-          "force_rmse_median": dict(target="force_rmse", quantile=0.5)}
+LABELS = {
+    "energy_median": dict(target="energy", quantile=0.5),
+    "force_rmse_median": dict(target="force_rmse", quantile=0.5),
+}
 ATTENTIONS = ("self", "pooling")
 
 
@@ -45,8 +47,10 @@ def store_path(name) -> Path:
 
         path = STORES / f"{XTB_STORES[name]}_heldout.h5"
         if not path.exists():
-            raise SystemExit(f"{path} is missing: run `python -m benchmarks ood-data --backbone "
-                             f"{XTB_STORES[name]} --stage all` first")
+            raise SystemExit(
+                f"{path} is missing: run `python -m benchmarks ood-data --backbone "
+                f"{XTB_STORES[name]} --stage all` first"
+            )
         return path
     from probe_base.store import extract
 
@@ -104,9 +108,11 @@ def paired_run(store, label_name, seed, n_eval_timing=200):
             clf.predict_with_importance(timing.subset([i]))
         row[f"{attention}_ms_per_structure"] = 1000 * (time.perf_counter() - started) / len(timing)
     row["difference"] = row["pooling_auroc"] - row["self_auroc"]
-    print(f"  {label_name} seed {seed}: self {row['self_auroc']:.3f}, pooling {row['pooling_auroc']:.3f} "
-          f"({row['difference']:+.3f}); fit {row['self_fit_seconds']:.0f} / {row['pooling_fit_seconds']:.0f} s",
-          flush=True)
+    print(
+        f"  {label_name} seed {seed}: self {row['self_auroc']:.3f}, pooling {row['pooling_auroc']:.3f} "
+        f"({row['difference']:+.3f}); fit {row['self_fit_seconds']:.0f} / {row['pooling_fit_seconds']:.0f} s",
+        flush=True,
+    )
     return row
 
 
@@ -115,14 +121,18 @@ def summarise(rows):
 
     diffs = np.array([r["difference"] for r in rows])
     half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.nan
-    return {"n_splits": len(rows), "self_auroc_mean": float(np.mean([r["self_auroc"] for r in rows])),
-            "pooling_auroc_mean": float(np.mean([r["pooling_auroc"] for r in rows])),
-            "difference_mean": float(diffs.mean()), "difference_ci95": [float(diffs.mean() - half), float(diffs.mean() + half)],
-            "pooling_not_worse_splits": int(np.sum(diffs >= 0)),
-            "self_ms_per_structure": float(np.median([r["self_ms_per_structure"] for r in rows])),
-            "pooling_ms_per_structure": float(np.median([r["pooling_ms_per_structure"] for r in rows])),
-            "self_fit_seconds": float(np.median([r["self_fit_seconds"] for r in rows])),
-            "pooling_fit_seconds": float(np.median([r["pooling_fit_seconds"] for r in rows]))}
+    return {
+        "n_splits": len(rows),
+        "self_auroc_mean": float(np.mean([r["self_auroc"] for r in rows])),
+        "pooling_auroc_mean": float(np.mean([r["pooling_auroc"] for r in rows])),
+        "difference_mean": float(diffs.mean()),
+        "difference_ci95": [float(diffs.mean() - half), float(diffs.mean() + half)],
+        "pooling_not_worse_splits": int(np.sum(diffs >= 0)),
+        "self_ms_per_structure": float(np.median([r["self_ms_per_structure"] for r in rows])),
+        "pooling_ms_per_structure": float(np.median([r["pooling_ms_per_structure"] for r in rows])),
+        "self_fit_seconds": float(np.median([r["self_fit_seconds"] for r in rows])),
+        "pooling_fit_seconds": float(np.median([r["pooling_fit_seconds"] for r in rows])),
+    }
 
 
 def attention(args):
@@ -130,20 +140,32 @@ def attention(args):
         store = store_path(name)
         print(f"{name}: {store}", flush=True)
         rows = [paired_run(store, label, seed) for label in args.labels for seed in range(args.seeds)]
-        payload = {"store": name, "command": f"python -m benchmarks attention --stores {name} "
-                   f"--seeds {args.seeds} --labels {' '.join(args.labels)}", "rows": rows,
-                   "summary": {label: summarise([r for r in rows if r["label"] == label]) for label in args.labels}}
+        payload = {
+            "store": name,
+            "command": f"python -m benchmarks attention --stores {name} "
+            f"--seeds {args.seeds} --labels {' '.join(args.labels)}",
+            "rows": rows,
+            "summary": {label: summarise([r for r in rows if r["label"] == label]) for label in args.labels},
+        }
         (RESULTS / f"attention_{name}.json").write_text(json.dumps(payload, indent=1))
-        lines = [f"# Pooling vs self-attention probe: {name}", "", f"`{payload['command']}`: same "
-                 "halves, same seed, held-out AUROC of detecting unreliable structures; 1 thread.", "",
-                 "| label | splits | self AUROC | pooling AUROC | pooling - self (95 % CI) | pooling >= self | "
-                 "ms/structure self | pooling | fit s self | pooling |", "|---" * 10 + "|"]
+        lines = [
+            f"# Pooling vs self-attention probe: {name}",
+            "",
+            f"`{payload['command']}`: same "
+            "halves, same seed, held-out AUROC of detecting unreliable structures; 1 thread.",
+            "",
+            "| label | splits | self AUROC | pooling AUROC | pooling - self (95 % CI) | pooling >= self | "
+            "ms/structure self | pooling | fit s self | pooling |",
+            "|---" * 10 + "|",
+        ]
         for label, s in payload["summary"].items():
             lo, hi = s["difference_ci95"]
-            lines.append(f"| {label} | {s['n_splits']} | {s['self_auroc_mean']:.3f} | {s['pooling_auroc_mean']:.3f} | "
-                         f"{s['difference_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {s['pooling_not_worse_splits']}/{s['n_splits']} | "
-                         f"{s['self_ms_per_structure']:.2f} | {s['pooling_ms_per_structure']:.2f} | "
-                         f"{s['self_fit_seconds']:.0f} | {s['pooling_fit_seconds']:.0f} |")
+            lines.append(
+                f"| {label} | {s['n_splits']} | {s['self_auroc_mean']:.3f} | {s['pooling_auroc_mean']:.3f} | "
+                f"{s['difference_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {s['pooling_not_worse_splits']}/{s['n_splits']} | "
+                f"{s['self_ms_per_structure']:.2f} | {s['pooling_ms_per_structure']:.2f} | "
+                f"{s['self_fit_seconds']:.0f} | {s['pooling_fit_seconds']:.0f} |"
+            )
         write_markdown(RESULTS / f"attention_{name}.md", "\n".join(lines) + "\n")
 
 

@@ -40,8 +40,9 @@ def worker(report_dir, cli_args):
     wall = time.perf_counter() - start
     rank = int(os.environ.get("RANK", 0))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(report_dir, f"rank{rank}.json").write_text(json.dumps(
-        {"rank": rank, "command_s": round(wall, 3), "peak_rss_mb": round(peak_mb, 1), "exit": code}))
+    Path(report_dir, f"rank{rank}.json").write_text(
+        json.dumps({"rank": rank, "command_s": round(wall, 3), "peak_rss_mb": round(peak_mb, 1), "exit": code})
+    )
     sys.exit(code)
 
 
@@ -50,11 +51,17 @@ def timed_extract(world, cli_args, workdir, python=sys.executable):
     reports = Path(workdir, f"reports{world}")
     shutil.rmtree(reports, ignore_errors=True)
     reports.mkdir(parents=True)
-    launcher = ([python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)]
-                if world > 1 else [python])
+    launcher = (
+        [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)]
+        if world > 1
+        else [python]
+    )
     command = launcher + [__file__, "worker", str(reports), "--", *cli_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     start = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -70,9 +77,12 @@ def compare_stores(a, b):
     from probe_base.store import load_store
 
     x, y = load_store(a), load_store(b)
-    return {"structures": len(x), "same_order": bool(np.array_equal(x.source_index, y.source_index)),
-            "max_abs_feature_diff": float(np.abs(x.features - y.features).max()),
-            "max_abs_energy_diff": float(np.abs(x.energy_pred - y.energy_pred).max())}
+    return {
+        "structures": len(x),
+        "same_order": bool(np.array_equal(x.source_index, y.source_index)),
+        "max_abs_feature_diff": float(np.abs(x.features - y.features).max()),
+        "max_abs_energy_diff": float(np.abs(x.energy_pred - y.energy_pred).max()),
+    }
 
 
 def save(key, value, path=RESULTS_FILE):
@@ -85,8 +95,11 @@ def save(key, value, path=RESULTS_FILE):
 
 
 def machine():
-    return {"host_cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-            "python": platform.python_version()}
+    return {
+        "host_cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+    }
 
 
 def run_ranks(args):
@@ -102,23 +115,44 @@ def run_ranks(args):
             output = workdir / f"ethanol_w{world}.h5"
             for stale in workdir.glob(f"ethanol_w{world}.h5*"):
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-            cli = ["extract", "--adapter", args.adapter, "--model", str(args.model), "--input", str(args.input),
-                   "--output", str(output), "--batch-size", "32", "--device", args.device]
+            cli = [
+                "extract",
+                "--adapter",
+                args.adapter,
+                "--model",
+                str(args.model),
+                "--input",
+                str(args.input),
+                "--output",
+                str(output),
+                "--batch-size",
+                "32",
+                "--device",
+                args.device,
+            ]
             run = timed_extract(world, cli, workdir, python=args.python)
-            run.update(repeat=repeat, load_average_1min=round(os.getloadavg()[0], 2),
-                       structures_per_s=[round(n / r["command_s"], 1) for r in run["ranks"]]
-                       if world == 1 else None)
+            run.update(
+                repeat=repeat,
+                load_average_1min=round(os.getloadavg()[0], 2),
+                structures_per_s=[round(n / r["command_s"], 1) for r in run["ranks"]] if world == 1 else None,
+            )
             runs.append(run)
             print(run, flush=True)
-    save(args.key, {
-        "what": f"probe extract --device {args.device}, {args.adapter} {Path(args.model).name}, "
-                f"{Path(args.input).name}, batch 32, OMP_NUM_THREADS=1 per process; world 2 = "
-                "torchrun --standalone --nproc-per-node 2 (gloo); wall_s includes interpreter start, "
-                "command_s is the `probe extract` call in that rank",
-        "machine": machine(), "runs": runs,
-        "merged_vs_single": compare_stores(workdir / "ethanol_w2.h5", workdir / "ethanol_w1.h5")
-        if set(args.worlds) >= {1, 2} else None,
-    }, args.results)
+    save(
+        args.key,
+        {
+            "what": f"probe extract --device {args.device}, {args.adapter} {Path(args.model).name}, "
+            f"{Path(args.input).name}, batch 32, OMP_NUM_THREADS=1 per process; world 2 = "
+            "torchrun --standalone --nproc-per-node 2 (gloo); wall_s includes interpreter start, "
+            "command_s is the `probe extract` call in that rank",
+            "machine": machine(),
+            "runs": runs,
+            "merged_vs_single": compare_stores(workdir / "ethanol_w2.h5", workdir / "ethanol_w1.h5")
+            if set(args.worlds) >= {1, 2}
+            else None,
+        },
+        args.results,
+    )
 
 
 def run_gpu(args):
@@ -140,10 +174,14 @@ def run_gpu(args):
         torch.manual_seed(k)
         toy.save_model(toy.TinyMLIP(hidden=64), workdir / f"toy{k}.pt")
         models.append(workdir / f"toy{k}.pt")
-    out = {"what": f"probe_base.store.extract, toy TinyMLIP(hidden=64) ensemble of 2, {len(frames)} EMT "
-                   f"Cu clusters ({sum(len(a) for a in frames)} atoms), forces on, one process",
-           "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-           "torch": torch.__version__, "machine": machine(), "runs": []}
+    out = {
+        "what": f"probe_base.store.extract, toy TinyMLIP(hidden=64) ensemble of 2, {len(frames)} EMT "
+        f"Cu clusters ({sum(len(a) for a in frames)} atoms), forces on, one process",
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "machine": machine(),
+        "runs": [],
+    }
     for device, batch, threads in [("cuda", 32, 1), ("cuda", 256, 1), ("cpu", 32, 1), ("cpu", 32, 16)]:
         if device == "cuda" and not torch.cuda.is_available():
             continue
@@ -155,21 +193,53 @@ def run_gpu(args):
         start = time.perf_counter()
         extract(adapter, data, workdir / "s.h5", batch_size=batch, progress=False, overwrite=True)
         wall = time.perf_counter() - start
-        out["runs"].append({"device": device, "batch_size": batch, "torch_threads": threads,
-                            "wall_s": round(wall, 3), "structures_per_s": round(len(frames) / wall, 1)})
+        out["runs"].append(
+            {
+                "device": device,
+                "batch_size": batch,
+                "torch_threads": threads,
+                "wall_s": round(wall, 3),
+                "structures_per_s": round(len(frames) / wall, 1),
+            }
+        )
         print(out["runs"][-1], flush=True)
         Path(args.out).write_text(json.dumps(out, indent=2))
     if torch.cuda.is_available():  # the probe trains on the GPU too (one process, --device cuda)
         from probe_base.cli import main
 
         start = time.perf_counter()
-        code = main(["fit", "--store", str(workdir / "s.h5"), "--output", str(workdir / "g.probe"),
-                     "--eval-fraction", "0.5", "--epochs", "10", "--device", "cuda"])
+        code = main(
+            [
+                "fit",
+                "--store",
+                str(workdir / "s.h5"),
+                "--output",
+                str(workdir / "g.probe"),
+                "--eval-fraction",
+                "0.5",
+                "--epochs",
+                "10",
+                "--device",
+                "cuda",
+            ]
+        )
         out["probe_fit_cuda"] = {"exit": code, "wall_s": round(time.perf_counter() - start, 3)}
         Path(args.out).write_text(json.dumps(out, indent=2))
     if args.cpu_ranks:  # CPU scaling of torchrun extraction on this (many-core) machine
-        cli = ["extract", "--adapter", "probe_base.toy:ToyAdapter", "--model", *map(str, models),
-               "--input", str(data), "--output", str(workdir / "r.h5"), "--batch-size", "32", "--overwrite"]
+        cli = [
+            "extract",
+            "--adapter",
+            "probe_base.toy:ToyAdapter",
+            "--model",
+            *map(str, models),
+            "--input",
+            str(data),
+            "--output",
+            str(workdir / "r.h5"),
+            "--batch-size",
+            "32",
+            "--overwrite",
+        ]
         out["torchrun_cpu"] = []
         for world in args.cpu_ranks:
             out["torchrun_cpu"].append(timed_extract(world, cli, workdir))
@@ -190,15 +260,20 @@ def distributed_extract(args):
 def register(sub):
     from benchmarks.backbones import seed_model_path
 
-    parser = sub.add_parser("distributed-extract", help="`probe extract` wall time and peak memory, 1 process "
-                                                        "vs torchrun ranks, CPU and GPU",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(
+        "distributed-extract",
+        help="`probe extract` wall time and peak memory, 1 process vs torchrun ranks, CPU and GPU",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(handler=distributed_extract)
     modes = parser.add_subparsers(dest="mode", required=True)
     p = modes.add_parser("ranks")
     p.add_argument("--input", type=Path, default=ETHANOL_HELDOUT)
     p.add_argument("--adapter", default="mace")
-    p.add_argument("--model", type=Path, default=seed_model_path("mace", "ethanol", 1), help="default: the suite's seed 1")
+    p.add_argument(
+        "--model", type=Path, default=seed_model_path("mace", "ethanol", 1), help="default: the suite's seed 1"
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter with the adapter installed")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])

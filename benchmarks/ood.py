@@ -33,10 +33,20 @@ from benchmarks.common import BACKBONES, CACHE, RESULTS
 from benchmarks.ood_data import OOD_KINDS, STORES
 from benchmarks.report import write_markdown
 
-LABELS = {"energy_median": dict(target="energy", quantile=0.5),
-          "force_rmse_median": dict(target="force_rmse", quantile=0.5)}
-METHODS = ("PROBE", "PROBE network alone", "novelty", "ensemble E std", "ensemble F std", "LLPR",
-           "GMM NLL", "latent distance")
+LABELS = {
+    "energy_median": dict(target="energy", quantile=0.5),
+    "force_rmse_median": dict(target="force_rmse", quantile=0.5),
+}
+METHODS = (
+    "PROBE",
+    "PROBE network alone",
+    "novelty",
+    "ensemble E std",
+    "ensemble F std",
+    "LLPR",
+    "GMM NLL",
+    "latent distance",
+)
 SETS = tuple(f"ood_{kind}" for kind in OOD_KINDS)
 
 
@@ -68,14 +78,17 @@ def paired_difference(unreliable, score_a, score_b, n_bootstrap=1000, seed=0):
     rng = np.random.default_rng(seed)
     n = len(unreliable)
     diffs = {"auroc": [], "aurc": []}
-    point = {"auroc": roc_auc_score(unreliable, score_a) - roc_auc_score(unreliable, score_b),
-             "aurc": aurc(score_a, unreliable) - aurc(score_b, unreliable)}
+    point = {
+        "auroc": roc_auc_score(unreliable, score_a) - roc_auc_score(unreliable, score_b),
+        "aurc": aurc(score_a, unreliable) - aurc(score_b, unreliable),
+    }
     for _ in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         if unreliable[idx].min() == unreliable[idx].max():
             continue
-        diffs["auroc"].append(roc_auc_score(unreliable[idx], score_a[idx])
-                              - roc_auc_score(unreliable[idx], score_b[idx]))
+        diffs["auroc"].append(
+            roc_auc_score(unreliable[idx], score_a[idx]) - roc_auc_score(unreliable[idx], score_b[idx])
+        )
         diffs["aurc"].append(aurc(score_a[idx], unreliable[idx]) - aurc(score_b[idx], unreliable[idx]))
     return {k: (float(point[k]), *map(float, np.percentile(v, [2.5, 97.5]))) for k, v in diffs.items()}
 
@@ -95,35 +108,54 @@ def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
     for label_name, label_args in LABELS.items():
         probe_path = CACHE / "ood" / "probes" / f"{backbone}_{label_name}.probe"
         probe_path.parent.mkdir(parents=True, exist_ok=True)
-        fit_probe(stores["heldout"], probe_path, LabelSpec(**label_args), ProbeClassifier(seed=0),
-                  eval_fraction=0.5, split_seed=split_seed, reference=stores["train"], alpha=alpha)
+        fit_probe(
+            stores["heldout"],
+            probe_path,
+            LabelSpec(**label_args),
+            ProbeClassifier(seed=0),
+            eval_fraction=0.5,
+            split_seed=split_seed,
+            reference=stores["train"],
+            alpha=alpha,
+        )
         artifact = load_probe(probe_path)
         fit_data = load_store(stores["heldout"]).subset(artifact.info["info"]["fit_indices"])
         baselines = ReferenceBaselines().fit(reference, fit_data, seed=0)
         sets, heldout_scores = {}, None
         for name in ("heldout", *SETS):
             ev = evaluate_probe(probe_path, stores[name], n_bootstrap=n_bootstrap, baselines=baselines)
-            row = {"n": ev["n_structures"], "unreliable_fraction": ev["unreliable_fraction"],
-                   "in_domain_fraction": ev["in_domain_fraction"], "decisions": ev["decisions"],
-                   "auroc": {m: ev["metrics"][m]["auroc"][0] for m in METHODS if m in ev["metrics"]},
-                   "atom_maps": ev["atom_maps"]}
+            row = {
+                "n": ev["n_structures"],
+                "unreliable_fraction": ev["unreliable_fraction"],
+                "in_domain_fraction": ev["in_domain_fraction"],
+                "decisions": ev["decisions"],
+                "auroc": {m: ev["metrics"][m]["auroc"][0] for m in METHODS if m in ev["metrics"]},
+                "atom_maps": ev["atom_maps"],
+            }
             scores = ev["arrays"]["scores"]
             if name == "heldout":
                 heldout_scores = scores
                 # the default (domain test on) against the network alone (the earlier default)
                 row["default_minus_network"] = paired_difference(
-                    ev["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"])
+                    ev["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"]
+                )
             else:
-                row["separation_auroc"] = {m: _separation(heldout_scores[m], scores[m])
-                                           for m in METHODS if m in scores and m in heldout_scores}
+                row["separation_auroc"] = {
+                    m: _separation(heldout_scores[m], scores[m]) for m in METHODS if m in scores and m in heldout_scores
+                }
             sets[name] = row
             flagged = row["decisions"].get("PROBE", {}).get("unreliable_flagged", float("nan"))
-            print(f"{backbone} {label_name} {name}: n={row['n']}, "
-                  f"{100 * row['unreliable_fraction']:.0f}% unreliable, PROBE flags "
-                  f"{100 * flagged:.0f}% of them, {100 * (1 - row['in_domain_fraction']):.1f}% outside the domain",
-                  flush=True)
-        result["labels"][label_name] = {"threshold": artifact.label.threshold,
-                                        "n_calibration": artifact.domain.n_calibration_, "sets": sets}
+            print(
+                f"{backbone} {label_name} {name}: n={row['n']}, "
+                f"{100 * row['unreliable_fraction']:.0f}% unreliable, PROBE flags "
+                f"{100 * flagged:.0f}% of them, {100 * (1 - row['in_domain_fraction']):.1f}% outside the domain",
+                flush=True,
+            )
+        result["labels"][label_name] = {
+            "threshold": artifact.label.threshold,
+            "n_calibration": artifact.domain.n_calibration_,
+            "sets": sets,
+        }
     result["wall_seconds"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ood_{backbone}.json").write_text(json.dumps(result, indent=1, default=float))
@@ -137,22 +169,30 @@ def _pct(x):
 
 
 def markdown(results) -> str:
-    lines = ["# Out-of-distribution benchmark (GFN2-xTB labels)", "",
-             "`python -m benchmarks ood --backbone B` (data, backbones and stores: "
-             "`python -m benchmarks ood-data --backbone B --stage all`)", "",
-             "Cell: % of the set's *unreliable* structures flagged by the method's default decision "
-             "(PROBE: P(reliable) < 0.5 with the domain test; network alone: P < 0.5; novelty: > 1; "
-             "others: above their fitting-set 99th percentile). Row `heldout`: % of all in-distribution "
-             "held-out structures flagged by the domain test (novelty column) and by each method "
-             "(its false alarms). In brackets: AUROC of telling the set from the held-out structures.", ""]
+    lines = [
+        "# Out-of-distribution benchmark (GFN2-xTB labels)",
+        "",
+        "`python -m benchmarks ood --backbone B` (data, backbones and stores: "
+        "`python -m benchmarks ood-data --backbone B --stage all`)",
+        "",
+        "Cell: % of the set's *unreliable* structures flagged by the method's default decision "
+        "(PROBE: P(reliable) < 0.5 with the domain test; network alone: P < 0.5; novelty: > 1; "
+        "others: above their fitting-set 99th percentile). Row `heldout`: % of all in-distribution "
+        "held-out structures flagged by the domain test (novelty column) and by each method "
+        "(its false alarms). In brackets: AUROC of telling the set from the held-out structures.",
+        "",
+    ]
     for result in results:
         for label_name, block in result["labels"].items():
             sets = block["sets"]
             methods = [m for m in METHODS if m in sets["heldout"]["decisions"]]
-            lines += [f"## {result['backbone']}, label {label_name} (threshold {block['threshold']:.4g}; "
-                      f"alpha {result['alpha']}, {block['n_calibration']} calibration structures)", "",
-                      "| set | n | % unreliable | " + " | ".join(methods) + " |",
-                      "|---" * (len(methods) + 3) + "|"]
+            lines += [
+                f"## {result['backbone']}, label {label_name} (threshold {block['threshold']:.4g}; "
+                f"alpha {result['alpha']}, {block['n_calibration']} calibration structures)",
+                "",
+                "| set | n | % unreliable | " + " | ".join(methods) + " |",
+                "|---" * (len(methods) + 3) + "|",
+            ]
             for name, row in sets.items():
                 cells = []
                 for m in methods:
@@ -161,23 +201,34 @@ def markdown(results) -> str:
                         cells.append(_pct(d["flagged"]) if d else "-")
                     else:
                         sep = row.get("separation_auroc", {}).get(m)
-                        cells.append((_pct(d["unreliable_flagged"]) if d else "-")
-                                     + (f" ({sep:.2f})" if sep is not None else ""))
-                lines.append(f"| {name.removeprefix('ood_')} | {row['n']} | {_pct(row['unreliable_fraction'])} | "
-                             + " | ".join(cells) + " |")
+                        cells.append(
+                            (_pct(d["unreliable_flagged"]) if d else "-") + (f" ({sep:.2f})" if sep is not None else "")
+                        )
+                lines.append(
+                    f"| {name.removeprefix('ood_')} | {row['n']} | {_pct(row['unreliable_fraction'])} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
             held = sets["heldout"]
-            lines += ["", "In-distribution AUROC (held-out half): " + ", ".join(
-                f"{m} {v:.3f}" for m, v in held["auroc"].items() if np.isfinite(v))]
+            lines += [
+                "",
+                "In-distribution AUROC (held-out half): "
+                + ", ".join(f"{m} {v:.3f}" for m, v in held["auroc"].items() if np.isfinite(v)),
+            ]
             if "default_minus_network" in held:
                 d = held["default_minus_network"]
-                lines.append("Default (domain test on) minus network alone, paired bootstrap: AUROC "
-                             f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
-                             f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}] (AURC: lower is better)")
+                lines.append(
+                    "Default (domain test on) minus network alone, paired bootstrap: AUROC "
+                    f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
+                    f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}] (AURC: lower is better)"
+                )
             for name, q in held.get("atom_maps", {}).items():
-                lines.append(f"Per-atom map '{name}': top atom among the 3 worst forces in "
-                             f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures "
-                             f"(random {100 * q['random_rate']:.0f}%), within-structure Spearman "
-                             f"{q['spearman']:.2f}")
+                lines.append(
+                    f"Per-atom map '{name}': top atom among the 3 worst forces in "
+                    f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures "
+                    f"(random {100 * q['random_rate']:.0f}%), within-structure Spearman "
+                    f"{q['spearman']:.2f}"
+                )
             lines.append("")
     return "\n".join(lines)
 
@@ -224,8 +275,12 @@ def ood_command(args):
 
 
 def register(sub):
-    o = sub.add_parser("ood", help="out-of-distribution benchmark on GFN2-xTB labels",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    o = sub.add_parser(
+        "ood",
+        help="out-of-distribution benchmark on GFN2-xTB labels",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     o.add_argument("--backbone", choices=BACKBONES)
     o.add_argument("--report", action="store_true", help="results/ood.md from every backbone's JSON")
     o.add_argument("--bootstrap", type=int, default=200)

@@ -56,8 +56,7 @@ SUMMARY = OOD / "summary.json"
 TRAIN = LABELS / "train.xyz"
 ISOLATED = LABELS / "isolated_atoms.xyz"
 N_HELDOUT = 500
-OOD_KINDS = ("bond_scan", "atom_pulled", "fragments", "dimer", "compressed_stretched", "hot",
-             "other_molecules")
+OOD_KINDS = ("bond_scan", "atom_pulled", "fragments", "dimer", "compressed_stretched", "hot", "other_molecules")
 SETS = ("train", "heldout", *(f"ood_{kind}" for kind in OOD_KINDS))
 # ground-state spin multiplicities of the free atoms (GFN2-xTB, no spin polarisation)
 ATOM_MULTIPLICITY = {"H": 2, "C": 3, "O": 3}
@@ -75,8 +74,9 @@ def xtb_calculator(multiplicity: int = 1, charge: int = 0):
     try:
         from tblite.ase import TBLite
     except ImportError as error:
-        raise SystemExit(f"tblite is missing ({error}): `{sys.executable} -m pip install tblite` "
-                         "(GFN2-xTB labels need it)") from error
+        raise SystemExit(
+            f"tblite is missing ({error}): `{sys.executable} -m pip install tblite` (GFN2-xTB labels need it)"
+        ) from error
     return TBLite(method="GFN2-xTB", charge=charge, multiplicity=multiplicity, verbosity=0)
 
 
@@ -150,9 +150,13 @@ def random_unit(rng):
 def random_rotation(rng):
     q = rng.normal(size=4)
     a, b, c, d = q / np.linalg.norm(q)
-    return np.array([[a*a + b*b - c*c - d*d, 2*(b*c - a*d), 2*(b*d + a*c)],
-                     [2*(b*c + a*d), a*a - b*b + c*c - d*d, 2*(c*d - a*b)],
-                     [2*(b*d - a*c), 2*(c*d + a*b), a*a - b*b - c*c + d*d]])
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
 
 
 def min_distance(atoms, subset=None):
@@ -172,10 +176,14 @@ def ethanol_roles(atoms):
     c_me = next(c for c in carbons if c != c_oh)
     hydrogens = [k for k, s in enumerate(symbols) if s == "H"]
     nearest = lambda h: min((c_me, c_oh, o), key=lambda x: atoms.get_distance(h, x))  # noqa: E731
-    roles = {"C_methyl": c_me, "C_methylene": c_oh, "O": o,
-             "H_hydroxyl": [h for h in hydrogens if nearest(h) == o],
-             "H_methyl": [h for h in hydrogens if nearest(h) == c_me],
-             "H_methylene": [h for h in hydrogens if nearest(h) == c_oh]}
+    roles = {
+        "C_methyl": c_me,
+        "C_methylene": c_oh,
+        "O": o,
+        "H_hydroxyl": [h for h in hydrogens if nearest(h) == o],
+        "H_methyl": [h for h in hydrogens if nearest(h) == c_me],
+        "H_methylene": [h for h in hydrogens if nearest(h) == c_oh],
+    }
     if (len(roles["H_hydroxyl"]), len(roles["H_methyl"]), len(roles["H_methylene"])) != (1, 3, 2):
         return None  # a distorted geometry: skip it as a source
     return roles
@@ -193,23 +201,29 @@ def build_bond_scan(rng, n_per_bond=30):
             roles = ethanol_roles(atoms)
             if roles is None:
                 continue
-            a, b = {"C-C": (roles["C_methylene"], roles["C_methyl"]),
-                    "C-O": (roles["C_methylene"], roles["O"]),
-                    "O-H": (roles["O"], roles["H_hydroxyl"][0]),
-                    "C-H": (roles["C_methyl"], int(rng.choice(roles["H_methyl"] + roles["H_methylene"])))
-                    }[bond_name]
+            a, b = {
+                "C-C": (roles["C_methylene"], roles["C_methyl"]),
+                "C-O": (roles["C_methylene"], roles["O"]),
+                "O-H": (roles["O"], roles["H_hydroxyl"][0]),
+                "C-H": (roles["C_methyl"], int(rng.choice(roles["H_methyl"] + roles["H_methylene"]))),
+            }[bond_name]
             if bond_name == "C-H" and b in roles["H_methylene"]:
                 a = roles["C_methylene"]
             # the fragment beyond the bond: CH3, OH, or the H alone
-            moving = {"C-C": [roles["C_methyl"], *roles["H_methyl"]],
-                      "C-O": [roles["O"], *roles["H_hydroxyl"]]}.get(bond_name, [b])
+            moving = {"C-C": [roles["C_methyl"], *roles["H_methyl"]], "C-O": [roles["O"], *roles["H_hydroxyl"]]}.get(
+                bond_name, [b]
+            )
             vector = atoms.positions[b] - atoms.positions[a]
             length = np.linalg.norm(vector)
             factor = rng.uniform(1.4, 3.0)
             atoms.positions[moving] += (factor - 1) * vector
             atoms.calc = None
-            atoms.info = {"ood_kind": "bond_scan", "bond": bond_name, "stretch_factor": float(factor),
-                          "bond_length": float(factor * length)}
+            atoms.info = {
+                "ood_kind": "bond_scan",
+                "bond": bond_name,
+                "stretch_factor": float(factor),
+                "bond_length": float(factor * length),
+            }
             frames.append(atoms)
     return frames
 
@@ -239,9 +253,12 @@ def build_atom_pulled(rng, n=120, h_fraction=0.8):
         if min_distance(atoms) < 0.8:
             continue
         atoms.calc = None
-        atoms.info = {"ood_kind": "atom_pulled", "pulled_element": symbols[atom],
-                      "pulled_by": float(distance),
-                      "distance_to_partner": float(atoms.get_distance(atom, partner))}
+        atoms.info = {
+            "ood_kind": "atom_pulled",
+            "pulled_element": symbols[atom],
+            "pulled_by": float(distance),
+            "distance_to_partner": float(atoms.get_distance(atom, partner)),
+        }
         frames.append(atoms)
     return frames
 
@@ -253,9 +270,9 @@ FRAGMENTS = {
     "OH": ("O", "H_hydroxyl"),
     "C2H5": ("C_methyl", "H_methyl", "C_methylene", "H_methylene"),
     "CH3CH2O": ("C_methyl", "H_methyl", "C_methylene", "H_methylene", "O"),
-    "CH2O": ("C_methylene", "H_methylene", "O"),                 # formaldehyde-like, closed shell
+    "CH2O": ("C_methylene", "H_methylene", "O"),  # formaldehyde-like, closed shell
     "C2H4": ("C_methyl", "H_methyl-1", "C_methylene", "H_methylene"),  # ethylene-like, closed shell
-    "H2O": ("O", "H_hydroxyl", "H_methylene-nearest"),           # water-like, closed shell
+    "H2O": ("O", "H_hydroxyl", "H_methylene-nearest"),  # water-like, closed shell
 }
 
 
@@ -304,8 +321,7 @@ def build_dimer(rng, n=100):
             mid = (low + high) / 2
             contact = np.linalg.norm(a[:, None] - (b + mid * direction)[None], axis=-1).min()
             low, high = (mid, high) if contact < gap else (low, mid)
-        dimer = Atoms(numbers=np.r_[first.numbers, second.numbers],
-                      positions=np.r_[a, b + high * direction])
+        dimer = Atoms(numbers=np.r_[first.numbers, second.numbers], positions=np.r_[a, b + high * direction])
         dimer.info = {"ood_kind": "dimer", "closest_contact": float(gap)}
         frames.append(dimer)
     return frames
@@ -337,8 +353,13 @@ def xtb_md(atoms, temperature_K, n_frames, spacing, warmup, rng, timestep_fs=0.5
     atoms.calc = xtb_calculator(multiplicity_of(atoms))
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     Stationary(atoms)
-    dynamics = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                        friction=friction_per_fs / units.fs, rng=rng)
+    dynamics = Langevin(
+        atoms,
+        timestep=timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=friction_per_fs / units.fs,
+        rng=rng,
+    )
     frames = []
     try:
         dynamics.run(warmup)
@@ -346,8 +367,7 @@ def xtb_md(atoms, temperature_K, n_frames, spacing, warmup, rng, timestep_fs=0.5
             dynamics.run(spacing)
             frame = atoms.copy()
             frame.calc = None
-            frame.info = {"md_temperature_K": float(temperature_K),
-                          "md_time_fs": float(dynamics.nsteps * timestep_fs)}
+            frame.info = {"md_temperature_K": float(temperature_K), "md_time_fs": float(dynamics.nsteps * timestep_fs)}
             frames.append(frame)
     except Exception as error:  # noqa: BLE001 - xTB failed mid-trajectory: keep what we have
         print(f"MD at {temperature_K} K stopped after {len(frames)} frames: {error}", flush=True)
@@ -373,8 +393,10 @@ def substitute(atoms, hydrogen, group):
     direction, the group's Hs tetrahedral): hand-built molecules, relaxed with xTB after."""
     from ase import Atoms
 
-    parent = min((k for k in range(len(atoms)) if k != hydrogen and atoms[k].symbol != "H"),
-                 key=lambda k: atoms.get_distance(hydrogen, k))
+    parent = min(
+        (k for k in range(len(atoms)) if k != hydrogen and atoms[k].symbol != "H"),
+        key=lambda k: atoms.get_distance(hydrogen, k),
+    )
     u = atoms.positions[hydrogen] - atoms.positions[parent]
     u /= np.linalg.norm(u)
     heavy, length, h_length, n_h = {"OH": ("O", 1.43, 0.97, 1), "CH3": ("C", 1.53, 1.09, 3)}[group]
@@ -383,11 +405,15 @@ def substitute(atoms, hydrogen, group):
     v /= np.linalg.norm(v)
     w = np.cross(u, v)
     theta = np.radians(180 - 109.5)  # angle of each new X-H to the continued bond axis
-    hs = [center + h_length * (np.cos(theta) * u + np.sin(theta) * (np.cos(phi) * v + np.sin(phi) * w))
-          for phi in np.radians([0, 120, 240][:n_h])]
+    hs = [
+        center + h_length * (np.cos(theta) * u + np.sin(theta) * (np.cos(phi) * v + np.sin(phi) * w))
+        for phi in np.radians([0, 120, 240][:n_h])
+    ]
     keep = [k for k in range(len(atoms)) if k != hydrogen]
-    return Atoms(symbols=[atoms[k].symbol for k in keep] + [heavy] + ["H"] * n_h,
-                 positions=np.r_[atoms.positions[keep], [center], hs])
+    return Atoms(
+        symbols=[atoms[k].symbol for k in keep] + [heavy] + ["H"] * n_h,
+        positions=np.r_[atoms.positions[keep], [center], hs],
+    )
 
 
 def relaxed(atoms, fmax=0.05, steps=200):
@@ -416,9 +442,17 @@ def build_other_molecules(rng, n_methanol=40, n_per_molecule=15):
         frames.append(atoms)
     ethanol = molecule("CH3CH2OH")
     methyl_h = ethanol_roles(ethanol)["H_methyl"][0]
-    start = {name: molecule(g2) for name, g2 in (
-        ("dimethyl ether", "CH3OCH3"), ("acetaldehyde", "CH3CHO"), ("isopropanol", "C2H6CHOH"),
-        ("methyl ethyl ether", "CH3CH2OCH3"), ("acetic acid", "CH3COOH"), ("ethylene oxide", "CH2OCH2"))}
+    start = {
+        name: molecule(g2)
+        for name, g2 in (
+            ("dimethyl ether", "CH3OCH3"),
+            ("acetaldehyde", "CH3CHO"),
+            ("isopropanol", "C2H6CHOH"),
+            ("methyl ethyl ether", "CH3CH2OCH3"),
+            ("acetic acid", "CH3COOH"),
+            ("ethylene oxide", "CH2OCH2"),
+        )
+    }
     start["ethylene glycol"] = substitute(ethanol, methyl_h, "OH")
     start["1-propanol"] = substitute(ethanol, methyl_h, "CH3")
     for name, atoms in tqdm(start.items(), desc="other molecules MD", unit="molecule", disable=None):
@@ -428,10 +462,15 @@ def build_other_molecules(rng, n_methanol=40, n_per_molecule=15):
     return frames
 
 
-BUILDERS = {"bond_scan": build_bond_scan, "atom_pulled": build_atom_pulled,
-            "fragments": build_fragments, "dimer": build_dimer,
-            "compressed_stretched": build_compressed_stretched, "hot": build_hot,
-            "other_molecules": build_other_molecules}
+BUILDERS = {
+    "bond_scan": build_bond_scan,
+    "atom_pulled": build_atom_pulled,
+    "fragments": build_fragments,
+    "dimer": build_dimer,
+    "compressed_stretched": build_compressed_stretched,
+    "hot": build_hot,
+    "other_molecules": build_other_molecules,
+}
 
 
 def stage_label() -> dict:
@@ -452,12 +491,15 @@ def stage_label() -> dict:
             atom.info = {"config_type": "IsolatedAtom", "multiplicity": multiplicity}
             frames.append(atom)
         write_frames(ISOLATED, frames)
-    record["isolated_atom_energies_eV"] = {a.get_chemical_symbols()[0]: a.get_potential_energy()
-                                           for a in ase.io.read(ISOLATED, ":")}
+    record["isolated_atom_energies_eV"] = {
+        a.get_chemical_symbols()[0]: a.get_potential_energy() for a in ase.io.read(ISOLATED, ":")
+    }
     record["isolated_atom_multiplicity"] = ATOM_MULTIPLICITY
-    jobs = {"train": lambda rng: read_source("train.xyz"),
-            "heldout": lambda rng: read_source("test_MD.xyz", f":{N_HELDOUT}"),
-            **{f"ood_{kind}": builder for kind, builder in BUILDERS.items()}}
+    jobs = {
+        "train": lambda rng: read_source("train.xyz"),
+        "heldout": lambda rng: read_source("test_MD.xyz", f":{N_HELDOUT}"),
+        **{f"ood_{kind}": builder for kind, builder in BUILDERS.items()},
+    }
     sets = record.setdefault("sets", {})
     for k, (name, build) in enumerate(jobs.items()):
         path = LABELS / f"{name}.xyz"
@@ -469,19 +511,34 @@ def stage_label() -> dict:
             sets[name] = {"n_failed": failed, "label_seconds": time.perf_counter() - started}
         frames = ase.io.read(path, ":")
         sizes = [len(a) for a in frames]
-        sets.setdefault(name, {}).update({"path": str(path.relative_to(REPO)), "n_structures": len(frames),
-                                          "atoms_min": min(sizes), "atoms_max": max(sizes)})
+        sets.setdefault(name, {}).update(
+            {
+                "path": str(path.relative_to(REPO)),
+                "n_structures": len(frames),
+                "atoms_min": min(sizes),
+                "atoms_max": max(sizes),
+            }
+        )
         if name.startswith("ood_"):
             groups = {}
             for a in frames:
-                key = next((str(a.info[g]) for g in ("bond", "pulled_element", "fragment", "molecule",
-                                                     "md_temperature_K") if g in a.info), None)
+                key = next(
+                    (
+                        str(a.info[g])
+                        for g in ("bond", "pulled_element", "fragment", "molecule", "md_temperature_K")
+                        if g in a.info
+                    ),
+                    None,
+                )
                 if key is not None:
                     groups[key] = groups.get(key, 0) + 1
             if groups:
                 sets[name]["groups"] = groups
-        print(f"{name}: {len(frames)} structures, {min(sizes)}-{max(sizes)} atoms, "
-              f"{sets[name].get('n_failed', '?')} dropped (xTB failed)", flush=True)
+        print(
+            f"{name}: {len(frames)} structures, {min(sizes)}-{max(sizes)} atoms, "
+            f"{sets[name].get('n_failed', '?')} dropped (xTB failed)",
+            flush=True,
+        )
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(record, indent=1))
     update_summary({"data": record})
@@ -518,15 +575,24 @@ def train_seed(backbone: str, seed: int, minutes: float) -> Path | None:
     if backbone == "mace":
         from benchmarks.backbones import mace as trainer
 
-        name = register_dataset(trainer, backbone, {
-            "train": str(TRAIN), "isolated": str(ISOLATED), "valid_fraction": 0.1,
-            "epochs": MACE_EPOCHS, "start_swa": MACE_START_SWA})
+        name = register_dataset(
+            trainer,
+            backbone,
+            {
+                "train": str(TRAIN),
+                "isolated": str(ISOLATED),
+                "valid_fraction": 0.1,
+                "epochs": MACE_EPOCHS,
+                "start_swa": MACE_START_SWA,
+            },
+        )
         return trainer.train_one(name, seed, Namespace(**common, dtype="float32"))
     if backbone == "nequip":
         from benchmarks.backbones import nequip as trainer
 
-        name = register_dataset(trainer, backbone, {
-            "train": str(TRAIN), "isolated": str(ISOLATED), "split": (900, 100), "max_epochs": 40})
+        name = register_dataset(
+            trainer, backbone, {"train": str(TRAIN), "isolated": str(ISOLATED), "split": (900, 100), "max_epochs": 40}
+        )
         # Lightning's max_time covers the epochs; startup and packaging add ~0.5 min
         return trainer.train_one(name, seed, Namespace(**common, max_minutes=minutes - 0.5))
     if backbone == "aimnet":
@@ -544,8 +610,7 @@ def aimnet_sae(frames) -> dict[int, float]:
     from ase.data import atomic_numbers
 
     isolated = {atomic_numbers[s]: e for s, e in stage_isolated().items()}
-    shift = float(np.mean([(a.get_potential_energy() - sum(isolated[z] for z in a.numbers)) / len(a)
-                           for a in frames]))
+    shift = float(np.mean([(a.get_potential_energy() - sum(isolated[z] for z in a.numbers)) / len(a) for a in frames]))
     return {int(z): float(e + shift) for z, e in sorted(isolated.items())}
 
 
@@ -573,9 +638,23 @@ def train_aimnet_seed(seed: int, minutes: float) -> Path | None:
         sae.write_text("".join(f"{z}: {e!r}\n" for z, e in aimnet_sae(train_frames).items()))
         weights = work / "weights.pt"
         model_cfg = aimnet.model_config("small")
-        training.train(model_cfg, training.train_config(
-            train_h5, val_h5, sae, work, spec["epochs"], batch_size=spec["batch_size"],
-            lr=spec["lr"], forces_weight=spec["forces_weight"]), weights, seed, work, minutes * 60)
+        training.train(
+            model_cfg,
+            training.train_config(
+                train_h5,
+                val_h5,
+                sae,
+                work,
+                spec["epochs"],
+                batch_size=spec["batch_size"],
+                lr=spec["lr"],
+                forces_weight=spec["forces_weight"],
+            ),
+            weights,
+            seed,
+            work,
+            minutes * 60,
+        )
         training.export(weights, model_cfg, sae, target, work)
     except Exception:  # noqa: BLE001 - reported; the other seeds still train
         import traceback
@@ -610,22 +689,53 @@ def stage_train(backbone: str, seeds, parallel: int, minutes: float) -> list[Pat
         log_dir.mkdir(parents=True, exist_ok=True)
 
         def one(seed):
-            cmd = [sys.executable, "-m", "benchmarks", "ood-data", "--backbone", backbone, "--stage", "train",
-                   "--seeds", str(seed), "--parallel", "1", "--minutes", str(minutes)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks",
+                "ood-data",
+                "--backbone",
+                backbone,
+                "--stage",
+                "train",
+                "--seeds",
+                str(seed),
+                "--parallel",
+                "1",
+                "--minutes",
+                str(minutes),
+            ]
             with open(log_dir / f"train_seed{seed}.log", "a") as out:
-                return subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                       env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+                return subprocess.call(
+                    cmd,
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
+                )
 
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(one, missing))
     found = [model_path(backbone, s) for s in seeds if model_path(backbone, s).exists()]
     failed = [s for s in seeds if not model_path(backbone, s).exists()]
-    print(f"{backbone}: {len(found)} models in {MODELS / backbone}"
-          + (f"; seeds {failed} FAILED (logs in {MODELS / backbone})" if failed else "")
-          + (f" ({(time.perf_counter() - started) / 60:.1f} min)" if missing else ""), flush=True)
+    print(
+        f"{backbone}: {len(found)} models in {MODELS / backbone}"
+        + (f"; seeds {failed} FAILED (logs in {MODELS / backbone})" if failed else "")
+        + (f" ({(time.perf_counter() - started) / 60:.1f} min)" if missing else ""),
+        flush=True,
+    )
     if missing:
-        update_summary({"backbones": {backbone: {"training_wall_minutes": (time.perf_counter() - started) / 60,
-                                                 "train_minutes_cap": minutes, "failed_seeds": failed}}})
+        update_summary(
+            {
+                "backbones": {
+                    backbone: {
+                        "training_wall_minutes": (time.perf_counter() - started) / 60,
+                        "train_minutes_cap": minutes,
+                        "failed_seeds": failed,
+                    }
+                }
+            }
+        )
     return found
 
 
@@ -636,16 +746,20 @@ def store_figures(store: Path) -> dict:
 
     data = load_store(store)
     error = data.energy_pred - data.energy_ref
-    figures = {"n_structures": len(data), "energy_mae_meV": 1000 * float(np.mean(np.abs(error))),
-               "energy_mean_signed_error_meV": 1000 * float(np.mean(error)),
-               # as benchmarks/suite.py: sqrt of the mean squared per-structure force RMSE
-               "force_rmse_meV_per_A": 1000 * float(np.sqrt(np.nanmean(data.force_rmse ** 2)))}
+    figures = {
+        "n_structures": len(data),
+        "energy_mae_meV": 1000 * float(np.mean(np.abs(error))),
+        "energy_mean_signed_error_meV": 1000 * float(np.mean(error)),
+        # as benchmarks/suite.py: sqrt of the mean squared per-structure force RMSE
+        "force_rmse_meV_per_A": 1000 * float(np.sqrt(np.nanmean(data.force_rmse**2))),
+    }
     if data.member_energies is not None:
         std = data.member_energies.std(axis=1)
         figures["ensemble_energy_std_median_meV"] = 1000 * float(np.median(std))
         figures["n_members"] = int(data.member_energies.shape[1])
-        figures["member_energy_mae_meV"] = [1000 * float(np.mean(np.abs(m - data.energy_ref)))
-                                            for m in data.member_energies.T]
+        figures["member_energy_mae_meV"] = [
+            1000 * float(np.mean(np.abs(m - data.energy_ref))) for m in data.member_energies.T
+        ]
     return figures
 
 
@@ -676,12 +790,18 @@ def stage_extract(backbone: str, sets=SETS) -> dict:
         if time.perf_counter() - started > 1:
             figures[name]["extract_seconds"] = time.perf_counter() - started
         f = figures[name]
-        print(f"{backbone} {name:28s} n={f['n_structures']:5d}  E MAE {f['energy_mae_meV']:9.1f} meV  "
-              f"F RMSE {f['force_rmse_meV_per_A']:8.1f} meV/A  ensemble E std median "
-              f"{f.get('ensemble_energy_std_median_meV', float('nan')):8.1f} meV", flush=True)
-        update_summary({"stores": {backbone: {name: figures[name]}},
-                        "backbones": {backbone: {"models": [str(m.relative_to(REPO)) for m in models],
-                                                 "layers": layers}}})
+        print(
+            f"{backbone} {name:28s} n={f['n_structures']:5d}  E MAE {f['energy_mae_meV']:9.1f} meV  "
+            f"F RMSE {f['force_rmse_meV_per_A']:8.1f} meV/A  ensemble E std median "
+            f"{f.get('ensemble_energy_std_median_meV', float('nan')):8.1f} meV",
+            flush=True,
+        )
+        update_summary(
+            {
+                "stores": {backbone: {name: figures[name]}},
+                "backbones": {backbone: {"models": [str(m.relative_to(REPO)) for m in models], "layers": layers}},
+            }
+        )
     return figures
 
 
@@ -737,8 +857,12 @@ def ood_data(args) -> int:
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("ood-data", help="the OOD benchmark's xTB data, backbones and feature stores",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(
+        "ood-data",
+        help="the OOD benchmark's xTB data, backbones and feature stores",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--backbone", choices=BACKBONES, help="needed by the train and extract stages")
     parser.add_argument("--stage", choices=("label", "train", "extract", "all"), default="all")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))

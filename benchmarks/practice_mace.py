@@ -67,10 +67,19 @@ def fitted_probe(dataset, seed=0, quantile=0.5):
     if not probe_path.exists():
         clf = ProbeClassifier(seed=seed).fit(fit_data, label.reliable(label.errors(fit_data)))
         WORK.mkdir(parents=True, exist_ok=True)
-        save_probe(probe_path, clf, label, data.fingerprint,
-                   {"fit_store": str(store_path), "store_identity": data.attrs,
-                    "fit_indices": fit_idx.tolist(), "eval_indices": rest_idx.tolist(),
-                    "decision_threshold": 0.5})
+        save_probe(
+            probe_path,
+            clf,
+            label,
+            data.fingerprint,
+            {
+                "fit_store": str(store_path),
+                "store_identity": data.attrs,
+                "fit_indices": fit_idx.tolist(),
+                "eval_indices": rest_idx.tolist(),
+                "decision_threshold": 0.5,
+            },
+        )
     from probe_base.artifact import load_probe
 
     artifact = load_probe(probe_path)
@@ -109,8 +118,12 @@ def guarantee(args):
                     n_acc = int(accepted.sum())
                     risk = float(1 - reliable[test][accepted].mean()) if n_acc else 0.0
                     both = float(np.mean(accepted & (reliable[test] == 0)))
-                    return {"coverage": n_acc / len(test), "risk": risk, "violation": risk > alpha,
-                            "accepted_and_unreliable": both}
+                    return {
+                        "coverage": n_acc / len(test),
+                        "risk": risk,
+                        "violation": risk > alpha,
+                        "accepted_and_unreliable": both,
+                    }
 
                 control = choose_threshold(p[cal], reliable[cal], alpha, args.delta, "sgr")
                 sgr.append(realised(control.threshold))
@@ -124,9 +137,11 @@ def guarantee(args):
                     "violation_rate_95ci": binomial_interval(violations, args.splits),
                     "mean_coverage": float(np.mean([r["coverage"] for r in runs])),
                     "mean_risk": float(np.mean([r["risk"] for r in runs if r["coverage"] > 0]))
-                    if any(r["coverage"] > 0 for r in runs) else None,
+                    if any(r["coverage"] > 0 for r in runs)
+                    else None,
                     "mean_accepted_and_unreliable": float(np.mean([r["accepted_and_unreliable"] for r in runs])),
-                    "risks": [r["risk"] for r in runs], "coverages": [r["coverage"] for r in runs],
+                    "risks": [r["risk"] for r in runs],
+                    "coverages": [r["coverage"] for r in runs],
                 }
             per_alpha[str(alpha)] = summary
             s, nv = summary["sgr"], summary["naive"]
@@ -137,20 +152,31 @@ def guarantee(args):
                 f"{s['mean_risk'] if s['mean_risk'] is not None else float('nan'):.3f} | "
                 f"{s['violation_rate']:.3f} [{lo:.3f}, {hi:.3f}] | {'yes' if lo <= args.delta else 'NO'} | "
                 f"{nv['mean_coverage']:.3f} | {nv['violation_rate']:.3f} | "
-                f"{summary['crc']['mean_coverage']:.3f} | {summary['crc']['mean_accepted_and_unreliable']:.3f} |")
-        out["datasets"][dataset] = {"store": str(store_path), "label": label.to_dict(),
-                                    "n_fit": int(len(p) / 0.6 * 0.4 + 0.5), "n_calibration": n_cal,
-                                    "n_test": len(p) - n_cal,
-                                    "base_unreliable_rate": float(1 - reliable.mean()),
-                                    "alphas": per_alpha}
-    header = ("| dataset | label (reliable if) | unreliable rate (no selection) | α | δ | SGR mean coverage | "
-              "SGR mean realised risk | SGR violation rate [95% CI] | guarantee met (rate ≤ δ within CI) | "
-              "naive coverage | naive violation rate | CRC coverage | CRC E[accepted ∧ unreliable] |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    text = (f"# Guaranteed-risk thresholds on MACE backbones ({args.splits} random calibration/test "
-            f"splits; unreliable = error above the {args.quantile:g} quantile of the fitting errors)\n\n"
-            f"`python -m benchmarks practice guarantee --splits {args.splits} --delta {args.delta} "
-            f"--quantile {args.quantile:g} --alphas {' '.join(map(str, args.alphas))}`\n\n{header}\n" + "\n".join(rows) + "\n")
+                f"{summary['crc']['mean_coverage']:.3f} | {summary['crc']['mean_accepted_and_unreliable']:.3f} |"
+            )
+        out["datasets"][dataset] = {
+            "store": str(store_path),
+            "label": label.to_dict(),
+            "n_fit": int(len(p) / 0.6 * 0.4 + 0.5),
+            "n_calibration": n_cal,
+            "n_test": len(p) - n_cal,
+            "base_unreliable_rate": float(1 - reliable.mean()),
+            "alphas": per_alpha,
+        }
+    header = (
+        "| dataset | label (reliable if) | unreliable rate (no selection) | α | δ | SGR mean coverage | "
+        "SGR mean realised risk | SGR violation rate [95% CI] | guarantee met (rate ≤ δ within CI) | "
+        "naive coverage | naive violation rate | CRC coverage | CRC E[accepted ∧ unreliable] |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    text = (
+        f"# Guaranteed-risk thresholds on MACE backbones ({args.splits} random calibration/test "
+        f"splits; unreliable = error above the {args.quantile:g} quantile of the fitting errors)\n\n"
+        f"`python -m benchmarks practice guarantee --splits {args.splits} --delta {args.delta} "
+        f"--quantile {args.quantile:g} --alphas {' '.join(map(str, args.alphas))}`\n\n{header}\n"
+        + "\n".join(rows)
+        + "\n"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"practice_guarantee_mace_q{round(100 * args.quantile)}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
@@ -170,8 +196,9 @@ def plot_guarantee(out, path):
         for k, (alpha, summary) in enumerate(out["datasets"][dataset]["alphas"].items()):
             for name, marker in (("sgr", "o"), ("naive", "x")):
                 s = summary[name]
-                ax.scatter(s["coverages"], s["risks"], s=8, marker=marker, color=f"C{k}", alpha=0.5,
-                           label=f"{name} α={alpha}")
+                ax.scatter(
+                    s["coverages"], s["risks"], s=8, marker=marker, color=f"C{k}", alpha=0.5, label=f"{name} α={alpha}"
+                )
             ax.axhline(float(alpha), color=f"C{k}", lw=1, ls="--")
         ax.set_xlabel("coverage on the test half")
         ax.set_ylabel("realised selective risk")
@@ -196,8 +223,15 @@ def md(args):
 
     torch.set_num_threads(args.threads)
     probe_path, store_path, _, _, _, _, _ = fitted_probe("ethanol", quantile=args.quantile)
-    control = calibrate_probe(probe_path, store_path, args.alpha, args.delta, "sgr",
-                              output=WORK / "mace_ethanol_md.probe", calibration_fraction=1.0)
+    control = calibrate_probe(
+        probe_path,
+        store_path,
+        args.alpha,
+        args.delta,
+        "sgr",
+        output=WORK / "mace_ethanol_md.probe",
+        calibration_fraction=1.0,
+    )
     probe_md = WORK / "mace_ethanol_md.probe"
     threshold = decision_threshold(load_probe(probe_md))
     models = find_or_train("mace", "ethanol", train=False)
@@ -213,16 +247,22 @@ def md(args):
     runs = {}
     for temperature in args.temperatures:
         atoms = start.copy()
-        atoms.calc = MACECalculator(model_paths=[str(models[0])], device="cpu",
-                                    default_dtype="float32", probe=str(probe_md),
-                                    probe_policy="ignore")
+        atoms.calc = MACECalculator(
+            model_paths=[str(models[0])],
+            device="cpu",
+            default_dtype="float32",
+            probe=str(probe_md),
+            probe_policy="ignore",
+        )
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(0))
-        dyn = Langevin(atoms, args.timestep * units.fs, temperature_K=temperature, friction=0.02,
-                       rng=np.random.default_rng(0))
+        dyn = Langevin(
+            atoms, args.timestep * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(0)
+        )
         frames_path = RESULTS / f"practice_md_mace_{temperature}K_stopped_frames.xyz"
         frames_path.unlink(missing_ok=True)
-        watchdog = ReliabilityWatchdog(atoms, patience=args.patience, action="stop",
-                                       collect_path=frames_path, dynamics=dyn)
+        watchdog = ReliabilityWatchdog(
+            atoms, patience=args.patience, action="stop", collect_path=frames_path, dynamics=dyn
+        )
         dyn.attach(watchdog, interval=1)
         trajectory = []
         dyn.attach(lambda: trajectory.append(atoms.copy()), interval=10)
@@ -240,14 +280,17 @@ def md(args):
                 return []
             stds = []
             for i in range(0, len(structures), 32):
-                out = ensemble.run(structures[i:i + 32], compute_forces=True, members=True)
+                out = ensemble.run(structures[i : i + 32], compute_forces=True, members=True)
                 # per atom: sqrt of the summed variance of the force vector over members (as in the store)
                 stds += [float(np.sqrt(mf.var(axis=0).sum(axis=-1)).mean()) for mf in out.member_forces]
             return stds
 
         runs[str(temperature)] = {
-            "temperature_K": temperature, "steps_run": int(dyn.nsteps), "steps_asked": args.steps,
-            "seconds": seconds, "stopped": stop,
+            "temperature_K": temperature,
+            "steps_run": int(dyn.nsteps),
+            "steps_asked": args.steps,
+            "seconds": seconds,
+            "stopped": stop,
             "reliability": watchdog.reliabilities.tolist(),
             "unreliable_fraction": watchdog.unreliable_fraction,
             "saved_frames": str(frames_path) if saved else None,
@@ -256,32 +299,43 @@ def md(args):
             "trajectory_ensemble_force_std": force_std(trajectory),
         }
         r = runs[str(temperature)]
-        print(f"{temperature} K: {r['steps_run']} steps, stopped: {bool(stop)}, "
-              f"{len(saved)} frames saved, {seconds:.0f} s")
-    payload = {"alpha": args.alpha, "delta": args.delta, "threshold": threshold,
-               "start": {"file": str(ETHANOL_HELDOUT), "index": start_index,
-                         "p_reliable": float(p_all.max())},
-               "calibration": control.to_dict(), "patience": args.patience,
-               "timestep_fs": args.timestep, "runs": runs}
+        print(
+            f"{temperature} K: {r['steps_run']} steps, stopped: {bool(stop)}, "
+            f"{len(saved)} frames saved, {seconds:.0f} s"
+        )
+    payload = {
+        "alpha": args.alpha,
+        "delta": args.delta,
+        "threshold": threshold,
+        "start": {"file": str(ETHANOL_HELDOUT), "index": start_index, "p_reliable": float(p_all.max())},
+        "calibration": control.to_dict(),
+        "patience": args.patience,
+        "timestep_fs": args.timestep,
+        "runs": runs,
+    }
     (RESULTS / "practice_md_mace.json").write_text(json.dumps(payload, indent=1))
     rows = []
     for r in runs.values():
         traj = np.asarray(r["trajectory_ensemble_force_std"])
         saved = np.asarray(r["saved_ensemble_force_std"])
         top = ", ".join(f"{s}{i} ({w:.2f})" for i, s, w in (r["stopped"] or {}).get("top_atoms", []))
-        rows.append(f"| {r['temperature_K']} | {r['steps_run']} / {r['steps_asked']} | "
-                    f"{'step ' + str(r['stopped']['step']) if r['stopped'] else 'no'} | "
-                    f"{r['unreliable_fraction']:.3f} | {len(saved)} | "
-                    f"{np.mean(saved) * 1e3 if len(saved) else float('nan'):.0f} | "
-                    f"{np.median(traj) * 1e3 if len(traj) else float('nan'):.0f} | {top or '-'} |")
-    text = (f"# MD watchdog on MACE ethanol\n\n`python -m benchmarks practice md`: threshold "
-            f"P(reliable) ≥ {threshold:.3f} from SGR (α={args.alpha}, δ={args.delta}, calibration "
-            f"coverage {control.coverage:.2f}); stop after {args.patience} consecutive unreliable "
-            f"steps; Langevin, {args.timestep} fs, from held-out frame {start_index} "
-            f"(P(reliable) {p_all.max():.3f}).\n\n| T (K) | steps run / asked | stopped | "
-            "unreliable steps | frames saved | ensemble force std of saved frames (meV/Å) | "
-            "median ensemble force std along the run (meV/Å) | most attended atoms at the stop |\n"
-            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {r['temperature_K']} | {r['steps_run']} / {r['steps_asked']} | "
+            f"{'step ' + str(r['stopped']['step']) if r['stopped'] else 'no'} | "
+            f"{r['unreliable_fraction']:.3f} | {len(saved)} | "
+            f"{np.mean(saved) * 1e3 if len(saved) else float('nan'):.0f} | "
+            f"{np.median(traj) * 1e3 if len(traj) else float('nan'):.0f} | {top or '-'} |"
+        )
+    text = (
+        f"# MD watchdog on MACE ethanol\n\n`python -m benchmarks practice md`: threshold "
+        f"P(reliable) ≥ {threshold:.3f} from SGR (α={args.alpha}, δ={args.delta}, calibration "
+        f"coverage {control.coverage:.2f}); stop after {args.patience} consecutive unreliable "
+        f"steps; Langevin, {args.timestep} fs, from held-out frame {start_index} "
+        f"(P(reliable) {p_all.max():.3f}).\n\n| T (K) | steps run / asked | stopped | "
+        "unreliable steps | frames saved | ensemble force std of saved frames (meV/Å) | "
+        "median ensemble force std along the run (meV/Å) | most attended atoms at the stop |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
     write_markdown(RESULTS / "practice_md_mace.md", text)
     plot_md(payload)
 
@@ -314,15 +368,20 @@ def practice(args):
 
 
 def register(sub):
-    parser = sub.add_parser("practice", help="MACE in practice: the risk guarantee (SGR, CRC) and the MD watchdog",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser(
+        "practice",
+        help="MACE in practice: the risk guarantee (SGR, CRC) and the MD watchdog",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parts = parser.add_subparsers(dest="practice", required=True)
     g = parts.add_parser("guarantee")
     g.add_argument("--datasets", nargs="+", default=["ethanol", "3bpa"])
     g.add_argument("--splits", type=int, default=200)
     g.add_argument("--delta", type=float, default=0.1)
-    g.add_argument("--quantile", type=float, default=0.5,
-                   help="unreliable = error above this quantile of the fitting errors")
+    g.add_argument(
+        "--quantile", type=float, default=0.5, help="unreliable = error above this quantile of the fitting errors"
+    )
     g.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.2, 0.3])
     m = parts.add_parser("md")
     m.add_argument("--temperatures", nargs="+", type=int, default=[300, 1500])

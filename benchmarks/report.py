@@ -20,8 +20,9 @@ def interval(triple) -> str:
 
 def table(header, rows) -> list[str]:
     """The lines of a Markdown table: the header, the separator, one line per row of cells."""
-    return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows
+    ]
 
 
 def write_markdown(path: Path, text: str, echo: bool = True) -> str:

@@ -85,11 +85,17 @@ def scaling_one(backbone, model, probe, kind, size, repeats=3):
         seconds.append(time.process_time() - started)
         walls.append(time.perf_counter() - wall)
     probe_seconds = float(np.median(seconds))
-    return {"atoms": len(atoms), "backbone_seconds": backbone_seconds, "backbone_wall_seconds": backbone_wall,
-            "probe_seconds": probe_seconds, "probe_seconds_all": seconds, "probe_wall_seconds_all": walls,
-            "probe_over_backbone": probe_seconds / backbone_seconds,
-            "backbone_peak_increase_MB": after_backbone - base,
-            "probe_peak_increase_MB": max(rss() - after_backbone, 0.0)}
+    return {
+        "atoms": len(atoms),
+        "backbone_seconds": backbone_seconds,
+        "backbone_wall_seconds": backbone_wall,
+        "probe_seconds": probe_seconds,
+        "probe_seconds_all": seconds,
+        "probe_wall_seconds_all": walls,
+        "probe_over_backbone": probe_seconds / backbone_seconds,
+        "backbone_peak_increase_MB": after_backbone - base,
+        "probe_peak_increase_MB": max(rss() - after_backbone, 0.0),
+    }
 
 
 def scaling(args):
@@ -103,37 +109,73 @@ def scaling(args):
     for size in sizes:
         row = {}
         for name in PROBES:
-            code = (f"import json; from benchmarks.scaling import scaling_one; print('RESULT ' + json.dumps("
-                    f"scaling_one({backbone!r}, {model!r}, {str(probes[name])!r}, {kind!r}, {size}, {args.repeats})))")
-            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=after,
-                                    env={**speed.environment(after, plugins=[backbone]),
-                                         "PYTHONPATH": speed.python_path(after, [backbone]) + os.pathsep + str(REPO)})
+            code = (
+                f"import json; from benchmarks.scaling import scaling_one; print('RESULT ' + json.dumps("
+                f"scaling_one({backbone!r}, {model!r}, {str(probes[name])!r}, {kind!r}, {size}, {args.repeats})))"
+            )
+            result = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                cwd=after,
+                env={
+                    **speed.environment(after, plugins=[backbone]),
+                    "PYTHONPATH": speed.python_path(after, [backbone]) + os.pathsep + str(REPO),
+                },
+            )
             if result.returncode:
                 raise SystemExit(result.stderr[-3000:])
             one = json.loads(result.stdout.split("RESULT ", 1)[1])
             row["atoms"] = one["atoms"]
             row.setdefault("backbone_seconds_runs", []).append(one["backbone_seconds"])
-            row["backbone_peak_increase_MB"] = max(row.get("backbone_peak_increase_MB", 0), one["backbone_peak_increase_MB"])
-            row[name] = {k: one[k] for k in ("probe_seconds", "probe_seconds_all", "probe_wall_seconds_all",
-                                             "probe_peak_increase_MB", "backbone_wall_seconds")}
+            row["backbone_peak_increase_MB"] = max(
+                row.get("backbone_peak_increase_MB", 0), one["backbone_peak_increase_MB"]
+            )
+            row[name] = {
+                k: one[k]
+                for k in (
+                    "probe_seconds",
+                    "probe_seconds_all",
+                    "probe_wall_seconds_all",
+                    "probe_peak_increase_MB",
+                    "backbone_wall_seconds",
+                )
+            }
         row["backbone_seconds"] = float(np.median(row["backbone_seconds_runs"]))
         for name in PROBES:
             row[name]["probe_over_backbone"] = row[name]["probe_seconds"] / row["backbone_seconds"]
         rows.append(row)
-        print(f"{row['atoms']} atoms: backbone {row['backbone_seconds']:.3f} s; "
-              + ", ".join(f"{n} {row[n]['probe_seconds']:.4f} s ({100 * row[n]['probe_over_backbone']:.1f} %)"
-                          for n in PROBES), flush=True)
-    payload = {"backbone": backbone, "model": model, "structures": kind, "threads": 1,
-               "command": f"python -m benchmarks scaling --backbone {backbone}", "rows": rows,
-               "load_average": os.getloadavg()}
+        print(
+            f"{row['atoms']} atoms: backbone {row['backbone_seconds']:.3f} s; "
+            + ", ".join(
+                f"{n} {row[n]['probe_seconds']:.4f} s ({100 * row[n]['probe_over_backbone']:.1f} %)" for n in PROBES
+            ),
+            flush=True,
+        )
+    payload = {
+        "backbone": backbone,
+        "model": model,
+        "structures": kind,
+        "threads": 1,
+        "command": f"python -m benchmarks scaling --backbone {backbone}",
+        "rows": rows,
+        "load_average": os.getloadavg(),
+    }
     (RESULTS / f"scaling_{backbone}.json").write_text(json.dumps(payload, indent=1))
     what = "replicated ethanol, no cell" if kind == "ethanol" else "periodic rock-salt NaCl supercells"
-    lines = [f"# Probe cost vs structure size ({backbone}, {what}, 1 thread)", "",
-             f"`{payload['command']}`; model {os.path.basename(model)}. Probe = one `predict_with_importance` "
-             "call (`probe_base.scoring.score`: the network, and the domain test where the probe has one) on the structure's features (median of repeats); backbone = one pass with forces; CPU seconds.", "",
-             "| atoms | backbone pass (s) | " + " | ".join(f"{n} probe (s) | / backbone" for n in PROBES)
-             + " | backbone peak +MB | " + " | ".join(f"{n} peak +MB" for n in PROBES) + " |",
-             "|---" * (3 + 3 * len(PROBES)) + "|"]
+    lines = [
+        f"# Probe cost vs structure size ({backbone}, {what}, 1 thread)",
+        "",
+        f"`{payload['command']}`; model {os.path.basename(model)}. Probe = one `predict_with_importance` "
+        "call (`probe_base.scoring.score`: the network, and the domain test where the probe has one) on the structure's features (median of repeats); backbone = one pass with forces; CPU seconds.",
+        "",
+        "| atoms | backbone pass (s) | "
+        + " | ".join(f"{n} probe (s) | / backbone" for n in PROBES)
+        + " | backbone peak +MB | "
+        + " | ".join(f"{n} peak +MB" for n in PROBES)
+        + " |",
+        "|---" * (3 + 3 * len(PROBES)) + "|",
+    ]
     for r in rows:
         cells = [f"{r['atoms']}", f"{r['backbone_seconds']:.3f}"]
         cells += [f"{r[n]['probe_seconds']:.4f} | {100 * r[n]['probe_over_backbone']:.2f} %" for n in PROBES]
@@ -164,10 +206,12 @@ def scaling(args):
 def register(sub):
     s = sub.add_parser("scaling", help="probe time and memory vs atoms, self vs pooling probe")
     s.add_argument("--backbone", choices=step_cost.BACKBONES, default="mace")
-    s.add_argument("--structures", choices=list(DEFAULT_SIZES), default=None,
-                   help="default: nacl for sevenn, ethanol otherwise")
-    s.add_argument("--sizes", nargs="+", type=int, default=None,
-                   help="molecules (ethanol) or cell repeats per axis (nacl)")
+    s.add_argument(
+        "--structures", choices=list(DEFAULT_SIZES), default=None, help="default: nacl for sevenn, ethanol otherwise"
+    )
+    s.add_argument(
+        "--sizes", nargs="+", type=int, default=None, help="molecules (ethanol) or cell repeats per axis (nacl)"
+    )
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--after", default=None, help="git ref of the code to time (default: the working tree)")
     s.set_defaults(handler=scaling)

@@ -40,24 +40,35 @@ def attach_cost(args):
     from probe_base import attach
 
     torch.set_num_threads(1)
-    structures = {"ethanol (9 atoms)": ase.io.read(ETHANOL_HELDOUT, 0),
-                  "NaCl rock salt 3x3x3 (54 atoms, periodic)": bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((3, 3, 2))[:54]}
+    structures = {
+        "ethanol (9 atoms)": ase.io.read(ETHANOL_HELDOUT, 0),
+        "NaCl rock salt 3x3x3 (54 atoms, periodic)": bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((3, 3, 2))[
+            :54
+        ],
+    }
     out = {}
     for name, atoms in structures.items():
         plain_calc = SevenNetCalculator("7net-0", device="cpu")
         probed_calc = attach(SevenNetCalculator("7net-0", device="cpu"), PROBE, policy="ignore")
         plain, _ = per_structure_seconds(atoms, plain_calc)
         probed, results = per_structure_seconds(atoms, probed_calc)
-        out[name] = {"n_atoms": len(atoms), "plain_seconds": plain, "with_probe_seconds": probed,
-                     "probe_overhead_ratio": probed / plain - 1.0,
-                     "reliability": results["reliability"],
-                     "importance_sum": float(np.sum(results["atom_importance"]))}
-        print(f"{name}: plain {1000 * plain:.1f} ms, with PROBE {1000 * probed:.1f} ms "
-              f"(overhead {100 * (probed / plain - 1):+.1f} %), P(reliable) {results['reliability']:.3f}")
+        out[name] = {
+            "n_atoms": len(atoms),
+            "plain_seconds": plain,
+            "with_probe_seconds": probed,
+            "probe_overhead_ratio": probed / plain - 1.0,
+            "reliability": results["reliability"],
+            "importance_sum": float(np.sum(results["atom_importance"])),
+        }
+        print(
+            f"{name}: plain {1000 * plain:.1f} ms, with PROBE {1000 * probed:.1f} ms "
+            f"(overhead {100 * (probed / plain - 1):+.1f} %), P(reliable) {results['reliability']:.3f}"
+        )
     (RESULTS / "sevenn_attach_cost.json").write_text(json.dumps(out, indent=1))
     return 0
 
 
 def register(sub):
-    sub.add_parser("sevenn-attach-cost", help="SevenNet-0 per-structure time, plain vs probe attached "
-                                              "(probe-sevenn's environment)").set_defaults(handler=attach_cost)
+    sub.add_parser(
+        "sevenn-attach-cost", help="SevenNet-0 per-structure time, plain vs probe attached (probe-sevenn's environment)"
+    ).set_defaults(handler=attach_cost)

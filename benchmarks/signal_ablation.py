@@ -63,7 +63,9 @@ def stores_for(backbone, dataset, models):
     stores = {}
     for primary in models:
         ordered = [primary] + [m for m in models if m != primary]
-        probe_adapter = adapter_class(ordered, layers=[layer.name for layer in adapter_class(ordered[:1]).feature_layers()])
+        probe_adapter = adapter_class(
+            ordered, layers=[layer.name for layer in adapter_class(ordered[:1]).feature_layers()]
+        )
         path = CACHE / "stores" / f"{backbone}_{dataset}_{primary.stem}_n{len(models)}.h5"
         extract(probe_adapter, heldout, path)
         stores[primary.stem] = (path, probe_adapter)
@@ -89,8 +91,9 @@ def run_one(data, adapter, layers, params, split_seed, target, threshold, remove
     if layers == "last":
         view = dataclasses.replace(data, features=np.ascontiguousarray(data.features[:, last_layer_columns(adapter)]))
     fit, ev = view.subset(fit_idx), view.subset(eval_idx)
-    spec = LabelSpec(target, threshold=threshold, quantile=None if threshold else 0.5,
-                     remove_offset=remove_offset).resolved_on(fit)
+    spec = LabelSpec(
+        target, threshold=threshold, quantile=None if threshold else 0.5, remove_offset=remove_offset
+    ).resolved_on(fit)
     fit_err = spec.errors(fit)
     y = spec.reliable(fit_err)
     ev_err = spec.errors(ev)
@@ -102,9 +105,15 @@ def run_one(data, adapter, layers, params, split_seed, target, threshold, remove
     p = clf.predict_proba(ev)[:, 1]
     from sklearn.metrics import roc_auc_score
 
-    row = {"probe_auroc": roc_auc_score(bad, 1 - p), "probe_aurc": aurc(1 - p, bad),
-           "probe_ece": ece(p, 1 - bad), "fit_seconds": fit_seconds, "epochs": epochs,
-           "threshold": spec.threshold, "unreliable_fraction": float(bad.mean())}
+    row = {
+        "probe_auroc": roc_auc_score(bad, 1 - p),
+        "probe_aurc": aurc(1 - p, bad),
+        "probe_ece": ece(p, 1 - bad),
+        "fit_seconds": fit_seconds,
+        "epochs": epochs,
+        "threshold": spec.threshold,
+        "unreliable_fraction": float(bad.mean()),
+    }
     if ev.member_energies is not None:
         s = ev.member_energies.std(1)
         row.update(ensemble_auroc=roc_auc_score(bad, s), ensemble_aurc=aurc(s, bad))
@@ -122,8 +131,12 @@ def summarise(rows, key):
     if not len(values):
         return None
     half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "ci95": [float(values.mean() - half), float(values.mean() + half)], "n": int(len(values))}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "ci95": [float(values.mean() - half), float(values.mean() + half)],
+        "n": int(len(values)),
+    }
 
 
 def probe_inference_seconds(clf, data, n):
@@ -144,9 +157,11 @@ def signal_ablation(args):
     backbone_stats = {}
     for name, (data, _) in loaded.items():
         signed = data.energy_pred - data.energy_ref
-        backbone_stats[name] = {"energy_mae_meV": 1000 * float(np.abs(signed).mean()),
-                                "energy_mean_signed_meV": 1000 * float(signed.mean()),
-                                "force_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(data.force_rmse ** 2)))}
+        backbone_stats[name] = {
+            "energy_mae_meV": 1000 * float(np.abs(signed).mean()),
+            "energy_mean_signed_meV": 1000 * float(signed.mean()),
+            "force_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(data.force_rmse**2))),
+        }
     from tqdm.auto import tqdm
 
     jobs = [(r, n, s) for r in args.recipes for n in loaded for s in range(args.probe_seeds)]
@@ -159,11 +174,28 @@ def signal_ablation(args):
 
     summary = {}
     for recipe, rs in rows.items():
-        summary[recipe] = {k: summarise(rs, k) for k in
-                           ("probe_auroc", "probe_aurc", "probe_ece", "ensemble_auroc", "ensemble_aurc",
-                            "ensemble_force_auroc", "ensemble_force_aurc", "latent_auroc", "latent_aurc", "fit_seconds", "epochs")}
-        summary[recipe]["win_rate_auroc"] = float(np.mean([r["probe_auroc"] > r.get("ensemble_auroc", np.inf) for r in rs]))
-        summary[recipe]["win_rate_aurc"] = float(np.mean([r["probe_aurc"] < r.get("ensemble_aurc", -np.inf) for r in rs]))
+        summary[recipe] = {
+            k: summarise(rs, k)
+            for k in (
+                "probe_auroc",
+                "probe_aurc",
+                "probe_ece",
+                "ensemble_auroc",
+                "ensemble_aurc",
+                "ensemble_force_auroc",
+                "ensemble_force_aurc",
+                "latent_auroc",
+                "latent_aurc",
+                "fit_seconds",
+                "epochs",
+            )
+        }
+        summary[recipe]["win_rate_auroc"] = float(
+            np.mean([r["probe_auroc"] > r.get("ensemble_auroc", np.inf) for r in rs])
+        )
+        summary[recipe]["win_rate_aurc"] = float(
+            np.mean([r["probe_aurc"] < r.get("ensemble_aurc", -np.inf) for r in rs])
+        )
 
     # one representative run per backbone seed with bootstrap intervals (default recipe if run)
     main_recipe = "default" if "default" in rows else args.recipes[0]
@@ -185,22 +217,36 @@ def signal_ablation(args):
     clf.fit(half, LabelSpec(args.target).resolved(fit_err).reliable(fit_err))
     probe_time = probe_inference_seconds(clf, first_data, cost["structures"])
     epochs = sum(len(h) for h in clf.history_)
-    train_seconds = sum(r["fit_seconds"] for r in rows[main_recipe] if r["backbone_seed"] == first_name and r["probe_seed"] == 0)
+    train_seconds = sum(
+        r["fit_seconds"] for r in rows[main_recipe] if r["backbone_seed"] == first_name and r["probe_seed"] == 0
+    )
     backbone_pass_fit_set = cost["backbone_seconds"] / cost["structures"] * len(half)
-    cost.update(probe_seconds=probe_time, probe_overhead_ratio=probe_time / cost["backbone_seconds"],
-                probe_epoch_seconds=train_seconds / max(epochs, 1),
-                probe_epoch_vs_backbone_pass_over_fit_set=(train_seconds / max(epochs, 1)) / backbone_pass_fit_set)
+    cost.update(
+        probe_seconds=probe_time,
+        probe_overhead_ratio=probe_time / cost["backbone_seconds"],
+        probe_epoch_seconds=train_seconds / max(epochs, 1),
+        probe_epoch_vs_backbone_pass_over_fit_set=(train_seconds / max(epochs, 1)) / backbone_pass_fit_set,
+    )
 
     for rs in rows.values():
         for r in rs:
             r.pop("_scores")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"signal_{args.backbone}_{args.dataset}_{args.target}{'_' + args.tag if args.tag else ''}"
-    payload = {"backbone": args.backbone, "dataset": args.dataset, "target": args.target,
-               "remove_offset": args.remove_offset,
-               "heldout": str(heldout), "n_heldout": len(first_data), "models": [m.name for m in models],
-               "backbones": backbone_stats, "summary": summary, "bootstrap_seed0": bootstrap,
-               "cost": cost, "runs": rows}
+    payload = {
+        "backbone": args.backbone,
+        "dataset": args.dataset,
+        "target": args.target,
+        "remove_offset": args.remove_offset,
+        "heldout": str(heldout),
+        "n_heldout": len(first_data),
+        "models": [m.name for m in models],
+        "backbones": backbone_stats,
+        "summary": summary,
+        "bootstrap_seed0": bootstrap,
+        "cost": cost,
+        "runs": rows,
+    }
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
     write_markdown(RESULTS / f"{stem}.md", markdown(payload))
     plot(payload, RESULTS / f"{stem}.png")
@@ -212,26 +258,45 @@ def markdown(payload):
         return "-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
     offset = ", offset removed" if payload.get("remove_offset") else ""
-    lines = [f"### {payload['backbone']} / {payload['dataset']} ({payload['n_heldout']} held-out, "
-             f"target {payload['target']}{offset}, {len(payload['models'])} backbone seeds)", "",
-             "| backbone | E MAE (meV) | mean signed E error (meV) | F RMSE (meV/Å) |", "|---|---|---|---|"]
+    lines = [
+        f"### {payload['backbone']} / {payload['dataset']} ({payload['n_heldout']} held-out, "
+        f"target {payload['target']}{offset}, {len(payload['models'])} backbone seeds)",
+        "",
+        "| backbone | E MAE (meV) | mean signed E error (meV) | F RMSE (meV/Å) |",
+        "|---|---|---|---|",
+    ]
     for name, b in payload["backbones"].items():
-        lines.append(f"| {name} | {b['energy_mae_meV']:.1f} | {b['energy_mean_signed_meV']:.1f} | {b['force_rmse_meV_per_A']:.1f} |")
-    lines += ["", "| recipe | PROBE AUROC | ensemble AUROC | latent AUROC | PROBE AURC | ensemble AURC | PROBE ECE | "
-              "AUROC win rate | 95% CI of mean AUROC (PROBE / ensemble) | fit s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {b['energy_mae_meV']:.1f} | {b['energy_mean_signed_meV']:.1f} | {b['force_rmse_meV_per_A']:.1f} |"
+        )
+    lines += [
+        "",
+        "| recipe | PROBE AUROC | ensemble AUROC | latent AUROC | PROBE AURC | ensemble AURC | PROBE ECE | "
+        "AUROC win rate | 95% CI of mean AUROC (PROBE / ensemble) | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for recipe, s in payload["summary"].items():
-        ci = (f"[{s['probe_auroc']['ci95'][0]:.3f}, {s['probe_auroc']['ci95'][1]:.3f}] / "
-              f"[{s['ensemble_auroc']['ci95'][0]:.3f}, {s['ensemble_auroc']['ci95'][1]:.3f}]"
-              if s["ensemble_auroc"] else "-")
-        lines.append(f"| {recipe} | {fmt(s['probe_auroc'])} | {fmt(s['ensemble_auroc'])} | {fmt(s['latent_auroc'])} | "
-                     f"{fmt(s['probe_aurc'])} | {fmt(s['ensemble_aurc'])} | {fmt(s['probe_ece'])} | "
-                     f"{s['win_rate_auroc']:.2f} | {ci} | {s['fit_seconds']['mean']:.1f} |")
+        ci = (
+            f"[{s['probe_auroc']['ci95'][0]:.3f}, {s['probe_auroc']['ci95'][1]:.3f}] / "
+            f"[{s['ensemble_auroc']['ci95'][0]:.3f}, {s['ensemble_auroc']['ci95'][1]:.3f}]"
+            if s["ensemble_auroc"]
+            else "-"
+        )
+        lines.append(
+            f"| {recipe} | {fmt(s['probe_auroc'])} | {fmt(s['ensemble_auroc'])} | {fmt(s['latent_auroc'])} | "
+            f"{fmt(s['probe_aurc'])} | {fmt(s['ensemble_aurc'])} | {fmt(s['probe_ece'])} | "
+            f"{s['win_rate_auroc']:.2f} | {ci} | {s['fit_seconds']['mean']:.1f} |"
+        )
     c = payload["cost"]
-    lines += ["", f"Cost on {c['structures']} structures (energy+forces, batches of 32, 1 thread): one backbone "
-              f"pass {c['backbone_seconds']:.2f} s; with PROBE's hooks ×{c['hook_overhead_ratio']:.3f}; probe "
-              f"inference on the captured features ×{c['probe_overhead_ratio']:.3f} of the backbone pass; "
-              f"ensemble of {c['n_members']} ×{c['ensemble_ratio']:.2f}; one probe training epoch on cached "
-              f"features = ×{c['probe_epoch_vs_backbone_pass_over_fit_set']:.3f} of one backbone pass over the fitting set.", ""]
+    lines += [
+        "",
+        f"Cost on {c['structures']} structures (energy+forces, batches of 32, 1 thread): one backbone "
+        f"pass {c['backbone_seconds']:.2f} s; with PROBE's hooks ×{c['hook_overhead_ratio']:.3f}; probe "
+        f"inference on the captured features ×{c['probe_overhead_ratio']:.3f} of the backbone pass; "
+        f"ensemble of {c['n_members']} ×{c['ensemble_ratio']:.2f}; one probe training epoch on cached "
+        f"features = ×{c['probe_epoch_vs_backbone_pass_over_fit_set']:.3f} of one backbone pass over the fitting set.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -244,8 +309,11 @@ def plot(payload, path):
     recipes = list(payload["summary"])
     fig, ax = plt.subplots(figsize=(1.2 * len(recipes) + 3, 4))
     x = np.arange(len(recipes))
-    for offset, key, label in ((-0.2, "probe_auroc", "PROBE"), (0.0, "ensemble_auroc", "ensemble std"),
-                               (0.2, "latent_auroc", "latent distance")):
+    for offset, key, label in (
+        (-0.2, "probe_auroc", "PROBE"),
+        (0.0, "ensemble_auroc", "ensemble std"),
+        (0.2, "latent_auroc", "latent distance"),
+    ):
         means = [payload["summary"][r][key]["mean"] if payload["summary"][r][key] else np.nan for r in recipes]
         stds = [payload["summary"][r][key]["std"] if payload["summary"][r][key] else 0 for r in recipes]
         ax.errorbar(x + offset, means, yerr=stds, fmt="o", capsize=3, label=label)
@@ -278,21 +346,46 @@ def _paired(rows, a, b):
 
 def ablation_table(results=RESULTS) -> str:
     """results/ablation.md: every signal_*.json, one row per backbone x dataset x label x recipe."""
-    header = ["backbone", "dataset", "label", "recipe", "runs", "PROBE AUROC [95% CI]", "ensemble AUROC [95% CI]",
-              "latent AUROC", "PROBE AURC [95% CI]", "ensemble AURC [95% CI]", "PROBE ECE", "win rate AUROC / AURC",
-              "paired ΔAUROC (PROBE − ens.)", "paired ΔAURC (PROBE − ens.)"]
+    header = [
+        "backbone",
+        "dataset",
+        "label",
+        "recipe",
+        "runs",
+        "PROBE AUROC [95% CI]",
+        "ensemble AUROC [95% CI]",
+        "latent AUROC",
+        "PROBE AURC [95% CI]",
+        "ensemble AURC [95% CI]",
+        "PROBE ECE",
+        "win rate AUROC / AURC",
+        "paired ΔAUROC (PROBE − ens.)",
+        "paired ΔAURC (PROBE − ens.)",
+    ]
     rows = []
     for path in sorted(results.glob("signal_*.json")):
         payload = json.loads(path.read_text())
         label = payload["target"] + (" (offset removed)" if payload.get("remove_offset") else "") + ", median"
         for recipe, s in payload["summary"].items():
             runs = payload["runs"][recipe]
-            rows.append([payload["backbone"], payload["dataset"], label, recipe, s["probe_auroc"]["n"],
-                         _mean_std(s["probe_auroc"], True), _mean_std(s["ensemble_auroc"], True),
-                         _mean_std(s["latent_auroc"]), _mean_std(s["probe_aurc"], True),
-                         _mean_std(s["ensemble_aurc"], True), _mean_std(s["probe_ece"]),
-                         f"{s['win_rate_auroc']:.2f} / {s['win_rate_aurc']:.2f}",
-                         _paired(runs, "probe_auroc", "ensemble_auroc"), _paired(runs, "probe_aurc", "ensemble_aurc")])
+            rows.append(
+                [
+                    payload["backbone"],
+                    payload["dataset"],
+                    label,
+                    recipe,
+                    s["probe_auroc"]["n"],
+                    _mean_std(s["probe_auroc"], True),
+                    _mean_std(s["ensemble_auroc"], True),
+                    _mean_std(s["latent_auroc"]),
+                    _mean_std(s["probe_aurc"], True),
+                    _mean_std(s["ensemble_aurc"], True),
+                    _mean_std(s["probe_ece"]),
+                    f"{s['win_rate_auroc']:.2f} / {s['win_rate_aurc']:.2f}",
+                    _paired(runs, "probe_auroc", "ensemble_auroc"),
+                    _paired(runs, "probe_aurc", "ensemble_aurc"),
+                ]
+            )
     return write_markdown(results / "ablation.md", "\n".join(table(header, rows)) + "\n")
 
 
@@ -311,9 +404,12 @@ def bootstrap_table(json_path: Path) -> Path:
                 else:
                     cells.append("—")
             rows.append([seed, signal, *cells])
-    lines = [f"### {payload['backbone']} / {payload['dataset']}: bootstrap 95 % intervals "
-             f"(probe seed 0, {payload['n_heldout']} held-out, half scored)", "",
-             *table(["backbone", "signal", "AUROC", "AURC", "Spearman", "ECE"], rows)]
+    lines = [
+        f"### {payload['backbone']} / {payload['dataset']}: bootstrap 95 % intervals "
+        f"(probe seed 0, {payload['n_heldout']} held-out, half scored)",
+        "",
+        *table(["backbone", "signal", "AUROC", "AURC", "Spearman", "ECE"], rows),
+    ]
     out = Path(json_path).with_name(Path(json_path).stem + "_bootstrap.md")
     write_markdown(out, "\n".join(lines) + "\n")
     return out
@@ -328,9 +424,12 @@ def ablation_table_command(args):
 
 
 def register(sub):
-    s = sub.add_parser("signal-ablation", help="PROBE recipes vs ensemble disagreement over backbone x probe "
-                                               "seeds, and the cost", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "signal-ablation",
+        help="PROBE recipes vs ensemble disagreement over backbone x probe seeds, and the cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--backbone", default="mace")
     s.add_argument("--dataset", default="ethanol", choices=DATASETS)
     s.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
@@ -338,13 +437,19 @@ def register(sub):
     s.add_argument("--target", default="energy")
     s.add_argument("--threshold", type=float, default=None, help="absolute threshold (default: median)")
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--remove-offset", action="store_true",
-                   help="label errors around the fitting half's mean signed error")
+    s.add_argument(
+        "--remove-offset", action="store_true", help="label errors around the fitting half's mean signed error"
+    )
     s.add_argument("--tag", default="", help="suffix of the output files (separate ablation runs)")
     s.set_defaults(handler=signal_ablation)
     t = sub.add_parser("ablation-table", help="results/ablation.md from every signal-ablation run")
-    t.add_argument("--bootstrap", type=Path, default=None, metavar="JSON",
-                   help="instead, one run's per-seed bootstrap intervals (<run>_bootstrap.md)")
+    t.add_argument(
+        "--bootstrap",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="instead, one run's per-seed bootstrap intervals (<run>_bootstrap.md)",
+    )
     t.set_defaults(handler=ablation_table_command)
 
 

@@ -45,15 +45,21 @@ from benchmarks.report import write_markdown
 
 TIMING = CACHE / "timing"  # models trained briefly when the suite's are not cached
 BACKBONES = ("mace", "sevenn", "nequip", "aimnet")
-SHORT_TRAINING = {"mace": ["--epochs", "2"], "nequip": ["--epochs", "1", "--max-minutes", "5"],
-                  "aimnet": ["--epochs", "1"]}
+SHORT_TRAINING = {
+    "mace": ["--epochs", "2"],
+    "nequip": ["--epochs", "1", "--max-minutes", "5"],
+    "aimnet": ["--epochs", "1"],
+}
 
 
 def importable(backbone) -> bool:
     from importlib.util import find_spec
 
-    return find_spec(f"probe_{backbone}") is not None and find_spec(
-        {"mace": "mace", "sevenn": "sevenn", "nequip": "nequip", "aimnet": "aimnet"}[backbone]) is not None
+    return (
+        find_spec(f"probe_{backbone}") is not None
+        and find_spec({"mace": "mace", "sevenn": "sevenn", "nequip": "nequip", "aimnet": "aimnet"}[backbone])
+        is not None
+    )
 
 
 def timing_model(backbone) -> str:
@@ -65,8 +71,21 @@ def timing_model(backbone) -> str:
         return str(suite)
     short = seed_model_path(backbone, "ethanol", 1, cache=TIMING / backbone)
     if not short.exists():
-        cmd = [sys.executable, "-m", "benchmarks", "train", backbone, "--datasets", "ethanol",
-               "--seeds", "1", "--no-evaluate", "--cache", str(TIMING / backbone), *SHORT_TRAINING[backbone]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "train",
+            backbone,
+            "--datasets",
+            "ethanol",
+            "--seeds",
+            "1",
+            "--no-evaluate",
+            "--cache",
+            str(TIMING / backbone),
+            *SHORT_TRAINING[backbone],
+        ]
         print("training a timing model:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return str(short)
@@ -85,13 +104,14 @@ def calculators(backbone, model, probe):
         from probe_sevenn import SevenNetCalculator
         from sevenn.calculator import SevenNetCalculator as Plain
 
-        return Plain(model, device="cpu"), SevenNetCalculator(model, device="cpu", probe=probe,
-                                                              probe_policy="ignore")
+        return Plain(model, device="cpu"), SevenNetCalculator(model, device="cpu", probe=probe, probe_policy="ignore")
     if backbone == "nequip":
         from probe_nequip import NequIPCalculator
 
-        return (NequIPCalculator.from_saved_model(model, device="cpu"),
-                NequIPCalculator.from_saved_model(model, device="cpu", probe=probe, probe_policy="ignore"))
+        return (
+            NequIPCalculator.from_saved_model(model, device="cpu"),
+            NequIPCalculator.from_saved_model(model, device="cpu", probe=probe, probe_policy="ignore"),
+        )
     from probe_aimnet import AIMNet2ASE
 
     return AIMNet2ASE(model), AIMNet2ASE(model, probe=probe, probe_policy="ignore")
@@ -110,10 +130,11 @@ def replicated_ethanol(n_molecules, spacing=6.0):
 
     molecule = ase.io.read(ETHANOL_HELDOUT, 0)
     side = int(np.ceil(n_molecules ** (1 / 3)))
-    shifts = [spacing * np.array([k % side, (k // side) % side, k // side ** 2]) for k in range(n_molecules)]
+    shifts = [spacing * np.array([k % side, (k // side) % side, k // side**2]) for k in range(n_molecules)]
     centred = molecule.positions - molecule.positions.mean(0)
-    return Atoms(numbers=np.tile(molecule.numbers, n_molecules),
-                 positions=np.concatenate([centred + s for s in shifts]))
+    return Atoms(
+        numbers=np.tile(molecule.numbers, n_molecules), positions=np.concatenate([centred + s for s in shifts])
+    )
 
 
 # ---- in a worker process (the code tree under test first on sys.path) ----------------------
@@ -132,8 +153,14 @@ def fit_probe(backbone, model, output, attention=None, domain=None):
     extract(adapter, ETHANOL_HELDOUT, store, index=":200", progress=False)
     options = {} if attention is None else {"attention": attention}  # the baseline has no option
     extra = {} if domain is None else {"domain": domain, "atom_errors": domain}
-    fit(store, output, LabelSpec("energy", quantile=0.5),
-        ProbeClassifier(max_epochs=20, patience=5, seed=0, **options), eval_fraction=0.5, **extra)
+    fit(
+        store,
+        output,
+        LabelSpec("energy", quantile=0.5),
+        ProbeClassifier(max_epochs=20, patience=5, seed=0, **options),
+        eval_fraction=0.5,
+        **extra,
+    )
 
 
 def _probed_part(calculator):
@@ -191,7 +218,7 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
         spent.clear()
         probe_part, within = [], []  # per probed step: CPU outside the wrapped pass, and / pass
         for r in range(rounds):
-            for name in (("plain", "probed") if r % 2 == 0 else ("probed", "plain")):
+            for name in ("plain", "probed") if r % 2 == 0 else ("probed", "plain"):
                 calculator = plain if name == "plain" else probed
                 steps_done = []
                 for _ in range(steps):
@@ -201,9 +228,13 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
                         probe_part.append(steps_done[-1][1] - pass_cpu[0])
                         within.append(probe_part[-1] / pass_cpu[0])
                 times[name].append(steps_done)
-        row = {"atoms": len(atoms), "steps_per_round": steps, "rounds": rounds,
-               # per round: median (wall, CPU) seconds of its steps
-               "round_medians": {k: np.median(np.array(v), axis=1).tolist() for k, v in times.items()}}
+        row = {
+            "atoms": len(atoms),
+            "steps_per_round": steps,
+            "rounds": rounds,
+            # per round: median (wall, CPU) seconds of its steps
+            "round_medians": {k: np.median(np.array(v), axis=1).tolist() for k, v in times.items()},
+        }
         for clock, column in (("wall", 0), ("cpu", 1)):
             per_step = {k: np.array(v)[:, :, column] for k, v in times.items()}  # rounds x steps
             plain_m, probed_m = float(np.median(per_step["plain"])), float(np.median(per_step["probed"]))
@@ -217,10 +248,13 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
         row["classifier_cpu_seconds_per_step"] = float(np.median(spent))
         row["classifier_share_of_plain_step"] = row["classifier_cpu_seconds_per_step"] / row["plain_step_cpu_seconds"]
         rows.append(row)
-        print(f"  {len(atoms)} atoms: plain {1000 * row['plain_step_cpu_seconds']:.1f} ms CPU; probe "
-              f"{100 * row['overhead_cpu_within_step']:+.1f} % within the step, A/B "
-              f"{100 * row['overhead_cpu_ratio_of_medians']:+.1f} % CPU / {100 * row['overhead_wall_ratio_of_medians']:+.1f} % "
-              f"wall; classifier {1000 * row['classifier_cpu_seconds_per_step']:.2f} ms CPU", flush=True)
+        print(
+            f"  {len(atoms)} atoms: plain {1000 * row['plain_step_cpu_seconds']:.1f} ms CPU; probe "
+            f"{100 * row['overhead_cpu_within_step']:+.1f} % within the step, A/B "
+            f"{100 * row['overhead_cpu_ratio_of_medians']:+.1f} % CPU / {100 * row['overhead_wall_ratio_of_medians']:+.1f} % "
+            f"wall; classifier {1000 * row['classifier_cpu_seconds_per_step']:.2f} ms CPU",
+            flush=True,
+        )
     return rows
 
 
@@ -229,15 +263,32 @@ def timing_probes(backbone, model, before=None, after=None) -> dict:
     codes load it) and the pooling probe (this code) of ``model``, fitted once."""
     folder = TIMING / "probes" / backbone
     folder.mkdir(parents=True, exist_ok=True)
-    probes = {"self": folder / "self.probe", "pooling": folder / "pooling.probe",
-              "pooling + domain": folder / "pooling_domain.probe"}
+    probes = {
+        "self": folder / "self.probe",
+        "pooling": folder / "pooling.probe",
+        "pooling + domain": folder / "pooling_domain.probe",
+    }
     if not probes["self"].exists():
-        in_tree(before or speed.code_tree(speed.BEFORE_SPEED_WORK), backbone, "fit_probe",
-                backbone=backbone, model=model, output=str(probes["self"]))
+        in_tree(
+            before or speed.code_tree(speed.BEFORE_SPEED_WORK),
+            backbone,
+            "fit_probe",
+            backbone=backbone,
+            model=model,
+            output=str(probes["self"]),
+        )
     for name, domain in (("pooling", False), ("pooling + domain", True)):
         if not probes[name].exists():
-            in_tree(after or REPO, backbone, "fit_probe", backbone=backbone, model=model,
-                    output=str(probes[name]), attention="pooling", domain=domain)
+            in_tree(
+                after or REPO,
+                backbone,
+                "fit_probe",
+                backbone=backbone,
+                model=model,
+                output=str(probes[name]),
+                attention="pooling",
+                domain=domain,
+            )
     return probes
 
 
@@ -254,8 +305,13 @@ print("RESULT " + json.dumps(result))
 def in_tree(tree, plugin, kind, **kwargs):
     """Run ``kind(**kwargs)`` of this module in a process importing ``tree``'s probe_base."""
     env = speed.environment(tree, plugins=[plugin])
-    result = subprocess.run([sys.executable, "-c", WORKER.format(repo=str(REPO)), kind, json.dumps(kwargs)],
-                            env=env, cwd=tree, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER.format(repo=str(REPO)), kind, json.dumps(kwargs)],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+    )
     sys.stdout.write("".join(line + "\n" for line in result.stdout.splitlines() if not line.startswith("RESULT ")))
     if result.returncode:
         raise SystemExit(f"{kind} ({plugin}, {tree}) failed:\n{result.stderr[-4000:]}")
@@ -272,15 +328,32 @@ def step_cost(args) -> dict:
         model = timing_model(backbone)
         probes = timing_probes(backbone, model, trees["before"], trees["after"])
         runs = {}
-        for label, tree, probe in (("before", "before", "self"), ("after, self", "after", "self"),
-                                   ("after, pooling", "after", "pooling"),
-                                   ("after, pooling + domain", "after", "pooling + domain")):
+        for label, tree, probe in (
+            ("before", "before", "self"),
+            ("after, self", "after", "self"),
+            ("after, pooling", "after", "pooling"),
+            ("after, pooling + domain", "after", "pooling + domain"),
+        ):
             print(f"{backbone}: {label}", flush=True)
-            runs[label] = in_tree(trees[tree], backbone, "measure_steps", backbone=backbone, model=model,
-                                  probe=str(probes[probe]), molecules=args.molecules, rounds=args.rounds)
-        payload = {"backbone": backbone, "model": model, "baseline": args.baseline,
-                   "command": f"python -m benchmarks step-cost --backbones {backbone}",
-                   "threads": 1, "load_average": os.getloadavg(), "runs": runs}
+            runs[label] = in_tree(
+                trees[tree],
+                backbone,
+                "measure_steps",
+                backbone=backbone,
+                model=model,
+                probe=str(probes[probe]),
+                molecules=args.molecules,
+                rounds=args.rounds,
+            )
+        payload = {
+            "backbone": backbone,
+            "model": model,
+            "baseline": args.baseline,
+            "command": f"python -m benchmarks step-cost --backbones {backbone}",
+            "threads": 1,
+            "load_average": os.getloadavg(),
+            "runs": runs,
+        }
         (RESULTS / f"step_cost_{backbone}.json").write_text(json.dumps(payload, indent=1))
         write_report(payload)
         payloads[backbone] = payload
@@ -290,19 +363,26 @@ def step_cost(args) -> dict:
 def write_report(payload):
     backbone = payload["backbone"]
     runs = payload["runs"]
-    lines = [f"# Probe cost per MD step: {backbone} ({Path(payload['model']).name}), 1 thread", "",
-             f"`{payload['command']}`. Overhead = CPU time of a probed step outside the wrapped "
-             "calculator's own pass, over that pass, in the same step (median over steps: paired, so "
-             "the shared machine's load cancels); in brackets the end-to-end A/B: plain and probed "
-             "calculator in interleaved rounds in one process, ratio of median CPU step times - 1 "
-             "(noisier: two sets of steps). Plain step = median CPU time of the plain calculator.", "",
-             "| atoms | plain step (ms CPU) | " + " | ".join(f"{k}" for k in runs) + " |",
-             "|---" * (2 + len(runs)) + "|"]
+    lines = [
+        f"# Probe cost per MD step: {backbone} ({Path(payload['model']).name}), 1 thread",
+        "",
+        f"`{payload['command']}`. Overhead = CPU time of a probed step outside the wrapped "
+        "calculator's own pass, over that pass, in the same step (median over steps: paired, so "
+        "the shared machine's load cancels); in brackets the end-to-end A/B: plain and probed "
+        "calculator in interleaved rounds in one process, ratio of median CPU step times - 1 "
+        "(noisier: two sets of steps). Plain step = median CPU time of the plain calculator.",
+        "",
+        "| atoms | plain step (ms CPU) | " + " | ".join(f"{k}" for k in runs) + " |",
+        "|---" * (2 + len(runs)) + "|",
+    ]
     first = next(iter(runs.values()))
     for i, row in enumerate(first):
         cells = [f"{row['atoms']}", f"{1000 * row['plain_step_cpu_seconds']:.1f}"]
-        cells += [(f"{100 * r[i]['overhead_cpu_within_step']:+.1f} % " if "overhead_cpu_within_step" in r[i] else "")
-                  + f"({100 * r[i]['overhead_cpu_ratio_of_medians']:+.1f} %)" for r in runs.values()]
+        cells += [
+            (f"{100 * r[i]['overhead_cpu_within_step']:+.1f} % " if "overhead_cpu_within_step" in r[i] else "")
+            + f"({100 * r[i]['overhead_cpu_ratio_of_medians']:+.1f} %)"
+            for r in runs.values()
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     write_markdown(RESULTS / f"step_cost_{backbone}.md", "\n".join(lines) + "\n")
     import matplotlib
@@ -313,8 +393,12 @@ def write_report(payload):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for label, rows in runs.items():
         atoms = [r["atoms"] for r in rows]
-        axes[0].semilogx(atoms, [100 * r.get("overhead_cpu_within_step", r["overhead_cpu_ratio_of_medians"])
-                                 for r in rows], "o-", label=label)
+        axes[0].semilogx(
+            atoms,
+            [100 * r.get("overhead_cpu_within_step", r["overhead_cpu_ratio_of_medians"]) for r in rows],
+            "o-",
+            label=label,
+        )
         axes[1].loglog(atoms, [1000 * r["classifier_cpu_seconds_per_step"] for r in rows], "o-", label=label)
     axes[1].loglog(atoms, [1000 * r["plain_step_cpu_seconds"] for r in first], "k--", label="plain step")
     axes[0].axhline(2, color="grey", lw=0.8, ls=":")
@@ -328,10 +412,12 @@ def write_report(payload):
 
 def register(sub):
     s = sub.add_parser("step-cost", help="per-MD-step overhead of each plugin's calculator with probe=")
-    s.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None,
-                   help="default: every backbone importable here")
-    s.add_argument("--molecules", nargs="+", type=int, default=[1, 11, 111],
-                   help="ethanol molecules per structure (9 atoms each)")
+    s.add_argument(
+        "--backbones", nargs="+", choices=BACKBONES, default=None, help="default: every backbone importable here"
+    )
+    s.add_argument(
+        "--molecules", nargs="+", type=int, default=[1, 11, 111], help="ethanol molecules per structure (9 atoms each)"
+    )
     s.add_argument("--rounds", type=int, default=7)
     s.add_argument("--baseline", default=speed.BEFORE_SPEED_WORK)
     s.add_argument("--after", default=None, help="git ref to compare (default: the working tree)")

@@ -47,8 +47,17 @@ LABELS = {
     "energy_chemical_accuracy": dict(target="energy", threshold=CHEMICAL_ACCURACY_EV, quantile=None),
     "force_rmse_median": dict(target="force_rmse", quantile=0.5),
 }
-METHODS = ("PROBE", "PROBE network alone", "novelty", "LLPR", "GMM NLL", "ensemble E std", "ensemble F std",
-           "latent distance", "random")
+METHODS = (
+    "PROBE",
+    "PROBE network alone",
+    "novelty",
+    "LLPR",
+    "GMM NLL",
+    "ensemble E std",
+    "ensemble F std",
+    "latent distance",
+    "random",
+)
 METRICS = ("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")
 
 
@@ -60,8 +69,11 @@ def ood_file(dataset):
 
     path = CACHE / "methanol_ood.xyz"
     if not path.exists():
-        frames = [a for a in ase.io.read(DATA / "ethanol" / "test_eth_meth.xyz", ":")
-                  if a.info.get("config_type") == "methanol"]
+        frames = [
+            a
+            for a in ase.io.read(DATA / "ethanol" / "test_eth_meth.xyz", ":")
+            if a.info.get("config_type") == "methanol"
+        ]
         path.parent.mkdir(parents=True, exist_ok=True)
         ase.io.write(path, frames, format="extxyz")
     return path
@@ -72,12 +84,14 @@ def backbone_errors(data, models):
     mean signed error of every seed, force MAE (per atom component norm) and RMSE of seed 1."""
     members = data.member_energies if data.member_energies is not None else data.energy_pred[:, None]
     result = {}
-    for k, model in enumerate(models[:members.shape[1]]):
+    for k, model in enumerate(models[: members.shape[1]]):
         error = members[:, k] - data.energy_ref
-        result[model.name] = {"energy_mae_meV": 1000 * float(np.mean(np.abs(error))),
-                              "energy_mean_signed_error_meV": 1000 * float(np.mean(error))}
+        result[model.name] = {
+            "energy_mae_meV": 1000 * float(np.mean(np.abs(error))),
+            "energy_mean_signed_error_meV": 1000 * float(np.mean(error)),
+        }
     first = result[models[0].name]
-    first["force_rmse_meV_per_A"] = 1000 * float(np.sqrt(np.mean(data.force_rmse ** 2)))
+    first["force_rmse_meV_per_A"] = 1000 * float(np.sqrt(np.mean(data.force_rmse**2)))
     first["atom_force_error_mean_meV_per_A"] = 1000 * float(np.mean(data.atom_force_error))
     return result
 
@@ -118,15 +132,19 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
         probe_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
-            _, clf = fit_probe(stores["held-out"], probe_path, LabelSpec(**label_args),
-                               ProbeClassifier(seed=0), eval_fraction=0.5,
-                               split_seed=0)
+            _, clf = fit_probe(
+                stores["held-out"],
+                probe_path,
+                LabelSpec(**label_args),
+                ProbeClassifier(seed=0),
+                eval_fraction=0.5,
+                split_seed=0,
+            )
         except LabelError as error:  # e.g. every structure within chemical accuracy
             skipped[label_name] = str(error).split("\n")[0]
             print(f"{name} {label_name}: skipped: {skipped[label_name]}", flush=True)
             continue
-        fits[label_name] = {"seconds": time.perf_counter() - started,
-                            "epochs": int(sum(len(h) for h in clf.history_))}
+        fits[label_name] = {"seconds": time.perf_counter() - started, "epochs": int(sum(len(h) for h in clf.history_))}
         for set_name, store in stores.items():
             try:
                 evaluation = evaluate_probe(probe_path, store, n_bootstrap=n_bootstrap)
@@ -145,30 +163,43 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
 
                     scores = evaluation["arrays"]["scores"]
                     evaluations[key]["default_minus_network"] = paired_difference(
-                        evaluation["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"],
-                        n_bootstrap)
+                        evaluation["arrays"]["unreliable"], scores["PROBE"], scores["PROBE network alone"], n_bootstrap
+                    )
             else:  # can each signal tell the OOD structures from the held-out ones?
-                evaluations[key]["ood_detection"] = ood_detection(in_distribution, evaluation["arrays"],
-                                                                  n_bootstrap)
-            print(f"{name} {key}: PROBE AUROC {evaluation['metrics']['PROBE']['auroc'][0]:.3f}, "
-                  f"ensemble E std {evaluation['metrics'].get('ensemble E std', {}).get('auroc', [np.nan])[0]:.3f}",
-                  flush=True)
+                evaluations[key]["ood_detection"] = ood_detection(in_distribution, evaluation["arrays"], n_bootstrap)
+            print(
+                f"{name} {key}: PROBE AUROC {evaluation['metrics']['PROBE']['auroc'][0]:.3f}, "
+                f"ensemble E std {evaluation['metrics'].get('ensemble E std', {}).get('auroc', [np.nan])[0]:.3f}",
+                flush=True,
+            )
 
     clock["evaluated"] = time.perf_counter()
     data = load_store(stores["held-out"])
     cost = measure_cost(adapter, sets["held-out"], data, name, fits.get("energy_median"))
     clock["done"] = time.perf_counter()
-    wall = {"training_seconds": clock["trained"] - clock["started"],
-            "extraction_seconds": clock["extracted"] - clock["trained"],
-            "fit_and_evaluation_seconds": clock["evaluated"] - clock["extracted"],
-            "cost_table_seconds": clock["done"] - clock["evaluated"],
-            "total_seconds": clock["done"] - clock["started"],
-            "torch_threads": torch.get_num_threads()}
-    payload = {"backbone": backbone, "dataset": dataset, "size": size,
-               "models": [str(m) for m in models], "layers": layers, "sets": {k: str(v) for k, v in sets.items()},
-               "backbone_errors": backbone_errors(data, models),
-               "labels": LABELS, "fits": fits, "skipped": skipped, "evaluations": evaluations,
-               "cost": cost, "wall": wall}
+    wall = {
+        "training_seconds": clock["trained"] - clock["started"],
+        "extraction_seconds": clock["extracted"] - clock["trained"],
+        "fit_and_evaluation_seconds": clock["evaluated"] - clock["extracted"],
+        "cost_table_seconds": clock["done"] - clock["evaluated"],
+        "total_seconds": clock["done"] - clock["started"],
+        "torch_threads": torch.get_num_threads(),
+    }
+    payload = {
+        "backbone": backbone,
+        "dataset": dataset,
+        "size": size,
+        "models": [str(m) for m in models],
+        "layers": layers,
+        "sets": {k: str(v) for k, v in sets.items()},
+        "backbone_errors": backbone_errors(data, models),
+        "labels": LABELS,
+        "fits": fits,
+        "skipped": skipped,
+        "evaluations": evaluations,
+        "cost": cost,
+        "wall": wall,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     write_markdown(RESULTS / f"{name}.md", markdown(payload))
@@ -186,7 +217,7 @@ def cost_table(adapter, data_path, n=200, rounds=5):
 
     def batches(run):
         for i in range(0, len(frames), 32):
-            run(frames[i:i + 32])
+            run(frames[i : i + 32])
 
     runs = {
         "backbone": lambda: batches(lambda b: primary_only.predict(primary_only.models[0], b, True)),
@@ -202,11 +233,16 @@ def cost_table(adapter, data_path, n=200, rounds=5):
             run()
             times[name].append(time.perf_counter() - t0)
     plain = np.array(times["backbone"])
-    return {"structures": n, "rounds": rounds, "backbone_seconds": float(plain.min()),
-            "backbone_with_hooks_seconds": float(min(times["hooked"])),
-            "ensemble_seconds": float(min(times["ensemble"])), "n_members": len(adapter.models),
-            "hook_overhead_ratio": float(np.median(np.array(times["hooked"]) / plain)),
-            "ensemble_ratio": float(np.median(np.array(times["ensemble"]) / plain))}
+    return {
+        "structures": n,
+        "rounds": rounds,
+        "backbone_seconds": float(plain.min()),
+        "backbone_with_hooks_seconds": float(min(times["hooked"])),
+        "ensemble_seconds": float(min(times["ensemble"])),
+        "n_members": len(adapter.models),
+        "hook_overhead_ratio": float(np.median(np.array(times["hooked"]) / plain)),
+        "ensemble_ratio": float(np.median(np.array(times["ensemble"]) / plain)),
+    }
 
 
 def measure_cost(adapter, heldout, data, name, fit=None, rounds=5):
@@ -232,8 +268,8 @@ def measure_cost(adapter, heldout, data, name, fit=None, rounds=5):
     # the official code re-runs the backbone every epoch: one pass over the fitting half
     cost["backbone_pass_over_fit_set_seconds"] = cost["backbone_seconds"] / cost["structures"] * n_fit
     cost["epoch_speedup_cached_vs_rerun"] = (
-        (cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"])
-        / cost["probe_epoch_seconds_cached_features"])
+        cost["backbone_pass_over_fit_set_seconds"] + cost["probe_epoch_seconds_cached_features"]
+    ) / cost["probe_epoch_seconds_cached_features"]
     return cost
 
 
@@ -250,8 +286,9 @@ def remeasure_cost(backbone, dataset, size, rounds=5):
     adapter = get_adapter_class(backbone)([Path(m) for m in payload["models"]], layers=payload["layers"])
     where = dataset if size == "small" else f"{dataset}-{size}"
     store = CACHE / "stores" / f"{backbone}_{where}_{Path(payload['models'][0]).stem}_n{len(payload['models'])}.h5"
-    payload["cost"] = measure_cost(adapter, payload["sets"]["held-out"], load_store(store), name,
-                                   payload["fits"].get("energy_median"), rounds)
+    payload["cost"] = measure_cost(
+        adapter, payload["sets"]["held-out"], load_store(store), name, payload["fits"].get("energy_median"), rounds
+    )
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     text = write_markdown(RESULTS / f"{name}.md", markdown(payload), echo=False)
     print(text.split("## Cost")[-1])
@@ -264,11 +301,15 @@ def ood_detection(in_arrays, ood_arrays, n_bootstrap):
     from probe_base.metrics import evaluate_signal
 
     is_ood = np.r_[np.zeros(len(in_arrays["p_reliable"])), np.ones(len(ood_arrays["p_reliable"]))]
-    result = {"n_in_distribution": int((is_ood == 0).sum()), "n_ood": int(is_ood.sum()),
-              "mean_p_reliable_in_distribution": float(np.mean(in_arrays["p_reliable"])),
-              "mean_p_reliable_ood": float(np.mean(ood_arrays["p_reliable"])),
-              "flagged_in_distribution": float(np.mean(in_arrays["p_reliable"] < 0.5)),
-              "flagged_ood": float(np.mean(ood_arrays["p_reliable"] < 0.5)), "metrics": {}}
+    result = {
+        "n_in_distribution": int((is_ood == 0).sum()),
+        "n_ood": int(is_ood.sum()),
+        "mean_p_reliable_in_distribution": float(np.mean(in_arrays["p_reliable"])),
+        "mean_p_reliable_ood": float(np.mean(ood_arrays["p_reliable"])),
+        "flagged_in_distribution": float(np.mean(in_arrays["p_reliable"] < 0.5)),
+        "flagged_ood": float(np.mean(ood_arrays["p_reliable"] < 0.5)),
+        "metrics": {},
+    }
     for method in in_arrays["scores"]:
         if method in ood_arrays["scores"] and method != "random":
             score = np.r_[in_arrays["scores"][method], ood_arrays["scores"][method]]
@@ -301,79 +342,127 @@ def verdict(metrics, against="ensemble E std"):
 
 def markdown(payload):
     b, d, s = payload["backbone"], payload["dataset"], payload["size"]
-    lines = [f"# {b} on {d} ({s} backbone, {len(payload['models'])} seeds)", "",
-             f"`python -m benchmarks run --backbone {b} --dataset {d} --size {s}`", ""]
+    lines = [
+        f"# {b} on {d} ({s} backbone, {len(payload['models'])} seeds)",
+        "",
+        f"`python -m benchmarks run --backbone {b} --dataset {d} --size {s}`",
+        "",
+    ]
     errors = payload.get("backbone_errors", {})
     if errors:
-        lines += ["Backbones on the whole held-out set (the first is the probed one; force errors "
-                  "are stored for it only):", "",
-                  "| model | energy MAE (meV) | mean signed energy error (meV) | force RMSE (meV/Å) | "
-                  "mean atom force error (meV/Å) |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {m['energy_mae_meV']:.1f} | {m['energy_mean_signed_error_meV']:+.1f} | "
-                  + (f"{m['force_rmse_meV_per_A']:.1f} | {m['atom_force_error_mean_meV_per_A']:.1f} |"
-                     if "force_rmse_meV_per_A" in m else "- | - |")
-                  for name, m in errors.items()]
+        lines += [
+            "Backbones on the whole held-out set (the first is the probed one; force errors are stored for it only):",
+            "",
+            "| model | energy MAE (meV) | mean signed energy error (meV) | force RMSE (meV/Å) | "
+            "mean atom force error (meV/Å) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {m['energy_mae_meV']:.1f} | {m['energy_mean_signed_error_meV']:+.1f} | "
+            + (
+                f"{m['force_rmse_meV_per_A']:.1f} | {m['atom_force_error_mean_meV_per_A']:.1f} |"
+                if "force_rmse_meV_per_A" in m
+                else "- | - |"
+            )
+            for name, m in errors.items()
+        ]
         lines += [""]
     if "wall" in payload:
         w = payload["wall"]
-        lines += [f"Wall time of this run: {w['total_seconds'] / 60:.1f} min (training "
-                  f"{w['training_seconds'] / 60:.1f}, extraction {w['extraction_seconds'] / 60:.1f}, "
-                  f"probe fits + evaluation {w['fit_and_evaluation_seconds'] / 60:.1f}, cost table "
-                  f"{w['cost_table_seconds'] / 60:.1f}; {w['torch_threads']} torch thread).", ""]
+        lines += [
+            f"Wall time of this run: {w['total_seconds'] / 60:.1f} min (training "
+            f"{w['training_seconds'] / 60:.1f}, extraction {w['extraction_seconds'] / 60:.1f}, "
+            f"probe fits + evaluation {w['fit_and_evaluation_seconds'] / 60:.1f}, cost table "
+            f"{w['cost_table_seconds'] / 60:.1f}; {w['torch_threads']} torch thread).",
+            "",
+        ]
     for key, ev in payload["evaluations"].items():
         label = ev["label"]
-        in_domain = (f", {100 * ev['in_domain_fraction']:.0f} % inside the backbone's domain"
-                     if "in_domain_fraction" in ev else "")
-        lines += [f"## {key}: unreliable = {label['target']} error > {label['threshold']:.4g} "
-                  f"({ev['n_structures']} structures, {100 * ev['unreliable_fraction']:.0f} % unreliable"
-                  f"{in_domain})", "",
-                  "| method | " + " | ".join(m.upper().replace("_", "-") for m in METRICS) + " |",
-                  "|---" * (len(METRICS) + 1) + "|"]
+        in_domain = (
+            f", {100 * ev['in_domain_fraction']:.0f} % inside the backbone's domain"
+            if "in_domain_fraction" in ev
+            else ""
+        )
+        lines += [
+            f"## {key}: unreliable = {label['target']} error > {label['threshold']:.4g} "
+            f"({ev['n_structures']} structures, {100 * ev['unreliable_fraction']:.0f} % unreliable"
+            f"{in_domain})",
+            "",
+            "| method | " + " | ".join(m.upper().replace("_", "-") for m in METRICS) + " |",
+            "|---" * (len(METRICS) + 1) + "|",
+        ]
         for method in METHODS:
             if method not in ev["metrics"]:
                 continue
             m = ev["metrics"][method]
-            lines.append(f"| {method} | " + " | ".join(
-                interval(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS) + " |")
+            lines.append(
+                f"| {method} | "
+                + " | ".join(interval(m[k]) if k in m and np.isfinite(m[k][0]) else "-" for k in METRICS)
+                + " |"
+            )
         if "default_minus_network" in ev:
             d = ev["default_minus_network"]
-            lines += ["", "Default (domain test on) minus the network alone, paired bootstrap: AUROC "
-                      f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
-                      f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}]"]
+            lines += [
+                "",
+                "Default (domain test on) minus the network alone, paired bootstrap: AUROC "
+                f"{d['auroc'][0]:+.4f} [{d['auroc'][1]:+.4f}, {d['auroc'][2]:+.4f}], AURC "
+                f"{d['aurc'][0]:+.4f} [{d['aurc'][1]:+.4f}, {d['aurc'][2]:+.4f}]",
+            ]
         for map_name, q in (ev.get("atom_maps") or {}).items():
-            lines.append(f"Per-atom map '{map_name}': top atom among the 3 worst forces in "
-                         f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures (random "
-                         f"{100 * q['random_rate']:.0f}%), within-structure Spearman {q['spearman']:.2f}  ")
+            lines.append(
+                f"Per-atom map '{map_name}': top atom among the 3 worst forces in "
+                f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures (random "
+                f"{100 * q['random_rate']:.0f}%), within-structure Spearman {q['spearman']:.2f}  "
+            )
         if 0 < ev["unreliable_fraction"] < 1:
-            lines += [""] + [f"**{verdict(ev['metrics'], against)}**  " for against in
-                             ("ensemble E std", "ensemble F std") if against in ev["metrics"]] + [""]
+            lines += (
+                [""]
+                + [
+                    f"**{verdict(ev['metrics'], against)}**  "
+                    for against in ("ensemble E std", "ensemble F std")
+                    if against in ev["metrics"]
+                ]
+                + [""]
+            )
         else:
             lines += ["", "(one class only: ranking metrics are undefined on this set)", ""]
         if "ood_detection" in ev:
             od = ev["ood_detection"]
-            lines += [f"OOD detection ({od['n_ood']} OOD vs {od['n_in_distribution']} held-out "
-                      f"structures; mean P(reliable) {od['mean_p_reliable_ood']:.3f} OOD vs "
-                      f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged at P < 0.5: "
-                      f"{100 * od['flagged_ood']:.0f} % vs {100 * od['flagged_in_distribution']:.0f} %):", "",
-                      "| signal | AUROC (OOD vs held-out) | AUPRC |", "|---|---|---|"]
-            lines += [f"| {name} | {interval(m['auroc'])} | {interval(m['auprc'])} |"
-                      for name, m in od["metrics"].items()]
+            lines += [
+                f"OOD detection ({od['n_ood']} OOD vs {od['n_in_distribution']} held-out "
+                f"structures; mean P(reliable) {od['mean_p_reliable_ood']:.3f} OOD vs "
+                f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged at P < 0.5: "
+                f"{100 * od['flagged_ood']:.0f} % vs {100 * od['flagged_in_distribution']:.0f} %):",
+                "",
+                "| signal | AUROC (OOD vs held-out) | AUPRC |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {name} | {interval(m['auroc'])} | {interval(m['auprc'])} |" for name, m in od["metrics"].items()
+            ]
             lines += [""]
     for key, why in payload["skipped"].items():
         lines += [f"- {key}: not evaluated: {why}"]
     c = payload["cost"]
     rounds = c.get("rounds", 3)
-    lines += ["", f"## Cost (same structures; {rounds} interleaved rounds: times are minima, ratios "
-              "medians of the per-round ratios)", "",
-              "| quantity | value |", "|---|---|",
-              f"| backbone pass, {c['structures']} structures | {c['backbone_seconds']:.2f} s |",
-              f"| hooks overhead (backbone + feature capture) | x{c['hook_overhead_ratio']:.3f} |",
-              f"| ensemble of {c['n_members']} / one backbone | x{c['ensemble_ratio']:.2f} |"]
+    lines += [
+        "",
+        f"## Cost (same structures; {rounds} interleaved rounds: times are minima, ratios "
+        "medians of the per-round ratios)",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| backbone pass, {c['structures']} structures | {c['backbone_seconds']:.2f} s |",
+        f"| hooks overhead (backbone + feature capture) | x{c['hook_overhead_ratio']:.3f} |",
+        f"| ensemble of {c['n_members']} / one backbone | x{c['ensemble_ratio']:.2f} |",
+    ]
     if "probe_seconds" in c:
-        lines += [f"| probe inference / backbone pass | {100 * c['probe_overhead_ratio']:.1f} % |",
-                  f"| probe training epoch on cached features | {c['probe_epoch_seconds_cached_features']:.2f} s |",
-                  f"| epoch that re-runs the backbone (official code) / cached epoch | "
-                  f"x{c['epoch_speedup_cached_vs_rerun']:.1f} |"]
+        lines += [
+            f"| probe inference / backbone pass | {100 * c['probe_overhead_ratio']:.1f} % |",
+            f"| probe training epoch on cached features | {c['probe_epoch_seconds_cached_features']:.2f} s |",
+            f"| epoch that re-runs the backbone (official code) / cached epoch | "
+            f"x{c['epoch_speedup_cached_vs_rerun']:.1f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -400,17 +489,22 @@ def report(args=None):
 
 def readme_section(results):
     """Every suite result in ``results``, one verdict line per row, and the small vs large table."""
-    rows = ["| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
-            "ensemble AURC | verdict (ensemble signal named) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
+        "ensemble AURC | verdict (ensemble signal named) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for payload in suite_payloads(results):
         for key, ev in payload["evaluations"].items():
             if "ood_detection" in ev:  # OOD vs held-out structures as the classes
                 m = ev["ood_detection"]["metrics"]
                 ens = m.get("ensemble E std")
-                rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
-                            f"{key}: OOD detection | {interval(m['PROBE']['auroc'])} | "
-                            f"{interval(ens['auroc']) if ens else '-'} | - | - | "
-                            f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC |")
+                rows.append(
+                    f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
+                    f"{key}: OOD detection | {interval(m['PROBE']['auroc'])} | "
+                    f"{interval(ens['auroc']) if ens else '-'} | - | - | "
+                    f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC |"
+                )
             if not 0 < ev["unreliable_fraction"] < 1:
                 continue
             m = ev["metrics"]
@@ -418,22 +512,32 @@ def readme_section(results):
                 if against not in m:
                     continue
                 ens = m[against]
-                rows.append(f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
-                            f"{interval(m['PROBE']['auroc'])} | {interval(ens['auroc'])} | "
-                            f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} |")
-    return ("# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
-            "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
-            + "\n".join(rows) + "\n\n" + expressiveness_table(results) + "\n")
+                rows.append(
+                    f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
+                    f"{interval(m['PROBE']['auroc'])} | {interval(ens['auroc'])} | "
+                    f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} |"
+                )
+    return (
+        "# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
+        "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + expressiveness_table(results)
+        + "\n"
+    )
 
 
 def expressiveness_table(results):
     """Small vs large backbone, held-out set: does the PROBE signal strengthen with the more
     expressive backbone, and more than the ensemble's?"""
     payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in suite_payloads(results)}
-    lines = ["## Expressiveness: small vs large backbone (held-out set, AUROC)", "",
-             "| backbone | dataset | label | PROBE small | PROBE large | ensemble E std small | "
-             "ensemble E std large | ensemble F std small | ensemble F std large |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Expressiveness: small vs large backbone (held-out set, AUROC)",
+        "",
+        "| backbone | dataset | label | PROBE small | PROBE large | ensemble E std small | "
+        "ensemble E std large | ensemble F std small | ensemble F std large |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (backbone, dataset, size), small in sorted(payloads.items()):
         large = payloads.get((backbone, dataset, "large"))
         if size != "small" or large is None:
@@ -494,19 +598,27 @@ def cost_command(args):
 
 
 def register(sub):
-    r = sub.add_parser("run", help="the suite: one backbone x dataset x size, or --all",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "run",
+        help="the suite: one backbone x dataset x size, or --all",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("--backbone", choices=BACKBONES)
     r.add_argument("--dataset", choices=DATASETS)
     r.add_argument("--size", choices=SIZES, default="small")
-    r.add_argument("--all", action="store_true",
-                   help="every backbone importable here x dataset x size whose models are cached "
-                        "(small ones are trained if missing)")
+    r.add_argument(
+        "--all",
+        action="store_true",
+        help="every backbone importable here x dataset x size whose models are cached "
+        "(small ones are trained if missing)",
+    )
     r.add_argument("--no-train", action="store_true", help="use cached models only")
     r.add_argument("--bootstrap", type=int, default=1000)
     r.set_defaults(handler=run_command)
-    sub.add_parser("report", help="results/README.md from every suite result (and the speed "
-                                  "results)").set_defaults(handler=report)
+    sub.add_parser("report", help="results/README.md from every suite result (and the speed results)").set_defaults(
+        handler=report
+    )
     c = sub.add_parser("cost", help="measure a finished run's cost table again (quiet machine)")
     c.add_argument("--backbone", choices=BACKBONES, required=True)
     c.add_argument("--dataset", choices=DATASETS, required=True)

@@ -20,14 +20,29 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY = {
-    "Adapter": "adapter", "BackboneOutput": "adapter", "FeatureLayer": "adapter",
-    "attach": "calculator", "ProbeClassifier": "classifier", "load_probe": "artifact",
+    "Adapter": "adapter",
+    "BackboneOutput": "adapter",
+    "FeatureLayer": "adapter",
+    "attach": "calculator",
+    "ProbeClassifier": "classifier",
+    "load_probe": "artifact",
 }
 
 __all__ = [
-    "Adapter", "BackboneOutput", "FeatureLayer", "hookimpl", "attach", "ProbeClassifier",
-    "load_probe", "ProbeError", "InputError", "LabelError", "ArtifactError",
-    "FingerprintMismatch", "StoreError", "UnreliablePrediction",
+    "Adapter",
+    "BackboneOutput",
+    "FeatureLayer",
+    "hookimpl",
+    "attach",
+    "ProbeClassifier",
+    "load_probe",
+    "ProbeError",
+    "InputError",
+    "LabelError",
+    "ArtifactError",
+    "FingerprintMismatch",
+    "StoreError",
+    "UnreliablePrediction",
 ]
 
 

@@ -104,10 +104,7 @@ class Adapter:
         chosen = list(layers) if layers else list(self.default_layers())
         unknown = [name for name in chosen if name not in declared]
         if unknown:
-            raise InputError(
-                f"{self.name}: unknown feature layer(s) {unknown}; "
-                f"this model has: {', '.join(declared)}"
-            )
+            raise InputError(f"{self.name}: unknown feature layer(s) {unknown}; this model has: {', '.join(declared)}")
         self.layers = chosen
         self.widths = [declared[name].width for name in chosen]
 
@@ -206,8 +203,9 @@ class Adapter:
                         "trained on them"
                     )
 
-    def run(self, atoms_list, compute_forces: bool = True, members: bool = True,
-            source: str = "<input>", indices=None) -> BackboneOutput:
+    def run(
+        self, atoms_list, compute_forces: bool = True, members: bool = True, source: str = "<input>", indices=None
+    ) -> BackboneOutput:
         """Energies, forces and per-atom features of a batch, from one pass per model."""
         atoms_list = list(atoms_list)
         self.check_structures(atoms_list, source, indices)

@@ -56,8 +56,10 @@ def atomic_write(path: Path, write) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_temporary(path)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc}); choose another "
-                          "output path or a folder you can write to") from None
+        raise OutputError(
+            f"{path}: cannot be written ({exc.strerror or exc}); choose another "
+            "output path or a folder you can write to"
+        ) from None
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # writers such as safetensors make it 0o600
@@ -71,8 +73,7 @@ def atomic_write(path: Path, write) -> None:
             raise
         kept = "the existing file is unchanged" if path.exists() else "nothing was written"
         fix = "free disk space" if reason in DISK_FULL else "fix the output path"
-        raise OutputError(f"{path}: writing failed ({reason}); {kept}: {fix} and run the command "
-                          "again") from None
+        raise OutputError(f"{path}: writing failed ({reason}); {kept}: {fix} and run the command again") from None
 
 
 DISK_FULL = {os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)}
@@ -85,8 +86,10 @@ def _io_failure(exc) -> str | None:
         return exc.strerror or str(exc)
     if isinstance(exc, SafetensorError):
         text = str(exc)
-        return next((reason for reason in DISK_FULL if reason in text),
-                    text if "os error" in text or "I/O error" in text else None)
+        return next(
+            (reason for reason in DISK_FULL if reason in text),
+            text if "os error" in text or "I/O error" in text else None,
+        )
     return None
 
 
@@ -131,17 +134,25 @@ def _part_from_tensors(cls, prefix, meta, tensors):
     if meta is None:
         return None
     start = f"{prefix}."
-    return cls.from_state({k[len(start):]: v.numpy() for k, v in tensors.items() if k.startswith(start)}, meta)
+    return cls.from_state({k[len(start) :]: v.numpy() for k, v in tensors.items() if k.startswith(start)}, meta)
 
 
-def save_probe(path, classifier: ProbeClassifier, label: LabelSpec, fingerprint: dict, info=None,
-               domain: DomainModel | None = None, atom_errors: AtomErrorModel | None = None):
+def save_probe(
+    path,
+    classifier: ProbeClassifier,
+    label: LabelSpec,
+    fingerprint: dict,
+    info=None,
+    domain: DomainModel | None = None,
+    atom_errors: AtomErrorModel | None = None,
+):
     tensors, fitted = {}, {}
     for key, value in classifier.state_dict().items():
         if key == "members":  # one tensor per member weight, their count in the header
             fitted["n_members"] = len(value)
-            tensors.update({f"member{i}.{name}": weights for i, member in enumerate(value)
-                            for name, weights in member.items()})
+            tensors.update(
+                {f"member{i}.{name}": weights for i, member in enumerate(value) for name, weights in member.items()}
+            )
         elif isinstance(value, np.ndarray):
             tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
         else:
@@ -196,10 +207,10 @@ def load_probe(path) -> ProbeArtifact:
     except ValueError as exc:  # values a part refuses: members that do not fit the net, NaN, ...
         raise ArtifactError(f"{path}: {exc}; the file is damaged: re-create it with `probe fit`") from None
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise ArtifactError(f"{path}: probe file is incomplete or inconsistent ({exc}); "
-                            "re-create it with `probe fit`") from None
-    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta,
-                         domain, atom_errors)
+        raise ArtifactError(
+            f"{path}: probe file is incomplete or inconsistent ({exc}); re-create it with `probe fit`"
+        ) from None
+    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta, domain, atom_errors)
 
 
 MEMBER_KEY = re.compile(r"^member(\d+)\.(.+)$")
@@ -212,8 +223,13 @@ def _classifier_state(path, tensors, meta) -> dict:
     weights and the tensors that belong to no member and no part."""
     state = {key: value for key, value in meta.items() if key not in HEADER}
     state["members"] = _members(path, tensors, meta["n_members"])
-    state.update({key: value.numpy() for key, value in tensors.items()
-                  if not MEMBER_KEY.match(key) and key.split(".", 1)[0] not in PARTS})
+    state.update(
+        {
+            key: value.numpy()
+            for key, value in tensors.items()
+            if not MEMBER_KEY.match(key) and key.split(".", 1)[0] not in PARTS
+        }
+    )
     return state
 
 
@@ -221,8 +237,9 @@ def _members(path, tensors, n_members) -> list[dict]:
     """The members' weights, refused unless the file holds exactly the declared members
     0..n-1 (whether each holds the right weights, ``ProbeClassifier.from_state`` checks)."""
     if not isinstance(n_members, int) or isinstance(n_members, bool) or n_members < 1:
-        raise ArtifactError(f"{path}: the header declares {n_members!r} members; the file is "
-                            "damaged: re-create it with `probe fit`")
+        raise ArtifactError(
+            f"{path}: the header declares {n_members!r} members; the file is damaged: re-create it with `probe fit`"
+        )
     members: dict[int, dict] = {}
     for key, value in tensors.items():
         match = MEMBER_KEY.match(key)
@@ -232,8 +249,10 @@ def _members(path, tensors, n_members) -> list[dict]:
     missing = [i for i in range(n_members) if i not in members]
     if extra or missing:
         found = f"weights of members {sorted(members)}" if members else "no member weights"
-        raise ArtifactError(f"{path}: the header declares {n_members} members but the file holds "
-                            f"{found}; the file is damaged: re-create it with `probe fit`")
+        raise ArtifactError(
+            f"{path}: the header declares {n_members} members but the file holds "
+            f"{found}; the file is damaged: re-create it with `probe fit`"
+        )
     return [members[i] for i in range(n_members)]
 
 
@@ -245,13 +264,18 @@ def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, s
     if probe_fp.get("weights_sha256") != backbone_fp.get("weights_sha256"):
         problems.append("the backbone's weights differ (another model file or another training)")
     if probe_fp.get("layers") != backbone_fp.get("layers") or probe_fp.get("widths") != backbone_fp.get("widths"):
-        problems.append(f"feature layers {probe_fp.get('layers')} {probe_fp.get('widths')} vs "
-                        f"{backbone_fp.get('layers')} {backbone_fp.get('widths')}")
+        problems.append(
+            f"feature layers {probe_fp.get('layers')} {probe_fp.get('widths')} vs "
+            f"{backbone_fp.get('layers')} {backbone_fp.get('widths')}"
+        )
     if not problems:
         return
-    message = (f"{source} was trained on another backbone: " + "; ".join(problems) +
-               ". Use the backbone it was trained on, or retrain it with `probe fit`; "
-               "to use it anyway pass --allow-backbone-mismatch (allow_mismatch=True).")
+    message = (
+        f"{source} was trained on another backbone: "
+        + "; ".join(problems)
+        + ". Use the backbone it was trained on, or retrain it with `probe fit`; "
+        "to use it anyway pass --allow-backbone-mismatch (allow_mismatch=True)."
+    )
     if not allow_mismatch:
         raise FingerprintMismatch(message)
     if probe_fp.get("widths") != backbone_fp.get("widths"):

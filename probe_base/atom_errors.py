@@ -40,8 +40,7 @@ class AtomErrorModel:
         errors = np.asarray(atom_force_error, dtype=np.float64)
         keep = np.flatnonzero(np.isfinite(errors))
         if len(keep) < 10:
-            raise ValueError("per-atom force errors are needed to fit the per-atom map "
-                             "(extract with reference forces)")
+            raise ValueError("per-atom force errors are needed to fit the per-atom map (extract with reference forces)")
         if len(keep) > self.max_atoms:
             keep = np.sort(np.random.default_rng(self.seed).choice(keep, self.max_atoms, replace=False))
         feats = np.asarray(X.features, dtype=np.float32)
@@ -51,8 +50,14 @@ class AtomErrorModel:
         inputs = self._inputs(feats[keep], X.atomic_numbers[keep])
         target = np.log(errors[keep] + LOG_FLOOR)
         self.target_mean_, self.target_std_ = float(target.mean()), float(target.std() + 1e-9)
-        net = MLPRegressor(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
-                           early_stopping=True, random_state=self.seed, n_iter_no_change=10)
+        net = MLPRegressor(
+            hidden_layer_sizes=(self.hidden,),
+            alpha=self.alpha,
+            max_iter=self.max_iter,
+            early_stopping=True,
+            random_state=self.seed,
+            n_iter_no_change=10,
+        )
         net.fit(inputs, (target - self.target_mean_) / self.target_std_)
         self.weights_ = [w.astype(np.float32) for w in net.coefs_]
         self.biases_ = [b.astype(np.float32) for b in net.intercepts_]
@@ -70,17 +75,25 @@ class AtomErrorModel:
 
     def predict(self, X) -> list[np.ndarray]:
         flat = self.predict_atoms(X.features, X.atomic_numbers)
-        return [flat[X.offsets[i]:X.offsets[i + 1]] for i in range(len(X))]
+        return [flat[X.offsets[i] : X.offsets[i + 1]] for i in range(len(X))]
 
     # ---- persistence ---------------------------------------------------------------------
     def state_dict(self):
         arrays = {"mean": self.mean_, "std": self.std_, "elements": self.elements_}
         for i, (w, b) in enumerate(zip(self.weights_, self.biases_)):
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
-        meta = {"params": {"hidden": self.hidden, "alpha": self.alpha, "max_iter": self.max_iter,
-                           "max_atoms": self.max_atoms, "seed": self.seed},
-                "n_layers": len(self.weights_), "target_mean": self.target_mean_,
-                "target_std": self.target_std_}
+        meta = {
+            "params": {
+                "hidden": self.hidden,
+                "alpha": self.alpha,
+                "max_iter": self.max_iter,
+                "max_atoms": self.max_atoms,
+                "seed": self.seed,
+            },
+            "n_layers": len(self.weights_),
+            "target_mean": self.target_mean_,
+            "target_std": self.target_std_,
+        }
         return arrays, meta
 
     @classmethod
@@ -107,8 +120,7 @@ def atom_map_quality(maps, true_errors, offsets, top=3) -> dict:
     finite = np.logical_and.reduceat(np.isfinite(true_all), offsets[:-1]) if len(true_all) else np.zeros(0, bool)
     kept = np.flatnonzero((sizes > top) & finite)
     if len(kept) == 0:
-        return {"hit_rate": float("nan"), "random_rate": float("nan"), "spearman": float("nan"),
-                "n_structures": 0}
+        return {"hit_rate": float("nan"), "random_rate": float("nan"), "spearman": float("nan"), "n_structures": 0}
     rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in kept])
     true = true_all[rows]
     m = np.concatenate([np.asarray(maps[i], dtype=float) for i in kept])
@@ -127,9 +139,12 @@ def atom_map_quality(maps, true_errors, offsets, top=3) -> dict:
     ptp_t = np.maximum.reduceat(true, starts) - np.minimum.reduceat(true, starts)
     ranked = (ptp_m > 0) & (ptp_t > 0)
     rho = _segment_pearson(_segment_ranks(m, seg), _segment_ranks(true, seg), starts, sizes[kept])
-    return {"hit_rate": float(np.mean(hits)), "random_rate": float(np.mean(randoms)),
-            "spearman": float(np.mean(rho[ranked])) if ranked.any() else float("nan"),
-            "n_structures": len(kept)}
+    return {
+        "hit_rate": float(np.mean(hits)),
+        "random_rate": float(np.mean(randoms)),
+        "spearman": float(np.mean(rho[ranked])) if ranked.any() else float("nan"),
+        "n_structures": len(kept),
+    }
 
 
 def _segment_ranks(values, seg):

@@ -66,8 +66,8 @@ class LLPR:
         best = None
         for zeta in grid:
             u = self._rigidity(f_cal, zeta)
-            alpha2 = float(np.mean(errors ** 2 / u))
-            nll = float(np.mean(np.log(alpha2 * u) + errors ** 2 / (alpha2 * u)))
+            alpha2 = float(np.mean(errors**2 / u))
+            nll = float(np.mean(np.log(alpha2 * u) + errors**2 / (alpha2 * u)))
             if best is None or nll < best[0]:
                 best = (nll, float(zeta), alpha2)
         _, self.zeta_, self.alpha2_ = best
@@ -95,8 +95,9 @@ class GMM:
         if len(rows) > GMM_MAX_ATOMS:
             rows = np.sort(np.random.default_rng(seed).choice(rows, GMM_MAX_ATOMS, replace=False))
         train = (reference.features[rows] - self.mean_) / self.std_
-        self.gmm_ = GaussianMixture(min(GMM_COMPONENTS, len(rows)), covariance_type="full",
-                                    reg_covar=1e-3, max_iter=50, random_state=seed).fit(train)
+        self.gmm_ = GaussianMixture(
+            min(GMM_COMPONENTS, len(rows)), covariance_type="full", reg_covar=1e-3, max_iter=50, random_state=seed
+        ).fit(train)
         return self
 
     def nll(self, X) -> np.ndarray:
@@ -125,9 +126,11 @@ class ReferenceBaselines:
         self.seed = seed
         self.fitted_ = {}
         if reference is not None:
-            self.fitted_ = {"LLPR": LLPR().fit(reference, calibration).std,
-                            "GMM NLL": GMM().fit(reference, seed).nll,
-                            "latent distance": LatentDistance().fit(reference).distance}
+            self.fitted_ = {
+                "LLPR": LLPR().fit(reference, calibration).std,
+                "GMM NLL": GMM().fit(reference, seed).nll,
+                "latent distance": LatentDistance().fit(reference).distance,
+            }
         return self
 
     def score(self, X) -> dict[str, np.ndarray]:

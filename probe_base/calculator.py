@@ -39,8 +39,9 @@ def _find_adapter_class(calculator, adapter, probe_adapter_name):
     for info in available_adapters().values():
         if info.adapter_class.models_of_calculator(calculator) is not None:
             return info.adapter_class
-    raise ProbeError(f"no installed adapter knows {type(calculator).__name__}; "
-                     "install the backbone's plugin or pass adapter=")
+    raise ProbeError(
+        f"no installed adapter knows {type(calculator).__name__}; install the backbone's plugin or pass adapter="
+    )
 
 
 class ReliabilityPolicy:
@@ -66,11 +67,9 @@ class ReliabilityPolicy:
             parts = ([f"novel atoms {names}"] if len(novel) else []) + why
             return f"PROBE: {label} outside the backbone's domain: " + "; ".join(parts)
         order = np.argsort(scores.atom_map(i))[::-1][:3]
-        kind = ("atoms of largest predicted force error" if scores.atom_error is not None
-                else "most attended atoms")
+        kind = "atoms of largest predicted force error" if scores.atom_error is not None else "most attended atoms"
         where = ", ".join(f"{symbols[a]}{a}" for a in order)
-        return (f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.2f}); "
-                f"{kind}: {where}")
+        return f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.2f}); {kind}: {where}"
 
     def apply(self, message, p_reliable, importance=None, before_raise=None):
         if self.policy == "warn":
@@ -107,8 +106,7 @@ def write_scores(results: dict, scores, i=0, atoms=None):
 class ProbedCalculator(Calculator):
     """An ASE calculator that adds PROBE's reliability to another calculator's results."""
 
-    def __init__(self, calculator, artifact: ProbeArtifact, adapter, policy="warn",
-                 threshold=None, use_domain=True):
+    def __init__(self, calculator, artifact: ProbeArtifact, adapter, policy="warn", threshold=None, use_domain=True):
         super().__init__()
         self.calculator = calculator
         self.artifact = artifact
@@ -156,8 +154,9 @@ class ProbedCalculator(Calculator):
         policy.apply(message, p, self.results["atom_importance"], before_raise=self.reset)
 
 
-def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,
-           allow_mismatch=False, use_domain=True) -> ProbedCalculator:
+def attach(
+    calculator, probe, *, adapter=None, policy="warn", threshold=None, allow_mismatch=False, use_domain=True
+) -> ProbedCalculator:
     """Wrap an ASE ``calculator`` so that its results include PROBE's reliability.
 
     ``probe``: a ``.probe`` path or a loaded ``ProbeArtifact``. ``adapter``: an adapter name
@@ -169,19 +168,18 @@ def attach(calculator, probe, *, adapter=None, policy="warn", threshold=None,
     adapter_class = _find_adapter_class(calculator, adapter, artifact.fingerprint.get("adapter"))
     models = adapter_class.models_of_calculator(calculator)
     if models is None:
-        raise ProbeError(f"adapter {adapter_class.name!r} does not know calculators of type "
-                         f"{type(calculator).__name__}")
+        raise ProbeError(
+            f"adapter {adapter_class.name!r} does not know calculators of type {type(calculator).__name__}"
+        )
     backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
     artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
     return ProbedCalculator(calculator, artifact, backbone, policy, threshold, use_domain)
 
 
-def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None,
-               **attach_options):
+def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None, **attach_options):
     """What every plugin's drop-in calculator does with its ``probe=`` keywords: the
     framework's own calculator unchanged without a probe, else ``attach``-ed to it. One
     spelling everywhere: ``probe``, ``probe_policy``, ``probe_threshold``."""
     if probe is None:
         return calculator
-    return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold,
-                  **attach_options)
+    return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold, **attach_options)

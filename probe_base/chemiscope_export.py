@@ -63,14 +63,21 @@ def _property(values, target, description, units=None):
     return entry
 
 
-def write_chemiscope(path, frames, structure_properties: dict, atom_properties: dict, pooled,
-                     name: str, description: str, color_atoms_by: str | None) -> Path:
+def write_chemiscope(
+    path,
+    frames,
+    structure_properties: dict,
+    atom_properties: dict,
+    pooled,
+    name: str,
+    description: str,
+    color_atoms_by: str | None,
+) -> Path:
     """One chemiscope file. ``frames``: ase Atoms (None: a map without structures, atom
     properties dropped); properties: ``{name: chemiscope property dict}``."""
     chemiscope = require_chemiscope()
     coordinates = structure_map(pooled)
-    properties = {"PCA": _property(coordinates, "structure",
-                                   "principal components of the pooled backbone features")}
+    properties = {"PCA": _property(coordinates, "structure", "principal components of the pooled backbone features")}
     properties.update(structure_properties)
     environments = None
     if frames is not None:
@@ -79,17 +86,27 @@ def write_chemiscope(path, frames, structure_properties: dict, atom_properties: 
         environments = chemiscope.all_atomic_environments(frames)
     periodic = frames is not None and any(atoms.pbc.any() for atoms in frames)
     settings = chemiscope.quick_settings(
-        x="PCA[1]", y="PCA[2]", map_color="P(reliable)", target="structure", periodic=periodic,
-        structure_color=color_atoms_by if frames is not None else None)
+        x="PCA[1]",
+        y="PCA[2]",
+        map_color="P(reliable)",
+        target="structure",
+        periodic=periodic,
+        structure_color=color_atoms_by if frames is not None else None,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a temporary name with the same ending (chemiscope picks gzip from it), then a rename:
     # a reader never sees half a file
     partial = path.with_name(f".{os.getpid()}.{path.name}")
     try:
-        chemiscope.write_input(str(partial), structures=frames, properties=properties,
-                               environments=environments, settings=settings,
-                               metadata={"name": name, "description": description})
+        chemiscope.write_input(
+            str(partial),
+            structures=frames,
+            properties=properties,
+            environments=environments,
+            settings=settings,
+            metadata={"name": name, "description": description},
+        )
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -106,30 +123,46 @@ def chemiscope_from_evaluation(evaluation, path) -> str | None:
     frames, why = frames_for_structures(data, np.arange(len(data)))
     energy_per_atom = data.energy_pred / data.n_atoms
     structure_properties = {
-        "P(reliable)": _property(arrays["p_reliable"], "structure", "PROBE's probability that the "
-                                 "backbone's prediction is reliable"),
+        "P(reliable)": _property(
+            arrays["p_reliable"], "structure", "PROBE's probability that the backbone's prediction is reliable"
+        ),
         f"{label['target']} error": _property(arrays["errors"], "structure", TARGETS[label["target"]], unit),
-        "unreliable": _property(["unreliable" if u else "reliable" for u in arrays["unreliable"]],
-                                "structure", f"{label['target']} error > {label['threshold']:.4g} {unit}"),
+        "unreliable": _property(
+            ["unreliable" if u else "reliable" for u in arrays["unreliable"]],
+            "structure",
+            f"{label['target']} error > {label['threshold']:.4g} {unit}",
+        ),
         "energy per atom": _property(energy_per_atom, "structure", "backbone energy per atom", "eV/atom"),
-        "frame": _property(np.asarray(data.source_index, dtype=np.float64), "structure",
-                           "position in the input file's selection"),
+        "frame": _property(
+            np.asarray(data.source_index, dtype=np.float64), "structure", "position in the input file's selection"
+        ),
     }
     if data.energy_ref is not None and np.all(np.isfinite(data.energy_ref)):
         structure_properties["reference energy per atom"] = _property(
-            data.energy_ref / data.n_atoms, "structure", "reference energy per atom", "eV/atom")
+            data.energy_ref / data.n_atoms, "structure", "reference energy per atom", "eV/atom"
+        )
     for method, score in arrays["scores"].items():
         if method != "PROBE":  # PROBE's risk score is 1 - P(reliable), already there
             structure_properties[f"risk score: {method}"] = _property(
-                score, "structure", f"{method}: higher = trusted less")
+                score, "structure", f"{method}: higher = trusted less"
+            )
     structure_properties.update(_optional_structure_properties(arrays))
     atom_properties = _evaluation_atom_properties(arrays, data)
-    description = (f"{evaluation['n_structures']} structures evaluated by PROBE; reliable = "
-                   f"{label['target']} error <= {label['threshold']:.4g} {unit}. Map: PCA of the pooled "
-                   "backbone features, coloured by P(reliable).")
-    write_chemiscope(path, frames, structure_properties, atom_properties, _stored_mean_features(data),
-                     "PROBE evaluation", description,
-                     "predicted force error" if "predicted force error" in atom_properties else "importance")
+    description = (
+        f"{evaluation['n_structures']} structures evaluated by PROBE; reliable = "
+        f"{label['target']} error <= {label['threshold']:.4g} {unit}. Map: PCA of the pooled "
+        "backbone features, coloured by P(reliable)."
+    )
+    write_chemiscope(
+        path,
+        frames,
+        structure_properties,
+        atom_properties,
+        _stored_mean_features(data),
+        "PROBE evaluation",
+        description,
+        "predicted force error" if "predicted force error" in atom_properties else "importance",
+    )
     return why
 
 
@@ -142,11 +175,15 @@ def _stored_mean_features(data) -> np.ndarray:
 def _optional_structure_properties(arrays) -> dict:
     out = {}
     if arrays.get("novelty") is not None:
-        out["novelty"] = _property(np.asarray(arrays["novelty"], dtype=np.float64), "structure",
-                                   "distance from the probe's fitting domain; > 1 = outside it")
+        out["novelty"] = _property(
+            np.asarray(arrays["novelty"], dtype=np.float64),
+            "structure",
+            "distance from the probe's fitting domain; > 1 = outside it",
+        )
     if arrays.get("in_domain") is not None:
-        out["in domain"] = _property(["yes" if v else "no" for v in arrays["in_domain"]], "structure",
-                                     "inside the probe's domain")
+        out["in domain"] = _property(
+            ["yes" if v else "no" for v in arrays["in_domain"]], "structure", "inside the probe's domain"
+        )
     return out
 
 
@@ -155,18 +192,26 @@ def _concatenated(per_structure) -> np.ndarray:
 
 
 def _evaluation_atom_properties(arrays, data) -> dict:
-    out = {"importance": _property(_concatenated(arrays["importance"]), "atom",
-                                   "attention importance: the atom's share of the structure's score")}
+    out = {
+        "importance": _property(
+            _concatenated(arrays["importance"]),
+            "atom",
+            "attention importance: the atom's share of the structure's score",
+        )
+    }
     if arrays.get("atom_error") is not None:
-        out["predicted force error"] = _property(_concatenated(arrays["atom_error"]), "atom",
-                                                 "PROBE's per-atom reliability map", "eV/Å")
+        out["predicted force error"] = _property(
+            _concatenated(arrays["atom_error"]), "atom", "PROBE's per-atom reliability map", "eV/Å"
+        )
     if arrays.get("atom_novelty") is not None:
-        out["atom novelty"] = _property(_concatenated(arrays["atom_novelty"]), "atom",
-                                        "> 1 = unlike the atoms the probe was fitted on")
+        out["atom novelty"] = _property(
+            _concatenated(arrays["atom_novelty"]), "atom", "> 1 = unlike the atoms the probe was fitted on"
+        )
     actual = getattr(data, "atom_force_error", None)
     if actual is not None and len(actual) and np.all(np.isfinite(actual)):
-        out["actual force error"] = _property(np.asarray(actual, dtype=np.float64), "atom",
-                                              "|F_pred - F_ref| of the backbone", "eV/Å")
+        out["actual force error"] = _property(
+            np.asarray(actual, dtype=np.float64), "atom", "|F_pred - F_ref| of the backbone", "eV/Å"
+        )
     return out
 
 
@@ -187,9 +232,15 @@ class PredictionCollector:
 
 
 # annotated extxyz keys -> chemiscope names; other probe_* keys keep their name without prefix
-PREDICTION_NAMES = {"probe_reliability": "P(reliable)", "probe_energy": "energy", "probe_in_domain": "in domain",
-                    "probe_novelty": "novelty", "probe_importance": "importance",
-                    "probe_atom_error": "predicted force error", "probe_atom_novelty": "atom novelty"}
+PREDICTION_NAMES = {
+    "probe_reliability": "P(reliable)",
+    "probe_energy": "energy",
+    "probe_in_domain": "in domain",
+    "probe_novelty": "novelty",
+    "probe_importance": "importance",
+    "probe_atom_error": "predicted force error",
+    "probe_atom_novelty": "atom novelty",
+}
 
 
 def _chemiscope_values(values):
@@ -209,24 +260,29 @@ def chemiscope_from_predictions(annotated, collector: PredictionCollector, path)
     structure_properties, atom_properties = {}, {}
     for key in annotated[0].info if annotated else ():
         if key.startswith("probe_") and all(np.isscalar(a.info.get(key)) for a in annotated):
-            name = PREDICTION_NAMES.get(key, key[len("probe_"):])
-            structure_properties[name] = _property(_chemiscope_values([a.info[key] for a in annotated]),
-                                                   "structure", f"{key} in the scored extxyz")
+            name = PREDICTION_NAMES.get(key, key[len("probe_") :])
+            structure_properties[name] = _property(
+                _chemiscope_values([a.info[key] for a in annotated]), "structure", f"{key} in the scored extxyz"
+            )
     energies = np.array([a.info["probe_energy"] for a in annotated], dtype=np.float64)
     structure_properties["energy"]["units"] = "eV"
-    structure_properties["energy per atom"] = _property(energies / n_atoms, "structure",
-                                                        "backbone energy per atom", "eV/atom")
+    structure_properties["energy per atom"] = _property(
+        energies / n_atoms, "structure", "backbone energy per atom", "eV/atom"
+    )
     reference = np.asarray(collector.reference_energies, dtype=np.float64)
     if len(reference) == len(annotated) and np.all(np.isfinite(reference)):
-        structure_properties["energy error"] = _property(np.abs(energies - reference), "structure",
-                                                         TARGETS["energy"], "eV")
+        structure_properties["energy error"] = _property(
+            np.abs(energies - reference), "structure", TARGETS["energy"], "eV"
+        )
         structure_properties["energy per atom error"] = _property(
-            np.abs(energies - reference) / n_atoms, "structure", TARGETS["energy_per_atom"], "eV/atom")
-    for key, column in (annotated[0].arrays.items() if annotated else ()):
+            np.abs(energies - reference) / n_atoms, "structure", TARGETS["energy_per_atom"], "eV/atom"
+        )
+    for key, column in annotated[0].arrays.items() if annotated else ():
         if key.startswith("probe_") and column.ndim == 1:
-            name = PREDICTION_NAMES.get(key, key[len("probe_"):])
-            atom_properties[name] = _property(_concatenated(a.arrays[key] for a in annotated), "atom",
-                                              f"{key} in the scored extxyz")
+            name = PREDICTION_NAMES.get(key, key[len("probe_") :])
+            atom_properties[name] = _property(
+                _concatenated(a.arrays[key] for a in annotated), "atom", f"{key} in the scored extxyz"
+            )
     frames = [a.copy() for a in annotated]
     for atoms in frames:  # the properties travel separately; keep the structures plain
         atoms.info.clear()
@@ -234,6 +290,14 @@ def chemiscope_from_predictions(annotated, collector: PredictionCollector, path)
             del atoms.arrays[key]
     pooled = np.concatenate(collector.feature_means) if collector.feature_means else np.zeros((0, 1))
     colour = "predicted force error" if "predicted force error" in atom_properties else "importance"
-    return write_chemiscope(path, frames, structure_properties, atom_properties, pooled,
-                            "PROBE predictions", f"{len(annotated)} structures scored by PROBE. Map: PCA of "
-                            "the pooled backbone features, coloured by P(reliable).", colour)
+    return write_chemiscope(
+        path,
+        frames,
+        structure_properties,
+        atom_properties,
+        pooled,
+        "PROBE predictions",
+        f"{len(annotated)} structures scored by PROBE. Map: PCA of "
+        "the pooled backbone features, coloured by P(reliable).",
+        colour,
+    )

@@ -44,10 +44,21 @@ __all__ = ["EXTRAS", "PRESETS", "ProbeClassifier", "pooled_features"]
 
 PRESETS = {
     # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
-    "paper": dict(hidden=128, heads=4, attention_layers=1, dropout=0.1, element_embedding=False,
-                  attention="self",
-                  selection="loss", cv_folds=1, n_seeds=1, extras=("energy_per_atom", "log_n_atoms"),
-                  lr=1e-3, batch_size=64, patience=20),
+    "paper": dict(
+        hidden=128,
+        heads=4,
+        attention_layers=1,
+        dropout=0.1,
+        element_embedding=False,
+        attention="self",
+        selection="loss",
+        cv_folds=1,
+        n_seeds=1,
+        extras=("energy_per_atom", "log_n_atoms"),
+        lr=1e-3,
+        batch_size=64,
+        patience=20,
+    ),
 }
 
 
@@ -76,12 +87,32 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
     A scikit-learn estimator: parameters are the ``__init__`` arguments (``get_params``,
     ``set_params`` and ``sklearn.base.clone`` work), learned state ends in ``_``."""
 
-    def __init__(self, hidden=32, heads=4, attention_layers=1, dropout=0.1, lr=2e-3,
-                 weight_decay=1e-2, batch_size=64, max_epochs=200, patience=10,
-                 val_fraction=0.2, calibration="temperature", calibration_fraction=0.2,
-                 selection="auroc", cv_folds=5, n_seeds=1, element_embedding=True,
-                 per_element_norm=False, extras=("energy_per_atom", "log_n_atoms"),
-                 latent_neighbors=5, seed=0, progress=False, attention="auto", queries=4):
+    def __init__(
+        self,
+        hidden=32,
+        heads=4,
+        attention_layers=1,
+        dropout=0.1,
+        lr=2e-3,
+        weight_decay=1e-2,
+        batch_size=64,
+        max_epochs=200,
+        patience=10,
+        val_fraction=0.2,
+        calibration="temperature",
+        calibration_fraction=0.2,
+        selection="auroc",
+        cv_folds=5,
+        n_seeds=1,
+        element_embedding=True,
+        per_element_norm=False,
+        extras=("energy_per_atom", "log_n_atoms"),
+        latent_neighbors=5,
+        seed=0,
+        progress=False,
+        attention="auto",
+        queries=4,
+    ):
         self.hidden = hidden
         self.heads = heads
         self.attention_layers = attention_layers
@@ -119,15 +150,25 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
 
     def new_net(self) -> ProbeNet:
         """An untrained member of this probe's shape."""
-        return ProbeNet(self.n_features_in_, self.hidden, self.heads, self.attention_layers,
-                        self.dropout, len(self.extras), self.element_embedding,
-                        self.per_element_norm, self.attention_, self.queries)
+        return ProbeNet(
+            self.n_features_in_,
+            self.hidden,
+            self.heads,
+            self.attention_layers,
+            self.dropout,
+            len(self.extras),
+            self.element_embedding,
+            self.per_element_norm,
+            self.attention_,
+            self.queries,
+        )
 
     # ---- inputs ------------------------------------------------------------------------
     def _extras(self, X, fitting=False, distance=None) -> np.ndarray:
         """The scalar inputs; ``distance``: the latent distances of ``X`` if already known."""
-        return extra_inputs(X, self.extras, lambda: distance if distance is not None
-                            else self.latent_distance(X, exclude_self=fitting))
+        return extra_inputs(
+            X, self.extras, lambda: distance if distance is not None else self.latent_distance(X, exclude_self=fitting)
+        )
 
     def latent_distance(self, X, exclude_self=False) -> np.ndarray:
         """Mean distance of each structure's pooled features to its k nearest fitting
@@ -147,8 +188,10 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} structures but y has {len(y)} labels")
         if len(np.unique(y)) < 2:
-            raise LabelError("all fitting structures have the same label; choose another "
-                             "threshold (e.g. the median error) so both classes occur")
+            raise LabelError(
+                "all fitting structures have the same label; choose another "
+                "threshold (e.g. the median error) so both classes occur"
+            )
         self.n_features_in_ = X.n_features
         self.attention_ = resolve_attention(self.attention, X.n_atoms)
         self.latent_neighbours_ = None
@@ -164,22 +207,39 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
             self.norm_ = normalisation(X.features, X.atomic_numbers, extras, self.per_element_norm)
         else:  # a StoreView: features stay on disk
             if "latent_distance" in self.extras:
-                raise ValueError("the latent_distance input needs every fitting structure's "
-                                 "features in memory; it is not available under torchrun")
+                raise ValueError(
+                    "the latent_distance input needs every fitting structure's "
+                    "features in memory; it is not available under torchrun"
+                )
             extras = self._extras(X, fitting=True)
-            self.pool_mean_, self.pool_std_, self.norm_ = streamed_normalisation(
-                X, extras, self.per_element_norm, comm)
+            self.pool_mean_, self.pool_std_, self.norm_ = streamed_normalisation(X, extras, self.per_element_norm, comm)
         self.classes_ = np.array([0, 1])
         self.calibrator_ = Calibrator.for_labels(y)
-        trainer = MemberTrainer(self.new_net, self.norm_, lr=self.lr, weight_decay=self.weight_decay,
-                                batch_size=self.batch_size, max_epochs=self.max_epochs,
-                                patience=self.patience, selection=self.selection, progress=self.progress)
+        trainer = MemberTrainer(
+            self.new_net,
+            self.norm_,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            selection=self.selection,
+            progress=self.progress,
+        )
         if self.cv_folds >= 2:
             trained = trainer.cross_fit(X, y, extras, self.cv_folds, self.n_seeds, self.seed, comm)
             self.out_of_fold_logits_ = trained.out_of_fold_logits
         else:
-            trained = trainer.split_fit(X, y, extras, self.n_seeds, self.seed, self.val_fraction,
-                                        self.calibration_fraction if self.calibration else None, comm)
+            trained = trainer.split_fit(
+                X,
+                y,
+                extras,
+                self.n_seeds,
+                self.seed,
+                self.val_fraction,
+                self.calibration_fraction if self.calibration else None,
+                comm,
+            )
         self.ensemble_ = MemberEnsemble(trained.states, self.new_net, self.batch_size)
         self.history_ = trained.histories
         if self.calibration and self.cv_folds >= 2:
@@ -205,9 +265,12 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         ``out_of_fold_logits_``, ``norm_``, which every member holds as buffers) are not
         part of it."""
         check_is_fitted(self, "ensemble_")
-        state = {"n_features": int(self.n_features_in_), "members": self.ensemble_.state_dict(),
-                 "pool_mean": np.asarray(self.pool_mean_, dtype=np.float32),
-                 "pool_std": np.asarray(self.pool_std_, dtype=np.float32)}
+        state = {
+            "n_features": int(self.n_features_in_),
+            "members": self.ensemble_.state_dict(),
+            "pool_mean": np.asarray(self.pool_mean_, dtype=np.float32),
+            "pool_std": np.asarray(self.pool_std_, dtype=np.float32),
+        }
         if self.latent_neighbours_ is not None:
             state["knn_reference"] = self.latent_neighbours_.reference
         state.update(self.calibrator_.state_dict())
@@ -225,8 +288,9 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         pooling = any(key.startswith("pool.") for key in state["members"][0]) if state["members"] else False
         estimator.attention_ = "pooling" if pooling else "self"
         if params.get("attention", "auto") not in ("auto", estimator.attention_):
-            raise ValueError(f"the members are {estimator.attention_}-attention nets, the "
-                             f"parameters say {params['attention']!r}")
+            raise ValueError(
+                f"the members are {estimator.attention_}-attention nets, the parameters say {params['attention']!r}"
+            )
         members = MemberEnsemble.from_state(list(state["members"]), estimator.new_net, estimator.batch_size)
         estimator.calibrator_ = Calibrator.from_state(state)
         for name in ("pool_mean", "pool_std"):
@@ -235,8 +299,9 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} holds NaN or inf")
             setattr(estimator, f"{name}_", value)
         reference = state.get("knn_reference")
-        estimator.latent_neighbours_ = (None if reference is None
-                                        else LatentNeighbours(reference, estimator.latent_neighbors))
+        estimator.latent_neighbours_ = (
+            None if reference is None else LatentNeighbours(reference, estimator.latent_neighbors)
+        )
         estimator.ensemble_ = members
         return estimator
 
@@ -252,10 +317,13 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         structure runs unpadded through ``StackedProbe.one``, several in padded batches."""
         check_is_fitted(self, "ensemble_")
         if self.attention_ == "self" and len(X) and int(np.max(X.n_atoms)) > LARGE_FOR_SELF_ATTENTION:
-            warnings.warn(f"a self-attention probe on a structure of {int(np.max(X.n_atoms))} atoms: "
-                          "its time grows with the square of the atom count (11 s at 10 000 atoms, a third of an AIMNet2 pass); "
-                          "refit with `probe fit --attention pooling` (linear in atoms) for structures "
-                          "this large", stacklevel=3)
+            warnings.warn(
+                f"a self-attention probe on a structure of {int(np.max(X.n_atoms))} atoms: "
+                "its time grows with the square of the atom count (11 s at 10 000 atoms, a third of an AIMNet2 pass); "
+                "refit with `probe fit --attention pooling` (linear in atoms) for structures "
+                "this large",
+                stacklevel=3,
+            )
         return self.ensemble_.logits(X, self._extras(X), importance)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -126,8 +126,11 @@ def _scan_xyz(path: Path) -> _FrameScan:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 frame = count - 1 if lines_left else count
-                return _FrameScan(frame, f"line {line_number} is not UTF-8 text ({exc.reason} at "
-                                         f"byte {exc.start}); save the file as UTF-8 or fix that line")
+                return _FrameScan(
+                    frame,
+                    f"line {line_number} is not UTF-8 text ({exc.reason} at "
+                    f"byte {exc.start}); save the file as UTF-8 or fix that line",
+                )
             if lines_left == 0:
                 stripped = line.strip()
                 if not stripped:
@@ -137,17 +140,23 @@ def _scan_xyz(path: Path) -> _FrameScan:
                     if n_atoms < 0:
                         raise ValueError
                 except ValueError:
-                    return _FrameScan(count, f"line {line_number} should give the number of atoms "
-                                             f"but reads {stripped[:40]!r}; fix the frame above it "
-                                             "(wrong atom count or extra lines) or that line")
+                    return _FrameScan(
+                        count,
+                        f"line {line_number} should give the number of atoms "
+                        f"but reads {stripped[:40]!r}; fix the frame above it "
+                        "(wrong atom count or extra lines) or that line",
+                    )
                 lines_left = n_atoms + 2
                 header_line = line_number
                 count += 1
             lines_left -= 1
     if lines_left > 0:
-        return _FrameScan(count - 1, f"is truncated: its atom count (line {header_line}) announces "
-                                     f"{lines_left} more line(s) than the file has; complete or "
-                                     "remove it")
+        return _FrameScan(
+            count - 1,
+            f"is truncated: its atom count (line {header_line}) announces "
+            f"{lines_left} more line(s) than the file has; complete or "
+            "remove it",
+        )
     return _FrameScan(count, None)
 
 
@@ -171,13 +180,16 @@ def selected_frames(path, index=":", allow_empty=False) -> range:
     if isinstance(selection, int):
         frame = selection + n if selection < 0 else selection
         if not 0 <= frame < n:
-            raise InputError(f"--index {index}: {path} has {n} frame(s) (0 to {n - 1}), no "
-                             f"frame {selection}; choose a frame in that range")
+            raise InputError(
+                f"--index {index}: {path} has {n} frame(s) (0 to {n - 1}), no "
+                f"frame {selection}; choose a frame in that range"
+            )
         return range(frame, frame + 1)
     frames = range(n)[selection]
     if not len(frames) and not allow_empty:
-        raise InputError(f"--index {index} selects no frames of {path}, which has {n} frame(s) "
-                         f"(0 to {n - 1}); {INDEX_EXAMPLES}")
+        raise InputError(
+            f"--index {index} selects no frames of {path}, which has {n} frame(s) (0 to {n - 1}); {INDEX_EXAMPLES}"
+        )
     return frames
 
 
@@ -185,7 +197,7 @@ def _reaches(selection, frame) -> bool:
     """Whether a selection that needs no count includes frames at or after ``frame``."""
     if isinstance(selection, int):
         return selection >= frame
-    frames = range(2 ** 62)[selection]
+    frames = range(2**62)[selection]
     return bool(len(frames)) and frames[-1] >= frame
 
 
@@ -204,14 +216,20 @@ def frame_numbers(path, index=":"):
         return range(selection, selection + 1)
     if isinstance(selection, slice) and not _needs_count(selection):
         start, step = selection.start or 0, selection.step or 1
-        stop = selection.stop if selection.stop is not None else 2 ** 62
+        stop = selection.stop if selection.stop is not None else 2**62
         return range(start, max(start, stop), step)
     return selected_frames(path, index)
 
 
-def iter_structures(path, index: str = ":", energy_key: str | None = None,
-                    forces_key: str | None = None, require_energy: bool = True,
-                    require_forces: bool = True, start: int = 0) -> Iterator[LabelledStructure]:
+def iter_structures(
+    path,
+    index: str = ":",
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    require_energy: bool = True,
+    require_forces: bool = True,
+    start: int = 0,
+) -> Iterator[LabelledStructure]:
     """Stream structures with their reference labels, skipping the first ``start`` of the
     selection. Each is numbered by its position in the file."""
     path = check_input_file(path)
@@ -229,8 +247,10 @@ def iter_structures(path, index: str = ":", energy_key: str | None = None,
             return
         except Exception as exc:  # noqa: BLE001 - say which file and frame
             frame = numbers[position] if position < len(numbers) else f"after {numbers[-1]}"
-            raise InputError(f"{path}, structure {frame}: cannot be read by ase.io "
-                             f"({type(exc).__name__}: {exc}); fix or remove that frame") from exc
+            raise InputError(
+                f"{path}, structure {frame}: cannot be read by ase.io "
+                f"({type(exc).__name__}: {exc}); fix or remove that frame"
+            ) from exc
         if position >= start:
             where = f"{path}, structure {numbers[position]}"
             energy = _reference_energy(atoms, energy_key, where) if require_energy else None

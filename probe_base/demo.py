@@ -30,8 +30,12 @@ def demo_data(output_dir: Path, n_train=160, n_heldout=600):
     if not paths["train"].exists():
         ase.io.write(paths["train"], toy.emt_clusters(n_train, seed=TRAIN_SEED, rattle=(0.02, 0.08)))
     if not paths["heldout"].exists():
-        ase.io.write(paths["heldout"], toy.emt_clusters(
-            n_heldout, seed=HELDOUT_SEED, rattle=(0.02, 0.2), vacancy_fraction=0.3, strain=(0.97, 1.03)))
+        ase.io.write(
+            paths["heldout"],
+            toy.emt_clusters(
+                n_heldout, seed=HELDOUT_SEED, rattle=(0.02, 0.2), vacancy_fraction=0.3, strain=(0.97, 1.03)
+            ),
+        )
     return paths
 
 
@@ -51,23 +55,31 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
     store = extract(adapter, data["heldout"], output_dir / "heldout.h5", overwrite=True)
     print("[4/5] probe fit on half the held-out set (cross-fitted, calibrated)")
     probe_path = output_dir / f"{backbone}.probe"
-    label, _ = fit_probe(store, probe_path, LabelSpec("energy", quantile=0.5),
-                         ProbeClassifier(seed=0, progress=True), eval_fraction=0.5)
+    label, _ = fit_probe(
+        store, probe_path, LabelSpec("energy", quantile=0.5), ProbeClassifier(seed=0, progress=True), eval_fraction=0.5
+    )
     evaluation = evaluate_probe(probe_path, store, n_bootstrap=500)
     report = write_evaluation(evaluation, output_dir / "report") / "report.html"
     explorer = _write_chemiscope(evaluation, output_dir / "report" / "chemiscope.json.gz")
     print("[5/5] per-atom importance for the evaluation half")
     predict_file(probe_path, adapter_class(models[:1]), data["heldout"], output_dir / "heldout_scored.xyz")
     print()
-    print(f"Label: {label.target} error > {label.threshold * 1000:.1f} meV is unreliable "
-          f"({evaluation['n_structures']} evaluation structures, "
-          f"{100 * evaluation['unreliable_fraction']:.0f}% unreliable)")
+    print(
+        f"Label: {label.target} error > {label.threshold * 1000:.1f} meV is unreliable "
+        f"({evaluation['n_structures']} evaluation structures, "
+        f"{100 * evaluation['unreliable_fraction']:.0f}% unreliable)"
+    )
     print(metrics_table(evaluation))
-    print(f"\nPlots, metrics.json, the probe and heldout_scored.xyz (probe_reliability, "
-          f"probe_importance) are in:\n  {output_dir}\n(done in {time.time() - start:.0f} s)")
+    print(
+        f"\nPlots, metrics.json, the probe and heldout_scored.xyz (probe_reliability, "
+        f"probe_importance) are in:\n  {output_dir}\n(done in {time.time() - start:.0f} s)"
+    )
     print(f"\nThe report, one page with the least-trusted structures drawn atom by atom:\n  {report}")
-    print(f"Structures, maps and scores for chemiscope (open at chemiscope.org):\n  {explorer}"
-          if explorer else "(pip install chemiscope to also get a chemiscope file of the structures)")
+    print(
+        f"Structures, maps and scores for chemiscope (open at chemiscope.org):\n  {explorer}"
+        if explorer
+        else "(pip install chemiscope to also get a chemiscope file of the structures)"
+    )
     return evaluation
 
 

@@ -87,11 +87,11 @@ class Group(Local):
         self.rank, self.world, self.device = rank, world, device
 
     def share(self, indices):
-        return np.asarray(indices)[self.rank::self.world]
+        return np.asarray(indices)[self.rank :: self.world]
 
     def even_share(self, indices):
         per_rank = -(-len(indices) // self.world)
-        return np.resize(np.asarray(indices), per_rank * self.world)[self.rank::self.world]
+        return np.resize(np.asarray(indices), per_rank * self.world)[self.rank :: self.world]
 
     def gather(self, values, n):
         import torch
@@ -99,12 +99,12 @@ class Group(Local):
 
         per_rank = -(-n // self.world)
         local = torch.zeros(per_rank, dtype=torch.float64)
-        local[:len(values)] = torch.as_tensor(np.asarray(values, dtype=np.float64))
+        local[: len(values)] = torch.as_tensor(np.asarray(values, dtype=np.float64))
         parts = [torch.empty_like(local) for _ in range(self.world)]
         dist.all_gather(parts, local)
         out = np.empty(n, dtype=np.float32)
         for r, part in enumerate(parts):
-            out[r::self.world] = part.numpy()[:len(range(r, n, self.world))]
+            out[r :: self.world] = part.numpy()[: len(range(r, n, self.world))]
         return out
 
     def all_sum(self, array):
@@ -193,8 +193,10 @@ def _selection(input_path, index):
 
     selection = string2index(index)
     if isinstance(selection, int) or (selection.step or 1) < 0:
-        raise InputError(f"--index {index!r}: under torchrun the frames must be a forward slice "
-                         "(such as ':' or '1000:5000'), so that each rank reads a block of them")
+        raise InputError(
+            f"--index {index!r}: under torchrun the frames must be a forward slice "
+            "(such as ':' or '1000:5000'), so that each rank reads a block of them"
+        )
     frames = range(count_structures(input_path, ":"))[selection]
     return frames.start, frames.step, len(frames)
 
@@ -204,9 +206,22 @@ def block(n, rank, world):
     return n * rank // world, n * (rank + 1) // world
 
 
-def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy_key=None,
-                    forces_key=None, with_forces=True, labels=True, dtype="float32",
-                    overwrite=False, progress=True, **options) -> Path:
+def extract_sharded(
+    adapter,
+    input_path,
+    store_path,
+    group,
+    *,
+    index=":",
+    energy_key=None,
+    forces_key=None,
+    with_forces=True,
+    labels=True,
+    dtype="float32",
+    overwrite=False,
+    progress=True,
+    **options,
+) -> Path:
     """``store.extract`` for one rank of ``group``: its block into its shard, then (rank 0)
     the virtual store over all shards. Every rank returns once the store is complete."""
     import h5py
@@ -214,8 +229,7 @@ def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy
     from .store import StoreError, _identity, check_input_unchanged, extract, write_virtual_store
 
     store_path = Path(store_path)
-    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype,
-                         labels)
+    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels)
     folder = shard_path(store_path, 0, 1).parent
     # --overwrite: new shards go beside the old ones and replace them only when all are done
     target = folder.with_name(folder.name + ".new") if overwrite else folder
@@ -224,21 +238,32 @@ def extract_sharded(adapter, input_path, store_path, group, *, index=":", energy
             if json_equal(h5.attrs["identity"], identity):
                 check_input_unchanged(h5, store_path, input_path, identity)
                 return store_path
-        raise StoreError(f"{store_path} exists and was made from other input or another backbone; "
-                         "pass --overwrite to replace it or choose another output path")
+        raise StoreError(
+            f"{store_path} exists and was made from other input or another backbone; "
+            "pass --overwrite to replace it or choose another output path"
+        )
     start, step, n = group.broadcast(_selection(input_path, index) if group.rank == 0 else None)
     lo, hi = block(n, group.rank, group.world)
-    extract(adapter, input_path, target / f"{group.rank}-of-{group.world}.h5",
-            index=f"{start + lo * step}:{start + hi * step}:{step}",
-            energy_key=energy_key, forces_key=forces_key, with_forces=with_forces, labels=labels,
-            dtype=dtype, progress=progress and group.rank == 0, overwrite=overwrite,
-            allow_empty=True, **options)
+    extract(
+        adapter,
+        input_path,
+        target / f"{group.rank}-of-{group.world}.h5",
+        index=f"{start + lo * step}:{start + hi * step}:{step}",
+        energy_key=energy_key,
+        forces_key=forces_key,
+        with_forces=with_forces,
+        labels=labels,
+        dtype=dtype,
+        progress=progress and group.rank == 0,
+        overwrite=overwrite,
+        allow_empty=True,
+        **options,
+    )
     group.barrier()
     if group.rank == 0:
         if overwrite:
             _replace_shards(folder, target)
-        write_virtual_store(store_path, [shard_path(store_path, r, group.world)
-                                         for r in range(group.world)], identity)
+        write_virtual_store(store_path, [shard_path(store_path, r, group.world) for r in range(group.world)], identity)
         shutil.rmtree(folder.with_name(folder.name + ".old"), ignore_errors=True)
     group.barrier()
     return store_path

@@ -76,7 +76,7 @@ class ExactNeighbors:
         out = np.empty(len(queries))
         rows = max(1, DISTANCE_ELEMENTS // max(n_reference, 1))
         for start in range(0, len(queries), rows):
-            q = queries[start:start + rows]
+            q = queries[start : start + rows]
             partial = q @ self.minus_twice_points_t  # |q|^2 is the same along a row: added after
             partial += self.squared_norms
             if take < n_reference:
@@ -85,7 +85,7 @@ class ExactNeighbors:
             nearest = np.sqrt(np.maximum(partial, 0.0))
             if exclude_nearest:
                 nearest = np.sort(nearest, axis=1)[:, 1:]
-            out[start:start + len(q)] = nearest.mean(1)
+            out[start : start + len(q)] = nearest.mean(1)
         return out
 
 
@@ -111,7 +111,8 @@ def conformal_threshold(scores: np.ndarray, alpha: float) -> float:
         raise DomainError(
             f"alpha = {alpha:g} needs at least {needed} in-distribution calibration structures, "
             f"only {n} are available: use more labelled structures or a larger --alpha "
-            f"(with {n} structures the smallest possible alpha is {1.0 / (n + 1):.3g})")
+            f"(with {n} structures the smallest possible alpha is {1.0 / (n + 1):.3g})"
+        )
     rank = int(math.ceil((n + 1) * (1.0 - alpha)))  # 1-based
     return float(scores[rank - 1])
 
@@ -120,8 +121,15 @@ class DomainModel:
     """Per-element reference atoms in the backbone's feature space and a conformal
     threshold on the structure novelty. ``fit`` then ``novelty``."""
 
-    def __init__(self, n_neighbors=5, max_reference_atoms=50_000, alpha=DEFAULT_ALPHA,
-                 calibration_folds=5, scalars=SCALARS, seed=0):
+    def __init__(
+        self,
+        n_neighbors=5,
+        max_reference_atoms=50_000,
+        alpha=DEFAULT_ALPHA,
+        calibration_folds=5,
+        scalars=SCALARS,
+        seed=0,
+    ):
         self.n_neighbors = n_neighbors
         self.max_reference_atoms = max_reference_atoms
         self.alpha = alpha
@@ -159,8 +167,7 @@ class DomainModel:
         rng = np.random.default_rng(self.seed)
         structures = np.arange(len(reference)) if rows is None else np.asarray(rows)
         values = self._scalar_values(reference)
-        self.ranges_ = {name: (float(v[structures].min()), float(v[structures].max()))
-                        for name, v in values.items()}
+        self.ranges_ = {name: (float(v[structures].min()), float(v[structures].max())) for name, v in values.items()}
         z_all = np.asarray(reference.atomic_numbers)
         atom_rows = np.arange(len(z_all)) if rows is None else _atoms_of(reference, rows)
         self.elements_ = np.unique(z_all[atom_rows]).astype(np.int64)
@@ -206,8 +213,7 @@ class DomainModel:
         if unknown:
             raise DomainError(f"unknown structure scalars {sorted(unknown)}; choose from {SCALARS}")
         n = X.n_atoms.astype(np.float64)
-        values = {"energy_per_atom": np.asarray(X.energy_pred, dtype=np.float64) / np.maximum(n, 1),
-                  "n_atoms": n}
+        values = {"energy_per_atom": np.asarray(X.energy_pred, dtype=np.float64) / np.maximum(n, 1), "n_atoms": n}
         return {name: values[name] for name in self.scalars}
 
     def range_excess(self, X) -> dict:
@@ -252,11 +258,13 @@ class DomainModel:
         threshold: > 1 = outside the domain."""
         _check_fitted(self)
         if X.n_features != self.n_features_in_:
-            raise DomainError(f"features have width {X.n_features}, the domain model "
-                              f"{self.n_features_in_}: another backbone or other layers")
+            raise DomainError(
+                f"features have width {X.n_features}, the domain model "
+                f"{self.n_features_in_}: another backbone or other layers"
+            )
         structure, atom = self._raw_structure_novelty(X)
         atom = atom / self.threshold_
-        per_atom = [atom[X.offsets[i]:X.offsets[i + 1]] for i in range(len(X))]
+        per_atom = [atom[X.offsets[i] : X.offsets[i + 1]] for i in range(len(X))]
         return structure / self.threshold_, per_atom
 
     def in_domain(self, X) -> np.ndarray:
@@ -266,15 +274,19 @@ class DomainModel:
     def state_dict(self) -> tuple[dict, dict]:
         """(arrays, JSON metadata): everything ``from_state`` needs, no pickle."""
         _check_fitted(self)
-        arrays = {"mean": self.mean_, "std": self.std_,
-                  "calibration_scores": self.calibration_scores_}
+        arrays = {"mean": self.mean_, "std": self.std_, "calibration_scores": self.calibration_scores_}
         ranges = {name: list(r) for name, r in self.ranges_.items()}
         for z, neighbours in self.reference_.items():
             arrays[f"reference.{z}"] = neighbours.points
-        meta = {"params": self.get_params(), "threshold": self.threshold_,
-                "n_calibration": self.n_calibration_, "n_features": int(self.n_features_in_),
-                "elements": [int(z) for z in self.elements_],
-                "scale": {str(z): float(s) for z, s in self.scale_.items()}, "ranges": ranges}
+        meta = {
+            "params": self.get_params(),
+            "threshold": self.threshold_,
+            "n_calibration": self.n_calibration_,
+            "n_features": int(self.n_features_in_),
+            "elements": [int(z) for z in self.elements_],
+            "scale": {str(z): float(s) for z, s in self.scale_.items()},
+            "ranges": ranges,
+        }
         return arrays, meta
 
     @classmethod
@@ -298,15 +310,22 @@ class DomainModel:
         return model
 
     def get_params(self):
-        return {"n_neighbors": self.n_neighbors, "max_reference_atoms": self.max_reference_atoms,
-                "alpha": self.alpha, "calibration_folds": self.calibration_folds,
-                "scalars": list(self.scalars), "seed": self.seed}
+        return {
+            "n_neighbors": self.n_neighbors,
+            "max_reference_atoms": self.max_reference_atoms,
+            "alpha": self.alpha,
+            "calibration_folds": self.calibration_folds,
+            "scalars": list(self.scalars),
+            "seed": self.seed,
+        }
 
     def summary(self) -> str:
         counts = ", ".join(f"Z={z}: {len(p)}" for z, p in self.reference_.items())
         ranges = ", ".join(f"{name} {lo:.4g}..{hi:.4g}" for name, (lo, hi) in self.ranges_.items())
-        return (f"domain: {counts} reference atoms; {ranges}; threshold at alpha = {self.alpha:g} "
-                f"from {self.n_calibration_} calibration structures")
+        return (
+            f"domain: {counts} reference atoms; {ranges}; threshold at alpha = {self.alpha:g} "
+            f"from {self.n_calibration_} calibration structures"
+        )
 
     def reasons(self, X, i) -> list[str]:
         """The structure-level reasons structure i is outside (empty if only atoms are)."""

@@ -53,8 +53,7 @@ class MemberEnsemble:
 
     def state_dict(self) -> list[dict]:
         """Each member's weights as detached, contiguous CPU tensors."""
-        return [{key: value.detach().cpu().contiguous() for key, value in state.items()}
-                for state in self.states]
+        return [{key: value.detach().cpu().contiguous() for key, value in state.items()} for state in self.states]
 
     def nets(self) -> list:
         """One ``ProbeNet`` per member, in evaluation mode."""

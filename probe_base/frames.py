@@ -56,7 +56,9 @@ def frames_for_structures(data, structures) -> tuple[list | None, str | None]:
         atoms = frames[int(position)]
         stored = data.atomic_numbers[atom_rows(data, row)] if data.atomic_numbers is not None else None
         if stored is not None and not np.array_equal(atoms.numbers, stored):
-            return None, (f"frame {position} of {data.attrs['input']} no longer matches the store "
-                          "(the file changed after extraction)")
+            return None, (
+                f"frame {position} of {data.attrs['input']} no longer matches the store "
+                "(the file changed after extraction)"
+            )
         ordered.append(atoms)
     return ordered, None

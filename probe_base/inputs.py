@@ -38,7 +38,7 @@ class LatentNeighbours:
         are reference structures themselves, so their zero self-distance is left out."""
         k = self.n_neighbors + int(exclude_self)
         distances, _ = self._index.kneighbors(pooled, n_neighbors=k)
-        return distances[:, int(exclude_self):].mean(axis=1)
+        return distances[:, int(exclude_self) :].mean(axis=1)
 
 
 def extra_inputs(X, names, latent_distance) -> np.ndarray:
@@ -61,15 +61,14 @@ def batch_indices(indices, batch_size):
     """``indices`` in order, ``batch_size`` at a time."""
     order = np.asarray(indices)
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def batch_tensors(X, extras, indices, device="cpu"):
     """Structures ``indices`` as the network's inputs: padded features, atomic numbers,
     mask and extras, as tensors on ``device``."""
     feats, z, mask = X.padded(indices)
-    return tuple(torch.from_numpy(a).to(device) for a in
-                 (feats, z, mask, extras[indices].astype(np.float32)))
+    return tuple(torch.from_numpy(a).to(device) for a in (feats, z, mask, extras[indices].astype(np.float32)))
 
 
 def normalisation(feats, zs, extras, per_element) -> dict:
@@ -104,16 +103,16 @@ def streamed_normalisation(X, extras, per_element, comm):
     totals = np.zeros((3, n_features))
     for feats, zs in X.blocks(comm.share(np.arange(len(X)))):
         feats = feats.astype(np.float64)
-        totals += [np.full(n_features, len(feats)), feats.sum(0), (feats ** 2).sum(0)]
+        totals += [np.full(n_features, len(feats)), feats.sum(0), (feats**2).sum(0)]
         if per_element:
             for z in np.unique(zs):
                 rows = feats[zs == z]
-                sums[:, z] += [np.full(n_features, len(rows)), rows.sum(0), (rows ** 2).sum(0)]
+                sums[:, z] += [np.full(n_features, len(rows)), rows.sum(0), (rows**2).sum(0)]
     totals, sums = comm.all_sum(totals), comm.all_sum(sums)
 
     def moments(count, total, squares):
         mean = total / np.maximum(count, 1)
-        return mean, np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean ** 2, 0)) + 1e-6
+        return mean, np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0)) + 1e-6
 
     mean, std = moments(*totals)
     out = {}
@@ -138,6 +137,9 @@ def _extras_moments(extras) -> dict:
     std = (extras.std(0) + 1e-6).astype(np.float32)
     low = (extras.min(0) - mean) / std
     high = (extras.max(0) - mean) / std
-    return {"extras_mean": torch.from_numpy(mean), "extras_std": torch.from_numpy(std),
-            "extras_low": torch.from_numpy(low.astype(np.float32)),
-            "extras_high": torch.from_numpy(high.astype(np.float32))}
+    return {
+        "extras_mean": torch.from_numpy(mean),
+        "extras_std": torch.from_numpy(std),
+        "extras_low": torch.from_numpy(low.astype(np.float32)),
+        "extras_high": torch.from_numpy(high.astype(np.float32)),
+    }

@@ -179,7 +179,6 @@ class _Signal:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(var > 0, cov / np.sqrt(var), np.nan)
 
-
     def _error_order(self, error_ranks):
         order, starts, group_of = error_ranks
         if getattr(self, "_error_key", None) is not error_ranks:
@@ -198,7 +197,7 @@ class _Signal:
             # one column per bin and one for the squared gap: one product gives both
             columns = np.zeros((len(p), n_bins + 1))
             columns[np.arange(len(p)), bins] = gap
-            columns[:, n_bins] = gap ** 2
+            columns[:, n_bins] = gap**2
             self._calibration, self._calibration_key = columns, p_reliable
         sums = t.ordered @ self._calibration
         return np.abs(sums[:, :-1]).sum(1) / t.n, sums[:, -1] / t.n
@@ -281,8 +280,7 @@ def _point_metrics(risk_score, unreliable, errors, p_reliable):
     return out
 
 
-def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None,
-                    n_bootstrap=1000, seed=0) -> dict:
+def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
     """Every metric with a 95 % bootstrap interval: ``{name: (value, low, high)}``."""
     risk_score = np.asarray(risk_score, dtype=float)
     unreliable = np.asarray(unreliable, dtype=int)
@@ -299,7 +297,7 @@ def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None,
     for k, v in point.items():
         values = np.concatenate(samples[k]) if samples[k] else np.zeros(0)
         values = values[np.isfinite(values)]
-        low, high = (np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan))
+        low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
         result[k] = (float(v), float(low), float(high))
     return result
 

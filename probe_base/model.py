@@ -39,14 +39,14 @@ def _chunked_attention(q, k, v, key_mask, want_received):
         received = torch.zeros(q.shape[0], q.shape[1], n, dtype=q.dtype, device=q.device)
     scale = 1.0 / math.sqrt(q.shape[-1])
     for start in range(0, n, QUERY_CHUNK):
-        q_chunk = q[:, :, start:start + QUERY_CHUNK]
+        q_chunk = q[:, :, start : start + QUERY_CHUNK]
         if not want_received:
             outputs.append(F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias))
             continue
         # the weights themselves are needed: one softmax serves output and importance
         weights = torch.softmax(q_chunk @ k.transpose(-1, -2) * scale + bias, dim=-1)
         outputs.append(weights @ v)
-        query_mask = key_mask[:, start:start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
+        query_mask = key_mask[:, start : start + QUERY_CHUNK].to(q.dtype)[:, None, :, None]
         received = received + (weights * query_mask).sum(dim=2)
     return torch.cat(outputs, dim=2), received
 
@@ -126,9 +126,19 @@ class QueryPooling(nn.Module):
 
 
 class ProbeNet(nn.Module):
-    def __init__(self, n_features, hidden=64, heads=4, attention_layers=1, dropout=0.1,
-                 n_extras=2, element_embedding=True, per_element_norm=False, attention="pooling",
-                 queries=4):
+    def __init__(
+        self,
+        n_features,
+        hidden=64,
+        heads=4,
+        attention_layers=1,
+        dropout=0.1,
+        n_extras=2,
+        element_embedding=True,
+        per_element_norm=False,
+        attention="pooling",
+        queries=4,
+    ):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, not {attention!r}")
@@ -144,8 +154,9 @@ class ProbeNet(nn.Module):
         # by linear extrapolation to a confident answer
         self.register_buffer("extras_low", torch.full((n_extras,), float("-inf")))
         self.register_buffer("extras_high", torch.full((n_extras,), float("inf")))
-        self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, hidden))
+        self.encoder = nn.Sequential(
+            nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
+        )
         self.element = nn.Embedding(MAX_Z, hidden) if element_embedding else None
         if attention == "self":
             self.blocks = nn.ModuleList(AttentionBlock(hidden, heads, dropout) for _ in range(attention_layers))
@@ -155,8 +166,9 @@ class ProbeNet(nn.Module):
             self.blocks = nn.ModuleList(FeedForwardBlock(hidden, dropout) for _ in range(attention_layers))
             self.pool = QueryPooling(hidden, heads, queries, dropout)
             pooled = (2 + queries) * hidden
-        self.head = nn.Sequential(nn.Linear(pooled + n_extras, hidden), nn.GELU(),
-                                  nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(pooled + n_extras, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        )
 
     def normalise(self, features, atomic_numbers):
         if self.per_element_norm:

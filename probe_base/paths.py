@@ -37,7 +37,7 @@ def is_probe_file(path) -> bool:
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100 * 2 ** 20:
+            if length > 100 * 2**20:
                 return False
             header = json.loads(handle.read(length))
         return METADATA_KEY in header.get("__metadata__", {})
@@ -68,8 +68,9 @@ def check_writable_folder(folder, flag="--output") -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{existing}: cannot write there ({exc.strerror}); choose another {flag} "
-                          "or a folder you can write to") from None
+        raise OutputError(
+            f"{existing}: cannot write there ({exc.strerror}); choose another {flag} or a folder you can write to"
+        ) from None
 
 
 def check_output_file(path, kind: str, inputs=(), flag="--output") -> Path:
@@ -77,14 +78,20 @@ def check_output_file(path, kind: str, inputs=(), flag="--output") -> Path:
     path = Path(path)
     for other in inputs:
         if other is not None and same_file(path, other):
-            raise OutputError(f"{path}: {flag} is also an input of this command; writing it would "
-                              f"destroy that input: choose another {flag}")
+            raise OutputError(
+                f"{path}: {flag} is also an input of this command; writing it would "
+                f"destroy that input: choose another {flag}"
+            )
     if path.is_dir():
-        raise OutputError(f"{path}: is a folder; {flag} must be a file path (e.g. "
-                          f"{path / ('out.h5' if kind == 'store' else 'out.' + kind)})")
+        raise OutputError(
+            f"{path}: is a folder; {flag} must be a file path (e.g. "
+            f"{path / ('out.h5' if kind == 'store' else 'out.' + kind)})"
+        )
     if path.exists() and not KIND_CHECKS[kind](path):
-        raise OutputError(f"{path}: exists and is not a {KIND_NAMES[kind]}; refusing to replace "
-                          f"it: choose another {flag} or delete it")
+        raise OutputError(
+            f"{path}: exists and is not a {KIND_NAMES[kind]}; refusing to replace "
+            f"it: choose another {flag} or delete it"
+        )
     check_writable_folder(path.parent, flag)
     return path
 

@@ -90,8 +90,10 @@ def _manager(allowed) -> pluggy.PluginManager:
             continue  # also installed under an entry point (an older install of the same code)
         if pm.has_plugin(name):
             dist = pm.probe_distributions.get(name, ("", ""))[0]
-            pm.probe_problems.broken[name] = (f"register_plugin: the name {name!r} is taken by the "
-                                              f"installed plugin of {dist or 'another distribution'}")
+            pm.probe_problems.broken[name] = (
+                f"register_plugin: the name {name!r} is taken by the "
+                f"installed plugin of {dist or 'another distribution'}"
+            )
             continue
         pm.register(plugin, name=name)
     return pm
@@ -106,8 +108,10 @@ def register_plugin(plugin, name=None) -> None:
     if _registered.get(name) is plugin:
         return
     if name in _registered:
-        raise ProbeError(f"plugin name {name!r} is already registered in this process by "
-                         f"{_registered[name]!r}; unregister_plugin({name!r}) first")
+        raise ProbeError(
+            f"plugin name {name!r} is already registered in this process by "
+            f"{_registered[name]!r}; unregister_plugin({name!r}) first"
+        )
     _registered[name] = plugin
     _manager.cache_clear()  # managers built before lack it
     _adapters.cache_clear()
@@ -140,9 +144,16 @@ def installed_plugins() -> list[PluginInfo]:
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if allowed is None or entry_point.name in allowed:
             dist = entry_point.dist
-            found.setdefault(entry_point.name, PluginInfo(
-                entry_point.name, dist.metadata["Name"] if dist else "", dist.version if dist else "",
-                entry_point.module, not _module_exists(entry_point.module)))
+            found.setdefault(
+                entry_point.name,
+                PluginInfo(
+                    entry_point.name,
+                    dist.metadata["Name"] if dist else "",
+                    dist.version if dist else "",
+                    entry_point.module,
+                    not _module_exists(entry_point.module),
+                ),
+            )
     return [found[name] for name in sorted(found)]
 
 
@@ -160,7 +171,7 @@ def _module_exists(name: str) -> bool:
     for depth in range(1, len(parts)):
         if spec is None or spec.submodule_search_locations is None:
             return False
-        spec = PathFinder.find_spec(".".join(parts[:depth + 1]), list(spec.submodule_search_locations))
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), list(spec.submodule_search_locations))
     return spec is not None
 
 
@@ -214,8 +225,10 @@ def get_adapter_class(name: str) -> type:
     problems = plugin_problems()
     if name in problems.collisions:
         who = " and ".join(f"{dist} (plugin {plugin!r})" for dist, plugin in problems.collisions[name])
-        raise ProbeError(f"adapter name {name!r} is registered by {who}: uninstall one, or choose "
-                         f"with {PLUGINS_ENV_VAR}=<plugin>, or pass the adapter as module:Class")
+        raise ProbeError(
+            f"adapter name {name!r} is registered by {who}: uninstall one, or choose "
+            f"with {PLUGINS_ENV_VAR}=<plugin>, or pass the adapter as module:Class"
+        )
     if name not in adapters:
         installed = ", ".join(sorted(adapters)) or "none"
         hint = ""

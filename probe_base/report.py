@@ -33,8 +33,11 @@ def write_plots(evaluation, output_dir) -> list[Path]:
         fpr, tpr, _ = roc_curve(unreliable, score)
         ax.plot(fpr, tpr, label=f"{name} (AUROC {metrics[name]['auroc'][0]:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate (unreliable found)",
-           title="Detecting unreliable predictions")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate (unreliable found)",
+        title="Detecting unreliable predictions",
+    )
     ax.legend(fontsize=8)
     paths.append(output_dir / "roc.png")
     _save(fig, paths[-1])
@@ -43,8 +46,11 @@ def write_plots(evaluation, output_dir) -> list[Path]:
     for name, score in scores.items():
         coverage, risk = risk_coverage(score, unreliable)
         ax.plot(coverage, risk, label=f"{name} (AURC {metrics[name]['aurc'][0]:.3f})")
-    ax.set(xlabel="coverage (fraction of predictions accepted)",
-           ylabel="selective risk (unreliable among accepted)", title="Risk-coverage")
+    ax.set(
+        xlabel="coverage (fraction of predictions accepted)",
+        ylabel="selective risk (unreliable among accepted)",
+        title="Risk-coverage",
+    )
     ax.legend(fontsize=8)
     paths.append(output_dir / "risk_coverage.png")
     _save(fig, paths[-1])
@@ -61,8 +67,13 @@ def write_plots(evaluation, output_dir) -> list[Path]:
             counts.append(sel.sum())
     ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="perfect calibration")
     ax.plot(centers, observed, "o-", label=f"PROBE (ECE {metrics['PROBE']['ece'][0]:.3f})")
-    ax.set(xlabel="predicted P(reliable)", ylabel="observed fraction reliable",
-           title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="predicted P(reliable)",
+        ylabel="observed fraction reliable",
+        title="Reliability diagram",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(fontsize=8)
     paths.append(output_dir / "reliability_diagram.png")
     _save(fig, paths[-1])
@@ -70,8 +81,12 @@ def write_plots(evaluation, output_dir) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(p, errs, s=6, c=unreliable, cmap="coolwarm", alpha=0.7)
     ax.axhline(evaluation["label"]["threshold"], color="k", ls="--", lw=0.8, label="threshold")
-    ax.set(xlabel="P(reliable)", ylabel=f"{evaluation['label']['target']} error", yscale="log",
-           title="Error vs PROBE probability")
+    ax.set(
+        xlabel="P(reliable)",
+        ylabel=f"{evaluation['label']['target']} error",
+        yscale="log",
+        title="Error vs PROBE probability",
+    )
     ax.legend(fontsize=8)
     paths.append(output_dir / "error_vs_probability.png")
     _save(fig, paths[-1])

@@ -73,7 +73,8 @@ def write_report(evaluation, output_dir, plots=(), n_structures=N_LEAST_TRUSTED)
         _decisions_section(evaluation.get("decisions")),
         _selective_section(evaluation.get("selective")),
         _plots_section(plots),
-        "<h2>Least-trusted structures</h2>" + _atom_maps_section(evaluation.get("atom_maps"))
+        "<h2>Least-trusted structures</h2>"
+        + _atom_maps_section(evaluation.get("atom_maps"))
         + least_trusted_section(evaluation, arrays, n_structures),
         "</body></html>",
     ]
@@ -90,33 +91,50 @@ def _summary_section(evaluation) -> str:
     identity = getattr(data, "attrs", None) or {}
     fingerprint = identity.get("fingerprint", {})
     rows = [
-        ("reliable means", f"{html.escape(TARGETS.get(target, target))} &le; "
-                           f"<b>{label['threshold']:.4g} {unit}</b>"),
-        ("structures evaluated", f"{evaluation['n_structures']} "
-                                 f"({int(np.sum(data.n_atoms))} atoms)"),
+        ("reliable means", f"{html.escape(TARGETS.get(target, target))} &le; <b>{label['threshold']:.4g} {unit}</b>"),
+        ("structures evaluated", f"{evaluation['n_structures']} ({int(np.sum(data.n_atoms))} atoms)"),
         ("unreliable", f"{100 * evaluation['unreliable_fraction']:.1f} %"),
     ]
     if label.get("offset"):
         rows.append(("energy offset removed", f"{label['offset']:.4g} {unit}"))
     domain = evaluation.get("domain")
     if domain:
-        rows.append(("domain test", f"{100 * domain['flagged_fraction']:.1f} % of these structures outside "
-                                    f"(false-alarm rate &alpha; = {domain['alpha']:g}, threshold from "
-                                    f"{domain['n_calibration']} structures; reference: "
-                                    f"{html.escape(str(domain['reference']))}); outside, P(reliable) = 0"))
+        rows.append(
+            (
+                "domain test",
+                f"{100 * domain['flagged_fraction']:.1f} % of these structures outside "
+                f"(false-alarm rate &alpha; = {domain['alpha']:g}, threshold from "
+                f"{domain['n_calibration']} structures; reference: "
+                f"{html.escape(str(domain['reference']))}); outside, P(reliable) = 0",
+            )
+        )
     elif "in_domain_fraction" in evaluation:
         rows.append(("inside the probe's domain", f"{100 * evaluation['in_domain_fraction']:.1f} %"))
     if identity.get("input"):
         selection = identity.get("index", ":")
-        rows.append(("input file", f"<code>{html.escape(identity['input'])}</code>"
-                     + ("" if selection == ":" else f", frames <code>{html.escape(selection)}</code> "
-                        "(frame numbers below count within this selection)")))
+        rows.append(
+            (
+                "input file",
+                f"<code>{html.escape(identity['input'])}</code>"
+                + (
+                    ""
+                    if selection == ":"
+                    else f", frames <code>{html.escape(selection)}</code> "
+                    "(frame numbers below count within this selection)"
+                ),
+            )
+        )
     if fingerprint:
         backbone = fingerprint.get("adapter", "?")
         layers = ", ".join(fingerprint.get("layers", []))
         n_models = len(fingerprint.get("model_files_sha256", [])) or 1
-        rows.append(("backbone", f"{html.escape(str(backbone))}, {n_models} model file(s), "
-                                 f"features of {html.escape(layers) or 'its default layers'}"))
+        rows.append(
+            (
+                "backbone",
+                f"{html.escape(str(backbone))}, {n_models} model file(s), "
+                f"features of {html.escape(layers) or 'its default layers'}",
+            )
+        )
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
     return f'<h2>Label and data</h2><dl class="summary">{body}</dl>'
 
@@ -128,8 +146,10 @@ def _metrics_section(metrics: dict) -> str:
         values = {m: t[key][0] for m, t in metrics.items() if key in t and np.isfinite(t[key][0])}
         if values:
             best[key] = (max if higher else min)(values.values())
-    head = "".join(f'<th title="{html.escape(tip)}">{name} {"&uarr;" if higher else "&darr;"}</th>'
-                   for _, name, tip, higher in columns)
+    head = "".join(
+        f'<th title="{html.escape(tip)}">{name} {"&uarr;" if higher else "&darr;"}</th>'
+        for _, name, tip, higher in columns
+    )
     rows = []
     for method, table in metrics.items():
         cells = [f"<td>{html.escape(method)}</td>"]
@@ -141,11 +161,13 @@ def _metrics_section(metrics: dict) -> str:
             else:
                 cells.append("<td>&ndash;</td>")
         rows.append(f'<tr data-method="{html.escape(method)}">{"".join(cells)}</tr>')
-    return ("<h2>Metrics</h2><p class=\"muted\">Each method's risk score ranks the same structures; "
-            "value and 95 % bootstrap interval; &uarr;/&darr;: higher/lower is better; the best "
-            "value of each column is shaded. ECE and Brier need a probability: only PROBE's scores are one.</p>"
-            f'<div class="scroll"><table id="metrics"><thead><tr><th>method</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        '<h2>Metrics</h2><p class="muted">Each method\'s risk score ranks the same structures; '
+        "value and 95 % bootstrap interval; &uarr;/&darr;: higher/lower is better; the best "
+        "value of each column is shaded. ECE and Brier need a probability: only PROBE's scores are one.</p>"
+        f'<div class="scroll"><table id="metrics"><thead><tr><th>method</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _pct(value) -> str:
@@ -156,56 +178,80 @@ def _decisions_section(decisions) -> str:
     """What each method's default rule flags: overall, among the unreliable, the reliable."""
     if not decisions:
         return ""
-    rows = "".join(f'<tr><td>{html.escape(name)}</td><td>{_pct(d["flagged"])}</td>'
-                   f'<td>{_pct(d["unreliable_flagged"])}</td><td>{_pct(d["reliable_flagged"])}</td>'
-                   f'<td style="text-align:left">{html.escape(d["rule"])}</td></tr>'
-                   for name, d in decisions.items())
-    return ('<h3>Default decisions</h3><p class="muted">What each method flags with its default rule '
-            "(no labels needed): a good one flags the unreliable and spares the reliable.</p>"
-            '<div class="scroll"><table id="decisions"><thead><tr><th>method</th><th>flags</th>'
-            "<th>of the unreliable</th><th>of the reliable</th><th style=\"text-align:left\">rule</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table></div>")
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_pct(d['flagged'])}</td>"
+        f"<td>{_pct(d['unreliable_flagged'])}</td><td>{_pct(d['reliable_flagged'])}</td>"
+        f'<td style="text-align:left">{html.escape(d["rule"])}</td></tr>'
+        for name, d in decisions.items()
+    )
+    return (
+        '<h3>Default decisions</h3><p class="muted">What each method flags with its default rule '
+        "(no labels needed): a good one flags the unreliable and spares the reliable.</p>"
+        '<div class="scroll"><table id="decisions"><thead><tr><th>method</th><th>flags</th>'
+        '<th>of the unreliable</th><th>of the reliable</th><th style="text-align:left">rule</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _atom_maps_section(atom_maps) -> str:
     """How well each per-atom map finds the atoms whose forces are worst."""
     if not atom_maps:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_pct(q['hit_rate'])}</td><td>{_pct(q['random_rate'])}</td>"
-                   f"<td>{q['spearman']:.2f}</td><td>{q['n_structures']}</td></tr>"
-                   for name, q in atom_maps.items())
-    return ('<p class="muted">Per-atom maps against the actual force errors: how often the map\'s top '
-            "atom is one of the 3 atoms with the largest force error (a random atom: the second "
-            "column), and the rank correlation within a structure.</p>"
-            '<table id="atom-maps"><thead><tr><th>per-atom map</th><th>top atom among worst 3</th>'
-            "<th>random atom</th><th>Spearman</th><th>structures</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_pct(q['hit_rate'])}</td><td>{_pct(q['random_rate'])}</td>"
+        f"<td>{q['spearman']:.2f}</td><td>{q['n_structures']}</td></tr>"
+        for name, q in atom_maps.items()
+    )
+    return (
+        '<p class="muted">Per-atom maps against the actual force errors: how often the map\'s top '
+        "atom is one of the 3 atoms with the largest force error (a random atom: the second "
+        "column), and the rank correlation within a structure.</p>"
+        '<table id="atom-maps"><thead><tr><th>per-atom map</th><th>top atom among worst 3</th>'
+        "<th>random atom</th><th>Spearman</th><th>structures</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _selective_section(summary) -> str:
     if not summary:
-        return ("<h2>Calibrated threshold</h2><p class=\"muted\">The probe has no calibrated "
-                "threshold; <code>probe calibrate</code> chooses one with a risk guarantee.</p>")
+        return (
+            '<h2>Calibrated threshold</h2><p class="muted">The probe has no calibrated '
+            "threshold; <code>probe calibrate</code> chooses one with a risk guarantee.</p>"
+        )
     sgr = summary["method"] == "sgr"
-    guarantee = (f"selective risk &le; {_pct(summary['target_risk'])} with probability &ge; "
-                 f"{1 - summary['delta']:.3g} (SGR)" if sgr else
-                 f"expected rate of accepted-and-unreliable &le; {_pct(summary['target_risk'])} (CRC)")
-    rule = (f"P(reliable) &ge; {summary['threshold']:.4g} is accepted" if summary["threshold"] <= 1
-            else "every prediction is rejected (no threshold met the target on the calibration set)")
+    guarantee = (
+        f"selective risk &le; {_pct(summary['target_risk'])} with probability &ge; {1 - summary['delta']:.3g} (SGR)"
+        if sgr
+        else f"expected rate of accepted-and-unreliable &le; {_pct(summary['target_risk'])} (CRC)"
+    )
+    rule = (
+        f"P(reliable) &ge; {summary['threshold']:.4g} is accepted"
+        if summary["threshold"] <= 1
+        else "every prediction is rejected (no threshold met the target on the calibration set)"
+    )
     interval = summary.get("risk_interval")
     risk = _pct(summary["risk"]) + (f" [{_pct(interval[0])}, {_pct(interval[1])}]" if interval else "")
     meets = summary.get("meets_target")
-    verdict = ("" if meets is None else
-               f' <span class="{"good" if meets else "bad"}">'
-               f'{"meets the target" if meets else "misses the target"}</span>')
+    verdict = (
+        ""
+        if meets is None
+        else f' <span class="{"good" if meets else "bad"}">'
+        f"{'meets the target' if meets else 'misses the target'}</span>"
+    )
     rows = [
-        ("rule", rule), ("guarantee", guarantee),
-        ("calibration", f"{summary['n_calibration']} structures, coverage "
-                        f"{_pct(summary['calibration_coverage'])}, selective risk "
-                        f"{_pct(summary['calibration_risk'])}"
-                        + (f", bound {_pct(summary['risk_bound'])}" if summary.get("risk_bound") is not None else "")),
-        ("held out", f"{summary['n_structures']} structures ({summary['n_left_out_calibration']} calibration "
-                     "ones left out)"),
+        ("rule", rule),
+        ("guarantee", guarantee),
+        (
+            "calibration",
+            f"{summary['n_calibration']} structures, coverage "
+            f"{_pct(summary['calibration_coverage'])}, selective risk "
+            f"{_pct(summary['calibration_risk'])}"
+            + (f", bound {_pct(summary['risk_bound'])}" if summary.get("risk_bound") is not None else ""),
+        ),
+        (
+            "held out",
+            f"{summary['n_structures']} structures ({summary['n_left_out_calibration']} calibration ones left out)",
+        ),
         ("realised coverage", _pct(summary["coverage"])),
         ("realised selective risk", risk + " (95 % Clopper-Pearson)" * bool(interval) + verdict),
         ("accepted and unreliable", _pct(summary["accepted_unreliable_rate"]) + " of all"),
@@ -215,6 +261,8 @@ def _selective_section(summary) -> str:
 
 
 def _plots_section(plots) -> str:
-    images = [f'<figure><img src="{png_data_uri(Path(p).read_bytes())}" alt="{html.escape(Path(p).stem)}">'
-              "</figure>" for p in plots]
+    images = [
+        f'<figure><img src="{png_data_uri(Path(p).read_bytes())}" alt="{html.escape(Path(p).stem)}"></figure>'
+        for p in plots
+    ]
     return f'<h2>Plots</h2><div class="plots">{"".join(images)}</div>' if images else ""

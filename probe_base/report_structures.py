@@ -123,8 +123,15 @@ def draw_atoms(ax, atoms, values, norm, novel=None, focus=None):
             rings.append(ring)
         size = min(9.0, 0.9 * radius * points_per_unit)
         if label and size >= 4:  # same zorder as the discs: later (nearer) discs cover it
-            ax.text(*xy, atoms[a].symbol, ha="center", va="center", fontsize=size, zorder=1,
-                    color="white" if shade[a] > 0.65 else "black")
+            ax.text(
+                *xy,
+                atoms[a].symbol,
+                ha="center",
+                va="center",
+                fontsize=size,
+                zorder=1,
+                color="white" if shade[a] > 0.65 else "black",
+            )
     return rings
 
 
@@ -138,8 +145,9 @@ def structure_norm(values) -> Normalize:
     return Normalize(vmin=0.0, vmax=max(top, 1e-12))
 
 
-def structure_figure(atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None,
-                     novel=None, focus=None) -> bytes:
+def structure_figure(
+    atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None, novel=None, focus=None
+) -> bytes:
     """PNG of one structure: the probe's per-atom map and, where the store has reference
     forces, the actual per-atom force error next to it, both seen from the same side (the
     ``focus`` atom towards the viewer). Fixed size, so cards line up."""
@@ -195,20 +203,32 @@ def least_trusted_section(evaluation, arrays, n) -> str:
         head.append("in domain")
     table_rows, cards = [], []
     for rank, row in enumerate(rows, start=1):
-        formula = Symbols(data.atomic_numbers[atom_rows(data, row)]).get_chemical_formula() \
-            if data.atomic_numbers is not None else f"{int(data.n_atoms[row])} atoms"
+        formula = (
+            Symbols(data.atomic_numbers[atom_rows(data, row)]).get_chemical_formula()
+            if data.atomic_numbers is not None
+            else f"{int(data.n_atoms[row])} atoms"
+        )
         bad = bool(arrays["unreliable"][row])
         truth = f'<span class="{"bad" if bad else "good"}">{"unreliable" if bad else "reliable"}</span>'
         frame = int(data.source_index[row])
-        cells = [str(rank), str(frame), html.escape(formula), _number(arrays['errors'][row]), truth,
-                 f"{arrays['p_reliable'][row]:.3f}"]
-        facts = [f"<b>#{rank}</b> &middot; frame {frame} &middot; {html.escape(formula)}",
-                 f"{target} error {_number(arrays['errors'][row])} {unit} ({truth})",
-                 f"P(reliable) {arrays['p_reliable'][row]:.3f}"]
+        cells = [
+            str(rank),
+            str(frame),
+            html.escape(formula),
+            _number(arrays["errors"][row]),
+            truth,
+            f"{arrays['p_reliable'][row]:.3f}",
+        ]
+        facts = [
+            f"<b>#{rank}</b> &middot; frame {frame} &middot; {html.escape(formula)}",
+            f"{target} error {_number(arrays['errors'][row])} {unit} ({truth})",
+            f"P(reliable) {arrays['p_reliable'][row]:.3f}",
+        ]
         if novelty is not None:
             cells.append(f"{float(novelty[row]):.2f}")
-            facts.append(f"novelty {float(novelty[row]):.2f}"
-                         + (" (outside the domain)" if float(novelty[row]) > 1 else ""))
+            facts.append(
+                f"novelty {float(novelty[row]):.2f}" + (" (outside the domain)" if float(novelty[row]) > 1 else "")
+            )
         if in_domain is not None:
             cells.append("yes" if in_domain[row] else '<span class="bad">no</span>')
         table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -222,29 +242,49 @@ def least_trusted_section(evaluation, arrays, n) -> str:
         forces = actual[int(row)]
         # turn the most novel atom, else the most distrusted, towards the viewer
         focus = int(np.argmax(atom_novelty[row])) if novel is not None and novel.any() else int(np.argmax(values))
-        png = structure_figure(frames[rank - 1], values, map_label, structure_norm(values), forces,
-                               structure_norm(forces if forces is not None else []), novel, focus)
-        cards.append(f'<div class="card"><img src="{png_data_uri(png)}" alt="frame {frame}">'
-                     f'<div class="facts">{"<br>".join(facts)}</div></div>')
+        png = structure_figure(
+            frames[rank - 1],
+            values,
+            map_label,
+            structure_norm(values),
+            forces,
+            structure_norm(forces if forces is not None else []),
+            novel,
+            focus,
+        )
+        cards.append(
+            f'<div class="card"><img src="{png_data_uri(png)}" alt="frame {frame}">'
+            f'<div class="facts">{"<br>".join(facts)}</div></div>'
+        )
 
     explain = f"The {len(rows)} structures with the lowest P(reliable)."
     if frames is not None:
         explain += f" Atoms are coloured by the probe's per-atom map, {html.escape(map_label)}"
         if known:
             explain += ", next to the actual per-atom force error against the reference (eV/&Aring;)"
-        explain += (". Each picture is scaled from 0 to its structure's largest value (its colour bar "
-                    "gives the numbers): darker red, distrusted more.")
+        explain += (
+            ". Each picture is scaled from 0 to its structure's largest value (its colour bar "
+            "gives the numbers): darker red, distrusted more."
+        )
         if atom_novelty is not None:
-            explain += (" Atoms with novelty &gt; 1 (unlike the atoms the probe was fitted on) carry a "
-                        f'<span style="color:{NOVEL_RING};font-weight:600">blue ring</span>.')
-        explain += (" Drawn with ase's matplotlib plotting, turned so that the most novel (else the most "
-                    "distrusted) atom faces you.")
-    table = (f'<table id="least-trusted"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
-             f"<tbody>{''.join(table_rows)}</tbody></table>")
+            explain += (
+                " Atoms with novelty &gt; 1 (unlike the atoms the probe was fitted on) carry a "
+                f'<span style="color:{NOVEL_RING};font-weight:600">blue ring</span>.'
+            )
+        explain += (
+            " Drawn with ase's matplotlib plotting, turned so that the most novel (else the most "
+            "distrusted) atom faces you."
+        )
+    table = (
+        f'<table id="least-trusted"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+        f"<tbody>{''.join(table_rows)}</tbody></table>"
+    )
     if frames is None:
-        drawings = (f'<p class="note" id="no-drawings">The structures are not drawn: {html.escape(why)}. '
-                    "Positions are not kept in the feature store; restore the input file at this path "
-                    "and run <code>probe evaluate</code> again to draw them.</p>")
+        drawings = (
+            f'<p class="note" id="no-drawings">The structures are not drawn: {html.escape(why)}. '
+            "Positions are not kept in the feature store; restore the input file at this path "
+            "and run <code>probe evaluate</code> again to draw them.</p>"
+        )
     else:
         drawings = f'<div class="cards">{"".join(cards)}</div>'
-    return f"<p class=\"muted\">{explain}</p>{table}{drawings}"
+    return f'<p class="muted">{explain}</p>{table}{drawings}'

@@ -69,13 +69,13 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
 
     classifier = artifact.classifier
     atoms_all, source, p_all, importance_all, embeddings, energies = [], [], [], [], [], []
-    bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="score pool",
-               disable=not progress)
+    bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="score pool", disable=not progress)
 
     def score(batch):
         atoms_list = [s.atoms for s in batch]
-        out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
-                          indices=[s.index for s in batch])
+        out = adapter.run(
+            atoms_list, compute_forces=False, members=False, source=str(input_path), indices=[s.index for s in batch]
+        )
         X = FeatureSet.from_backbone_output(out, atoms_list)
         p, importance = classifier.predict_with_importance(X)
         p_all.extend(np.asarray(p, dtype=np.float64))
@@ -91,14 +91,29 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
     bar.close()
     if not atoms_all:
         raise InputError(f"{input_path}: no structures to select from")
-    return {"atoms": atoms_all, "source_index": np.asarray(source), "p_reliable": np.asarray(p_all),
-            "importance": importance_all, "embeddings": np.concatenate(embeddings),
-            "energies": np.asarray(energies)}
+    return {
+        "atoms": atoms_all,
+        "source_index": np.asarray(source),
+        "p_reliable": np.asarray(p_all),
+        "importance": importance_all,
+        "embeddings": np.concatenate(embeddings),
+        "energies": np.asarray(energies),
+    }
 
 
-def select_file(probe_path, adapter, input_path, output_path, n, diverse=False,
-                candidate_factor=5.0, index=":", batch_size=32, allow_mismatch=False,
-                progress=True):
+def select_file(
+    probe_path,
+    adapter,
+    input_path,
+    output_path,
+    n,
+    diverse=False,
+    candidate_factor=5.0,
+    index=":",
+    batch_size=32,
+    allow_mismatch=False,
+    progress=True,
+):
     """Pick ``n`` structures of ``input_path`` to label next; write them to ``output_path``
     (extxyz). Returns the written structures, in pick order."""
     import ase.io

@@ -136,10 +136,19 @@ def sgr_threshold(p_reliable, reliable, target_risk: float, delta: float) -> Ris
             high = mid
     n_acc, errors, bound = best
     if n_acc == 0:
-        return RiskControl("sgr", float(target_risk), float(delta), REJECT_ALL, 0.0, None, None,
-                           m, 0, False)
-    return RiskControl("sgr", float(target_risk), float(delta), float(p_sorted[n_acc - 1]),
-                       n_acc / m, errors / n_acc, bound, m, n_acc, True)
+        return RiskControl("sgr", float(target_risk), float(delta), REJECT_ALL, 0.0, None, None, m, 0, False)
+    return RiskControl(
+        "sgr",
+        float(target_risk),
+        float(delta),
+        float(p_sorted[n_acc - 1]),
+        n_acc / m,
+        errors / n_acc,
+        bound,
+        m,
+        n_acc,
+        True,
+    )
 
 
 def crc_threshold(p_reliable, reliable, target_risk: float) -> RiskControl:
@@ -158,15 +167,14 @@ def crc_threshold(p_reliable, reliable, target_risk: float) -> RiskControl:
         # ok is monotone (non-increasing), so the largest feasible position is the answer
         n_acc = int(feasible[-1]) + 1 if len(feasible) else 0
     if n_acc == 0:
-        return RiskControl("crc", float(target_risk), None, REJECT_ALL, 0.0, None, None, n, 0,
-                           False)
+        return RiskControl("crc", float(target_risk), None, REJECT_ALL, 0.0, None, None, n, 0, False)
     errors = int(cum_bad[n_acc - 1])
-    return RiskControl("crc", float(target_risk), None, float(p_sorted[n_acc - 1]), n_acc / n,
-                       errors / n_acc, None, n, n_acc, True)
+    return RiskControl(
+        "crc", float(target_risk), None, float(p_sorted[n_acc - 1]), n_acc / n, errors / n_acc, None, n, n_acc, True
+    )
 
 
-def choose_threshold(p_reliable, reliable, target_risk: float, delta: float = 0.05,
-                     method: str = "sgr") -> RiskControl:
+def choose_threshold(p_reliable, reliable, target_risk: float, delta: float = 0.05, method: str = "sgr") -> RiskControl:
     """The threshold of ``method`` (``sgr`` or ``crc``) for these calibration data."""
     if method == "sgr":
         return sgr_threshold(p_reliable, reliable, target_risk, delta)
@@ -215,8 +223,10 @@ def calibration_subset(artifact, data, fraction=None, seed=0):
     if info.get("store_identity") == data.attrs:
         candidates = np.asarray(info.get("eval_indices") or [], dtype=np.int64)
         if not len(candidates):
-            raise InputError("this is the store the probe was fitted on, with no held-out part: "
-                             "calibrate on another labelled store or refit with --eval-fraction")
+            raise InputError(
+                "this is the store the probe was fitted on, with no held-out part: "
+                "calibrate on another labelled store or refit with --eval-fraction"
+            )
         fraction = 0.5 if fraction is None else fraction
     else:
         candidates = np.arange(len(data))
@@ -228,9 +238,17 @@ def calibration_subset(artifact, data, fraction=None, seed=0):
     return np.sort(chosen)
 
 
-def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0.05,
-                    method: str = "sgr", output=None, calibration_fraction=None, seed=0,
-                    allow_mismatch=False) -> RiskControl:
+def calibrate_probe(
+    probe_path,
+    store_path,
+    target_risk: float,
+    delta: float = 0.05,
+    method: str = "sgr",
+    output=None,
+    calibration_fraction=None,
+    seed=0,
+    allow_mismatch=False,
+) -> RiskControl:
     """Choose the threshold on a labelled feature store and store it in the probe file
     (``output``, or the probe file itself)."""
     from .artifact import load_probe
@@ -248,14 +266,15 @@ def calibrate_probe(probe_path, store_path, target_risk: float, delta: float = 0
     control = choose_threshold(p, reliable, target_risk, delta, method)
     previous = decision_threshold(artifact)
     record = control.to_dict()
-    record.update({
-        "calibration_store": str(Path(store_path).resolve()),
-        "calibration_store_identity": data.attrs,
-        "calibration_source_index": [int(i) for i in calib.source_index],
-        "previous_decision_threshold": previous,
-    })
-    update_probe_info(probe_path, {"decision_threshold": control.threshold, "selective": record},
-                      output)
+    record.update(
+        {
+            "calibration_store": str(Path(store_path).resolve()),
+            "calibration_store_identity": data.attrs,
+            "calibration_source_index": [int(i) for i in calib.source_index],
+            "previous_decision_threshold": previous,
+        }
+    )
+    update_probe_info(probe_path, {"decision_threshold": control.threshold, "selective": record}, output)
     return control
 
 
@@ -304,23 +323,32 @@ def selective_evaluation(artifact, data, p_reliable, unreliable):
 
 def format_selective(summary: dict) -> str:
     """Two lines for ``probe evaluate``."""
+
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}%"
 
-    what = ("selective risk" if summary["method"] == "sgr"
-            else "accepted-and-unreliable rate")
-    guarantee = (f"{what} <= {pct(summary['target_risk'])} with probability >= "
-                 f"{1 - summary['delta']:.3g}" if summary["method"] == "sgr"
-                 else f"expected {what} <= {pct(summary['target_risk'])}")
-    rule = (f"P(reliable) >= {summary['threshold']:.4g} accepted" if summary["threshold"] <= 1
-            else "every prediction rejected (no threshold met the target)")
-    head = (f"risk control ({summary['method']}): {rule}; guarantee: {guarantee}; calibration coverage "
-            f"{pct(summary['calibration_coverage'])} on {summary['n_calibration']} structures")
+    what = "selective risk" if summary["method"] == "sgr" else "accepted-and-unreliable rate"
+    guarantee = (
+        f"{what} <= {pct(summary['target_risk'])} with probability >= {1 - summary['delta']:.3g}"
+        if summary["method"] == "sgr"
+        else f"expected {what} <= {pct(summary['target_risk'])}"
+    )
+    rule = (
+        f"P(reliable) >= {summary['threshold']:.4g} accepted"
+        if summary["threshold"] <= 1
+        else "every prediction rejected (no threshold met the target)"
+    )
+    head = (
+        f"risk control ({summary['method']}): {rule}; guarantee: {guarantee}; calibration coverage "
+        f"{pct(summary['calibration_coverage'])} on {summary['n_calibration']} structures"
+    )
     if not summary["n_structures"]:
         return head + "\n  no held-out structures left to measure it on (all were used to calibrate)"
     interval = summary["risk_interval"]
     risk = pct(summary["risk"]) + (f" [{pct(interval[0])}, {pct(interval[1])}]" if interval else "")
-    return (head + f"\n  held out ({summary['n_structures']} structures, "
-            f"{summary['n_left_out_calibration']} calibration ones left out): coverage "
-            f"{pct(summary['coverage'])}, selective risk {risk}, accepted-and-unreliable rate "
-            f"{pct(summary['accepted_unreliable_rate'])}")
+    return (
+        head + f"\n  held out ({summary['n_structures']} structures, "
+        f"{summary['n_left_out_calibration']} calibration ones left out): coverage "
+        f"{pct(summary['coverage'])}, selective risk {risk}, accepted-and-unreliable rate "
+        f"{pct(summary['accepted_unreliable_rate'])}"
+    )

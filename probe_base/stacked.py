@@ -32,8 +32,11 @@ def _attention_with_received(q, k, v, key_mask):
     rows, n, d = q.shape
     chunk = max(1, min(n, SCORE_ELEMENTS // max(rows * n, 1)))
     scale = 1.0 / math.sqrt(d)
-    bias = None if key_mask is None else \
-        torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill_(~key_mask, float("-inf"))[:, None, :]
+    bias = (
+        None
+        if key_mask is None
+        else torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill_(~key_mask, float("-inf"))[:, None, :]
+    )
     query_weight = None if key_mask is None else key_mask.to(q.dtype)[:, None, :]
     keys_t = k.transpose(1, 2)
     attended = torch.empty(rows, n, d, dtype=q.dtype)
@@ -42,17 +45,17 @@ def _attention_with_received(q, k, v, key_mask):
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
         scores = buffer if size == chunk else buffer[:, :size].contiguous()
-        torch.bmm(q[:, start:start + size], keys_t, out=scores)
+        torch.bmm(q[:, start : start + size], keys_t, out=scores)
         scores.mul_(scale)
         if bias is not None:
             scores.add_(bias)
         scores.sub_(scores.amax(-1, keepdim=True)).exp_()
         scores.div_(scores.sum(-1, keepdim=True))
-        attended[:, start:start + size] = torch.bmm(scores, v)
+        attended[:, start : start + size] = torch.bmm(scores, v)
         if query_weight is None:
             received += scores.sum(1)
         else:
-            received += torch.bmm(query_weight[:, :, start:start + size], scores)[:, 0]
+            received += torch.bmm(query_weight[:, :, start : start + size], scores)[:, 0]
     return attended, received
 
 
@@ -71,8 +74,11 @@ class _Linear:
         self.bias = _stack(nets, lambda n: get(n).bias)[:, None, :]
 
     def __call__(self, x):
-        return torch.baddbmm(self.bias, x, self.weight) if x.shape[0] == self.weight.shape[0] \
+        return (
+            torch.baddbmm(self.bias, x, self.weight)
+            if x.shape[0] == self.weight.shape[0]
             else torch.matmul(x, self.weight) + self.bias
+        )
 
 
 class _LayerNorm:
@@ -106,28 +112,42 @@ class StackedProbe:
         self.per_element_norm = first.per_element_norm
         self.feature_mean = _stack(nets, lambda n: n.feature_mean)
         self.feature_std = _stack(nets, lambda n: n.feature_std)
-        self.extras = [_stack(nets, lambda n, k=k: getattr(n, k))[:, None, :]
-                       for k in ("extras_mean", "extras_std", "extras_low", "extras_high")]
+        self.extras = [
+            _stack(nets, lambda n, k=k: getattr(n, k))[:, None, :]
+            for k in ("extras_mean", "extras_std", "extras_low", "extras_high")
+        ]
         self.encoder = _FeedForward(nets, lambda n: n.encoder)
         self.element = None if first.element is None else _stack(nets, lambda n: n.element.weight)
         self.blocks = []
         for i, block in enumerate(first.blocks):
             if isinstance(block, AttentionBlock):
-                self.blocks.append(dict(
-                    heads=block.heads, norm1=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm1),
-                    qkv=_Linear(nets, lambda n, i=i: n.blocks[i].qkv),
-                    out=_Linear(nets, lambda n, i=i: n.blocks[i].out),
-                    norm2=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm2),
-                    ffn=_FeedForward(nets, lambda n, i=i: n.blocks[i].ffn)))
+                self.blocks.append(
+                    dict(
+                        heads=block.heads,
+                        norm1=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm1),
+                        qkv=_Linear(nets, lambda n, i=i: n.blocks[i].qkv),
+                        out=_Linear(nets, lambda n, i=i: n.blocks[i].out),
+                        norm2=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm2),
+                        ffn=_FeedForward(nets, lambda n, i=i: n.blocks[i].ffn),
+                    )
+                )
             else:
-                self.blocks.append(dict(norm=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm),
-                                        ffn=_FeedForward(nets, lambda n, i=i: n.blocks[i].ffn)))
+                self.blocks.append(
+                    dict(
+                        norm=_LayerNorm(nets, lambda n, i=i: n.blocks[i].norm),
+                        ffn=_FeedForward(nets, lambda n, i=i: n.blocks[i].ffn),
+                    )
+                )
         if first.pool is not None:
-            self.pool = dict(heads=first.pool.heads, queries=_stack(nets, lambda n: n.pool.queries),
-                             norm=_LayerNorm(nets, lambda n: n.pool.norm),
-                             kv=_Linear(nets, lambda n: n.pool.kv), out=_Linear(nets, lambda n: n.pool.out),
-                             norm2=_LayerNorm(nets, lambda n: n.pool.norm2),
-                             ffn=_FeedForward(nets, lambda n: n.pool.ffn))
+            self.pool = dict(
+                heads=first.pool.heads,
+                queries=_stack(nets, lambda n: n.pool.queries),
+                norm=_LayerNorm(nets, lambda n: n.pool.norm),
+                kv=_Linear(nets, lambda n: n.pool.kv),
+                out=_Linear(nets, lambda n: n.pool.out),
+                norm2=_LayerNorm(nets, lambda n: n.pool.norm2),
+                ffn=_FeedForward(nets, lambda n: n.pool.ffn),
+            )
         else:
             self.pool = None
         self.head = _FeedForward(nets, lambda n: n.head)
@@ -150,6 +170,7 @@ class StackedProbe:
         key = (n, bool(return_importance))
         graph = self._traced.get(key)
         if graph is None:
+
             def forward(f, z, e):
                 logits, importance = self._forward(f, z, None, e, return_importance)
                 return (logits, importance) if return_importance else logits
@@ -192,8 +213,10 @@ class StackedProbe:
             pooled = [h4.mean(2), h4.amax(2)]
         else:
             maskf = mask.to(h.dtype)[None, :, :, None]
-            pooled = [(h4 * maskf).sum(2) / maskf.sum(2).clamp(min=1.0),
-                      h4.masked_fill(~mask[None, :, :, None], float("-inf")).amax(2)]
+            pooled = [
+                (h4 * maskf).sum(2) / maskf.sum(2).clamp(min=1.0),
+                h4.masked_fill(~mask[None, :, :, None], float("-inf")).amax(2),
+            ]
         if self.pool is not None:
             by_query, weights = self._query_pooling(h4, bias)
             pooled.append(by_query)
@@ -225,8 +248,11 @@ class StackedProbe:
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
             attended, received = _attention_with_received(
-                q.reshape(m * b * heads, n, d), k.reshape(m * b * heads, n, d), v.reshape(m * b * heads, n, d),
-                None if mask is None else mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, n))
+                q.reshape(m * b * heads, n, d),
+                k.reshape(m * b * heads, n, d),
+                v.reshape(m * b * heads, n, d),
+                None if mask is None else mask[None, :, None, :].expand(m, b, heads, n).reshape(m * b * heads, n),
+            )
             received = received.view(m, b, heads, n)
         attended = attended.reshape(m, b, heads, n, d).permute(0, 1, 3, 2, 4).reshape(m, b * n, dim)
         h = h + block["out"](attended)

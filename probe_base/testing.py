@@ -105,8 +105,7 @@ class AdapterConformance:
         out = adapter.run(structures)
         assert out.member_energies.shape == (len(structures), len(adapter.models))
         np.testing.assert_allclose(out.member_energies[:, 0], out.energies)
-        assert np.any(np.abs(out.member_energies[:, 1] - out.energies) > 0), \
-            "ensemble members must be different models"
+        assert np.any(np.abs(out.member_energies[:, 1] - out.energies) > 0), "ensemble members must be different models"
         for atoms, mf in zip(structures, out.member_forces):
             assert mf.shape == (len(adapter.models), len(atoms), 3)
 
@@ -192,8 +191,14 @@ class CalculatorConformance:
         y = (np.arange(len(frames)) < 30).astype(int)
         clf = ProbeClassifier(hidden=8, heads=2, max_epochs=3, patience=3, seed=0).fit(X, y)
         path = tmp_path_factory.mktemp("calculator_conformance") / "probe.probe"
-        save_probe(path, clf, LabelSpec("energy", threshold=0.1), primary.fingerprint(),
-                   {"decision_threshold": 0.5}, DomainModel(alpha=0.05).fit(X))
+        save_probe(
+            path,
+            clf,
+            LabelSpec("energy", threshold=0.1),
+            primary.fingerprint(),
+            {"decision_threshold": 0.5},
+            DomainModel(alpha=0.05).fit(X),
+        )
         return path
 
     def test_without_probe_is_the_frameworks_calculator(self, make_calculator):

@@ -61,7 +61,7 @@ class TinyMLIP(nn.Module):
         senders, receivers = pairs.nonzero(as_tuple=True)
         r = (positions[senders] - positions[receivers]).norm(dim=1)
         width = self.centers[1] - self.centers[0]
-        rbf = torch.exp(-((r[:, None] - self.centers) / width) ** 2)
+        rbf = torch.exp(-(((r[:, None] - self.centers) / width) ** 2))
         envelope = 0.5 * (torch.cos(np.pi * r / self.cutoff) + 1.0)
         h = self.embedding(numbers)
         for interaction in self.interactions:
@@ -101,8 +101,18 @@ def load_model(path) -> TinyMLIP:
     return model
 
 
-def train(atoms_list, energies, forces, seed=0, epochs=60, hidden=32, lr=3e-3,
-          force_weight=10.0, batch_size=16, progress=False) -> TinyMLIP:
+def train(
+    atoms_list,
+    energies,
+    forces,
+    seed=0,
+    epochs=60,
+    hidden=32,
+    lr=3e-3,
+    force_weight=10.0,
+    batch_size=16,
+    progress=False,
+) -> TinyMLIP:
     """Fit a TinyMLIP to energies and forces (a few seconds for ~200 small clusters)."""
     from tqdm.auto import tqdm
 
@@ -121,7 +131,7 @@ def train(atoms_list, energies, forces, seed=0, epochs=60, hidden=32, lr=3e-3,
     for _ in tqdm(range(epochs), desc="train toy MLIP", disable=not progress):
         order = rng.permutation(len(atoms_list))
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             batch = [atoms_list[i] for i in idx]
             numbers, positions, structure = batch_tensors(batch)
             positions.requires_grad_(True)
@@ -136,8 +146,7 @@ def train(atoms_list, energies, forces, seed=0, epochs=60, hidden=32, lr=3e-3,
     return model.eval()
 
 
-def emt_clusters(n, seed=0, rattle=(0.02, 0.10), vacancy_fraction=0.0, strain=(1.0, 1.0),
-                 alloy_fraction=0.0):
+def emt_clusters(n, seed=0, rattle=(0.02, 0.10), vacancy_fraction=0.0, strain=(1.0, 1.0), alloy_fraction=0.0):
     """``n`` EMT-labelled Cu clusters (13/19/38 atoms): random rattle amplitude, optional
     vacancies, strain and Au substitutions. Energies and forces sit in a
     SinglePointCalculator, as when read from an extxyz file."""
@@ -180,8 +189,10 @@ class ToyAdapter(Adapter):
     def feature_layers(self):
         model = self.models[0]
         width = model.config["hidden"]
-        return [FeatureLayer(f"interactions.{i}", width, "atom embedding after interaction block")
-                for i in range(model.config["n_interactions"])]
+        return [
+            FeatureLayer(f"interactions.{i}", width, "atom embedding after interaction block")
+            for i in range(model.config["n_interactions"])
+        ]
 
     def layer_module(self, model, layer):
         return model.get_submodule(layer)
@@ -210,8 +221,17 @@ class ToyAdapter(Adapter):
         for k in range(n_members):
             path = workdir / f"toy{k}.pt"
             if retrain or not path.exists():
-                save_model(train(frames, [a.get_potential_energy() for a in frames],
-                                 [a.get_forces() for a in frames], seed=k, epochs=40, progress=True), path)
+                save_model(
+                    train(
+                        frames,
+                        [a.get_potential_energy() for a in frames],
+                        [a.get_forces() for a in frames],
+                        seed=k,
+                        epochs=40,
+                        progress=True,
+                    ),
+                    path,
+                )
             paths.append(path)
         return paths
 
@@ -228,8 +248,11 @@ class ToyCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         energies, forces = energies_and_forces(self.model, [self.atoms])
-        self.results = {"energy": float(energies[0]), "free_energy": float(energies[0]),
-                        "forces": forces.numpy().astype(np.float64)}
+        self.results = {
+            "energy": float(energies[0]),
+            "free_energy": float(energies[0]),
+            "forces": forces.numpy().astype(np.float64),
+        }
 
 
 @hookimpl
@@ -245,4 +268,3 @@ def register_toy_adapter():
     from .plugins import register_plugin
 
     register_plugin(sys.modules[__name__], name="toy")
-

@@ -40,8 +40,9 @@ class MemberTrainer:
     (``probe_base.inputs.normalisation``); ``selection``: "auroc" or "loss" for early
     stopping."""
 
-    def __init__(self, new_net, norm, *, lr, weight_decay, batch_size, max_epochs, patience,
-                 selection="auroc", progress=False):
+    def __init__(
+        self, new_net, norm, *, lr, weight_decay, batch_size, max_epochs, patience, selection="auroc", progress=False
+    ):
         self.new_net = new_net
         self.norm = norm
         self.lr = lr
@@ -68,8 +69,9 @@ class MemberTrainer:
             out.out_of_fold_logits[val_idx] += member_logits(net, X, extras, val_idx, self.batch_size, comm) / n_seeds
         return out
 
-    def split_fit(self, X, y, extras, n_seeds, seed, val_fraction, calibration_fraction=None,
-                  comm=LOCAL) -> TrainedMembers:
+    def split_fit(
+        self, X, y, extras, n_seeds, seed, val_fraction, calibration_fraction=None, comm=LOCAL
+    ) -> TrainedMembers:
         """One train/validation split (after holding out ``calibration_fraction`` to
         calibrate, unless None), as the paper's code does; ``n_seeds`` members on it."""
         indices = np.arange(len(X))
@@ -78,8 +80,9 @@ class MemberTrainer:
             indices, calibration_idx = stratified_split(indices, y, calibration_fraction, seed)
         train_idx, val_idx = stratified_split(indices, y, val_fraction, seed + 1)
         out = TrainedMembers([], [], calibration_indices=calibration_idx)
-        for member_seed in tqdm(range(seed, seed + n_seeds), desc="probe members",
-                                disable=not self.progress or n_seeds == 1):
+        for member_seed in tqdm(
+            range(seed, seed + n_seeds), desc="probe members", disable=not self.progress or n_seeds == 1
+        ):
             state, history = self.fit_member(X, y, extras, train_idx, val_idx, member_seed, comm)
             out.states.append(state)
             out.histories.append(history)
@@ -115,11 +118,13 @@ class MemberTrainer:
                 total += float(loss.detach()) * len(idx)
             total = float(comm.all_sum(total))
             val_logits = member_logits(net, X, extras, val_idx, self.batch_size, comm)
-            val_loss = float(F.binary_cross_entropy_with_logits(
-                torch.from_numpy(val_logits), target[val_idx], pos_weight=pos_weight))
+            val_loss = float(
+                F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), target[val_idx], pos_weight=pos_weight)
+            )
             val_auroc = float(roc_auc_score(y[val_idx], val_logits))
-            history.append({"epoch": epoch, "train_loss": total / len(train_idx),
-                            "val_loss": val_loss, "val_auroc": val_auroc})
+            history.append(
+                {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": val_loss, "val_auroc": val_auroc}
+            )
             score = val_auroc if self.selection == "auroc" else -val_loss
             if score > best + 1e-6:
                 best, stale = score, 0
@@ -142,8 +147,10 @@ def member_logits(net, X, extras, indices, batch_size, comm=LOCAL) -> np.ndarray
 @torch.no_grad()
 def _local_logits(net, X, extras, indices, batch_size, device="cpu"):
     net.eval()
-    logits = [net(*batch_tensors(X, extras, idx, device), return_importance=False)[0].cpu().numpy()
-              for idx in batch_indices(indices, batch_size)]
+    logits = [
+        net(*batch_tensors(X, extras, idx, device), return_importance=False)[0].cpu().numpy()
+        for idx in batch_indices(indices, batch_size)
+    ]
     return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
 

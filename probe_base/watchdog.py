@@ -46,8 +46,7 @@ class UnreliableTrajectory(UnreliablePrediction):
     """Raised by the ``stop`` action: ``step``, ``reliability``, ``atom_importance`` and
     ``top_atoms`` (list of (index, symbol, importance)) describe the last frame."""
 
-    def __init__(self, message, step=None, reliability=None, atom_importance=None,
-                 top_atoms=None, history=None):
+    def __init__(self, message, step=None, reliability=None, atom_importance=None, top_atoms=None, history=None):
         super().__init__(message, reliability, atom_importance)
         self.step = step
         self.top_atoms = top_atoms or []
@@ -80,9 +79,18 @@ class ReliabilityWatchdog:
     many atoms messages name.
     """
 
-    def __init__(self, atoms_or_calc, patience: int = 5, action: str = "warn", collect_path=None,
-                 threshold: float | None = None, interval: int = 1, dynamics=None,
-                 keep_importance: bool = True, top_atoms: int = 3):
+    def __init__(
+        self,
+        atoms_or_calc,
+        patience: int = 5,
+        action: str = "warn",
+        collect_path=None,
+        threshold: float | None = None,
+        interval: int = 1,
+        dynamics=None,
+        keep_importance: bool = True,
+        top_atoms: int = 3,
+    ):
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
         if int(patience) < 1:
@@ -96,17 +104,20 @@ class ReliabilityWatchdog:
         else:
             self.atoms, self.calc = None, atoms_or_calc
         if self.calc is None or "reliability" not in getattr(self.calc, "implemented_properties", ()):
-            raise TypeError("the watchdog needs a calculator wrapped by probe_base.attach(...) "
-                            "(one whose results include 'reliability')")
+            raise TypeError(
+                "the watchdog needs a calculator wrapped by probe_base.attach(...) "
+                "(one whose results include 'reliability')"
+            )
         if getattr(self.calc, "policy", "ignore") != "ignore":
-            warnings.warn(f"the attached calculator has policy={self.calc.policy!r}; use "
-                          "attach(..., policy='ignore') so that only the watchdog acts",
-                          stacklevel=2)
+            warnings.warn(
+                f"the attached calculator has policy={self.calc.policy!r}; use "
+                "attach(..., policy='ignore') so that only the watchdog acts",
+                stacklevel=2,
+            )
         self.patience = int(patience)
         self.action = action
         self.collect_path = Path(collect_path) if collect_path is not None else None
-        self.threshold = float(threshold if threshold is not None
-                               else getattr(self.calc, "threshold", 0.5))
+        self.threshold = float(threshold if threshold is not None else getattr(self.calc, "threshold", 0.5))
         self.interval = int(interval)
         self.dynamics = dynamics
         self.keep_importance = keep_importance
@@ -135,7 +146,7 @@ class ReliabilityWatchdog:
     def top_atoms(self, importance, atoms=None) -> list[tuple[int, str, float]]:
         """(index, symbol, importance) of the most attended atoms, largest first."""
         symbols = (atoms if atoms is not None else self._current_atoms()).get_chemical_symbols()
-        order = np.argsort(importance)[::-1][:self.n_top]
+        order = np.argsort(importance)[::-1][: self.n_top]
         return [(int(i), symbols[i], float(importance[i])) for i in order]
 
     # ---- the observer -------------------------------------------------------------------
@@ -160,8 +171,7 @@ class ReliabilityWatchdog:
         atoms.info["probe_reliability"] = p
         atoms.arrays["probe_importance"] = importance.copy()
         unreliable = p < self.threshold
-        self.records.append(StepRecord(step, p, importance.copy() if self.keep_importance else None,
-                                       unreliable))
+        self.records.append(StepRecord(step, p, importance.copy() if self.keep_importance else None, unreliable))
         if not unreliable:
             self.streak = 0
             self._triggered = False
@@ -181,23 +191,31 @@ class ReliabilityWatchdog:
 
     def _trigger(self, atoms, step, p, importance):
         top = self.top_atoms(importance, atoms)
-        recent = self.reliabilities[-self.patience:]
-        event = {"step": step, "first_step": int(self.records[-self.patience].step),
-                 "reliability": p, "top_atoms": top, "action": self.action}
+        recent = self.reliabilities[-self.patience :]
+        event = {
+            "step": step,
+            "first_step": int(self.records[-self.patience].step),
+            "reliability": p,
+            "top_atoms": top,
+            "action": self.action,
+        }
         self.events.append(event)
         if self.collect_path is not None:
             self._write(list(self._stretch_frames))
             event["collected"] = len(self._stretch_frames)
         where = ", ".join(f"{symbol}{index} ({weight:.2f})" for index, symbol, weight in top)
-        message = (f"PROBE watchdog: {self.patience} consecutive unreliable steps "
-                   f"(P(reliable) < {self.threshold:.3g}) from step {event['first_step']} to step "
-                   f"{step}; P(reliable) now {p:.3f} (stretch min {recent.min():.3f}); most "
-                   f"attended atoms: {where}")
+        message = (
+            f"PROBE watchdog: {self.patience} consecutive unreliable steps "
+            f"(P(reliable) < {self.threshold:.3g}) from step {event['first_step']} to step "
+            f"{step}; P(reliable) now {p:.3f} (stretch min {recent.min():.3f}); most "
+            f"attended atoms: {where}"
+        )
         if self.collect_path is not None:
             message += f"; frames saved to {self.collect_path}"
         if self.action == "stop":
-            raise UnreliableTrajectory(message, step, p, importance, top,
-                                       [(r.step, r.reliability) for r in self.records[-self.patience:]])
+            raise UnreliableTrajectory(
+                message, step, p, importance, top, [(r.step, r.reliability) for r in self.records[-self.patience :]]
+            )
         if self.action == "warn":
             warnings.warn(message, UnreliableTrajectoryWarning, stacklevel=2)
 
@@ -221,7 +239,11 @@ class ReliabilityWatchdog:
         self.n_collected += len(frames)
 
     def summary(self) -> dict:
-        return {"n_steps": len(self.records), "threshold": self.threshold,
-                "unreliable_fraction": self.unreliable_fraction,
-                "min_reliability": float(self.reliabilities.min()) if self.records else None,
-                "events": self.events, "n_collected": self.n_collected}
+        return {
+            "n_steps": len(self.records),
+            "threshold": self.threshold,
+            "unreliable_fraction": self.unreliable_fraction,
+            "min_reliability": float(self.reliabilities.min()) if self.records else None,
+            "events": self.events,
+            "n_collected": self.n_collected,
+        }

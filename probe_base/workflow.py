@@ -32,13 +32,16 @@ BASELINE_FLAG_QUANTILE = 0.99
 def split_holdout(n, fraction, seed):
     """Deterministic split of ``n`` structures: (fit indices, held-out indices)."""
     if not 0 <= fraction < 1:
-        raise InputError(f"--eval-fraction {fraction:g}: the fraction of the store kept out of "
-                         "fitting must be at least 0 and below 1 (e.g. 0.5)")
+        raise InputError(
+            f"--eval-fraction {fraction:g}: the fraction of the store kept out of "
+            "fitting must be at least 0 and below 1 (e.g. 0.5)"
+        )
     order = np.random.default_rng(seed).permutation(n)
     n_eval = int(round(fraction * n))
     if n_eval >= n:
-        raise InputError(f"--eval-fraction {fraction:g} keeps all {n} structures out of fitting; "
-                         "lower it or extract more structures")
+        raise InputError(
+            f"--eval-fraction {fraction:g} keeps all {n} structures out of fitting; lower it or extract more structures"
+        )
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
@@ -48,19 +51,33 @@ def load_reference(reference_path, fingerprint, fit_store=""):
     reference = load_store(reference_path)
     mine = reference.fingerprint
     if (mine.get("adapter"), mine.get("weights_sha256"), mine.get("layers"), mine.get("widths")) != (
-            fingerprint.get("adapter"), fingerprint.get("weights_sha256"), fingerprint.get("layers"),
-            fingerprint.get("widths")):
+        fingerprint.get("adapter"),
+        fingerprint.get("weights_sha256"),
+        fingerprint.get("layers"),
+        fingerprint.get("widths"),
+    ):
         raise FingerprintMismatch(
             f"{reference_path}: this reference store was extracted with another backbone or other "
             f"feature layers ({mine.get('adapter')} {mine.get('layers')}) than {fit_store} "
             f"({fingerprint.get('adapter')} {fingerprint.get('layers')}): extract the backbone's "
-            "training set with the same --adapter, --model and --layers (`probe extract --no-labels`)")
+            "training set with the same --adapter, --model and --layers (`probe extract --no-labels`)"
+        )
     return reference
 
 
-def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
-              eval_fraction: float = 0.0, split_seed: int = 0, comm=None, reference=None,
-              domain=True, alpha=DEFAULT_ALPHA, atom_errors=True):
+def fit_probe(
+    store_path,
+    output,
+    label: LabelSpec,
+    classifier: ProbeClassifier,
+    eval_fraction: float = 0.0,
+    split_seed: int = 0,
+    comm=None,
+    reference=None,
+    domain=True,
+    alpha=DEFAULT_ALPHA,
+    atom_errors=True,
+):
     """Fit on a feature store (minus an optional held-out fraction); write ``output``.
 
     ``reference``: a store of the backbone's training set, the domain's reference atoms
@@ -86,7 +103,8 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
             raise DomainError(
                 f"{store_path}: the domain test at alpha = {alpha:g} needs at least {needed} "
                 f"in-distribution calibration structures and the fitting set has {len(fit_data)}: "
-                "label more structures, raise --alpha, or pass --no-domain")
+                "label more structures, raise --alpha, or pass --no-domain"
+            )
     classifier.fit(fit_data, y, comm=comm)
     rank0 = comm is None or comm.rank == 0
     domain_model = head = None
@@ -95,8 +113,11 @@ def fit_probe(store_path, output, label: LabelSpec, classifier: ProbeClassifier,
         if domain is not False and domain is not None:
             # a total-energy error grows with size: the atom count is part of the domain then
             scalars = SCALARS if resolved.target == "energy" else ("energy_per_atom",)
-            domain_model = (domain if isinstance(domain, DomainModel)
-                            else DomainModel(alpha=alpha, scalars=scalars, seed=split_seed))
+            domain_model = (
+                domain
+                if isinstance(domain, DomainModel)
+                else DomainModel(alpha=alpha, scalars=scalars, seed=split_seed)
+            )
             if reference_data is not None:
                 domain_model.fit(reference_data, calibration=in_memory)
             else:
@@ -157,14 +178,18 @@ def _decisions(scores, unreliable, p_reliable, threshold, fit_scores):
             flagged, rule = s > cut, f"> fitting-set {100 * BASELINE_FLAG_QUANTILE:.0f}th percentile ({cut:.4g})"
         else:
             continue
-        out[name] = {"rule": rule, "flagged": float(flagged.mean()),
-                     "unreliable_flagged": float(flagged[bad].mean()) if bad.any() else float("nan"),
-                     "reliable_flagged": float(flagged[~bad].mean()) if (~bad).any() else float("nan")}
+        out[name] = {
+            "rule": rule,
+            "flagged": float(flagged.mean()),
+            "unreliable_flagged": float(flagged[bad].mean()) if bad.any() else float("nan"),
+            "reliable_flagged": float(flagged[~bad].mean()) if (~bad).any() else float("nan"),
+        }
     return out
 
 
-def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False,
-                   baselines: ReferenceBaselines | None = None):
+def evaluate_probe(
+    probe_path, store_path, n_bootstrap=1000, seed=0, allow_mismatch=False, baselines: ReferenceBaselines | None = None
+):
     """PROBE and the baselines on the same structures. If ``store_path`` is the store the
     probe was fitted on, only its held-out structures are used. ``baselines``: already
     fitted ones (several stores scored against one reference)."""
@@ -176,8 +201,10 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     fit_data = None
     if same_store:
         if not info["eval_indices"]:
-            raise InputError(f"{store_path} is the store {probe_path} was fitted on, with no "
-                             "held-out part: evaluate on another store or refit with --eval-fraction")
+            raise InputError(
+                f"{store_path} is the store {probe_path} was fitted on, with no "
+                "held-out part: evaluate on another store or refit with --eval-fraction"
+            )
         fit_data = data.subset(info["fit_indices"])
         data = data.subset(info["eval_indices"])
     elif Path(info.get("fit_store", "")).exists():
@@ -201,22 +228,32 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
     threshold = decision_threshold(artifact)
     metrics = {}
     for name, s in scores.items():
-        metrics[name] = evaluate_signal(s, unreliable, errs,
-                                        {"PROBE": result.p_reliable, NETWORK: result.p_network}.get(name),
-                                        n_bootstrap=n_bootstrap, seed=seed)
+        metrics[name] = evaluate_signal(
+            s,
+            unreliable,
+            errs,
+            {"PROBE": result.p_reliable, NETWORK: result.p_network}.get(name),
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
     atom_maps = {}
     if data.atom_force_error is not None and np.isfinite(data.atom_force_error).any():
         if result.atom_error is not None:
-            atom_maps["predicted force error"] = atom_map_quality(result.atom_error, data.atom_force_error, data.offsets)
+            atom_maps["predicted force error"] = atom_map_quality(
+                result.atom_error, data.atom_force_error, data.offsets
+            )
         atom_maps["attention importance"] = atom_map_quality(result.importance, data.atom_force_error, data.offsets)
         if result.atom_novelty is not None:
             atom_maps["atom novelty"] = atom_map_quality(result.atom_novelty, data.atom_force_error, data.offsets)
     domain = None
     if artifact.domain is not None:
-        domain = {"alpha": artifact.domain.alpha, "n_calibration": artifact.domain.n_calibration_,
-                  "flagged_fraction": float((~result.in_domain).mean()),
-                  "in_distribution": bool(same_store),
-                  "reference": info.get("reference_store") or "the fitting set"}
+        domain = {
+            "alpha": artifact.domain.alpha,
+            "n_calibration": artifact.domain.n_calibration_,
+            "flagged_fraction": float((~result.in_domain).mean()),
+            "in_distribution": bool(same_store),
+            "reference": info.get("reference_store") or "the fitting set",
+        }
     return {
         "label": artifact.label.to_dict(),
         "n_structures": int(len(data)),
@@ -227,10 +264,19 @@ def evaluate_probe(probe_path, store_path, n_bootstrap=1000, seed=0, allow_misma
         "decisions": _decisions(scores, unreliable, result.p_reliable, threshold, fit_scores),
         "atom_maps": atom_maps,
         "selective": selective_evaluation(artifact, data, result.p_reliable, unreliable),
-        "arrays": {"errors": errs, "unreliable": unreliable, "p_reliable": result.p_reliable,
-                   "p_network": result.p_network, "scores": scores, "importance": result.importance,
-                   "in_domain": result.in_domain, "novelty": result.novelty,
-                   "atom_novelty": result.atom_novelty, "atom_error": result.atom_error, "data": data},
+        "arrays": {
+            "errors": errs,
+            "unreliable": unreliable,
+            "p_reliable": result.p_reliable,
+            "p_network": result.p_network,
+            "scores": scores,
+            "importance": result.importance,
+            "in_domain": result.in_domain,
+            "novelty": result.novelty,
+            "atom_novelty": result.atom_novelty,
+            "atom_error": result.atom_error,
+            "data": data,
+        },
     }
 
 
@@ -252,23 +298,39 @@ def metrics_table(evaluation) -> str:
     if evaluation.get("decisions"):
         lines += ["", f"{'default decision':<22}{'flags':>10}{'of unreliable':>15}{'of reliable':>13}  rule"]
         for name, d in evaluation["decisions"].items():
-            lines.append(f"{name:<22}{100 * d['flagged']:>9.1f}%{100 * d['unreliable_flagged']:>14.1f}%"
-                         f"{100 * d['reliable_flagged']:>12.1f}%  {d['rule']}")
+            lines.append(
+                f"{name:<22}{100 * d['flagged']:>9.1f}%{100 * d['unreliable_flagged']:>14.1f}%"
+                f"{100 * d['reliable_flagged']:>12.1f}%  {d['rule']}"
+            )
     if evaluation.get("domain"):
         d = evaluation["domain"]
         where = "in-distribution held-out" if d["in_distribution"] else "these"
-        lines.append(f"\ndomain test: {100 * d['flagged_fraction']:.1f}% of {where} structures outside "
-                     f"(alpha = {d['alpha']:g}, threshold from {d['n_calibration']} structures; "
-                     f"reference: {d['reference']})")
+        lines.append(
+            f"\ndomain test: {100 * d['flagged_fraction']:.1f}% of {where} structures outside "
+            f"(alpha = {d['alpha']:g}, threshold from {d['n_calibration']} structures; "
+            f"reference: {d['reference']})"
+        )
     for name, q in (evaluation.get("atom_maps") or {}).items():
-        lines.append(f"per-atom map '{name}': top atom among the 3 worst forces in "
-                     f"{100 * q['hit_rate']:.0f}% (random {100 * q['random_rate']:.0f}%), "
-                     f"within-structure Spearman {q['spearman']:.2f}")
+        lines.append(
+            f"per-atom map '{name}': top atom among the 3 worst forces in "
+            f"{100 * q['hit_rate']:.0f}% (random {100 * q['random_rate']:.0f}%), "
+            f"within-structure Spearman {q['spearman']:.2f}"
+        )
     return "\n".join(lines)
 
 
-def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_size=32,
-                 allow_mismatch=False, progress=True, use_domain=True, on_batch=None):
+def predict_file(
+    probe_path,
+    adapter,
+    input_path,
+    output_path,
+    index=":",
+    batch_size=32,
+    allow_mismatch=False,
+    progress=True,
+    use_domain=True,
+    on_batch=None,
+):
     """Score every structure of ``input_path``; write extxyz with ``probe_reliability``,
     ``probe_in_domain``, ``probe_novelty`` per structure and ``probe_importance``,
     ``probe_atom_novelty``, ``probe_atom_error`` per atom (plus the backbone's energy).
@@ -289,8 +351,9 @@ def predict_file(probe_path, adapter, input_path, output_path, index=":", batch_
 
     def score_batch(batch):
         atoms_list = [s.atoms for s in batch]
-        out = adapter.run(atoms_list, compute_forces=False, members=False, source=str(input_path),
-                          indices=[s.index for s in batch])
+        out = adapter.run(
+            atoms_list, compute_forces=False, members=False, source=str(input_path), indices=[s.index for s in batch]
+        )
         features = FeatureSet.from_backbone_output(out, atoms_list)
         scores = score(artifact, features, use_domain)
         if on_batch is not None:

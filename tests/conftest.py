@@ -88,8 +88,13 @@ def fitted_probe(heldout_store, tmp_path_factory):
     from probe_base.workflow import fit_probe
 
     path = tmp_path_factory.mktemp("probe") / "toy.probe"
-    fit_probe(heldout_store, path, LabelSpec("energy", quantile=0.5),
-              ProbeClassifier(max_epochs=100, patience=15, seed=0), eval_fraction=0.5)
+    fit_probe(
+        heldout_store,
+        path,
+        LabelSpec("energy", quantile=0.5),
+        ProbeClassifier(max_epochs=100, patience=15, seed=0),
+        eval_fraction=0.5,
+    )
     return path
 
 
@@ -103,7 +108,7 @@ def synthetic_features(n=200, n_features=8, seed=0):
     offsets = np.concatenate([[0], np.cumsum(counts)])
     shift = rng.normal(size=n)
     for i in range(n):
-        feats[offsets[i]:offsets[i + 1], 0] += shift[i]
+        feats[offsets[i] : offsets[i + 1], 0] += shift[i]
     X = FeatureSet(feats, rng.choice([1, 6, 8], counts.sum()), offsets, rng.normal(size=n) * counts)
     y = (shift < 0).astype(int)
     return X, y

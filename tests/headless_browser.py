@@ -8,9 +8,17 @@ import tempfile
 
 from probe_base.testing import skip_outside_ci
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+]
 
 
 def browser_or_skip():
@@ -19,15 +27,22 @@ def browser_or_skip():
     driver = shutil.which("chromedriver")
     try:
         import selenium  # noqa: F401
+
         have_selenium = True
     except ImportError:
         have_selenium = False
     if browser and driver and have_selenium:
         return browser, driver
-    missing = [name for name, present in [("chromium", browser), ("chromedriver", driver),
-                                          ("selenium", have_selenium)] if not present]
-    skip_outside_ci(f"headless Chromium is missing: {' and '.join(missing)} not installed (apt-get "
-                    "install chromium chromium-driver; pip install selenium)", ".ci/run installs them")
+    missing = [
+        name
+        for name, present in [("chromium", browser), ("chromedriver", driver), ("selenium", have_selenium)]
+        if not present
+    ]
+    skip_outside_ci(
+        f"headless Chromium is missing: {' and '.join(missing)} not installed (apt-get "
+        "install chromium chromium-driver; pip install selenium)",
+        ".ci/run installs them",
+    )
 
 
 @contextlib.contextmanager
@@ -52,7 +67,8 @@ def chromium(extra_flags=()):
 def full_page_screenshot(driver, path) -> int:
     """Screenshot of the whole page (a viewport as tall as it); returns the page height."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    )
     assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
     return height

@@ -62,8 +62,10 @@ def test_malicious_pickle_never_runs_even_when_mace_disabled_weights_only(tmp_pa
     import torch
 
     torch.save({"weights": _Exploit(marker)}, evil)  # a torch pickle that runs a command
-    code = (f"import probe_base.artifact as a\n"
-            f"try:\n    a.load_probe({str(evil)!r})\nexcept a.ArtifactError as e:\n    print('refused:', e)\n")
+    code = (
+        f"import probe_base.artifact as a\n"
+        f"try:\n    a.load_probe({str(evil)!r})\nexcept a.ArtifactError as e:\n    print('refused:', e)\n"
+    )
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "refused:" in out.stdout, out.stderr

@@ -11,14 +11,18 @@ def metrics(auroc, aurc):
 
 
 def test_verdict_names_a_win_only_when_the_intervals_are_apart():
-    apart = {"PROBE": metrics((0.9, 0.85, 0.95), (0.1, 0.08, 0.12)),
-             "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35))}
+    apart = {
+        "PROBE": metrics((0.9, 0.85, 0.95), (0.1, 0.08, 0.12)),
+        "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35)),
+    }
     text = suite.verdict(apart)
     assert "PROBE beats it on AUROC (intervals do not overlap)" in text
     assert "PROBE beats it on AURC (intervals do not overlap)" in text
 
-    overlapping = {"PROBE": metrics((0.72, 0.6, 0.8), (0.28, 0.2, 0.33)),
-                   "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35))}
+    overlapping = {
+        "PROBE": metrics((0.72, 0.6, 0.8), (0.28, 0.2, 0.33)),
+        "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35)),
+    }
     text = suite.verdict(overlapping)
     assert "ahead on AUROC but the intervals overlap" in text
     assert "beats it" not in text
@@ -30,16 +34,32 @@ def test_verdict_names_a_win_only_when_the_intervals_are_apart():
 
 
 def payload(backbone, size, probe_auroc, ensemble_auroc):
-    evaluation = {"label": {"target": "energy", "threshold": 0.1}, "n_structures": 100,
-                  "unreliable_fraction": 0.5,
-                  "metrics": {"PROBE": metrics((probe_auroc, probe_auroc - 0.02, probe_auroc + 0.02),
-                                               (0.2, 0.18, 0.22)),
-                              "ensemble E std": metrics((ensemble_auroc, ensemble_auroc - 0.02,
-                                                         ensemble_auroc + 0.02), (0.3, 0.28, 0.32))}}
-    return {"backbone": backbone, "dataset": "ethanol", "size": size, "models": ["a", "b"],
-            "evaluations": {"energy_median / held-out": evaluation}, "skipped": {},
-            "cost": {"structures": 10, "backbone_seconds": 1.0, "hook_overhead_ratio": 1.0,
-                     "n_members": 2, "ensemble_ratio": 2.0}}
+    evaluation = {
+        "label": {"target": "energy", "threshold": 0.1},
+        "n_structures": 100,
+        "unreliable_fraction": 0.5,
+        "metrics": {
+            "PROBE": metrics((probe_auroc, probe_auroc - 0.02, probe_auroc + 0.02), (0.2, 0.18, 0.22)),
+            "ensemble E std": metrics(
+                (ensemble_auroc, ensemble_auroc - 0.02, ensemble_auroc + 0.02), (0.3, 0.28, 0.32)
+            ),
+        },
+    }
+    return {
+        "backbone": backbone,
+        "dataset": "ethanol",
+        "size": size,
+        "models": ["a", "b"],
+        "evaluations": {"energy_median / held-out": evaluation},
+        "skipped": {},
+        "cost": {
+            "structures": 10,
+            "backbone_seconds": 1.0,
+            "hook_overhead_ratio": 1.0,
+            "n_members": 2,
+            "ensemble_ratio": 2.0,
+        },
+    }
 
 
 def test_report_has_a_row_per_result_and_the_small_vs_large_table(tmp_path, monkeypatch):
@@ -65,11 +85,16 @@ def test_backbone_errors_come_from_the_store():
 
     from probe_base.store import StoredDataset
 
-    data = StoredDataset(features=np.zeros((5, 2), np.float32), atomic_numbers=np.ones(5, np.int16),
-                         offsets=np.array([0, 2, 5]), energy_pred=np.array([1.0, 2.0]),
-                         energy_ref=np.array([1.1, 1.7]), force_rmse=np.array([0.03, 0.04]),
-                         atom_force_error=np.full(5, 0.02, np.float32),
-                         member_energies=np.array([[1.0, 1.2], [2.0, 1.8]]))
+    data = StoredDataset(
+        features=np.zeros((5, 2), np.float32),
+        atomic_numbers=np.ones(5, np.int16),
+        offsets=np.array([0, 2, 5]),
+        energy_pred=np.array([1.0, 2.0]),
+        energy_ref=np.array([1.1, 1.7]),
+        force_rmse=np.array([0.03, 0.04]),
+        atom_force_error=np.full(5, 0.02, np.float32),
+        member_energies=np.array([[1.0, 1.2], [2.0, 1.8]]),
+    )
     errors = suite.backbone_errors(data, [Path("seed1.model"), Path("seed2.model")])
     assert np.isclose(errors["seed1.model"]["energy_mae_meV"], 200.0)  # |-0.1|, |+0.3|
     assert np.isclose(errors["seed1.model"]["energy_mean_signed_error_meV"], 100.0)
@@ -80,12 +105,23 @@ def test_backbone_errors_come_from_the_store():
 
 def test_markdown_shows_backbone_errors_and_wall_time():
     result = payload("toy", "small", 0.8, 0.7)
-    result["backbone_errors"] = {"seed1.model": {"energy_mae_meV": 12.34, "energy_mean_signed_error_meV": -5.0,
-                                                 "force_rmse_meV_per_A": 45.6,
-                                                 "atom_force_error_mean_meV_per_A": 30.01},
-                                 "seed2.model": {"energy_mae_meV": 15.0, "energy_mean_signed_error_meV": 2.0}}
-    result["wall"] = {"total_seconds": 600, "training_seconds": 0, "extraction_seconds": 300,
-                      "fit_and_evaluation_seconds": 240, "cost_table_seconds": 60, "torch_threads": 1}
+    result["backbone_errors"] = {
+        "seed1.model": {
+            "energy_mae_meV": 12.34,
+            "energy_mean_signed_error_meV": -5.0,
+            "force_rmse_meV_per_A": 45.6,
+            "atom_force_error_mean_meV_per_A": 30.01,
+        },
+        "seed2.model": {"energy_mae_meV": 15.0, "energy_mean_signed_error_meV": 2.0},
+    }
+    result["wall"] = {
+        "total_seconds": 600,
+        "training_seconds": 0,
+        "extraction_seconds": 300,
+        "fit_and_evaluation_seconds": 240,
+        "cost_table_seconds": 60,
+        "torch_threads": 1,
+    }
     text = suite.markdown(result)
     assert "| seed1.model | 12.3 | -5.0 | 45.6 | 30.0 |" in text
     assert "| seed2.model | 15.0 | +2.0 | - | - |" in text

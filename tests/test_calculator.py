@@ -1,4 +1,3 @@
-
 import ase.io
 import numpy as np
 import pytest

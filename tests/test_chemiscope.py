@@ -52,7 +52,8 @@ def test_evaluation_file_holds_structures_scores_and_maps(evaluation, tmp_path):
     assert values(dataset, "energy per atom") == pytest.approx(data.energy_pred / data.n_atoms)
     assert values(dataset, "frame").tolist() == data.source_index.tolist()
     assert dataset["properties"]["unreliable"]["values"] == [
-        "unreliable" if u else "reliable" for u in arrays["unreliable"]]
+        "unreliable" if u else "reliable" for u in arrays["unreliable"]
+    ]
     for method in set(arrays["scores"]) - {"PROBE"}:
         assert values(dataset, f"risk score: {method}") == pytest.approx(arrays["scores"][method])
     # per atom: every atom an environment, the importance and the actual force error
@@ -87,7 +88,8 @@ def test_evaluation_file_uses_the_optional_domain_keys(evaluation, tmp_path):
     plain = {**evaluation, "arrays": {**arrays, **dict.fromkeys(DOMAIN_KEYS)}}
     chemiscope_from_evaluation(plain, path)
     assert not {"novelty", "in domain", "predicted force error", "atom novelty"} & set(
-        read_chemiscope(path)["properties"])
+        read_chemiscope(path)["properties"]
+    )
 
 
 def test_evaluation_file_without_the_input_file_is_a_map(evaluation, tmp_path):
@@ -116,17 +118,53 @@ def test_structure_map_follows_the_widest_direction():
 
 def test_cli_evaluate_and_predict_write_chemiscope(toy_files, fitted_probe, heldout_store, tmp_path, capsys):
     evaluated = tmp_path / "evaluated.json.gz"
-    assert main(["evaluate", "--probe", str(fitted_probe), "--store", str(heldout_store),
-                 "--output-dir", str(tmp_path / "report"), "--bootstrap", "5",
-                 "--chemiscope", str(evaluated)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--probe",
+                str(fitted_probe),
+                "--store",
+                str(heldout_store),
+                "--output-dir",
+                str(tmp_path / "report"),
+                "--bootstrap",
+                "5",
+                "--chemiscope",
+                str(evaluated),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "report" / "report.html").exists()
-    assert len(read_chemiscope(evaluated)["structures"]) == json.loads(
-        (tmp_path / "report" / "metrics.json").read_text())["n_structures"]
+    assert (
+        len(read_chemiscope(evaluated)["structures"])
+        == json.loads((tmp_path / "report" / "metrics.json").read_text())["n_structures"]
+    )
 
     scored, explorer = tmp_path / "scored.xyz", tmp_path / "scored.json.gz"
-    assert main(["predict", "--adapter", "toy", "--model", str(toy_files["models"][0]),
-                 "--probe", str(fitted_probe), "--input", str(toy_files["train"]), "--output", str(scored),
-                 "--index", ":10", "--chemiscope", str(explorer)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--adapter",
+                "toy",
+                "--model",
+                str(toy_files["models"][0]),
+                "--probe",
+                str(fitted_probe),
+                "--input",
+                str(toy_files["train"]),
+                "--output",
+                str(scored),
+                "--index",
+                ":10",
+                "--chemiscope",
+                str(explorer),
+            ]
+        )
+        == 0
+    )
     assert f"wrote {explorer}" in capsys.readouterr().out
     frames = ase.io.read(scored, ":")
     reference = ase.io.read(toy_files["train"], ":10")
@@ -139,13 +177,18 @@ def test_cli_evaluate_and_predict_write_chemiscope(toy_files, fitted_probe, held
     assert values(dataset, "energy per atom") == pytest.approx(energy / n_atoms)
     # the training file has reference energies, so the error is known
     assert values(dataset, "energy error") == pytest.approx(
-        np.abs(energy - [a.get_potential_energy() for a in reference]))
-    assert values(dataset, "importance") == pytest.approx(np.concatenate([f.arrays["probe_importance"] for f in frames]))
+        np.abs(energy - [a.get_potential_energy() for a in reference])
+    )
+    assert values(dataset, "importance") == pytest.approx(
+        np.concatenate([f.arrays["probe_importance"] for f in frames])
+    )
     assert values(dataset, "predicted force error") == pytest.approx(
-        np.concatenate([f.arrays["probe_atom_error"] for f in frames]))
+        np.concatenate([f.arrays["probe_atom_error"] for f in frames])
+    )
     assert values(dataset, "novelty") == pytest.approx([f.info["probe_novelty"] for f in frames])
     assert dataset["properties"]["in domain"]["values"] == [
-        "yes" if f.info["probe_in_domain"] else "no" for f in frames]
+        "yes" if f.info["probe_in_domain"] else "no" for f in frames
+    ]
     assert dataset["settings"]["structure"][0]["color"]["property"] == "predicted force error"
     assert len(dataset["environments"]) == n_atoms.sum()
     pca = np.stack([values(dataset, "PCA[1]"), values(dataset, "PCA[2]")], axis=1)
@@ -154,9 +197,26 @@ def test_cli_evaluate_and_predict_write_chemiscope(toy_files, fitted_probe, held
 
 def test_cli_refuses_a_chemiscope_name_before_working(toy_files, fitted_probe, tmp_path, capsys):
     scored = tmp_path / "scored.xyz"
-    assert main(["predict", "--adapter", "toy", "--model", str(toy_files["models"][0]),
-                 "--probe", str(fitted_probe), "--input", str(toy_files["train"]), "--output", str(scored),
-                 "--chemiscope", str(tmp_path / "scored.xyz.gz")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--adapter",
+                "toy",
+                "--model",
+                str(toy_files["models"][0]),
+                "--probe",
+                str(fitted_probe),
+                "--input",
+                str(toy_files["train"]),
+                "--output",
+                str(scored),
+                "--chemiscope",
+                str(tmp_path / "scored.xyz.gz"),
+            ]
+        )
+        == 2
+    )
     assert "a chemiscope file is named *.json.gz" in capsys.readouterr().err
     assert not scored.exists()
 
@@ -190,9 +250,28 @@ def test_chemiscope_viewer_opens_the_scored_file(toy_files, fitted_probe, tmp_pa
     if not script.exists():
         pytest.skip(f"this chemiscope release ships no standalone viewer at {script}")
     explorer = tmp_path / "scored.json.gz"
-    assert main(["predict", "--adapter", "toy", "--model", str(toy_files["models"][0]), "--probe",
-                 str(fitted_probe), "--input", str(toy_files["train"]), "--output", str(tmp_path / "s.xyz"),
-                 "--index", ":6", "--chemiscope", str(explorer)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--adapter",
+                "toy",
+                "--model",
+                str(toy_files["models"][0]),
+                "--probe",
+                str(fitted_probe),
+                "--input",
+                str(toy_files["train"]),
+                "--output",
+                str(tmp_path / "s.xyz"),
+                "--index",
+                ":6",
+                "--chemiscope",
+                str(explorer),
+            ]
+        )
+        == 0
+    )
     with gzip.open(explorer, "rt") as handle:
         dataset = handle.read().replace("NaN", "null")  # JavaScript has no NaN literal in JSON
     page = tmp_path / "viewer.html"

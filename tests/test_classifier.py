@@ -80,8 +80,6 @@ def test_latent_distance_extra_input():
     assert d.shape == (len(X),) and np.all(d >= 0)
 
 
-
-
 def test_scikit_learn_estimator_contract():
     """Parameters come from __init__ (clone works), predicting before fit is refused."""
     from sklearn.base import clone
@@ -96,8 +94,9 @@ def test_scikit_learn_estimator_contract():
         clf.predict_proba(X)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(cv_folds=1, calibration="isotonic",
-                                             extras=("log_n_atoms", "latent_distance"))])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(cv_folds=1, calibration="isotonic", extras=("log_n_atoms", "latent_distance"))]
+)
 def test_from_state_rebuilds_the_fitted_estimator(kw):
     X, y, clf = _fit(n=120, max_epochs=5, **kw)
     again = ProbeClassifier.from_state(clf.get_params(), clf.state_dict())
@@ -111,9 +110,16 @@ def test_every_prediction_path_refuses_an_unfitted_estimator():
 
     X, y = synthetic_features(20)
     clf = ProbeClassifier(extras=("latent_distance",))
-    calls = [lambda: clf.predict_proba(X), lambda: clf.predict(X), lambda: clf.predict_with_importance(X),
-             lambda: clf.score(X, y), lambda: clf.latent_distance(X), lambda: clf._logits(X),
-             clf._stacked_members, clf.state_dict]
+    calls = [
+        lambda: clf.predict_proba(X),
+        lambda: clf.predict(X),
+        lambda: clf.predict_with_importance(X),
+        lambda: clf.score(X, y),
+        lambda: clf.latent_distance(X),
+        lambda: clf._logits(X),
+        clf._stacked_members,
+        clf.state_dict,
+    ]
     for call in calls:
         with pytest.raises(NotFittedError):
             call()

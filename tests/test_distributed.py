@@ -21,23 +21,57 @@ N = 240  # structures of the toy held-out set used here
 
 def _torchrun(*args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-               "-m", "probe_base.cli", *map(str, args)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "probe_base.cli",
+        *map(str, args),
+    ]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
-FIELDS = ["features", "atomic_numbers", "offsets", "energy_pred", "energy_ref", "force_rmse",
-          "force_max_error", "atom_force_error", "source_index", "member_energies", "member_force_std"]
+FIELDS = [
+    "features",
+    "atomic_numbers",
+    "offsets",
+    "energy_pred",
+    "energy_ref",
+    "force_rmse",
+    "force_max_error",
+    "atom_force_error",
+    "source_index",
+    "member_energies",
+    "member_force_std",
+]
 
 
 def test_torchrun_extract_and_fit_match_one_process(toy_files, toy_adapter, heldout_store, tmp_path):
     models = [str(p) for p in toy_files["models"]]
     store = tmp_path / "ddp.h5"
     # a subprocess: the adapter by import path (conftest's registration of "toy" is not there)
-    out = _torchrun("extract", "--adapter", "probe_base.toy:ToyAdapter", "--model", *models, "--input", toy_files["heldout"],
-                    "--output", store, "--index", f":{N}", "--batch-size", "16", cwd=tmp_path)
+    out = _torchrun(
+        "extract",
+        "--adapter",
+        "probe_base.toy:ToyAdapter",
+        "--model",
+        *models,
+        "--input",
+        toy_files["heldout"],
+        "--output",
+        store,
+        "--index",
+        f":{N}",
+        "--batch-size",
+        "16",
+        cwd=tmp_path,
+    )
     assert "2 ranks" in out
     assert sorted(p.name for p in (tmp_path / "ddp.h5.shards").iterdir()) == ["0-of-2.h5", "1-of-2.h5"]
     merged = load_store(store)
@@ -47,8 +81,9 @@ def test_torchrun_extract_and_fit_match_one_process(toy_files, toy_adapter, held
     np.testing.assert_array_equal(merged.source_index, np.arange(N))
     identity = dict(merged.attrs)
     content = identity.pop("content_sha256")
-    assert identity == _identity(toy_adapter, toy_files["heldout"], f":{N}", None, None, True, "float32"), \
+    assert identity == _identity(toy_adapter, toy_files["heldout"], f":{N}", None, None, True, "float32"), (
         "the identity of a one-process extraction of the same frames"
+    )
     with h5py.File(heldout_store) as h5:
         assert content == _content_sha256(h5["frame_digest"][:N]), "the same frames' content hash"
 

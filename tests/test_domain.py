@@ -45,8 +45,7 @@ def test_one_odd_atom_is_enough_and_an_unseen_element_is_novel():
     assert np.all(novelty > 1)
     assert all(int(np.argmax(a)) == 0 for a in atoms)
     # mean-pooled features barely move: the structure-level picture would miss it
-    unseen = replace(test, atomic_numbers=np.where(np.arange(len(test.atomic_numbers)) == 2, 7,
-                                                   test.atomic_numbers))
+    unseen = replace(test, atomic_numbers=np.where(np.arange(len(test.atomic_numbers)) == 2, 7, test.atomic_numbers))
     novelty, atoms = domain.novelty(unseen)
     assert novelty[0] > 1e3 and atoms[0][2] > 1e3 and np.isfinite(novelty[0])
 
@@ -111,10 +110,12 @@ def test_llpr_and_gmm_rank_far_structures_above_near_ones():
     shifted = far.features.copy()
     shifted[far.offsets[:-1]] += 5.0
     far = replace(far, features=shifted)
-    both = FeatureSet(np.concatenate([near.features, far.features]),
-                      np.concatenate([near.atomic_numbers, far.atomic_numbers]),
-                      np.concatenate([near.offsets, far.offsets[1:] + near.offsets[-1]]),
-                      np.concatenate([near.energy_pred, far.energy_pred]))
+    both = FeatureSet(
+        np.concatenate([near.features, far.features]),
+        np.concatenate([near.atomic_numbers, far.atomic_numbers]),
+        np.concatenate([near.offsets, far.offsets[1:] + near.offsets[-1]]),
+        np.concatenate([near.energy_pred, far.energy_pred]),
+    )
     is_far = np.r_[np.zeros(100), np.ones(100)]
     assert roc_auc_score(is_far, GMM().fit(reference).nll(both)) > 0.95
     assert roc_auc_score(is_far, LLPR().fit(reference).std(both)) > 0.7
@@ -138,7 +139,7 @@ def _atom_map_quality_one_by_one(maps, true_errors, offsets, top=3):
 
     hits, randoms, rhos = [], [], []
     for i, m in enumerate(maps):
-        true = np.asarray(true_errors[offsets[i]:offsets[i + 1]], dtype=float)
+        true = np.asarray(true_errors[offsets[i] : offsets[i + 1]], dtype=float)
         m = np.asarray(m, dtype=float)
         if len(true) <= top or not np.all(np.isfinite(true)):
             continue
@@ -146,8 +147,12 @@ def _atom_map_quality_one_by_one(maps, true_errors, offsets, top=3):
         randoms.append(top / len(true))
         if np.ptp(m) > 0 and np.ptp(true) > 0:
             rhos.append(float(spearmanr(m, true).statistic))
-    return {"hit_rate": float(np.mean(hits)), "random_rate": float(np.mean(randoms)),
-            "spearman": float(np.mean(rhos)), "n_structures": len(hits)}
+    return {
+        "hit_rate": float(np.mean(hits)),
+        "random_rate": float(np.mean(randoms)),
+        "spearman": float(np.mean(rhos)),
+        "n_structures": len(hits),
+    }
 
 
 def test_atom_map_quality_equals_the_structure_by_structure_definition():
@@ -155,8 +160,8 @@ def test_atom_map_quality_equals_the_structure_by_structure_definition():
     sizes = rng.integers(1, 12, 300)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     true = rng.random(offsets[-1])
-    true[offsets[5]:offsets[6]] = np.nan  # a structure without reference forces: skipped
-    true[offsets[7]:offsets[8]] = 0.5  # all errors equal: no rank correlation
+    true[offsets[5] : offsets[6]] = np.nan  # a structure without reference forces: skipped
+    true[offsets[7] : offsets[8]] = 0.5  # all errors equal: no rank correlation
     maps = [np.round(rng.random(n), 1) for n in sizes]  # coarse maps: many ties
     maps[9] = np.zeros(sizes[9])
     got = atom_map_quality(maps, true, offsets)

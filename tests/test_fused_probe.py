@@ -11,8 +11,10 @@ from probe_base.stacked import StackedProbe
 
 def _members(attention, n=3, **kw):
     torch.manual_seed(0)
-    nets = [ProbeNet(6, hidden=16, heads=4, attention_layers=2, n_extras=2, attention=attention, **kw).eval()
-            for _ in range(n)]
+    nets = [
+        ProbeNet(6, hidden=16, heads=4, attention_layers=2, n_extras=2, attention=attention, **kw).eval()
+        for _ in range(n)
+    ]
     for net in nets:  # distinct, non-trivial weights and normalisation for every member
         for p in net.parameters():
             p.data.normal_(0, 0.3)
@@ -27,7 +29,12 @@ def _batch(seed=0, b=3, n=9):
     if b == 3:  # three sizes of structure in one padded batch
         mask[1, 5:] = False
         mask[2, 2:] = False
-    return torch.randn(b, n, 6, generator=g), torch.randint(1, 9, (b, n), generator=g), mask, torch.randn(b, 2, generator=g)
+    return (
+        torch.randn(b, n, 6, generator=g),
+        torch.randint(1, 9, (b, n), generator=g),
+        mask,
+        torch.randn(b, 2, generator=g),
+    )
 
 
 @pytest.mark.parametrize("attention", ["self", "pooling"])
@@ -72,8 +79,11 @@ def test_pooling_probe_is_invariant_to_atom_order_and_padding():
     net = _members("pooling", n=1)[0]
     feats, z, mask, extras = _batch(b=1, n=11)
     perm = torch.randperm(11)
-    padded = (torch.cat([feats, 100 * torch.randn(1, 4, 6)], 1), torch.cat([z, torch.ones(1, 4, dtype=torch.long)], 1),
-              torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1))
+    padded = (
+        torch.cat([feats, 100 * torch.randn(1, 4, 6)], 1),
+        torch.cat([z, torch.ones(1, 4, dtype=torch.long)], 1),
+        torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1),
+    )
     with torch.no_grad():
         logit, imp = net(feats, z, mask, extras, return_importance=True)
         logit_p, imp_p = net(feats[:, perm], z[:, perm], mask, extras, return_importance=True)
@@ -152,4 +162,3 @@ def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
     feats, z, _, extras = _batch(b=1, n=big)
     torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
     assert all(key[0] != big for key in stacked._traced)
-

@@ -10,9 +10,14 @@ from probe_base.store import StoredDataset
 
 def _data():
     return StoredDataset(
-        features=np.zeros((6, 1), np.float32), atomic_numbers=np.ones(6, int), offsets=np.array([0, 2, 6]),
-        energy_pred=np.array([1.0, 2.0]), energy_ref=np.array([1.5, 1.0]),
-        force_rmse=np.array([0.1, 0.3]), force_max_error=np.array([0.2, 0.9]))
+        features=np.zeros((6, 1), np.float32),
+        atomic_numbers=np.ones(6, int),
+        offsets=np.array([0, 2, 6]),
+        energy_pred=np.array([1.0, 2.0]),
+        energy_ref=np.array([1.5, 1.0]),
+        force_rmse=np.array([0.1, 0.3]),
+        force_max_error=np.array([0.2, 0.9]),
+    )
 
 
 def test_error_targets():

@@ -23,10 +23,16 @@ print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 
 
 def _heavy_modules_after(*argv, env=None):
-    result = subprocess.run([sys.executable, "-c", CHECK.format(heavy=HEAVY), *argv], cwd=REPO,
-                            capture_output=True, text=True, check=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK.format(heavy=HEAVY), *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     line = [text for text in result.stdout.splitlines() if text.startswith("HEAVY:")][-1]
-    return result.stdout, [m for m in line[len("HEAVY:"):].split(",") if m]
+    return result.stdout, [m for m in line[len("HEAVY:") :].split(",") if m]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["plugins"], ["fit", "--help"]])
@@ -37,19 +43,23 @@ def test_light_commands_import_no_heavy_library(argv):
 
 
 def test_plugins_lists_installed_plugins_from_metadata_alone(installed_fake_plugin):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(installed_fake_plugin),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(installed_fake_plugin), os.environ.get("PYTHONPATH")])),
+    }
     out, heavy = _heavy_modules_after("plugins", env=env)
     assert "fake         fake-probe-plugin 1.2" in out
     assert heavy == [], "the plugin module (it imports torch) was loaded to list it"
 
 
 def test_public_names_resolve_lazily():
-    code = ("import sys, probe_base; assert 'torch' not in sys.modules; "
-            "from probe_base import Adapter, FeatureLayer, BackboneOutput, attach, ProbeClassifier, "
-            "load_probe, hookimpl, ProbeError; "
-            "from probe_base.adapter import Adapter as A; assert A is Adapter; "
-            "assert set(probe_base.__all__) <= set(dir(probe_base)); print('ok')")
+    code = (
+        "import sys, probe_base; assert 'torch' not in sys.modules; "
+        "from probe_base import Adapter, FeatureLayer, BackboneOutput, attach, ProbeClassifier, "
+        "load_probe, hookimpl, ProbeError; "
+        "from probe_base.adapter import Adapter as A; assert A is Adapter; "
+        "assert set(probe_base.__all__) <= set(dir(probe_base)); print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     import probe_base

@@ -26,8 +26,14 @@ def test_scoring_10000_atoms_uses_little_memory():
     # hash seed 0 reproduced heap fragmentation (7 GB) of per-chunk score tensors; the seed
     # changes allocation order, so it is pinned rather than left to chance
     env = dict(os.environ, PYTHONHASHSEED="0")
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300,
-                         cwd=__file__.rsplit("/", 1)[0], env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=__file__.rsplit("/", 1)[0],
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     extra_mb, n_importance, total = out.stdout.split()
     assert int(n_importance) == 10_000 and abs(float(total) - 1) < 1e-3

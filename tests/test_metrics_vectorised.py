@@ -23,8 +23,11 @@ def _tied_inputs(n, seed):
 
 def _ece_loop(p, reliable, n_bins=15):
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    return sum(np.mean(bins == b) * abs(p[bins == b].mean() - reliable[bins == b].mean())
-               for b in range(n_bins) if np.any(bins == b))
+    return sum(
+        np.mean(bins == b) * abs(p[bins == b].mean() - reliable[bins == b].mean())
+        for b in range(n_bins)
+        if np.any(bins == b)
+    )
 
 
 def _expected_curve_by_enumeration(score, bad):
@@ -112,17 +115,30 @@ def test_evaluate_signal_intervals_are_percentiles_of_sklearn_on_each_resample(m
         area.append(aurc(score[idx], bad[idx]))
         brier.append(brier_score_loss(1 - bad[idx], p[idx]))
         calibration.append(_ece_loop(p[idx], 1 - bad[idx]))
-    for name, values, point in (("auroc", auroc, roc_auc_score(bad, score)),
-                                ("auprc", ap, average_precision_score(bad, score)),
-                                ("spearman", rho, spearmanr(score, errors).statistic),
-                                ("aurc", area, aurc(score, bad)),
-                                ("brier", brier, brier_score_loss(1 - bad, p)),
-                                ("ece", calibration, _ece_loop(p, 1 - bad))):
+    for name, values, point in (
+        ("auroc", auroc, roc_auc_score(bad, score)),
+        ("auprc", ap, average_precision_score(bad, score)),
+        ("spearman", rho, spearmanr(score, errors).statistic),
+        ("aurc", area, aurc(score, bad)),
+        ("brier", brier, brier_score_loss(1 - bad, p)),
+        ("ece", calibration, _ece_loop(p, 1 - bad)),
+    ):
         value, low, high = result[name]
         assert value == pytest.approx(point)
         np.testing.assert_allclose([low, high], np.percentile(values, [2.5, 97.5]), atol=1e-10)
-    assert set(result) == {"auroc", "auprc", "aurc", "e_aurc", "risk@50", "risk@80", "risk@90",
-                           "risk@95", "spearman", "ece", "brier"}
+    assert set(result) == {
+        "auroc",
+        "auprc",
+        "aurc",
+        "e_aurc",
+        "risk@50",
+        "risk@80",
+        "risk@90",
+        "risk@95",
+        "spearman",
+        "ece",
+        "brier",
+    }
 
 
 def test_single_class_resamples_are_left_out_of_the_interval():

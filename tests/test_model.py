@@ -12,7 +12,12 @@ def _net(seed=0, **kw):
 
 def _inputs(n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, n, 6, generator=g), torch.randint(1, 9, (1, n), generator=g), torch.ones(1, n, dtype=torch.bool), torch.randn(1, 2, generator=g)
+    return (
+        torch.randn(1, n, 6, generator=g),
+        torch.randint(1, 9, (1, n), generator=g),
+        torch.ones(1, n, dtype=torch.bool),
+        torch.randn(1, 2, generator=g),
+    )
 
 
 @pytest.mark.parametrize("attention", ["self", "pooling"])

@@ -65,8 +65,9 @@ def test_broken_plugin_is_listed_and_collisions_name_both_plugins(monkeypatch, c
 
     good = importlib.metadata.EntryPoint("toy", "probe_base.toy", "probe")
     broken = importlib.metadata.EntryPoint("bad", "probe_base.no_such_module", "probe")
-    monkeypatch.setattr(plugins.importlib.metadata, "entry_points",
-                        lambda group: [good, broken] if group == "probe" else [])
+    monkeypatch.setattr(
+        plugins.importlib.metadata, "entry_points", lambda group: [good, broken] if group == "probe" else []
+    )
     monkeypatch.delenv(PLUGINS_ENV_VAR, raising=False)
     plugins._manager.cache_clear()
     plugins._adapters.cache_clear()

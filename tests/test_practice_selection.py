@@ -64,8 +64,19 @@ def test_select_cli_on_pool_with_near_duplicates(tmp_path):
     ase.io.write(tmp_path / "pool.xyz", pool)
     duplicate_group = {int(np.argmin(scored["p_reliable"]))} | set(range(30, 38))
 
-    common = ["select", "--adapter", "toy", "--model", str(toy["model"]), "--probe", str(toy["probe"]),
-              "--input", str(tmp_path / "pool.xyz"), "--n", "4"]
+    common = [
+        "select",
+        "--adapter",
+        "toy",
+        "--model",
+        str(toy["model"]),
+        "--probe",
+        str(toy["probe"]),
+        "--input",
+        str(tmp_path / "pool.xyz"),
+        "--n",
+        "4",
+    ]
     assert main(common + ["--output", str(tmp_path / "plain.xyz")]) == 0
     assert main(common + ["--diverse", "--output", str(tmp_path / "diverse.xyz")]) == 0
     plain = ase.io.read(tmp_path / "plain.xyz", ":")

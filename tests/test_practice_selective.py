@@ -141,8 +141,9 @@ def test_unachievable_targets_reject_everything():
 def test_ties_accept_whole_groups():
     # isotonic calibration produces ties: a threshold accepts all or none of a group
     p = np.repeat([0.95, 0.9, 0.6, 0.2], 250)
-    reliable = np.concatenate([np.ones(250), np.r_[np.ones(240), np.zeros(10)],
-                               np.r_[np.ones(150), np.zeros(100)], np.zeros(250)]).astype(int)
+    reliable = np.concatenate(
+        [np.ones(250), np.r_[np.ones(240), np.zeros(10)], np.r_[np.ones(150), np.zeros(100)], np.zeros(250)]
+    ).astype(int)
     for method in ("sgr", "crc"):
         control = choose_threshold(p, reliable, 0.1, 0.05, method)
         assert control.n_accepted == int(np.sum(p >= control.threshold))
@@ -189,8 +190,24 @@ def test_calibrate_evaluate_attach(fitted, capsys):
 
     before = load_probe(fitted["probe"])
     out = fitted["folder"] / "calibrated.probe"
-    assert main(["calibrate", "--probe", str(fitted["probe"]), "--store", str(fitted["store"]),
-                 "--target-risk", "0.35", "--delta", "0.2", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--probe",
+                str(fitted["probe"]),
+                "--store",
+                str(fitted["store"]),
+                "--target-risk",
+                "0.35",
+                "--delta",
+                "0.2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     # 60 calibration structures: a 0.3 target sits at the edge of what SGR can certify
     # (Clopper-Pearson bound 0.287 for 4 errors in 31, so one label flip decides it)
@@ -213,8 +230,22 @@ def test_calibrate_evaluate_attach(fitted, capsys):
 
     # evaluate: realised risk and coverage on the held-out structures not used to calibrate
     report = fitted["folder"] / "report"
-    assert main(["evaluate", "--probe", str(out), "--store", str(fitted["store"]),
-                 "--output-dir", str(report), "--bootstrap", "5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--probe",
+                str(out),
+                "--store",
+                str(fitted["store"]),
+                "--output-dir",
+                str(report),
+                "--bootstrap",
+                "5",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "risk control (sgr)" in printed and "held out (60 structures, 60 calibration" in printed
     summary = json.loads((report / "metrics.json").read_text())["selective"]

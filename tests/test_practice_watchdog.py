@@ -38,8 +38,9 @@ def md(toy, policy="ignore", temperature_K=300, seed=0):
 
     atoms = toy["train_set"][0].copy()
     atoms.calc = attach(ToyCalculator(toy["model"]), toy["probe"], policy=policy)
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature_K, friction=0.05, fixcm=False,
-                   rng=np.random.default_rng(seed))
+    dyn = Langevin(
+        atoms, 2 * units.fs, temperature_K=temperature_K, friction=0.05, fixcm=False, rng=np.random.default_rng(seed)
+    )
     return atoms, dyn
 
 
@@ -85,8 +86,7 @@ def test_stop_names_the_step_and_the_atoms(toy):
 def test_stop_saves_the_frames_that_ended_the_run(toy, tmp_path):
     path = tmp_path / "stopped.xyz"
     atoms, dyn = md(toy)
-    watchdog = ReliabilityWatchdog(atoms, patience=4, action="stop", threshold=1.01,
-                                   collect_path=path)
+    watchdog = ReliabilityWatchdog(atoms, patience=4, action="stop", threshold=1.01, collect_path=path)
     dyn.attach(watchdog, interval=1)
     with pytest.raises(UnreliableTrajectory, match="frames saved to"):
         dyn.run(40)
@@ -108,16 +108,15 @@ def test_trigger_matches_the_recorded_reliabilities(toy):
     threshold = float(np.quantile(p, 0.6))
     patience = 2
     below = p < threshold
-    expected = next(i for i in range(patience - 1, len(p)) if below[i - patience + 1:i + 1].all())
+    expected = next(i for i in range(patience - 1, len(p)) if below[i - patience + 1 : i + 1].all())
 
     atoms, dyn = md(toy, temperature_K=1500)
-    watchdog = ReliabilityWatchdog(atoms, patience=patience, action="stop", threshold=threshold,
-                                   dynamics=dyn)
+    watchdog = ReliabilityWatchdog(atoms, patience=patience, action="stop", threshold=threshold, dynamics=dyn)
     dyn.attach(watchdog, interval=1)
     with pytest.raises(UnreliableTrajectory) as caught:
         dyn.run(30)
     assert caught.value.step == expected
-    assert watchdog.reliabilities == pytest.approx(p[:expected + 1], abs=1e-6)
+    assert watchdog.reliabilities == pytest.approx(p[: expected + 1], abs=1e-6)
 
 
 def test_warn_once_per_unreliable_stretch(toy):
@@ -133,8 +132,7 @@ def test_warn_once_per_unreliable_stretch(toy):
 def test_collect_appends_offending_frames(toy, tmp_path):
     path = tmp_path / "to_label.xyz"
     atoms, dyn = md(toy)
-    watchdog = ReliabilityWatchdog(atoms, patience=3, action="collect", collect_path=path,
-                                   threshold=1.01, interval=2)
+    watchdog = ReliabilityWatchdog(atoms, patience=3, action="collect", collect_path=path, threshold=1.01, interval=2)
     dyn.attach(watchdog, interval=2)  # numbered with interval=: steps 0, 2, 4, ...
     dyn.run(10)
     frames = ase.io.read(path, ":")

@@ -239,11 +239,13 @@ def test_report_in_headless_chromium(evaluation, tmp_path):
         driver.get((folder / "report.html").as_uri())
         assert driver.execute_script("return document.readyState") == "complete"
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
         assert len(images) == 4 + N_LEAST_TRUSTED
         assert all(done and width > 0 and height > 0 for done, width, height in images), images
         rows = driver.execute_script(
-            "return Array.from(document.querySelectorAll('#metrics tbody tr')).map(r => r.dataset.method)")
+            "return Array.from(document.querySelectorAll('#metrics tbody tr')).map(r => r.dataset.method)"
+        )
         assert rows == list(evaluation["metrics"])
         assert driver.execute_script("return document.querySelector('#metrics').offsetHeight") > 100
         height = full_page_screenshot(driver, shot)

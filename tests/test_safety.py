@@ -81,8 +81,7 @@ def tmpfs(path: Path, size: str, read_only=False):
     options = f"size={size}" + (",ro" if read_only else "")
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.strip()}")
     try:
@@ -113,17 +112,16 @@ def test_item1_store_of_a_changed_input_is_refused(toy_adapter, toy_files, tmp_p
     store = extract(toy_adapter, source, tmp_path / "a.h5", progress=False)
     before = store.read_bytes()
     write_frames(source, labelled_frames(toy_files, 8, 16))  # other frames, same command
-    with pytest.raises(StoreError, match="the input changed since this store was written: use "
-                                         "--overwrite.*structure 0 of"):
+    with pytest.raises(
+        StoreError, match="the input changed since this store was written: use --overwrite.*structure 0 of"
+    ):
         extract(toy_adapter, source, store, progress=False)
     assert store.read_bytes() == before
     data = load_store(extract(toy_adapter, source, store, overwrite=True, progress=False))
-    np.testing.assert_allclose(data.energy_ref, [a.get_potential_energy() for a in
-                                                 labelled_frames(toy_files, 8, 16)])
+    np.testing.assert_allclose(data.energy_ref, [a.get_potential_energy() for a in labelled_frames(toy_files, 8, 16)])
 
 
-def test_item1_frame_edited_in_place_with_same_size_and_mtime_is_refused(toy_adapter, toy_files,
-                                                                          tmp_path, capsys):
+def test_item1_frame_edited_in_place_with_same_size_and_mtime_is_refused(toy_adapter, toy_files, tmp_path, capsys):
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 6))
     store = tmp_path / "a.h5"
     assert run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store)[0] == 0
@@ -144,8 +142,7 @@ def test_item1_frame_edited_in_place_with_same_size_and_mtime_is_refused(toy_ada
     assert "structure 1 of" in err and str(store) in err
 
 
-def test_item1_resume_after_editing_a_stored_frame_is_refused(toy_adapter, toy_files, tmp_path,
-                                                              monkeypatch):
+def test_item1_resume_after_editing_a_stored_frame_is_refused(toy_adapter, toy_files, tmp_path, monkeypatch):
     frames = labelled_frames(toy_files, 0, 30)
     source = write_frames(tmp_path / "a.xyz", frames)
     store = tmp_path / "a.h5"
@@ -166,8 +163,10 @@ def test_item1_resume_after_editing_a_stored_frame_is_refused(toy_adapter, toy_f
         assert h5.attrs["n_done"] == 10
     frames[4].positions[0] += 0.3  # a frame already in the .partial
     write_frames(source, frames)
-    with pytest.raises(StoreError, match="a.h5.partial: the input changed since this store was "
-                                         "written: use --overwrite.*structure 4 of"):
+    with pytest.raises(
+        StoreError,
+        match="a.h5.partial: the input changed since this store was written: use --overwrite.*structure 4 of",
+    ):
         extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False)
     data = load_store(extract(toy_adapter, source, store, batch_size=5, overwrite=True, progress=False))
     assert len(data) == 30
@@ -176,10 +175,23 @@ def test_item1_resume_after_editing_a_stored_frame_is_refused(toy_adapter, toy_f
 
 
 def test_item1_content_hash_is_part_of_the_store_identity(toy_adapter, toy_files, tmp_path):
-    first = load_store(extract(toy_adapter, write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 5)),
-                               tmp_path / "a.h5", progress=False))
-    second = load_store(extract(toy_adapter, write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 5, 10)),
-                                tmp_path / "a.h5", overwrite=True, progress=False))
+    first = load_store(
+        extract(
+            toy_adapter,
+            write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 5)),
+            tmp_path / "a.h5",
+            progress=False,
+        )
+    )
+    second = load_store(
+        extract(
+            toy_adapter,
+            write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 5, 10)),
+            tmp_path / "a.h5",
+            overwrite=True,
+            progress=False,
+        )
+    )
     assert len(first.attrs["content_sha256"]) == 64
     assert first.attrs != second.attrs, "a probe's store_identity must tell the two stores apart"
 
@@ -197,8 +209,9 @@ def test_item1_store_written_before_frame_digests_is_checked_by_its_labels(toy_a
     frames = labelled_frames(toy_files, 0, 8)
     frames[5].calc.results["energy"] += 0.01
     write_frames(source, frames)
-    with pytest.raises(StoreError, match="the input changed since this store was written: use "
-                                         "--overwrite.*structure 5 of"):
+    with pytest.raises(
+        StoreError, match="the input changed since this store was written: use --overwrite.*structure 5 of"
+    ):
         extract(toy_adapter, source, store, progress=False)
     assert store.read_bytes() == before
 
@@ -212,12 +225,12 @@ def test_item2_fit_output_onto_its_store_is_refused(heldout_store, tmp_path, cap
     assert store.read_bytes() == heldout_store.read_bytes()
 
 
-def test_item2_predict_output_onto_its_input_is_refused(fitted_probe, toy_files, tmp_path, capsys,
-                                                        no_models_loaded):
+def test_item2_predict_output_onto_its_input_is_refused(fitted_probe, toy_files, tmp_path, capsys, no_models_loaded):
     source = write_frames(tmp_path / "b.xyz", labelled_frames(toy_files, 0, 4))
     before = source.read_bytes()
-    code, err = run_cli(capsys, "predict", *model_args(toy_files, 1), "--probe", fitted_probe,
-                        "--input", source, "--output", source)
+    code, err = run_cli(
+        capsys, "predict", *model_args(toy_files, 1), "--probe", fitted_probe, "--input", source, "--output", source
+    )
     assert code == 2 and "--output is also an input" in err and str(source) in err
     assert source.read_bytes() == before
 
@@ -232,22 +245,19 @@ def test_item2_extract_output_onto_input_or_model_is_refused(toy_adapter, toy_fi
     assert source.read_bytes() == before
 
 
-def test_item2_output_that_is_a_file_of_another_kind_is_refused(heldout_store, toy_files, tmp_path,
-                                                                capsys):
+def test_item2_output_that_is_a_file_of_another_kind_is_refused(heldout_store, toy_files, tmp_path, capsys):
     source = write_frames(tmp_path / "data.xyz", labelled_frames(toy_files, 0, 4))
     notes = tmp_path / "notes.xyz"
     notes.write_text("not a store")
     code, err = run_cli(capsys, "fit", "--store", heldout_store, "--output", notes)
     assert code == 2 and "notes.xyz: exists and is not a probe file; refusing to replace it" in err
-    code, err = run_cli(capsys, "extract", *model_args(toy_files), "--input", source,
-                        "--output", notes, "--overwrite")
+    code, err = run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", notes, "--overwrite")
     assert code == 2 and "exists and is not a feature store" in err
     assert notes.read_text() == "not a store"
 
 
 # ---- 3: --overwrite destroys before it succeeds ----------------------------------------------
-def test_item3_overwrite_keeps_the_old_store_until_the_new_one_is_complete(toy_adapter, toy_files,
-                                                                           tmp_path, capsys):
+def test_item3_overwrite_keeps_the_old_store_until_the_new_one_is_complete(toy_adapter, toy_files, tmp_path, capsys):
     good = write_frames(tmp_path / "good.xyz", labelled_frames(toy_files, 0, 6))
     store = tmp_path / "good.h5"
     assert run_cli(capsys, "extract", *model_args(toy_files), "--input", good, "--output", store)[0] == 0
@@ -257,8 +267,7 @@ def test_item3_overwrite_keeps_the_old_store_until_the_new_one_is_complete(toy_a
     bad.calc = None  # the 4th frame has no energy
     frames[3] = bad
     source = write_frames(tmp_path / "new.xyz", frames)
-    argv = ["extract", *model_args(toy_files), "--input", source, "--output", store, "--overwrite",
-            "--batch-size", "2"]
+    argv = ["extract", *model_args(toy_files), "--input", source, "--output", store, "--overwrite", "--batch-size", "2"]
     code, err = run_cli(capsys, *argv)
     assert code == 2 and "structure 3: no reference energy" in err and "resume" in err
     assert store.read_bytes() == before, "the old store is untouched by a failed --overwrite"
@@ -271,8 +280,7 @@ def test_item3_overwrite_keeps_the_old_store_until_the_new_one_is_complete(toy_a
 
 
 # ---- 4: disk full -------------------------------------------------------------------------
-def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy_files, tmp_path,
-                                                                monkeypatch):
+def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy_files, tmp_path, monkeypatch):
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 30))
     store = tmp_path / "a.h5"
     real_append, appended = store_writer._append, []
@@ -296,8 +304,7 @@ def test_item4_enospc_while_writing_keeps_the_partial_resumable(toy_adapter, toy
     assert len(data) == 30 and np.array_equal(data.source_index, np.arange(30))
 
 
-def test_item4_no_space_for_the_next_chunk_is_refused_before_hdf5_writes(toy_adapter, toy_files,
-                                                                         tmp_path, monkeypatch):
+def test_item4_no_space_for_the_next_chunk_is_refused_before_hdf5_writes(toy_adapter, toy_files, tmp_path, monkeypatch):
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 30))
     store = tmp_path / "a.h5"
     real_fallocate, reserved = os.posix_fallocate, []
@@ -309,13 +316,14 @@ def test_item4_no_space_for_the_next_chunk_is_refused_before_hdf5_writes(toy_ada
         real_fallocate(fd, offset, length)
 
     monkeypatch.setattr(os, "posix_fallocate", fallocate_until_full)
-    with pytest.raises(store_module.DiskFull, match="not enough disk space for the next 10 "
-                                                    "structures.*the 10 structures before it are saved"):
+    with pytest.raises(
+        store_module.DiskFull,
+        match="not enough disk space for the next 10 structures.*the 10 structures before it are saved",
+    ):
         extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False)
     assert not list(tmp_path.glob("*.reserve"))
     monkeypatch.setattr(os, "posix_fallocate", real_fallocate)
-    assert len(load_store(extract(toy_adapter, source, store, batch_size=5, chunk_structures=10,
-                                  progress=False))) == 30
+    assert len(load_store(extract(toy_adapter, source, store, batch_size=5, chunk_structures=10, progress=False))) == 30
 
 
 EXTRACT_INTO = """
@@ -337,10 +345,12 @@ def test_item4_extract_into_a_nearly_full_file_system(toy_files, tmp_path):
     space is freed (in a subprocess: HDF5 out of space used to crash the process)."""
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 120))
     mount = tmp_path / "small"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-c", EXTRACT_INTO, str(toy_files["models"][0]), str(source),
-               str(mount / "a.h5")]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-c", EXTRACT_INTO, str(toy_files["models"][0]), str(source), str(mount / "a.h5")]
     with tmpfs(mount, "1100k"):
         first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         assert first.returncode == 0, first.stderr[-2000:]
@@ -364,8 +374,11 @@ def test_item4_disk_full_while_writing_a_probe_or_scores(fitted_probe, tmp_path)
         tmp.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OutputError, match="keep.probe: writing failed \\(No space left on device\\); "
-                                          "the existing file is unchanged: free disk space"):
+    with pytest.raises(
+        OutputError,
+        match="keep.probe: writing failed \\(No space left on device\\); "
+        "the existing file is unchanged: free disk space",
+    ):
         atomic_write(target, disk_full)
     assert target.read_bytes() == fitted_probe.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.probe"]
@@ -374,8 +387,9 @@ def test_item4_disk_full_while_writing_a_probe_or_scores(fitted_probe, tmp_path)
 def test_item4_fit_into_a_full_file_system_gives_one_line(heldout_store, tmp_path, capsys):
     mount = tmp_path / "small"
     with tmpfs(mount, "8k"):
-        code, err = run_cli(capsys, "fit", "--store", heldout_store, "--output", mount / "x.probe",
-                            "--epochs", "2", "--seeds", "1")
+        code, err = run_cli(
+            capsys, "fit", "--store", heldout_store, "--output", mount / "x.probe", "--epochs", "2", "--seeds", "1"
+        )
         assert code == 2 and "x.probe: writing failed (No space left on device)" in err
         assert list(mount.iterdir()) == []
 
@@ -399,8 +413,21 @@ def test_item5_errors_and_source_index_use_the_file_frame_numbers(toy_adapter, t
 
 def test_item5_select_reports_the_file_frame(fitted_probe, toy_files, tmp_path, capsys):
     out = tmp_path / "picked.xyz"
-    code, _ = run_cli(capsys, "select", *model_args(toy_files, 1), "--probe", fitted_probe,
-                      "--input", toy_files["train"], "--index", "100:", "--n", "3", "--output", out)
+    code, _ = run_cli(
+        capsys,
+        "select",
+        *model_args(toy_files, 1),
+        "--probe",
+        fitted_probe,
+        "--input",
+        toy_files["train"],
+        "--index",
+        "100:",
+        "--n",
+        "3",
+        "--output",
+        out,
+    )
     assert code == 0
     pool = ase.io.read(toy_files["train"], ":")
     for atoms in ase.io.read(out, ":"):
@@ -429,20 +456,30 @@ def rewrite_probe(source, target, edit_meta=None, edit_tensors=None):
 
 def drop(prefix, names=None):
     def edit(tensors):
-        for key in [k for k in tensors if k.startswith(prefix) and (names is None or k[len(prefix):] in names)]:
+        for key in [k for k in tensors if k.startswith(prefix) and (names is None or k[len(prefix) :] in names)]:
             del tensors[key]
+
     return edit
 
 
-@pytest.mark.parametrize("damage,message", [
-    (dict(edit_meta=lambda m: m.update(n_members=9)), "declares 9 members but the file holds weights of members \\[0, 1, 2, 3, 4\\]"),
-    (dict(edit_tensors=drop("member4.")), "declares 5 members but the file holds weights of members \\[0, 1, 2, 3\\]"),
-    (dict(edit_tensors=drop("member2.", {"head.0.weight"})), "member 2 lacks \\['head.0.weight'\\]"),
-    (dict(edit_tensors=drop("member1.", {"extras_low"})), "member 1 holds other buffers than member 0"),
-    (dict(edit_meta=lambda m: m.update(temperature=0.0)), "temperature is 0.0, not a positive finite number"),
-    (dict(edit_meta=lambda m: m.update(temperature=float("nan"))), "temperature is nan"),
-    (dict(edit_meta=lambda m: m.update(prior_log_odds=float("inf"))), "prior_log_odds is inf"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (
+            dict(edit_meta=lambda m: m.update(n_members=9)),
+            "declares 9 members but the file holds weights of members \\[0, 1, 2, 3, 4\\]",
+        ),
+        (
+            dict(edit_tensors=drop("member4.")),
+            "declares 5 members but the file holds weights of members \\[0, 1, 2, 3\\]",
+        ),
+        (dict(edit_tensors=drop("member2.", {"head.0.weight"})), "member 2 lacks \\['head.0.weight'\\]"),
+        (dict(edit_tensors=drop("member1.", {"extras_low"})), "member 1 holds other buffers than member 0"),
+        (dict(edit_meta=lambda m: m.update(temperature=0.0)), "temperature is 0.0, not a positive finite number"),
+        (dict(edit_meta=lambda m: m.update(temperature=float("nan"))), "temperature is nan"),
+        (dict(edit_meta=lambda m: m.update(prior_log_odds=float("inf"))), "prior_log_odds is inf"),
+    ],
+)
 def test_item6_damaged_probe_is_refused(fitted_probe, tmp_path, damage, message):
     assert load_probe(fitted_probe).info["n_members"] == 5
     bad = rewrite_probe(fitted_probe, tmp_path / "bad.probe", **damage)
@@ -450,8 +487,7 @@ def test_item6_damaged_probe_is_refused(fitted_probe, tmp_path, damage, message)
         load_probe(bad)
 
 
-def test_item6_extra_tensors_and_buffers_absent_from_every_member_still_load(fitted_probe, heldout_store,
-                                                                             tmp_path):
+def test_item6_extra_tensors_and_buffers_absent_from_every_member_still_load(fitted_probe, heldout_store, tmp_path):
     data = load_store(heldout_store).subset(range(20))
     reference = load_probe(fitted_probe).classifier.predict_proba(data)
 
@@ -460,29 +496,45 @@ def test_item6_extra_tensors_and_buffers_absent_from_every_member_still_load(fit
 
     extra = rewrite_probe(fitted_probe, tmp_path / "extra.probe", edit_tensors=add_domain_model)
     np.testing.assert_array_equal(load_probe(extra).classifier.predict_proba(data), reference)
-    older = rewrite_probe(fitted_probe, tmp_path / "older.probe",
-                          edit_tensors=lambda t: [drop(f"member{i}.", {"extras_low", "extras_high"})(t)
-                                                  for i in range(5)])
+    older = rewrite_probe(
+        fitted_probe,
+        tmp_path / "older.probe",
+        edit_tensors=lambda t: [drop(f"member{i}.", {"extras_low", "extras_high"})(t) for i in range(5)],
+    )
     assert load_probe(older).classifier.predict_proba(data).shape == reference.shape
 
 
 # ---- 7: tracebacks instead of messages ------------------------------------------------------
-def test_item7_missing_or_folder_input_before_models_load(fitted_probe, toy_files, tmp_path, capsys,
-                                                          no_models_loaded):
-    for given, expected in [(tmp_path / "missing.xyz", "missing.xyz: file not found; check --input"),
-                            (tmp_path, "is a folder, not a structure file")]:
-        code, err = run_cli(capsys, "predict", *model_args(toy_files, 1), "--probe", fitted_probe,
-                            "--input", given, "--output", tmp_path / "out.xyz")
+def test_item7_missing_or_folder_input_before_models_load(fitted_probe, toy_files, tmp_path, capsys, no_models_loaded):
+    for given, expected in [
+        (tmp_path / "missing.xyz", "missing.xyz: file not found; check --input"),
+        (tmp_path, "is a folder, not a structure file"),
+    ]:
+        code, err = run_cli(
+            capsys,
+            "predict",
+            *model_args(toy_files, 1),
+            "--probe",
+            fitted_probe,
+            "--input",
+            given,
+            "--output",
+            tmp_path / "out.xyz",
+        )
         assert code == 2 and expected in err
 
 
-@pytest.mark.parametrize("defect,expected", [
-    ("not_utf8", "structure 2: line 9 is not UTF-8 text"),
-    ("count", "structure 2: line 9 should give the number of atoms but reads 'abc'"),
-    ("truncated", "structure 3: is truncated"),
-])
-def test_item7_unreadable_extxyz_names_the_frame(defect, expected, toy_files, tmp_path, capsys,
-                                                 no_models_loaded, fitted_probe):
+@pytest.mark.parametrize(
+    "defect,expected",
+    [
+        ("not_utf8", "structure 2: line 9 is not UTF-8 text"),
+        ("count", "structure 2: line 9 should give the number of atoms but reads 'abc'"),
+        ("truncated", "structure 3: is truncated"),
+    ],
+)
+def test_item7_unreadable_extxyz_names_the_frame(
+    defect, expected, toy_files, tmp_path, capsys, no_models_loaded, fitted_probe
+):
     frames = labelled_frames(toy_files, 0, 4)
     source = write_frames(tmp_path / "a.xyz", frames)
     raw = source.read_bytes().split(b"\n")
@@ -496,18 +548,37 @@ def test_item7_unreadable_extxyz_names_the_frame(defect, expected, toy_files, tm
     else:
         raw = raw[:-3]
     source.write_bytes(b"\n".join(raw))
-    code, err = run_cli(capsys, "predict", *model_args(toy_files, 1), "--probe", fitted_probe,
-                        "--input", source, "--output", tmp_path / "out.xyz")
+    code, err = run_cli(
+        capsys,
+        "predict",
+        *model_args(toy_files, 1),
+        "--probe",
+        fitted_probe,
+        "--input",
+        source,
+        "--output",
+        tmp_path / "out.xyz",
+    )
     assert code == 2 and f"a.xyz, {expected}" in err, err
 
 
 def test_item7_bad_index_and_eval_fraction(heldout_store, toy_files, tmp_path, capsys, no_models_loaded):
-    code, err = run_cli(capsys, "extract", *model_args(toy_files), "--input", toy_files["train"],
-                        "--output", tmp_path / "s.h5", "--index", "abc")
+    code, err = run_cli(
+        capsys,
+        "extract",
+        *model_args(toy_files),
+        "--input",
+        toy_files["train"],
+        "--output",
+        tmp_path / "s.h5",
+        "--index",
+        "abc",
+    )
     assert code == 2 and "--index 'abc' is not an ase.io index" in err
     for fraction in ("1", "1.5", "-0.5"):
-        code, err = run_cli(capsys, "fit", "--store", heldout_store, "--output", tmp_path / "p.probe",
-                            "--eval-fraction", fraction)
+        code, err = run_cli(
+            capsys, "fit", "--store", heldout_store, "--output", tmp_path / "p.probe", "--eval-fraction", fraction
+        )
         assert code == 2 and "--eval-fraction" in err and "below 1" in err
     assert not (tmp_path / "p.probe").exists()
 
@@ -525,14 +596,15 @@ def test_item7_fit_and_evaluate_on_an_empty_store(heldout_store, fitted_probe, t
     empty = empty_store(heldout_store, tmp_path / "empty.h5")
     code, err = run_cli(capsys, "fit", "--store", empty, "--output", tmp_path / "p.probe")
     assert code == 2 and "empty.h5: the feature store holds no structures" in err
-    code, err = run_cli(capsys, "evaluate", "--probe", fitted_probe, "--store", empty,
-                        "--output-dir", tmp_path / "report")
+    code, err = run_cli(
+        capsys, "evaluate", "--probe", fitted_probe, "--store", empty, "--output-dir", tmp_path / "report"
+    )
     assert code == 2 and "holds no structures" in err
 
 
-def test_item7_read_only_output_folder_is_refused_before_any_work(heldout_store, fitted_probe,
-                                                                  toy_files, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_item7_read_only_output_folder_is_refused_before_any_work(
+    heldout_store, fitted_probe, toy_files, tmp_path, capsys, monkeypatch
+):
     import probe_base.workflow as workflow
 
     def no_work(*args, **kwargs):
@@ -540,18 +612,28 @@ def test_item7_read_only_output_folder_is_refused_before_any_work(heldout_store,
 
     with read_only_folder(tmp_path / "ro") as folder:
         monkeypatch.setattr(workflow, "load_store", no_work)
-        for argv in (["fit", "--store", heldout_store, "--output", folder / "p.probe"],
-                     ["evaluate", "--probe", fitted_probe, "--store", heldout_store,
-                      "--output-dir", folder / "report"]):
+        for argv in (
+            ["fit", "--store", heldout_store, "--output", folder / "p.probe"],
+            ["evaluate", "--probe", fitted_probe, "--store", heldout_store, "--output-dir", folder / "report"],
+        ):
             code, err = run_cli(capsys, *argv)
             assert code == 2 and f"{folder}: cannot write there" in err, err
         from probe_base.cli import commands
 
         monkeypatch.setattr(commands, "_adapter", no_work)
-        for argv in (["extract", *model_args(toy_files), "--input", toy_files["train"],
-                      "--output", folder / "s.h5"],
-                     ["predict", *model_args(toy_files, 1), "--probe", fitted_probe,
-                      "--input", toy_files["train"], "--output", folder / "scored.xyz"]):
+        for argv in (
+            ["extract", *model_args(toy_files), "--input", toy_files["train"], "--output", folder / "s.h5"],
+            [
+                "predict",
+                *model_args(toy_files, 1),
+                "--probe",
+                fitted_probe,
+                "--input",
+                toy_files["train"],
+                "--output",
+                folder / "scored.xyz",
+            ],
+        ):
             code, err = run_cli(capsys, *argv)
             assert code == 2 and "cannot write there" in err, err
 
@@ -559,16 +641,16 @@ def test_item7_read_only_output_folder_is_refused_before_any_work(heldout_store,
 def test_item7_output_dir_that_is_a_file(fitted_probe, heldout_store, tmp_path, capsys):
     existing = tmp_path / "report"
     existing.write_text("my notes")
-    code, err = run_cli(capsys, "evaluate", "--probe", fitted_probe, "--store", heldout_store,
-                        "--output-dir", existing)
+    code, err = run_cli(capsys, "evaluate", "--probe", fitted_probe, "--store", heldout_store, "--output-dir", existing)
     assert code == 2 and "report: exists and is a file, not a folder" in err
     assert existing.read_text() == "my notes"
 
 
 # ---- 8: silently accepted -----------------------------------------------------------------
-@pytest.mark.parametrize("index,expected", [("100", "has 8 frame(s) (0 to 7), no frame 100"),
-                                            ("5:2", "--index 5:2 selects no frames"),
-                                            ("-9", "no frame -9")])
+@pytest.mark.parametrize(
+    "index,expected",
+    [("100", "has 8 frame(s) (0 to 7), no frame 100"), ("5:2", "--index 5:2 selects no frames"), ("-9", "no frame -9")],
+)
 def test_item8_an_index_that_selects_nothing_is_refused(index, expected, toy_adapter, toy_files, tmp_path):
     source = write_frames(tmp_path / "a.xyz", labelled_frames(toy_files, 0, 8))
     with pytest.raises(InputError, match=expected.replace("(", "\\(").replace(")", "\\)")):
@@ -589,8 +671,9 @@ def test_item8_a_partial_passed_as_store_is_refused(toy_adapter, toy_files, tmp_
     with pytest.raises(Interrupt):
         extract(toy_adapter, source, tmp_path / "a.h5", batch_size=5, chunk_structures=5, progress=False)
     partial = tmp_path / "a.h5.partial"
-    with pytest.raises(StoreError, match="a.h5.partial: an unfinished extraction, not a finished "
-                                         "feature store.*then use .*a.h5$"):
+    with pytest.raises(
+        StoreError, match="a.h5.partial: an unfinished extraction, not a finished feature store.*then use .*a.h5$"
+    ):
         load_store(partial)
     code, err = run_cli(capsys, "fit", "--store", partial, "--output", tmp_path / "p.probe")
     assert code == 2 and "unfinished extraction" in err
@@ -605,8 +688,22 @@ def test_item9_written_files_follow_the_umask(umask, fitted_probe, toy_files, tm
         probe = tmp_path / "shared.probe"
         save_probe(probe, artifact.classifier, artifact.label, artifact.fingerprint, artifact.info["info"])
         scored = tmp_path / "scored.xyz"
-        assert run_cli(capsys, "predict", *model_args(toy_files, 1), "--probe", probe,
-                       "--input", toy_files["train"], "--index", ":3", "--output", scored)[0] == 0
+        assert (
+            run_cli(
+                capsys,
+                "predict",
+                *model_args(toy_files, 1),
+                "--probe",
+                probe,
+                "--input",
+                toy_files["train"],
+                "--index",
+                ":3",
+                "--output",
+                scored,
+            )[0]
+            == 0
+        )
     finally:
         os.umask(previous)
     for path in (probe, scored):
@@ -614,28 +711,47 @@ def test_item9_written_files_follow_the_umask(umask, fitted_probe, toy_files, tm
 
 
 # ---- 10: misleading device message ----------------------------------------------------------
-def test_item10_cuda_without_cuda_says_so(fitted_probe, toy_files, tmp_path, capsys, monkeypatch,
-                                          no_models_loaded):
+def test_item10_cuda_without_cuda_says_so(fitted_probe, toy_files, tmp_path, capsys, monkeypatch, no_models_loaded):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for argv in (["predict", *model_args(toy_files, 1), "--probe", fitted_probe, "--input",
-                  toy_files["train"], "--output", tmp_path / "o.xyz", "--device", "cuda"],
-                 ["extract", *model_args(toy_files), "--input", toy_files["train"], "--output",
-                  tmp_path / "s.h5", "--device", "cuda:1"]):
+    for argv in (
+        [
+            "predict",
+            *model_args(toy_files, 1),
+            "--probe",
+            fitted_probe,
+            "--input",
+            toy_files["train"],
+            "--output",
+            tmp_path / "o.xyz",
+            "--device",
+            "cuda",
+        ],
+        [
+            "extract",
+            *model_args(toy_files),
+            "--input",
+            toy_files["train"],
+            "--output",
+            tmp_path / "s.h5",
+            "--device",
+            "cuda:1",
+        ],
+    ):
         code, err = run_cli(capsys, *argv)
         assert code == 2 and "CUDA is not available" in err and "--device cpu" in err
         assert "non-compiled" not in err
 
 
 # ---- issue 16: a store without labels --------------------------------------------------------
-def test_no_labels_store_holds_features_and_members_only(toy_adapter, toy_files, tmp_path, capsys,
-                                                         fitted_probe):
+def test_no_labels_store_holds_features_and_members_only(toy_adapter, toy_files, tmp_path, capsys, fitted_probe):
     frames = unlabelled(labelled_frames(toy_files, 0, 12))
     source = write_frames(tmp_path / "reference.xyz", frames)
     store = tmp_path / "reference.h5"
     code, err = run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store)
     assert code == 2 and "no reference energy" in err
-    assert run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store,
-                   "--no-labels")[0] == 0
+    assert (
+        run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store, "--no-labels")[0] == 0
+    )
     data = load_store(store)
     assert not data.has_labels and len(data) == 12
     assert np.isnan(data.energy_ref).all() and np.isnan(data.force_rmse).all()
@@ -647,22 +763,28 @@ def test_no_labels_store_holds_features_and_members_only(toy_adapter, toy_files,
     assert not lazy.has_labels and lazy.padded([0, 1])[0].shape[0] == 2
     code, err = run_cli(capsys, "fit", "--store", store, "--output", tmp_path / "p.probe")
     assert code == 2 and "reference.h5: the feature store has no labels" in err
-    code, err = run_cli(capsys, "evaluate", "--probe", fitted_probe, "--store", store,
-                        "--output-dir", tmp_path / "report")
+    code, err = run_cli(
+        capsys, "evaluate", "--probe", fitted_probe, "--store", store, "--output-dir", tmp_path / "report"
+    )
     assert code == 2 and "has no labels" in err
     before = fitted_probe.read_bytes()
-    code, err = run_cli(capsys, "calibrate", "--probe", fitted_probe, "--store", store,
-                        "--target-risk", "0.2")
+    code, err = run_cli(capsys, "calibrate", "--probe", fitted_probe, "--store", store, "--target-risk", "0.2")
     assert code == 2 and "has no labels" in err and fitted_probe.read_bytes() == before
     # a labelled store of the same frames says it has labels; the rerun is a no-op
-    assert load_store(extract(toy_adapter, write_frames(tmp_path / "l.xyz", labelled_frames(toy_files, 0, 12)),
-                              tmp_path / "l.h5", progress=False)).has_labels
-    assert run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store,
-                   "--no-labels")[0] == 0
+    assert load_store(
+        extract(
+            toy_adapter,
+            write_frames(tmp_path / "l.xyz", labelled_frames(toy_files, 0, 12)),
+            tmp_path / "l.h5",
+            progress=False,
+        )
+    ).has_labels
+    assert (
+        run_cli(capsys, "extract", *model_args(toy_files), "--input", source, "--output", store, "--no-labels")[0] == 0
+    )
 
 
-def test_item3_torchrun_overwrite_keeps_the_old_store_until_every_shard_is_done(toy_adapter, toy_files,
-                                                                                tmp_path):
+def test_item3_torchrun_overwrite_keeps_the_old_store_until_every_shard_is_done(toy_adapter, toy_files, tmp_path):
     from probe_base import distributed
 
     class Rank(distributed.Group):
@@ -707,8 +829,9 @@ def test_item10_devices_the_machine_has_pass_and_others_are_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for device in ("cpu", "cuda", "cuda:1"):
         check_device(device)
-    with pytest.raises(InputError, match="--device cuda:2: this machine has 2 CUDA device\\(s\\) "
-                                         "\\(cuda:0 to cuda:1\\)"):
+    with pytest.raises(
+        InputError, match="--device cuda:2: this machine has 2 CUDA device\\(s\\) \\(cuda:0 to cuda:1\\)"
+    ):
         check_device("cuda:2")
     with pytest.raises(InputError, match="'gpu0' is not a torch device"):
         check_device("gpu0")

@@ -13,6 +13,7 @@ def test_rounds_alternate_the_order_and_the_speedup_is_a_ratio_of_medians():
         def run():
             calls.append(name)
             return next(clock)
+
         return run
 
     times = speed.interleaved({"before": variant("before"), "after": variant("after")}, rounds=4)
@@ -26,13 +27,27 @@ def test_rounds_alternate_the_order_and_the_speedup_is_a_ratio_of_medians():
 
 def test_readme_section_quotes_each_result_file(tmp_path):
     assert speed.readme_section(tmp_path) == ""
-    (tmp_path / "speed_evaluate.json").write_text(json.dumps({
-        "structures": 1000, "bootstrap": 1000,
-        "probe_evaluate": {"speedup": 6.0, "median_seconds": {"before": 60.0, "after": 10.0}},
-        "evaluate_signal": {"speedup": 40.0, "structures": 100000}}))
-    (tmp_path / "step_cost_mace.json").write_text(json.dumps({"backbone": "mace", "runs": {
-        "before": [{"atoms": 9, "overhead_cpu_ratio_of_medians": 0.12}],
-        "after, pooling": [{"atoms": 9, "overhead_cpu_ratio_of_medians": 0.015}]}}))
+    (tmp_path / "speed_evaluate.json").write_text(
+        json.dumps(
+            {
+                "structures": 1000,
+                "bootstrap": 1000,
+                "probe_evaluate": {"speedup": 6.0, "median_seconds": {"before": 60.0, "after": 10.0}},
+                "evaluate_signal": {"speedup": 40.0, "structures": 100000},
+            }
+        )
+    )
+    (tmp_path / "step_cost_mace.json").write_text(
+        json.dumps(
+            {
+                "backbone": "mace",
+                "runs": {
+                    "before": [{"atoms": 9, "overhead_cpu_ratio_of_medians": 0.12}],
+                    "after, pooling": [{"atoms": 9, "overhead_cpu_ratio_of_medians": 0.015}],
+                },
+            }
+        )
+    )
     (tmp_path / "scaling_old.json").write_text(json.dumps([{"atoms": 9}]))  # older format: skipped
     text = speed.readme_section(tmp_path)
     assert "x6.0 faster (60 s -> 10.0 s median)" in text and "x40 per resample" in text

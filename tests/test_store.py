@@ -51,8 +51,9 @@ def test_interrupted_extraction_resumes_without_recomputing(toy_adapter, toy_fil
 
     monkeypatch.setattr(type(toy_adapter), "run", dying_run)
     with pytest.raises(Interrupt):
-        extract(toy_adapter, toy_files["heldout"], path, index=":120", batch_size=10,
-                chunk_structures=20, progress=False)
+        extract(
+            toy_adapter, toy_files["heldout"], path, index=":120", batch_size=10, chunk_structures=20, progress=False
+        )
     partial = path.with_name(path.name + ".partial")
     assert partial.exists() and not path.exists()
     with h5py.File(partial) as h5:
@@ -68,8 +69,7 @@ def test_interrupted_extraction_resumes_without_recomputing(toy_adapter, toy_fil
         return original(self, atoms_list, **kw)
 
     monkeypatch.setattr(type(toy_adapter), "run", counting_run)
-    extract(toy_adapter, toy_files["heldout"], path, index=":120", batch_size=10,
-            chunk_structures=20, progress=False)
+    extract(toy_adapter, toy_files["heldout"], path, index=":120", batch_size=10, chunk_structures=20, progress=False)
     assert resumed_calls[0] == 40, "resume must start after the last flushed chunk"
     monkeypatch.setattr(type(toy_adapter), "run", original)
     fresh = extract(toy_adapter, toy_files["heldout"], tmp_path / "fresh.h5", index=":120", progress=False)
@@ -112,12 +112,15 @@ def _labelled(atoms, energy=1.0):
     return atoms
 
 
-@pytest.mark.parametrize("problem,message", [
-    ("missing_energy", "structure 25: no reference energy"),
-    ("nan", "structure 25: positions contain NaN"),
-    ("empty", "structure 25: has no atoms"),
-    ("element", "structure 25: element\\(s\\) Fe not known"),
-])
+@pytest.mark.parametrize(
+    "problem,message",
+    [
+        ("missing_energy", "structure 25: no reference energy"),
+        ("nan", "structure 25: positions contain NaN"),
+        ("empty", "structure 25: has no atoms"),
+        ("element", "structure 25: element\\(s\\) Fe not known"),
+    ],
+)
 def test_bad_structure_named_and_earlier_work_kept(problem, message, toy_adapter, toy_files, tmp_path):
     frames = ase.io.read(toy_files["heldout"], ":30")
     bad = frames[25].copy()
@@ -156,8 +159,9 @@ def test_named_energy_key_and_missing_forces(toy_adapter, toy_files, tmp_path):
     ase.io.write(source, frames)
     with pytest.raises(InputError, match="--forces-key"):
         extract(toy_adapter, source, tmp_path / "k.h5", energy_key="REF_energy", progress=False)
-    data = load_store(extract(toy_adapter, source, tmp_path / "k2.h5", energy_key="REF_energy",
-                              with_forces=False, progress=False))
+    data = load_store(
+        extract(toy_adapter, source, tmp_path / "k2.h5", energy_key="REF_energy", with_forces=False, progress=False)
+    )
     assert np.all(np.isnan(data.force_rmse)) and len(data) == 5
     with pytest.raises(InputError, match="'wrong' not found"):
         extract(toy_adapter, source, tmp_path / "k3.h5", energy_key="wrong", with_forces=False, progress=False)

@@ -68,8 +68,15 @@ def find_models(backbone: str, dataset: str, size: str = "small") -> list[Path]:
     return sorted(p for p in model_dir(CACHE / backbone, dataset, size).glob("seed[0-9]*") if p.is_file())
 
 
-def find_or_train(backbone: str, dataset: str, size: str = "small", train: bool = True,
-                  minimum: int = 1, seeds=(1, 2, 3, 4), evaluate: bool = True) -> list[Path]:
+def find_or_train(
+    backbone: str,
+    dataset: str,
+    size: str = "small",
+    train: bool = True,
+    minimum: int = 1,
+    seeds=(1, 2, 3, 4),
+    evaluate: bool = True,
+) -> list[Path]:
     """The cached seed models; the missing ones of ``seeds`` trained first if asked (and
     scored on the held-out set unless ``evaluate`` is off); exits when fewer than
     ``minimum`` are there."""
@@ -77,16 +84,31 @@ def find_or_train(backbone: str, dataset: str, size: str = "small", train: bool 
     missing = [seed for seed in seeds if not any(p.name.startswith(f"seed{seed}.") for p in found)]
     if missing and train:
         # two single-thread trainings at a time: the 2-core machine's best throughput
-        cmd = [sys.executable, "-m", "benchmarks", "train", backbone, "--datasets", dataset,
-               "--seeds", *map(str, missing), "--parallel", "2", "--size", size]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "train",
+            backbone,
+            "--datasets",
+            dataset,
+            "--seeds",
+            *map(str, missing),
+            "--parallel",
+            "2",
+            "--size",
+            size,
+        ]
         cmd += [] if evaluate else ["--no-evaluate"]
         print("training:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         found = find_models(backbone, dataset, size)
     if len(found) < minimum:
-        raise SystemExit(f"{backbone}/{dataset}/{size}: need >= {minimum} trained seeds in "
-                         f"{model_dir(CACHE / backbone, dataset, size)}, found {len(found)} "
-                         f"(python -m benchmarks train {backbone} --datasets {dataset} --size {size})")
+        raise SystemExit(
+            f"{backbone}/{dataset}/{size}: need >= {minimum} trained seeds in "
+            f"{model_dir(CACHE / backbone, dataset, size)}, found {len(found)} "
+            f"(python -m benchmarks train {backbone} --datasets {dataset} --size {size})"
+        )
     return found
 
 
@@ -110,7 +132,7 @@ def evaluate_adapter(adapter, structures, batch: int = 32) -> dict:
     """Energy and force errors of the adapter's first model on labelled structures."""
     energies, forces = [], []
     for start in range(0, len(structures), batch):
-        out = adapter.run(structures[start:start + batch], compute_forces=True, members=False)
+        out = adapter.run(structures[start : start + batch], compute_forces=True, members=False)
         energies.append(out.energies)
         forces.extend(out.forces)
     pred_e = np.concatenate(energies)
@@ -147,7 +169,8 @@ def train(args) -> int:
     args.data, args.cache = args.data.resolve(), args.cache.resolve()  # trainings run in their own folder
     args.cache.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(args.cache / "train.log")],
     )
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # aimnet trains in this process
@@ -181,38 +204,55 @@ def train(args) -> int:
             held[name] = heldout_structures(name, args.data)
         metrics = framework.evaluate(path, held[name])
         update_metrics(args.cache, model_dir(args.cache, name, args.size).name, seed, metrics)
-        log.info("%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f "
-                 "meV, F MAE %.1f meV/A%s", name, seed, metrics["n_structures"],
-                 metrics["energy_mae_meV"], metrics["energy_mae_meV_per_atom"],
-                 metrics["energy_mean_signed_error_meV"], metrics["forces_mae_meV_per_A"],
-                 f", {metrics['n_parameters']} parameters" if "n_parameters" in metrics else "")
+        log.info(
+            "%s seed %d held-out (%d): E MAE %.1f meV (%.2f meV/atom), mean signed %+.1f meV, F MAE %.1f meV/A%s",
+            name,
+            seed,
+            metrics["n_structures"],
+            metrics["energy_mae_meV"],
+            metrics["energy_mae_meV_per_atom"],
+            metrics["energy_mean_signed_error_meV"],
+            metrics["forces_mae_meV_per_A"],
+            f", {metrics['n_parameters']} parameters" if "n_parameters" in metrics else "",
+        )
     return 1 if failed else 0
 
 
 def register(sub) -> None:
     """``train <backbone>``: the shared options, then each framework's own."""
-    t = sub.add_parser("train", help="train / evaluate the cached backbones (4 seeds) with each "
-                                     "framework's own tool", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="train / evaluate the cached backbones (4 seeds) with each framework's own tool",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     frameworks = t.add_subparsers(dest="backbone", required=True)
     for backbone in FRAMEWORKS:
         framework = hooks(backbone)
-        p = frameworks.add_parser(backbone, help=framework.__doc__.split("\n")[0],
-                                  description=framework.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--datasets", nargs="+", default=list(framework.DATASETS),
-                       choices=list(framework.DATASETS))
+        p = frameworks.add_parser(
+            backbone,
+            help=framework.__doc__.split("\n")[0],
+            description=framework.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--datasets", nargs="+", default=list(framework.DATASETS), choices=list(framework.DATASETS))
         p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
         p.add_argument("--size", default="small", choices=list(framework.SIZES), help="model size (see above)")
         p.add_argument("--data", type=Path, default=DATA, help="reference data folder")
         p.add_argument("--cache", type=Path, default=CACHE / backbone, help="model cache folder")
-        p.add_argument("--epochs", type=int, default=None,
-                       help="override the per-dataset number of epochs (e.g. 1 to smoke-test)")
+        p.add_argument(
+            "--epochs", type=int, default=None, help="override the per-dataset number of epochs (e.g. 1 to smoke-test)"
+        )
         p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--parallel", type=int, default=1,
-                       help="trainings at once, each in its own process (2 on 2 CPU cores; more on a GPU)")
+        p.add_argument(
+            "--parallel",
+            type=int,
+            default=1,
+            help="trainings at once, each in its own process (2 on 2 CPU cores; more on a GPU)",
+        )
         p.add_argument("--evaluate-only", action="store_true", help="metrics of existing models")
-        p.add_argument("--no-evaluate", action="store_true",
-                       help=f"train only (held-out metrics need probe-{backbone} installed)")
+        p.add_argument(
+            "--no-evaluate", action="store_true", help=f"train only (held-out metrics need probe-{backbone} installed)"
+        )
         framework.add_arguments(p)
         p.set_defaults(handler=train)

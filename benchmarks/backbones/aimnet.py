@@ -47,10 +47,22 @@ MODEL_SUFFIX = ".pt"
 # ~9x the pairs of ethanol per structure): smaller batches (more steps) and forces
 # weighted like energies.
 DATASETS = {
-    "ethanol": {"train": "ethanol/train.xyz", "valid_fraction": 0.1, "epochs": 200,
-                "batch_size": 32, "forces_weight": 0.2, "lr": 1e-3},
-    "3bpa": {"train": "3bpa/train_300K.xyz", "valid_fraction": 0.1, "epochs": 200,
-             "batch_size": 16, "forces_weight": 1.0, "lr": 1e-3},
+    "ethanol": {
+        "train": "ethanol/train.xyz",
+        "valid_fraction": 0.1,
+        "epochs": 200,
+        "batch_size": 32,
+        "forces_weight": 0.2,
+        "lr": 1e-3,
+    },
+    "3bpa": {
+        "train": "3bpa/train_300K.xyz",
+        "valid_fraction": 0.1,
+        "epochs": 200,
+        "batch_size": 16,
+        "forces_weight": 1.0,
+        "lr": 1e-3,
+    },
 }
 
 SIZES = ("small", "large")
@@ -87,14 +99,32 @@ def train_one(name: str, seed: int, args) -> Path | None:
     frames = read(args.data / spec["train"], ":")
     train_frames, valid_frames = split(frames, spec["valid_fraction"], seed)
     epochs = args.epochs or spec["epochs"]
-    log.info("%s seed %d: aimnet train, %s model (%d train / %d valid, <= %d epochs, <= %.1f min) in %s",
-             name, seed, args.size, len(train_frames), len(valid_frames), epochs, args.minutes, work)
+    log.info(
+        "%s seed %d: aimnet train, %s model (%d train / %d valid, <= %d epochs, <= %.1f min) in %s",
+        name,
+        seed,
+        args.size,
+        len(train_frames),
+        len(valid_frames),
+        epochs,
+        args.minutes,
+        work,
+    )
     started = time.time()
     try:
-        training.train_from_frames(train_frames, valid_frames, target, seed, epochs, work,
-                                   model_cfg=model_config(args.size),
-                                   max_seconds=args.minutes * 60, batch_size=spec["batch_size"],
-                                   forces_weight=spec["forces_weight"], lr=spec["lr"])
+        training.train_from_frames(
+            train_frames,
+            valid_frames,
+            target,
+            seed,
+            epochs,
+            work,
+            model_cfg=model_config(args.size),
+            max_seconds=args.minutes * 60,
+            batch_size=spec["batch_size"],
+            forces_weight=spec["forces_weight"],
+            lr=spec["lr"],
+        )
     except Exception:  # noqa: BLE001 - logged, the next model is trained
         log.exception("%s seed %d: training failed", name, seed)
         return None
@@ -106,8 +136,10 @@ def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     from probe_aimnet import AIMNet2Adapter
 
     adapter = AIMNet2Adapter([model_path])
-    return {**evaluate_adapter(adapter, structures, batch),
-            "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters()))}
+    return {
+        **evaluate_adapter(adapter, structures, batch),
+        "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters())),
+    }
 
 
 def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
@@ -121,11 +153,11 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
 
     def plain():
         for i in range(0, n, 32):
-            adapter.predict(adapter.models[0], frames[i:i + 32], True)
+            adapter.predict(adapter.models[0], frames[i : i + 32], True)
 
     def hooked():
         for i in range(0, n, 32):
-            adapter.run(frames[i:i + 32], compute_forces=True, members=False)
+            adapter.run(frames[i : i + 32], compute_forces=True, members=False)
 
     plain(), hooked()  # warm-up
     times = {"plain": [], "hooked": []}
@@ -135,11 +167,16 @@ def hook_overhead(name: str, args, n: int = 200, repeats: int = 15) -> dict:
             fn()
             times[key].append(time.perf_counter() - t0)
     ratios = np.array(times["hooked"]) / np.array(times["plain"])
-    result = {"dataset": name, "structures": n, "repeats": repeats, "layers": adapter.layers,
-              "plain_median_s": float(np.median(times["plain"])),
-              "hooked_median_s": float(np.median(times["hooked"])),
-              "paired_ratio_median": float(np.median(ratios)),
-              "paired_ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
+    result = {
+        "dataset": name,
+        "structures": n,
+        "repeats": repeats,
+        "layers": adapter.layers,
+        "plain_median_s": float(np.median(times["plain"])),
+        "hooked_median_s": float(np.median(times["hooked"])),
+        "paired_ratio_median": float(np.median(ratios)),
+        "paired_ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))],
+    }
     out = RESULTS / f"aimnet_hook_overhead_{name}.json"
     out.write_text(json.dumps(result, indent=2))
     return result
@@ -152,10 +189,28 @@ def train_parallel(jobs, args) -> None:
 
     def one(job):
         name, seed = job
-        cmd = [sys.executable, "-m", "benchmarks", "train", "aimnet", "--datasets", name,
-               "--seeds", str(seed), "--size", args.size, "--data", str(args.data),
-               "--cache", str(args.cache), "--minutes", str(args.minutes),
-               "--threads", str(args.threads), "--no-evaluate"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "train",
+            "aimnet",
+            "--datasets",
+            name,
+            "--seeds",
+            str(seed),
+            "--size",
+            args.size,
+            "--data",
+            str(args.data),
+            "--cache",
+            str(args.cache),
+            "--minutes",
+            str(args.minutes),
+            "--threads",
+            str(args.threads),
+            "--no-evaluate",
+        ]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
         return subprocess.call(cmd, cwd=REPO)
@@ -177,8 +232,10 @@ def hook_overhead_command(args) -> int:
 
 
 def register(sub) -> None:
-    h = sub.add_parser("aimnet-hook-overhead", help="AIMNet2 seed 1's pass with and without PROBE's "
-                                                    "hooks, interleaved (results/aimnet_hook_overhead_*.json)")
+    h = sub.add_parser(
+        "aimnet-hook-overhead",
+        help="AIMNet2 seed 1's pass with and without PROBE's hooks, interleaved (results/aimnet_hook_overhead_*.json)",
+    )
     h.add_argument("--datasets", nargs="+", default=["ethanol"], choices=list(DATASETS))
     h.add_argument("--data", type=Path, default=DATA, help="reference data folder")
     h.add_argument("--cache", type=Path, default=CACHE / "aimnet", help="model cache folder")

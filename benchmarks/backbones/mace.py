@@ -73,8 +73,18 @@ def e0s_of(path: Path, train_file: Path) -> dict[int, float]:
     return {z: e0s[z] for z in sorted(present)}
 
 
-def train_command(name: str, spec: dict, seed: int, work: Path, data: Path, dtype: str,
-                  epochs: int, start_swa: int, size: str = "small", device: str = "cpu") -> list[str]:
+def train_command(
+    name: str,
+    spec: dict,
+    seed: int,
+    work: Path,
+    data: Path,
+    dtype: str,
+    epochs: int,
+    start_swa: int,
+    size: str = "small",
+    device: str = "cpu",
+) -> list[str]:
     program = console_program("mace_run_train", "mace.cli.run_train")
     e0s = e0s_of(data / spec["isolated"], data / spec["train"])
     return [
@@ -121,19 +131,23 @@ def train_one(name: str, seed: int, args) -> Path | None:
     work.mkdir(parents=True, exist_ok=True)
     epochs = args.epochs or spec["epochs"]
     start_swa = min(spec["start_swa"], max(epochs - 1, 1)) if args.epochs else spec["start_swa"]
-    cmd = train_command(name, spec, seed, work, args.data, args.dtype, epochs, start_swa,
-                        args.size, args.device)
+    cmd = train_command(name, spec, seed, work, args.data, args.dtype, epochs, start_swa, args.size, args.device)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    log.info("%s seed %d: training (%d epochs, stage two from %d) in %s",
-             name, seed, epochs, start_swa, work)
+    log.info("%s seed %d: training (%d epochs, stage two from %d) in %s", name, seed, epochs, start_swa, work)
     started = time.time()
     with open(work / "mace_run_train.out", "a") as out:
         rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
     minutes = (time.time() - started) / 60
     produced = work / f"seed{seed}_stagetwo.model"
     if rc != 0 or not produced.exists():
-        log.error("%s seed %d: mace_run_train failed (rc %d) after %.1f min; see %s",
-                  name, seed, rc, minutes, work / "mace_run_train.out")
+        log.error(
+            "%s seed %d: mace_run_train failed (rc %d) after %.1f min; see %s",
+            name,
+            seed,
+            rc,
+            minutes,
+            work / "mace_run_train.out",
+        )
         return None
     partial = target.with_suffix(".model.partial")
     shutil.copyfile(produced, partial)

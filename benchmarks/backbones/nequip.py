@@ -37,13 +37,15 @@ from benchmarks.backbones import console_program, evaluate_adapter, seed_model_p
 MODEL_SUFFIX = ".nequip.zip"
 
 DATASETS = {
-    "ethanol": {"train": "ethanol/train.xyz", "isolated": "ethanol/isolated_atoms.xyz",
-                "split": (900, 100), "max_epochs": 40},
-    "3bpa": {"train": "3bpa/train_300K.xyz", "isolated": "3bpa/iso_atoms.xyz",
-             "split": (450, 50), "max_epochs": 40},
+    "ethanol": {
+        "train": "ethanol/train.xyz",
+        "isolated": "ethanol/isolated_atoms.xyz",
+        "split": (900, 100),
+        "max_epochs": 40,
+    },
+    "3bpa": {"train": "3bpa/train_300K.xyz", "isolated": "3bpa/iso_atoms.xyz", "split": (450, 50), "max_epochs": 40},
 }
-MODEL = {"num_layers": 3, "r_max": 5.0, "radial_mlp_depth": 2, "radial_mlp_width": 64,
-         "num_bessels": 8}
+MODEL = {"num_layers": 3, "r_max": 5.0, "radial_mlp_depth": 2, "radial_mlp_width": 64, "num_bessels": 8}
 SIZES = {"small": {"num_features": 32, "l_max": 1}, "large": {"num_features": 64, "l_max": 1}}
 
 CONFIG = """\
@@ -150,18 +152,34 @@ def isolated_energies(path: Path, train_file: Path) -> dict[str, float]:
     return {s: e0s[s] for s in sorted(present)}
 
 
-def write_config(name: str, seed: int, work: Path, data: Path, max_epochs: int,
-                 max_minutes: float, size: str = "small", device: str = "cpu") -> Path:
+def write_config(
+    name: str,
+    seed: int,
+    work: Path,
+    data: Path,
+    max_epochs: int,
+    max_minutes: float,
+    size: str = "small",
+    device: str = "cpu",
+) -> Path:
     spec = DATASETS[name]
     train_file = (data / spec["train"]).resolve()
     shifts = isolated_energies(data / spec["isolated"], train_file)
     minutes = int(max_minutes)
     seconds = int(round((max_minutes - minutes) * 60))
     text = CONFIG.format(
-        seed=seed, train_file=train_file, n_train=spec["split"][0], n_val=spec["split"][1],
-        symbols="[" + ", ".join(shifts) + "]", max_epochs=max_epochs,
-        max_time=f"00:00:{minutes:02d}:{seconds:02d}", accelerator="gpu" if device == "cuda" else device,
-        shifts="{" + ", ".join(f"{s}: {e!r}" for s, e in shifts.items()) + "}", **MODEL, **SIZES[size])
+        seed=seed,
+        train_file=train_file,
+        n_train=spec["split"][0],
+        n_val=spec["split"][1],
+        symbols="[" + ", ".join(shifts) + "]",
+        max_epochs=max_epochs,
+        max_time=f"00:00:{minutes:02d}:{seconds:02d}",
+        accelerator="gpu" if device == "cuda" else device,
+        shifts="{" + ", ".join(f"{s}: {e!r}" for s, e in shifts.items()) + "}",
+        **MODEL,
+        **SIZES[size],
+    )
     path = work / "config.yaml"
     path.write_text(text)
     return path
@@ -177,36 +195,51 @@ def train_one(name: str, seed: int, args) -> Path | None:
     max_epochs = args.epochs or DATASETS[name]["max_epochs"]
     write_config(name, seed, work, args.data, max_epochs, args.max_minutes, args.size, args.device)
     run_dir = work / "run"
-    cmd = [*console_program("nequip-train", "nequip.scripts.train"), "-cp", str(work), "-cn", "config",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        *console_program("nequip-train", "nequip.scripts.train"),
+        "-cp",
+        str(work),
+        "-cn",
+        "config",
+        f"hydra.run.dir={run_dir}",
+    ]
     if (run_dir / "last.ckpt").exists():  # resume an interrupted training
         cmd.append(f"++ckpt_path={run_dir / 'last.ckpt'}")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    log.info("%s seed %d: nequip-train (<= %d epochs, <= %.1f min) in %s",
-             name, seed, max_epochs, args.max_minutes, work)
+    log.info(
+        "%s seed %d: nequip-train (<= %d epochs, <= %.1f min) in %s", name, seed, max_epochs, args.max_minutes, work
+    )
     started = time.time()
     with open(work / "nequip-train.out", "a") as out:
         rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
     best = run_dir / "best.ckpt"
     if rc != 0 or not best.exists():
-        log.error("%s seed %d: nequip-train failed (rc %d) after %.1f min; see %s",
-                  name, seed, rc, (time.time() - started) / 60, work / "nequip-train.out")
+        log.error(
+            "%s seed %d: nequip-train failed (rc %d) after %.1f min; see %s",
+            name,
+            seed,
+            rc,
+            (time.time() - started) / 60,
+            work / "nequip-train.out",
+        )
         return None
     packaged = work / f"seed{seed}.nequip.zip"
     with open(work / "nequip-package.out", "w") as out:
-        rc = subprocess.call([*console_program("nequip-package", "nequip.scripts.package"), "build",
-                              str(best), str(packaged)],
-                             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
+        rc = subprocess.call(
+            [*console_program("nequip-package", "nequip.scripts.package"), "build", str(best), str(packaged)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
     if rc != 0 or not packaged.exists():
-        log.error("%s seed %d: nequip-package failed (rc %d); see %s", name, seed, rc,
-                  work / "nequip-package.out")
+        log.error("%s seed %d: nequip-package failed (rc %d); see %s", name, seed, rc, work / "nequip-package.out")
         return None
     partial = target.with_name(target.name + ".partial")
     shutil.copyfile(packaged, partial)
     os.replace(partial, target)  # atomic: a model in the cache is always complete
     epochs = _epochs_done(run_dir)
-    log.info("%s seed %d: done in %.1f min (%s epochs) -> %s", name, seed,
-             (time.time() - started) / 60, epochs, target)
+    log.info("%s seed %d: done in %.1f min (%s epochs) -> %s", name, seed, (time.time() - started) / 60, epochs, target)
     return target
 
 
@@ -223,11 +256,14 @@ def evaluate(model_path: Path, structures, batch: int = 32) -> dict:
     from probe_nequip import NequIPAdapter
 
     adapter = NequIPAdapter([model_path])
-    return {**evaluate_adapter(adapter, structures, batch),
-            "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters()))}
+    return {
+        **evaluate_adapter(adapter, structures, batch),
+        "n_parameters": int(sum(p.numel() for p in adapter.models[0].parameters())),
+    }
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--max-minutes", type=float, default=7.0,
-                        help="wall-time cap of one training (Lightning max_time)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=7.0, help="wall-time cap of one training (Lightning max_time)"
+    )

@@ -33,8 +33,11 @@ def main(argv=None):
         return 2
     except OSError as exc:  # a user's path that the checks could not foresee (e.g. disk full)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{_one_line(exc.strerror or str(exc))}; check the path and free "
-              "disk space, then run the command again", file=sys.stderr)
+        print(
+            f"error: {where}{_one_line(exc.strerror or str(exc))}; check the path and free "
+            "disk space, then run the command again",
+            file=sys.stderr,
+        )
         return 2
 
 

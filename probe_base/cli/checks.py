@@ -6,9 +6,15 @@ from __future__ import annotations
 from ..errors import InputError
 
 # which argument each command writes, and of which kind (None: a folder)
-OUTPUTS = {"extract": ("output", "store"), "fit": ("output", "probe"), "calibrate": ("output", "probe"),
-           "predict": ("output", "extxyz"), "select": ("output", "extxyz"),
-           "evaluate": ("output_dir", None), "demo": ("output_dir", None)}
+OUTPUTS = {
+    "extract": ("output", "store"),
+    "fit": ("output", "probe"),
+    "calibrate": ("output", "probe"),
+    "predict": ("output", "extxyz"),
+    "select": ("output", "extxyz"),
+    "evaluate": ("output_dir", None),
+    "demo": ("output_dir", None),
+}
 INPUTS = ("input", "store", "probe", "model", "reference")
 
 
@@ -30,12 +36,16 @@ def check_before_work(args):
     for model in getattr(args, "model", None) or []:
         check_input_file(model, "--model")
     if getattr(args, "eval_fraction", None) is not None and not 0 <= args.eval_fraction < 1:
-        raise InputError(f"--eval-fraction {args.eval_fraction:g}: the fraction of the store kept "
-                         "out of fitting must be at least 0 and below 1 (e.g. 0.5)")
+        raise InputError(
+            f"--eval-fraction {args.eval_fraction:g}: the fraction of the store kept "
+            "out of fitting must be at least 0 and below 1 (e.g. 0.5)"
+        )
     alpha = getattr(args, "alpha", None)
     if alpha is not None and not 0 < alpha < 1:
-        raise InputError(f"--alpha {alpha:g}: the domain test's false-alarm rate must lie in (0, 1) "
-                         "(e.g. 0.02: at most 2 % of in-distribution structures flagged)")
+        raise InputError(
+            f"--alpha {alpha:g}: the domain test's false-alarm rate must lie in (0, 1) "
+            "(e.g. 0.02: at most 2 % of in-distribution structures flagged)"
+        )
     name, kind = OUTPUTS.get(args.command, (None, None))
     output = getattr(args, name, None) if name else None
     if output is None:
@@ -58,8 +68,7 @@ def _check_probe_exists(path):
     if not path.exists():
         raise ArtifactError(f"{path}: probe file not found; train one with `probe fit`")
     if path.is_dir():
-        raise ArtifactError(f"{path}: is a folder, not a probe file; pass the .probe file "
-                            "`probe fit` wrote")
+        raise ArtifactError(f"{path}: is a folder, not a probe file; pass the .probe file `probe fit` wrote")
 
 
 def check_device(device: str):
@@ -72,12 +81,15 @@ def check_device(device: str):
         raise InputError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch is a CPU-only build" if torch.version.cuda is None
-                   else "no CUDA GPU is visible")
-            raise InputError(f"--device {device}: CUDA is not available ({why}, torch "
-                             f"{torch.__version__}); use --device cpu or run on a machine with a GPU")
+            why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(
+                f"--device {device}: CUDA is not available ({why}, torch "
+                f"{torch.__version__}); use --device cpu or run on a machine with a GPU"
+            )
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} "
-                             f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise InputError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
     elif chosen.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {device}: Apple MPS is not available here; use --device cpu")

@@ -18,8 +18,11 @@ def cmd_plugins(args):
         if not plugins:
             print("no adapters installed (install a plugin such as probe-mace)")
         for info in plugins:
-            print(f"{info.name:<12} BROKEN: ModuleNotFoundError: no module {info.module!r}" if info.missing
-                  else f"{info.name:<12} {info.distribution} {info.version}")
+            print(
+                f"{info.name:<12} BROKEN: ModuleNotFoundError: no module {info.module!r}"
+                if info.missing
+                else f"{info.name:<12} {info.distribution} {info.version}"
+            )
         return
     adapters = available_adapters()
     problems = plugin_problems()
@@ -45,11 +48,20 @@ def cmd_extract(args):
             args.device = group.device
         say = print if group is None or group.rank == 0 else (lambda *a: None)
         adapter = _adapter(args, args.model)
-        say(f"backbone: {args.adapter}, {len(adapter.models)} model(s); layers "
-            + ", ".join(f"{n} ({w})" for n, w in zip(adapter.layers, adapter.widths)))
-        options = dict(index=args.index, energy_key=args.energy_key, forces_key=args.forces_key,
-                       with_forces=not args.no_forces, labels=not args.no_labels,
-                       batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite)
+        say(
+            f"backbone: {args.adapter}, {len(adapter.models)} model(s); layers "
+            + ", ".join(f"{n} ({w})" for n, w in zip(adapter.layers, adapter.widths))
+        )
+        options = dict(
+            index=args.index,
+            energy_key=args.energy_key,
+            forces_key=args.forces_key,
+            with_forces=not args.no_forces,
+            labels=not args.no_labels,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+        )
         if group is None:
             path = extract(adapter, args.input, args.output, **options)
         else:
@@ -74,23 +86,45 @@ def _fit(args, group):
     from ..workflow import fit_probe
 
     rank0 = group is None or group.rank == 0
-    overrides = {"seed": args.seed, "progress": rank0, "attention": args.attention,
-                 "calibration": None if args.calibration == "none" else args.calibration}
+    overrides = {
+        "seed": args.seed,
+        "progress": rank0,
+        "attention": args.attention,
+        "calibration": None if args.calibration == "none" else args.calibration,
+    }
     if args.seeds:
         overrides["n_seeds"] = args.seeds
     if args.epochs:
         overrides["max_epochs"] = args.epochs
-    classifier = (ProbeClassifier(**overrides) if args.preset == "default"
-                  else ProbeClassifier.from_preset(args.preset, **overrides))
-    label = LabelSpec(args.target, args.threshold, None if args.threshold is not None else args.quantile,
-                      remove_offset=args.remove_offset)
+    classifier = (
+        ProbeClassifier(**overrides)
+        if args.preset == "default"
+        else ProbeClassifier.from_preset(args.preset, **overrides)
+    )
+    label = LabelSpec(
+        args.target,
+        args.threshold,
+        None if args.threshold is not None else args.quantile,
+        remove_offset=args.remove_offset,
+    )
     if args.reference is None and not args.no_domain and rank0:
-        print("domain: no --reference given, so the fitting set serves as the backbone's domain "
-              "(pass --reference TRAIN.h5, a store of the backbone's training set, to test against "
-              "what the backbone saw)")
-    resolved, fitted = fit_probe(args.store, args.output, label, classifier, args.eval_fraction,
-                                 args.seed, comm=group, reference=args.reference,
-                                 domain=not args.no_domain, alpha=args.alpha)
+        print(
+            "domain: no --reference given, so the fitting set serves as the backbone's domain "
+            "(pass --reference TRAIN.h5, a store of the backbone's training set, to test against "
+            "what the backbone saw)"
+        )
+    resolved, fitted = fit_probe(
+        args.store,
+        args.output,
+        label,
+        classifier,
+        args.eval_fraction,
+        args.seed,
+        comm=group,
+        reference=args.reference,
+        domain=not args.no_domain,
+        alpha=args.alpha,
+    )
     if not rank0:
         return
     if fitted.domain_ is not None:
@@ -99,8 +133,9 @@ def _fit(args, group):
         print("per-atom map: force-error head fitted on the reference forces (results['atom_error'])")
     best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
     print(f"label: {resolved.target} error <= {resolved.threshold:.4g} is reliable")
-    print(f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; "
-          f"temperature {fitted.temperature_:.3f}")
+    print(
+        f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; temperature {fitted.temperature_:.3f}"
+    )
     print(f"wrote {args.output}")
 
 
@@ -111,10 +146,13 @@ def cmd_evaluate(args):
         from ..chemiscope_export import require_chemiscope
 
         require_chemiscope(args.chemiscope)  # fail before the evaluation, not after
-    evaluation = evaluate_probe(args.probe, args.store, n_bootstrap=args.bootstrap,
-                                allow_mismatch=args.allow_backbone_mismatch)
-    print(f"{evaluation['n_structures']} structures, {100 * evaluation['unreliable_fraction']:.1f}% "
-          f"unreliable ({evaluation['label']['target']} error > {evaluation['label']['threshold']:.4g})")
+    evaluation = evaluate_probe(
+        args.probe, args.store, n_bootstrap=args.bootstrap, allow_mismatch=args.allow_backbone_mismatch
+    )
+    print(
+        f"{evaluation['n_structures']} structures, {100 * evaluation['unreliable_fraction']:.1f}% "
+        f"unreliable ({evaluation['label']['target']} error > {evaluation['label']['threshold']:.4g})"
+    )
     print(metrics_table(evaluation))
     if evaluation.get("selective"):
         from ..selective import format_selective
@@ -138,12 +176,22 @@ def cmd_predict(args):
         from ..chemiscope_export import PredictionCollector
 
         collector = PredictionCollector(args.chemiscope)  # checks before the run
-    annotated = predict_file(args.probe, adapter, args.input, args.output, args.index,
-                             args.batch_size, args.allow_backbone_mismatch, on_batch=collector)
+    annotated = predict_file(
+        args.probe,
+        adapter,
+        args.input,
+        args.output,
+        args.index,
+        args.batch_size,
+        args.allow_backbone_mismatch,
+        on_batch=collector,
+    )
     low = sum(a.info["probe_reliability"] < 0.5 for a in annotated)
     outside = sum(not a.info["probe_in_domain"] for a in annotated)
-    print(f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5, {outside} of them outside "
-          f"the backbone's domain); wrote {args.output}")
+    print(
+        f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5, {outside} of them outside "
+        f"the backbone's domain); wrote {args.output}"
+    )
     if args.chemiscope:
         from ..chemiscope_export import chemiscope_from_predictions
 
@@ -153,24 +201,39 @@ def cmd_predict(args):
 def cmd_calibrate(args):
     from ..selective import calibrate_probe, min_calibration_size
 
-    control = calibrate_probe(args.probe, args.store, args.target_risk, args.delta, args.method,
-                              args.output, args.calibration_fraction, args.seed,
-                              args.allow_backbone_mismatch)
+    control = calibrate_probe(
+        args.probe,
+        args.store,
+        args.target_risk,
+        args.delta,
+        args.method,
+        args.output,
+        args.calibration_fraction,
+        args.seed,
+        args.allow_backbone_mismatch,
+    )
     if args.method == "sgr":
         print(f"guarantee: selective risk <= {args.target_risk:g} with probability >= {1 - args.delta:g} (SGR)")
     else:
         print(f"guarantee: expected rate of accepted-and-unreliable predictions <= {args.target_risk:g} (CRC)")
     if control.achievable:
-        print(f"threshold P(reliable) >= {control.threshold:.4g}: calibration coverage "
-              f"{100 * control.coverage:.1f}% ({control.n_accepted}/{control.n_calibration}), "
-              f"selective risk {100 * control.risk:.1f}%"
-              + (f", bound {100 * control.risk_bound:.1f}%" if control.risk_bound is not None else ""))
+        print(
+            f"threshold P(reliable) >= {control.threshold:.4g}: calibration coverage "
+            f"{100 * control.coverage:.1f}% ({control.n_accepted}/{control.n_calibration}), "
+            f"selective risk {100 * control.risk:.1f}%"
+            + (f", bound {100 * control.risk_bound:.1f}%" if control.risk_bound is not None else "")
+        )
     else:
         needed = min_calibration_size(args.target_risk, args.delta) if args.method == "sgr" else 0
-        hint = (f" (SGR needs >= {needed} calibration structures even if all are reliable)"
-                if control.n_calibration < needed else "")
-        print(f"no threshold meets the target on {control.n_calibration} calibration structures{hint}: "
-              "every prediction will be flagged unreliable; raise --target-risk or calibrate on more data")
+        hint = (
+            f" (SGR needs >= {needed} calibration structures even if all are reliable)"
+            if control.n_calibration < needed
+            else ""
+        )
+        print(
+            f"no threshold meets the target on {control.n_calibration} calibration structures{hint}: "
+            "every prediction will be flagged unreliable; raise --target-risk or calibrate on more data"
+        )
     print(f"wrote {args.output or args.probe}")
 
 
@@ -178,12 +241,23 @@ def cmd_select(args):
     from ..selection import select_file
 
     adapter = _adapter(args, args.model)
-    picked = select_file(args.probe, adapter, args.input, args.output, args.n, args.diverse,
-                         args.candidate_factor, args.index, args.batch_size,
-                         args.allow_backbone_mismatch)
+    picked = select_file(
+        args.probe,
+        adapter,
+        args.input,
+        args.output,
+        args.n,
+        args.diverse,
+        args.candidate_factor,
+        args.index,
+        args.batch_size,
+        args.allow_backbone_mismatch,
+    )
     p = [a.info["probe_reliability"] for a in picked]
-    print(f"picked {len(picked)} structures (P(reliable) {min(p):.3f} to {max(p):.3f}"
-          f"{', diverse' if args.diverse else ''}); wrote {args.output}")
+    print(
+        f"picked {len(picked)} structures (P(reliable) {min(p):.3f} to {max(p):.3f}"
+        f"{', diverse' if args.diverse else ''}); wrote {args.output}"
+    )
 
 
 def cmd_demo(args):
@@ -192,6 +266,13 @@ def cmd_demo(args):
     run_demo(args.output_dir, args.backbone, args.members, args.retrain)
 
 
-COMMANDS = {"plugins": cmd_plugins, "extract": cmd_extract, "fit": cmd_fit, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "calibrate": cmd_calibrate, "select": cmd_select,
-            "demo": cmd_demo}
+COMMANDS = {
+    "plugins": cmd_plugins,
+    "extract": cmd_extract,
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "calibrate": cmd_calibrate,
+    "select": cmd_select,
+    "demo": cmd_demo,
+}

@@ -19,14 +19,25 @@ typical run (a MACE model, DFT data in extxyz):
 
 
 def _add_backbone_args(parser, several=True):
-    parser.add_argument("--adapter", required=True,
-                        help="backbone adapter: a name from `probe plugins` (e.g. mace) or module:Class")
-    parser.add_argument("--model", nargs="+" if several else 1, required=True, type=Path,
-                        help="backbone model file(s); several = an ensemble whose first model is the "
-                             "backbone the probe reads (the others give the disagreement baseline)"
-                        if several else "backbone model file")
-    parser.add_argument("--layers", nargs="+", default=None,
-                        help="feature layers to read (default: the adapter's choice; see `probe plugins -v`)")
+    parser.add_argument(
+        "--adapter", required=True, help="backbone adapter: a name from `probe plugins` (e.g. mace) or module:Class"
+    )
+    parser.add_argument(
+        "--model",
+        nargs="+" if several else 1,
+        required=True,
+        type=Path,
+        help="backbone model file(s); several = an ensemble whose first model is the "
+        "backbone the probe reads (the others give the disagreement baseline)"
+        if several
+        else "backbone model file",
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        help="feature layers to read (default: the adapter's choice; see `probe plugins -v`)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the backbone (cpu, cuda)")
 
 
@@ -34,133 +45,242 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="probe",
         description="PROBE: probability that an MLIP prediction is reliable, read from the "
-                    "backbone's own per-atom features (one forward pass, no ensemble).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "backbone's own per-atom features (one forward pass, no ensemble).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list installed backbone adapters")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="load each plugin (imports torch): its adapters and their classes, broken "
-                        "plugins and adapter-name collisions")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="load each plugin (imports torch): its adapters and their classes, broken "
+        "plugins and adapter-name collisions",
+    )
 
-    p = sub.add_parser("extract", help="run a labelled dataset through the backbone once and store "
-                                       "per-atom features, predictions and reference errors (HDF5)")
+    p = sub.add_parser(
+        "extract",
+        help="run a labelled dataset through the backbone once and store "
+        "per-atom features, predictions and reference errors (HDF5)",
+    )
     _add_backbone_args(p)
-    p.add_argument("--input", required=True, type=Path, help="structures with reference labels (extxyz or any ase.io format)")
+    p.add_argument(
+        "--input", required=True, type=Path, help="structures with reference labels (extxyz or any ase.io format)"
+    )
     p.add_argument("--output", required=True, type=Path, help="feature store to write (.h5)")
-    p.add_argument("--energy-key", default=None, help="atoms.info key of the reference energy (default: the file's energy=)")
-    p.add_argument("--forces-key", default=None, help="per-atom column of the reference forces (default: the file's forces)")
+    p.add_argument(
+        "--energy-key", default=None, help="atoms.info key of the reference energy (default: the file's energy=)"
+    )
+    p.add_argument(
+        "--forces-key", default=None, help="per-atom column of the reference forces (default: the file's forces)"
+    )
     p.add_argument("--no-forces", action="store_true", help="the data has no reference forces")
     p.add_argument("--index", default=":", help="ase.io index of the frames to use (default: all)")
     p.add_argument("--batch-size", type=int, default=32, help="structures per backbone pass")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage type of features")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing store (the new one is written beside it and replaces "
-                        "it only when complete)")
-    p.add_argument("--no-labels", action="store_true",
-                   help="the data has no reference energies or forces: store features, predictions "
-                        "and ensemble members only (for a reference set; not for fit or evaluate)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing store (the new one is written beside it and replaces it only when complete)",
+    )
+    p.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="the data has no reference energies or forces: store features, predictions "
+        "and ensemble members only (for a reference set; not for fit or evaluate)",
+    )
 
     p = sub.add_parser("fit", help="train the probe on a feature store")
     p.add_argument("--store", required=True, type=Path, help="feature store from `probe extract`")
     p.add_argument("--output", required=True, type=Path, help="probe file to write (.probe)")
-    p.add_argument("--target", default="energy", choices=["energy", "energy_per_atom", "force_rmse", "force_max"],
-                   help="which error defines reliability (default: total energy error, as in the paper)")
+    p.add_argument(
+        "--target",
+        default="energy",
+        choices=["energy", "energy_per_atom", "force_rmse", "force_max"],
+        help="which error defines reliability (default: total energy error, as in the paper)",
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=float, default=None,
-                       help="absolute error threshold (eV, eV/atom or eV/Å); reliable = error <= threshold")
-    group.add_argument("--quantile", type=float, default=0.5,
-                       help="threshold as a quantile of the fitting errors (default 0.5: the median, as in the paper)")
-    p.add_argument("--remove-offset", action="store_true",
-                   help="energy targets: subtract the fitting set's mean signed error first, so a "
-                        "constant energy shift of the backbone does not decide what is unreliable")
-    p.add_argument("--reference", type=Path, default=None,
-                   help="feature store of the backbone's TRAINING set (`probe extract --no-labels` is "
-                        "enough): the domain's reference atoms. Default: the fitting set")
-    p.add_argument("--alpha", type=float, default=0.02,
-                   help="the domain test's false-alarm rate: at most this fraction of in-distribution "
-                        "structures is flagged as outside the domain (split-conformal; default 0.02)")
-    p.add_argument("--attention", choices=["auto", "self", "pooling"], default="auto",
-                   help="self: attention among all atoms (time quadratic in atoms); pooling: a few "
-                        "learned queries attend to the atoms (linear: for 10^3-10^5 atoms); auto "
-                        "(default): pooling if a fitting structure has more than 250 atoms, else self")
-    p.add_argument("--no-domain", action="store_true",
-                   help="no domain test: the probe network's P(reliable) alone, also on structures "
-                        "unlike anything the backbone or the probe has seen")
-    p.add_argument("--eval-fraction", type=float, default=0.0,
-                   help="fraction of the store kept out of fitting for `probe evaluate` (default 0)")
-    p.add_argument("--preset", choices=["default", "paper"], default="default",
-                   help="probe recipe: ours (default) or the paper's")
+    group.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="absolute error threshold (eV, eV/atom or eV/Å); reliable = error <= threshold",
+    )
+    group.add_argument(
+        "--quantile",
+        type=float,
+        default=0.5,
+        help="threshold as a quantile of the fitting errors (default 0.5: the median, as in the paper)",
+    )
+    p.add_argument(
+        "--remove-offset",
+        action="store_true",
+        help="energy targets: subtract the fitting set's mean signed error first, so a "
+        "constant energy shift of the backbone does not decide what is unreliable",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="feature store of the backbone's TRAINING set (`probe extract --no-labels` is "
+        "enough): the domain's reference atoms. Default: the fitting set",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.02,
+        help="the domain test's false-alarm rate: at most this fraction of in-distribution "
+        "structures is flagged as outside the domain (split-conformal; default 0.02)",
+    )
+    p.add_argument(
+        "--attention",
+        choices=["auto", "self", "pooling"],
+        default="auto",
+        help="self: attention among all atoms (time quadratic in atoms); pooling: a few "
+        "learned queries attend to the atoms (linear: for 10^3-10^5 atoms); auto "
+        "(default): pooling if a fitting structure has more than 250 atoms, else self",
+    )
+    p.add_argument(
+        "--no-domain",
+        action="store_true",
+        help="no domain test: the probe network's P(reliable) alone, also on structures "
+        "unlike anything the backbone or the probe has seen",
+    )
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the store kept out of fitting for `probe evaluate` (default 0)",
+    )
+    p.add_argument(
+        "--preset", choices=["default", "paper"], default="default", help="probe recipe: ours (default) or the paper's"
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of probe seeds averaged (probe ensemble)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     p.add_argument("--calibration", choices=["temperature", "isotonic", "none"], default="temperature")
     p.add_argument("--seed", type=int, default=0, help="random seed (fixes splits and training)")
-    p.add_argument("--device", default="cpu",
-                   help="torch device for training the probe (cpu, cuda; under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for training the probe (cpu, cuda; under torchrun: cuda:LOCAL_RANK)",
+    )
 
-    p = sub.add_parser("evaluate", help="metrics and plots of the probe against ensemble disagreement, "
-                                        "latent distance and random, on the same structures")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics and plots of the probe against ensemble disagreement, "
+        "latent distance and random, on the same structures",
+    )
     p.add_argument("--probe", required=True, type=Path)
-    p.add_argument("--store", required=True, type=Path,
-                   help="labelled feature store (the fitting store: its held-out part is used)")
+    p.add_argument(
+        "--store",
+        required=True,
+        type=Path,
+        help="labelled feature store (the fitting store: its held-out part is used)",
+    )
     p.add_argument("--output-dir", required=True, type=Path, help="folder for metrics.json, PNG plots and report.html")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
-    p.add_argument("--chemiscope", type=Path, default=None, metavar="PATH",
-                   help="also write the evaluated structures as a chemiscope file (.json.gz): "
-                        "P(reliable), errors, per-atom maps, a PCA map of the backbone features")
-    p.add_argument("--allow-backbone-mismatch", action="store_true",
-                   help="use a probe on a backbone other than the one it was trained on")
+    p.add_argument(
+        "--chemiscope",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the evaluated structures as a chemiscope file (.json.gz): "
+        "P(reliable), errors, per-atom maps, a PCA map of the backbone features",
+    )
+    p.add_argument(
+        "--allow-backbone-mismatch",
+        action="store_true",
+        help="use a probe on a backbone other than the one it was trained on",
+    )
 
-    p = sub.add_parser("predict", help="score new structures (no labels needed); writes extxyz with "
-                                       "probe_reliability per structure and probe_importance per atom")
+    p = sub.add_parser(
+        "predict",
+        help="score new structures (no labels needed); writes extxyz with "
+        "probe_reliability per structure and probe_importance per atom",
+    )
     _add_backbone_args(p, several=False)
     p.add_argument("--probe", required=True, type=Path)
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path, help="extxyz to write")
     p.add_argument("--index", default=":")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--allow-backbone-mismatch", action="store_true",
-                   help="use a probe on a backbone other than the one it was trained on")
-    p.add_argument("--chemiscope", type=Path, default=None, metavar="PATH",
-                   help="also write a chemiscope file (.json.gz) of the scored structures: "
-                        "P(reliable), energy per atom, per-atom maps, a PCA map of the backbone features")
+    p.add_argument(
+        "--allow-backbone-mismatch",
+        action="store_true",
+        help="use a probe on a backbone other than the one it was trained on",
+    )
+    p.add_argument(
+        "--chemiscope",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write a chemiscope file (.json.gz) of the scored structures: "
+        "P(reliable), energy per atom, per-atom maps, a PCA map of the backbone features",
+    )
 
-    p = sub.add_parser("demo", help="the whole chain on a built-in example (EMT copper clusters, a "
-                                    "4-member backbone ensemble): metrics table, plots, scored extxyz")
+    p = sub.add_parser(
+        "demo",
+        help="the whole chain on a built-in example (EMT copper clusters, a "
+        "4-member backbone ensemble): metrics table, plots, scored extxyz",
+    )
     p.add_argument("--backbone", default="mace", help="adapter whose example to run: mace (default) or toy")
     p.add_argument("--output-dir", type=Path, default=Path("probe-demo-output"))
     p.add_argument("--members", type=int, default=4, help="ensemble size for the comparison")
-    p.add_argument("--retrain", action="store_true",
-                   help="train the example backbones from scratch instead of using the shipped ones")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the example backbones from scratch instead of using the shipped ones",
+    )
 
-    p = sub.add_parser("calibrate", help="choose the P(reliable) threshold whose selective risk (unreliable "
-                                         "among accepted) stays below --target-risk with probability "
-                                         ">= 1 - --delta; stored in the probe file")
+    p = sub.add_parser(
+        "calibrate",
+        help="choose the P(reliable) threshold whose selective risk (unreliable "
+        "among accepted) stays below --target-risk with probability "
+        ">= 1 - --delta; stored in the probe file",
+    )
     p.add_argument("--probe", required=True, type=Path)
-    p.add_argument("--store", required=True, type=Path,
-                   help="labelled feature store not used for fitting (the fitting store: half of its "
-                        "held-out part is used, the other half stays for `probe evaluate`)")
+    p.add_argument(
+        "--store",
+        required=True,
+        type=Path,
+        help="labelled feature store not used for fitting (the fitting store: half of its "
+        "held-out part is used, the other half stays for `probe evaluate`)",
+    )
     p.add_argument("--target-risk", required=True, type=float, help="alpha, e.g. 0.1")
     p.add_argument("--delta", type=float, default=0.05, help="allowed failure probability (default 0.05)")
-    p.add_argument("--method", choices=["sgr", "crc"], default="sgr",
-                   help="sgr: selective risk <= alpha w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
-                        "conformal risk control, expected rate of accepted-and-unreliable <= alpha")
+    p.add_argument(
+        "--method",
+        choices=["sgr", "crc"],
+        default="sgr",
+        help="sgr: selective risk <= alpha w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
+        "conformal risk control, expected rate of accepted-and-unreliable <= alpha",
+    )
     p.add_argument("--output", type=Path, default=None, help="probe file to write (default: update --probe)")
-    p.add_argument("--calibration-fraction", type=float, default=None,
-                   help="fraction of the eligible structures to calibrate on (default 0.5 of the "
-                        "held-out part of the fitting store, 1.0 of another store)")
+    p.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=None,
+        help="fraction of the eligible structures to calibrate on (default 0.5 of the "
+        "held-out part of the fitting store, 1.0 of another store)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-backbone-mismatch", action="store_true")
 
-    p = sub.add_parser("select", help="pick the N unlabelled structures to label next (least reliable; "
-                                      "--diverse: spread over the probe's embedding)")
+    p = sub.add_parser(
+        "select",
+        help="pick the N unlabelled structures to label next (least reliable; "
+        "--diverse: spread over the probe's embedding)",
+    )
     _add_backbone_args(p, several=False)
     p.add_argument("--probe", required=True, type=Path)
     p.add_argument("--input", required=True, type=Path, help="pool of structures (no labels needed)")
     p.add_argument("--n", required=True, type=int, help="how many to pick")
-    p.add_argument("--diverse", action="store_true",
-                   help="farthest-point sampling among the --candidate-factor * N least reliable")
+    p.add_argument(
+        "--diverse", action="store_true", help="farthest-point sampling among the --candidate-factor * N least reliable"
+    )
     p.add_argument("--candidate-factor", type=float, default=5.0)
     p.add_argument("--output", required=True, type=Path, help="extxyz to write")
     p.add_argument("--index", default=":")

@@ -33,6 +33,20 @@ from .read import StoreView, load_store, require_labels
 from .shards import write_virtual_store
 from .write import extract
 
-__all__ = ["FORMAT_VERSION", "PER_ATOM_FIELDS", "DiskFull", "FeatureSet", "InputChanged", "StoreError",
-           "StoreView", "StoredDataset", "check_input_unchanged", "extract", "frame_digest", "load_store",
-           "require_labels", "reserve_space", "write_virtual_store"]
+__all__ = [
+    "FORMAT_VERSION",
+    "PER_ATOM_FIELDS",
+    "DiskFull",
+    "FeatureSet",
+    "InputChanged",
+    "StoreError",
+    "StoreView",
+    "StoredDataset",
+    "check_input_unchanged",
+    "extract",
+    "frame_digest",
+    "load_store",
+    "require_labels",
+    "reserve_space",
+    "write_virtual_store",
+]

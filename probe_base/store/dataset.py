@@ -37,16 +37,17 @@ class FeatureSet:
         mask = arange[None, :] < counts[:, None]
         atom_index = self.offsets[indices][:, None] + arange[None, :]
         atom_index[~mask] = 0
-        return (self.features[atom_index], self.atomic_numbers[atom_index].astype(np.int64) * mask,
-                mask)
+        return (self.features[atom_index], self.atomic_numbers[atom_index].astype(np.int64) * mask, mask)
 
     def subset(self, indices):
         """A new set of the same class holding structures ``indices`` (in that order)."""
         indices = np.asarray(indices, dtype=np.int64)
         counts = self.n_atoms[indices]
-        atom_index = np.concatenate(
-            [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        ) if len(indices) and self.features is not None else np.zeros(0, dtype=np.int64)
+        atom_index = (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices])
+            if len(indices) and self.features is not None
+            else np.zeros(0, dtype=np.int64)
+        )
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -31,8 +31,12 @@ def frame_digest(item, labels=True) -> np.ndarray:
     store checks its input against on a rerun or a resume."""
     atoms = item.atoms
     digest = hashlib.blake2b(digest_size=16)
-    for array in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
-                  np.asarray(atoms.cell, dtype=np.float64), atoms.pbc.astype(np.int8)):
+    for array in (
+        atoms.numbers.astype(np.int64),
+        atoms.positions.astype(np.float64),
+        np.asarray(atoms.cell, dtype=np.float64),
+        atoms.pbc.astype(np.int8),
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
     if labels and item.energy is not None:
         digest.update(np.float64(item.energy).tobytes())
@@ -49,18 +53,22 @@ class InputChanged(StoreError):
     """The frames of the input differ from those a store (or ``.partial``) holds."""
 
     def __init__(self, store_path, input_path, frame):
-        where = f"structure {frame} of {input_path} differs" if frame is not None else \
-            f"{input_path} has other frames"
-        super().__init__(f"{store_path}: the input changed since this store was written: use "
-                         f"--overwrite to re-extract it ({where})")
+        where = f"structure {frame} of {input_path} differs" if frame is not None else f"{input_path} has other frames"
+        super().__init__(
+            f"{store_path}: the input changed since this store was written: use --overwrite to re-extract it ({where})"
+        )
         self.frame = frame
 
 
 def _read_options(identity):
     """iter_structures' label options for a store of ``identity``."""
     labels = identity.get("labels", True)
-    return dict(energy_key=identity["energy_key"], forces_key=identity["forces_key"],
-                require_energy=labels, require_forces=labels and identity["with_forces"])
+    return dict(
+        energy_key=identity["energy_key"],
+        forces_key=identity["forces_key"],
+        require_energy=labels,
+        require_forces=labels and identity["with_forces"],
+    )
 
 
 def check_input_unchanged(h5, store_path, input_path, identity):
@@ -95,9 +103,11 @@ def _check_format1_store(h5, store_path, input_path, identity):
         for item in iter_structures(input_path, identity["index"], **_read_options(identity)):
             if position >= len(n_atoms):
                 raise InputChanged(store_path, input_path, None)
-            same = (len(item.atoms) == n_atoms[position]
-                    and np.array_equal(item.atoms.numbers, numbers[offsets[position]:offsets[position + 1]])
-                    and item.energy == energies[position])
+            same = (
+                len(item.atoms) == n_atoms[position]
+                and np.array_equal(item.atoms.numbers, numbers[offsets[position] : offsets[position + 1]])
+                and item.energy == energies[position]
+            )
             if not same:
                 raise InputChanged(store_path, input_path, item.index)
             position += 1

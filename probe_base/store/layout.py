@@ -47,18 +47,23 @@ class _WriterLock:
 
 def _create(h5, n_features, dtype, n_members, identity):
     atom_chunk = (4096, n_features)
-    h5.create_dataset("features", (0, n_features), maxshape=(None, n_features),
-                      dtype=dtype, chunks=atom_chunk)
+    h5.create_dataset("features", (0, n_features), maxshape=(None, n_features), dtype=dtype, chunks=atom_chunk)
     for name, dt in [("atomic_numbers", np.int16), ("atom_force_error", np.float32)]:
         h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(4096,))
-    for name, dt in [("n_atoms", np.int32), ("source_index", np.int64), ("energy_pred", np.float64),
-                     ("energy_ref", np.float64), ("force_rmse", np.float64),
-                     ("force_max_error", np.float64), ("member_force_std", np.float64)]:
+    for name, dt in [
+        ("n_atoms", np.int32),
+        ("source_index", np.int64),
+        ("energy_pred", np.float64),
+        ("energy_ref", np.float64),
+        ("force_rmse", np.float64),
+        ("force_max_error", np.float64),
+        ("member_force_std", np.float64),
+    ]:
         h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
-    h5.create_dataset("member_energies", (0, n_members), maxshape=(None, n_members),
-                      dtype=np.float64, chunks=(1024, n_members))
-    h5.create_dataset("frame_digest", (0, 16), maxshape=(None, 16), dtype=np.uint8,
-                      chunks=(1024, 16))
+    h5.create_dataset(
+        "member_energies", (0, n_members), maxshape=(None, n_members), dtype=np.float64, chunks=(1024, n_members)
+    )
+    h5.create_dataset("frame_digest", (0, 16), maxshape=(None, 16), dtype=np.uint8, chunks=(1024, 16))
     h5.attrs["identity"] = json.dumps(identity)
     h5.attrs["format_version"] = FORMAT_VERSION
     h5.attrs["n_done"] = 0
@@ -102,9 +107,11 @@ def reserve_space(partial: Path, n_bytes: int, n_saved: int, what: str) -> None:
             else:
                 raise
         free = shutil.disk_usage(partial.parent).free
-        raise DiskFull(f"{partial}: not enough disk space for {what} ({free / 2**20:.1f} MiB "
-                       f"free, about {n_bytes / 2**20:.1f} MiB needed); {_saved(n_saved, partial)}: "
-                       "free space and run the same command again to resume") from None
+        raise DiskFull(
+            f"{partial}: not enough disk space for {what} ({free / 2**20:.1f} MiB "
+            f"free, about {n_bytes / 2**20:.1f} MiB needed); {_saved(n_saved, partial)}: "
+            "free space and run the same command again to resume"
+        ) from None
 
 
 def _saved(n: int, partial) -> str:

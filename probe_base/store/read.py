@@ -65,13 +65,13 @@ class StoreView(StoredDataset):
         numbers = np.zeros((len(parts), width), dtype=np.int64)
         mask = np.zeros((len(parts), width), dtype=bool)
         for i, (f, z) in enumerate(parts):
-            features[i, :len(z)], numbers[i, :len(z)], mask[i, :len(z)] = f, z, True
+            features[i, : len(z)], numbers[i, : len(z)], mask[i, : len(z)] = f, z, True
         return features, numbers, mask
 
     def blocks(self, indices, structures=1024):
         """(features, atomic numbers) of structures ``indices``, ``structures`` at a time."""
         for start in range(0, len(indices), structures):
-            parts = self.reader.read(self.rows[np.asarray(indices[start:start + structures])])
+            parts = self.reader.read(self.rows[np.asarray(indices[start : start + structures])])
             yield np.concatenate([f for f, _ in parts]), np.concatenate([z for _, z in parts])
 
 
@@ -82,12 +82,12 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
         if partial.exists():
-            raise StoreError(f"{path}: extraction is unfinished ({partial} exists); "
-                             "run `probe extract` again to resume it")
+            raise StoreError(
+                f"{path}: extraction is unfinished ({partial} exists); run `probe extract` again to resume it"
+            )
         raise StoreError(f"{path}: feature store not found; create it with `probe extract`")
     if path.is_dir():
-        raise StoreError(f"{path}: is a folder, not a feature store; pass the .h5 file "
-                         "`probe extract` wrote")
+        raise StoreError(f"{path}: is a folder, not a feature store; pass the .h5 file `probe extract` wrote")
     try:
         with h5py.File(path, "r") as h5:
             if not h5.attrs.get("complete", False):
@@ -113,8 +113,14 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
             )
             if lazy:
                 reader = _AtomReader(path, offsets, h5["features"].shape[1])
-                return StoreView(features=None, atomic_numbers=None, atom_force_error=None,
-                                 rows=np.arange(len(n_atoms)), reader=reader, **per_structure)
+                return StoreView(
+                    features=None,
+                    atomic_numbers=None,
+                    atom_force_error=None,
+                    rows=np.arange(len(n_atoms)),
+                    reader=reader,
+                    **per_structure,
+                )
             data = StoredDataset(
                 features=h5["features"][:].astype(np.float32),
                 atomic_numbers=h5["atomic_numbers"][:].astype(np.int64),
@@ -122,24 +128,30 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
                 **per_structure,
             )
     except (OSError, KeyError) as exc:
-        raise StoreError(f"{path}: not a readable mlip-probe feature store ({exc}); re-create it "
-                         "with `probe extract`") from exc
+        raise StoreError(
+            f"{path}: not a readable mlip-probe feature store ({exc}); re-create it with `probe extract`"
+        ) from exc
     return data
 
 
 def _unfinished_message(path: Path) -> str:
-    finished = path.with_name(path.name[:-len(".partial")]) if path.name.endswith(".partial") else path
-    return (f"{path}: an unfinished extraction, not a finished feature store; run the same "
-            f"`probe extract` again to finish it, then use {finished}")
+    finished = path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
+    return (
+        f"{path}: an unfinished extraction, not a finished feature store; run the same "
+        f"`probe extract` again to finish it, then use {finished}"
+    )
 
 
 def require_labels(data: StoredDataset, path, purpose: str) -> StoredDataset:
     """Refuse a store ``purpose`` (e.g. "fit") cannot use: no structures, or no labels."""
     if len(data) == 0:
-        raise InputError(f"{path}: the feature store holds no structures; extract a store with "
-                         f"structures before `probe {purpose}`")
+        raise InputError(
+            f"{path}: the feature store holds no structures; extract a store with structures before `probe {purpose}`"
+        )
     if not data.has_labels:
-        raise InputError(f"{path}: the feature store has no labels (it was extracted with "
-                         f"--no-labels); `probe {purpose}` needs reference energies: extract a "
-                         "labelled store (without --no-labels)")
+        raise InputError(
+            f"{path}: the feature store has no labels (it was extracted with "
+            f"--no-labels); `probe {purpose}` needs reference energies: extract a "
+            "labelled store (without --no-labels)"
+        )
     return data

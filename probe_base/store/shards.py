@@ -37,7 +37,7 @@ def write_virtual_store(store_path, shard_paths, identity) -> Path:
                 for relative, _, shapes in shards:
                     rows = shapes[name][0][0]
                     if rows:
-                        layout[start:start + rows] = h5py.VirtualSource(relative, name, shape=shapes[name][0])
+                        layout[start : start + rows] = h5py.VirtualSource(relative, name, shape=shapes[name][0])
                     start += rows
                 h5.create_virtual_dataset(name, layout)
             h5.attrs["identity"] = json.dumps(identity)
@@ -69,5 +69,7 @@ def _check_shards(h5, path: Path):
         except (OSError, KeyError):
             n_done = None
         if n_done != shard["n_structures"]:
-            raise StoreError(f"{path}: its shard {shard_path} is missing or was changed; keep the "
-                             f"store's .shards folder next to it, or run `probe extract` again")
+            raise StoreError(
+                f"{path}: its shard {shard_path} is missing or was changed; keep the "
+                f"store's .shards folder next to it, or run `probe extract` again"
+            )

@@ -31,15 +31,30 @@ def _open_store_file(path, mode="r"):
     try:
         return h5py.File(path, mode)
     except OSError as exc:
-        raise StoreError(f"{path}: exists but is not a readable feature store ({exc}); it may have "
-                         "been damaged by a full disk or a crash: delete it, or pass --overwrite "
-                         "to start again") from None
+        raise StoreError(
+            f"{path}: exists but is not a readable feature store ({exc}); it may have "
+            "been damaged by a full disk or a crash: delete it, or pass --overwrite "
+            "to start again"
+        ) from None
 
 
-def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=None,
-            forces_key=None, with_forces: bool = True, labels: bool = True, batch_size: int = 32,
-            chunk_structures: int = 256, dtype: str = "float32", overwrite: bool = False,
-            progress: bool = True, allow_empty: bool = False) -> Path:
+def extract(
+    adapter,
+    input_path,
+    store_path,
+    *,
+    index: str = ":",
+    energy_key=None,
+    forces_key=None,
+    with_forces: bool = True,
+    labels: bool = True,
+    batch_size: int = 32,
+    chunk_structures: int = 256,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+    allow_empty: bool = False,
+) -> Path:
     """Stream ``input_path`` through ``adapter`` into the HDF5 store ``store_path``.
 
     ``labels=False``: no reference energies or forces are read (a store of features,
@@ -57,8 +72,7 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
     # refuses an unreadable selection, and an empty one unless a torchrun shard's block is empty
     n_total = len(selected_frames(input_path, index, allow_empty))
     partial = store_path.with_name(store_path.name + ".partial")
-    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype,
-                         labels)
+    identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with _WriterLock(store_path):
         if store_path.exists() and not overwrite:
@@ -66,19 +80,40 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
                 if json.loads(h5.attrs["identity"]) != identity:
                     raise StoreError(
                         f"{store_path} exists and was made from other input or another backbone; "
-                        "pass --overwrite to replace it or choose another output path")
+                        "pass --overwrite to replace it or choose another output path"
+                    )
                 check_input_unchanged(h5, store_path, input_path, identity)
             return store_path  # already complete
         input_sha256 = file_sha256(input_path)
         try:
-            _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
-                           chunk_structures, n_total, progress)
+            _write_partial(
+                adapter,
+                input_path,
+                partial,
+                identity,
+                dtype,
+                overwrite,
+                batch_size,
+                chunk_structures,
+                n_total,
+                progress,
+            )
         except InputChanged:
             if not overwrite:
                 raise
             partial.unlink()  # --overwrite: start again from the new input
-            _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
-                           chunk_structures, n_total, progress)
+            _write_partial(
+                adapter,
+                input_path,
+                partial,
+                identity,
+                dtype,
+                overwrite,
+                batch_size,
+                chunk_structures,
+                n_total,
+                progress,
+            )
         reserve_space(partial, METADATA_RESERVE, n_total, "finishing the store")
         with h5py.File(partial, "r+") as h5:
             h5.attrs["content_sha256"] = _content_sha256(h5["frame_digest"][:])
@@ -88,8 +123,9 @@ def extract(adapter, input_path, store_path, *, index: str = ":", energy_key=Non
     return store_path
 
 
-def _write_partial(adapter, input_path, partial, identity, dtype, overwrite, batch_size,
-                   chunk_structures, n_total, progress):
+def _write_partial(
+    adapter, input_path, partial, identity, dtype, overwrite, batch_size, chunk_structures, n_total, progress
+):
     """Create or resume ``partial`` and stream the rest of the selection into it."""
     if partial.exists():
         try:
@@ -100,14 +136,17 @@ def _write_partial(adapter, input_path, partial, identity, dtype, overwrite, bat
                 raise StoreError(
                     f"{partial}: the unfinished extraction cannot be resumed, it was damaged ({exc}), "
                     "probably by a full disk or a crash during a write: delete it or pass "
-                    "--overwrite to start again") from None
+                    "--overwrite to start again"
+                ) from None
             h5 = None
         if h5 is not None and stored_identity != identity:
             nothing_saved = int(h5.attrs.get("n_done", 0)) == 0
             h5.close()
             if not overwrite and not nothing_saved:
-                raise StoreError(f"{partial} is an unfinished extraction of other input or another "
-                                 "backbone; delete it or pass --overwrite")
+                raise StoreError(
+                    f"{partial} is an unfinished extraction of other input or another "
+                    "backbone; delete it or pass --overwrite"
+                )
             h5 = None
         if h5 is None:
             partial.unlink()
@@ -118,16 +157,17 @@ def _write_partial(adapter, input_path, partial, identity, dtype, overwrite, bat
             _create(h5, adapter.n_features, dtype, len(adapter.models), identity)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise StoreError(f"{partial}: cannot be created ({exc}); free disk space or choose "
-                             "another output path") from None
+            raise StoreError(
+                f"{partial}: cannot be created ({exc}); free disk space or choose another output path"
+            ) from None
     with h5:
         n_done = _truncate_to_done(h5)
-        _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
-                     chunk_structures, progress, partial)
+        _stream_into(
+            h5, adapter, input_path, identity, n_done, n_total, batch_size, chunk_structures, progress, partial
+        )
 
 
-def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
-                 chunk_structures, progress, partial):
+def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size, chunk_structures, progress, partial):
     labels, with_forces = identity.get("labels", True), identity["with_forces"]
     stored_digests = h5["frame_digest"][:n_done]
     pending_rows: list[dict] = []
@@ -138,21 +178,28 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
         if not pending_rows:
             return
         merged = {k: np.concatenate([r[k] for r in pending_rows]) for k in pending_rows[0]}
-        reserve_space(partial, _bytes_needed(h5, merged), int(h5.attrs["n_done"]),
-                      f"the next {pending_count} structures")
+        reserve_space(
+            partial, _bytes_needed(h5, merged), int(h5.attrs["n_done"]), f"the next {pending_count} structures"
+        )
         try:
             _append(h5, merged)
             h5.attrs["n_done"] = int(h5.attrs["n_done"]) + pending_count
             h5.flush()
         except (OSError, RuntimeError) as exc:  # HDF5 reports a failed write as either
-            raise StoreError(f"{partial}: writing failed ({exc}); {_saved(int(h5.attrs['n_done']), partial)}: "
-                             "free disk space and run the same command again to resume") from None
+            raise StoreError(
+                f"{partial}: writing failed ({exc}); {_saved(int(h5.attrs['n_done']), partial)}: "
+                "free disk space and run the same command again to resume"
+            ) from None
         pending_rows, pending_count = [], 0
 
     def run_batch(batch):
         nonlocal pending_count
-        output = adapter.run([s.atoms for s in batch], compute_forces=with_forces,
-                             source=str(input_path), indices=[s.index for s in batch])
+        output = adapter.run(
+            [s.atoms for s in batch],
+            compute_forces=with_forces,
+            source=str(input_path),
+            indices=[s.index for s in batch],
+        )
         pending_rows.append(_rows_from_batch(batch, output, with_forces, labels))
         pending_count += len(batch)
 
@@ -191,8 +238,9 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
             except InputError:
                 pass
         flush()
-        raise InputError(f"{exc}; {_saved(int(h5.attrs['n_done']), partial)}: fix the input and "
-                         "run the same command again to resume") from exc
+        raise InputError(
+            f"{exc}; {_saved(int(h5.attrs['n_done']), partial)}: fix the input and run the same command again to resume"
+        ) from exc
     finally:
         bar.close()
 
@@ -208,13 +256,11 @@ def _rows_from_batch(batch, output, with_forces, labels=True):
         "frame_digest": np.stack([frame_digest(s, labels) for s in batch]),
     }
     n_members = output.member_energies.shape[1] if output.member_energies is not None else 1
-    rows["member_energies"] = (output.member_energies if output.member_energies is not None
-                               else output.energies[:, None])
+    rows["member_energies"] = output.member_energies if output.member_energies is not None else output.energies[:, None]
     if with_forces and labels:
         atom_err = [np.linalg.norm(f_pred - s.forces, axis=1) for f_pred, s in zip(output.forces, batch)]
         rows["atom_force_error"] = np.concatenate(atom_err).astype(np.float32)
-        rows["force_rmse"] = np.array([np.sqrt(np.mean((f - s.forces) ** 2))
-                                       for f, s in zip(output.forces, batch)])
+        rows["force_rmse"] = np.array([np.sqrt(np.mean((f - s.forces) ** 2)) for f, s in zip(output.forces, batch)])
         rows["force_max_error"] = np.array([e.max() for e in atom_err])
     else:
         n_total = rows["atomic_numbers"].shape[0]
@@ -223,9 +269,9 @@ def _rows_from_batch(batch, output, with_forces, labels=True):
         rows["force_max_error"] = np.full(len(batch), np.nan)
     if output.member_forces is not None and n_members > 1:
         # per atom: sqrt of the summed variance of the force vector over members
-        rows["member_force_std"] = np.array([
-            np.sqrt(mf.var(axis=0).sum(axis=-1)).mean() for mf in output.member_forces
-        ])
+        rows["member_force_std"] = np.array(
+            [np.sqrt(mf.var(axis=0).sum(axis=-1)).mean() for mf in output.member_forces]
+        )
     else:
         rows["member_force_std"] = np.full(len(batch), np.nan)
     return rows

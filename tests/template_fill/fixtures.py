@@ -14,8 +14,16 @@ def adapter(tmp_path_factory):
     paths = []
     for seed in (0, 1):
         path = tmp_path_factory.mktemp("foo") / f"foo{seed}.pt"
-        toy.save_model(toy.train(frames, [a.get_potential_energy() for a in frames],
-                                 [a.get_forces() for a in frames], seed=seed, epochs=2), path)
+        toy.save_model(
+            toy.train(
+                frames,
+                [a.get_potential_energy() for a in frames],
+                [a.get_forces() for a in frames],
+                seed=seed,
+                epochs=2,
+            ),
+            path,
+        )
         paths.append(path)
     return FooAdapter(paths)
 

@@ -24,8 +24,10 @@ class FooAdapter(Adapter):
 
     def feature_layers(self) -> list[FeatureLayer]:
         config = self.models[0].config
-        return [FeatureLayer(f"interactions.{i}", config["hidden"], "after interaction block")
-                for i in range(config["n_interactions"])]
+        return [
+            FeatureLayer(f"interactions.{i}", config["hidden"], "after interaction block")
+            for i in range(config["n_interactions"])
+        ]
 
     def layer_module(self, model: torch.nn.Module, layer: str) -> torch.nn.Module:
         return model.get_submodule(layer)

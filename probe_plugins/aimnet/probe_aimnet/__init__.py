@@ -14,5 +14,4 @@ from .calculator import AIMNet2ASE, AIMNet2Calculator, ProbedAIMNet2Calculator
 from .ensemble import AIMNet2Ensemble
 from .plugin import AIMNet2Adapter
 
-__all__ = ["AIMNet2Adapter", "AIMNet2ASE", "AIMNet2Calculator", "AIMNet2Ensemble",
-           "ProbedAIMNet2Calculator"]
+__all__ = ["AIMNet2Adapter", "AIMNet2ASE", "AIMNet2Calculator", "AIMNet2Ensemble", "ProbedAIMNet2Calculator"]

@@ -41,8 +41,14 @@ def _backbone(models, probe, allow_mismatch=False):
     return artifact, backbone
 
 
-def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", probe_threshold=None,  # noqa: N802
-                      **kwargs):
+def AIMNet2Calculator(
+    model="aimnet2",
+    *,
+    probe=None,
+    probe_policy="warn",
+    probe_threshold=None,  # noqa: N802
+    **kwargs,
+):
     """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
     models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
     output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
@@ -55,8 +61,16 @@ def AIMNet2Calculator(model="aimnet2", *, probe=None, probe_policy="warn", probe
     return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=probe_threshold)
 
 
-def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_policy="warn",  # noqa: N802
-               probe_threshold=None, **kwargs):
+def AIMNet2ASE(
+    base_calc="aimnet2",
+    charge=0,
+    mult=1,
+    *,
+    probe=None,
+    probe_policy="warn",  # noqa: N802
+    probe_threshold=None,
+    **kwargs,
+):
     """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
     model file or name, or a list of them (an ensemble: ``results`` then also hold
     ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
@@ -68,8 +82,9 @@ def AIMNet2ASE(base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_polic
 
     from .plugin import AIMNet2Adapter
 
-    return with_probe(cls(base, charge=charge, mult=mult, **kwargs), AIMNet2Adapter, probe,
-                      probe_policy, probe_threshold)
+    return with_probe(
+        cls(base, charge=charge, mult=mult, **kwargs), AIMNet2Adapter, probe, probe_policy, probe_threshold
+    )
 
 
 def _aimnet_ase():
@@ -97,8 +112,7 @@ def ensemble_ase_class():
             def calculate(self, atoms=None, properties=None, system_changes=None):
                 from ase.calculators.calculator import all_changes
 
-                super().calculate(atoms, properties,
-                                  all_changes if system_changes is None else system_changes)
+                super().calculate(atoms, properties, all_changes if system_changes is None else system_changes)
                 last = self.base_calc.last_results or {}
                 n = len(self.atoms)
                 for key in ENSEMBLE_KEYS:
@@ -142,8 +156,7 @@ class ProbedAIMNet2Calculator:
         return getattr(self.calculator, name)
 
     def __call__(self, data, forces=False, stress=False, hessian=False, validate_species=True):
-        return self.eval(data, forces=forces, stress=stress, hessian=hessian,
-                         validate_species=validate_species)
+        return self.eval(data, forces=forces, stress=stress, hessian=hessian, validate_species=validate_species)
 
     def eval(self, data, forces=False, stress=False, hessian=False, validate_species=True):
         from probe_base.scoring import score
@@ -158,8 +171,9 @@ class ProbedAIMNet2Calculator:
         else:
             mol = np.zeros(len(numbers), dtype=np.int64)
         with self.adapter.capture() as captured:
-            out = self.calculator(data, forces=forces, stress=stress, hessian=hessian,
-                                  validate_species=validate_species)
+            out = self.calculator(
+                data, forces=forces, stress=stress, hessian=hessian, validate_species=validate_species
+            )
         features = self.adapter.features_from_capture(captured, len(numbers))
         real = numbers > 0
         energies = out["energy_members"][..., 0] if "energy_members" in out else out["energy"]
@@ -190,14 +204,14 @@ class ProbedAIMNet2Calculator:
         from ase.data import chemical_symbols
 
         policy = self.reliability_policy
-        bad = [i for i, (p, inside) in enumerate(zip(scores.p_reliable, scores.in_domain))
-               if policy.unreliable(p, inside)]
+        bad = [
+            i for i, (p, inside) in enumerate(zip(scores.p_reliable, scores.in_domain)) if policy.unreliable(p, inside)
+        ]
         if policy.policy == "ignore" or not bad:
             return
         first = bad[0]
-        symbols = [chemical_symbols[z] for z in numbers[offsets[first]:offsets[first + 1]]]
-        message = policy.message(float(scores.p_reliable[first]), symbols, scores, first,
-                                 label=f"structure {first}")
+        symbols = [chemical_symbols[z] for z in numbers[offsets[first] : offsets[first + 1]]]
+        message = policy.message(float(scores.p_reliable[first]), symbols, scores, first, label=f"structure {first}")
         if len(bad) > 1:
             message += f" (and {len(bad) - 1} more: structures {bad[1:10]})"
         policy.apply(message, scores.p_reliable)

@@ -27,7 +27,8 @@ class AIMNet2Ensemble:
         if isinstance(models, (str, Path, torch.nn.Module, AIMNet2Calculator)):
             models = [models]
         self.calculators = [
-            m if isinstance(m, AIMNet2Calculator)
+            m
+            if isinstance(m, AIMNet2Calculator)
             else AIMNet2Calculator(str(m) if isinstance(m, Path) else m, device=device, **calculator_kwargs)
             for m in models
         ]
@@ -53,22 +54,22 @@ class AIMNet2Ensemble:
         return len(self.calculators)
 
     def __call__(self, data, forces=False, stress=False, hessian=False, validate_species=True):
-        return self.eval(data, forces=forces, stress=stress, hessian=hessian,
-                         validate_species=validate_species)
+        return self.eval(data, forces=forces, stress=stress, hessian=hessian, validate_species=validate_species)
 
     def eval(self, data, forces=False, stress=False, hessian=False, validate_species=True):
         if hessian:
             raise NotImplementedError("AIMNet2Ensemble: Hessians are per member; call a member")
-        outputs = [calc(dict(data), forces=forces, stress=stress, validate_species=validate_species)
-                   for calc in self.calculators]
+        outputs = [
+            calc(dict(data), forces=forces, stress=stress, validate_species=validate_species)
+            for calc in self.calculators
+        ]
         result: dict[str, torch.Tensor] = {}
         for key, value in outputs[0].items():
             if not isinstance(value, torch.Tensor):
                 continue
             stacked = torch.stack([out[key].detach() for out in outputs], dim=-1)
             result[key] = stacked.mean(dim=-1)
-            result[f"{key}_std"] = (stacked.std(dim=-1) if len(outputs) > 1
-                                    else torch.zeros_like(result[key]))
+            result[f"{key}_std"] = stacked.std(dim=-1) if len(outputs) > 1 else torch.zeros_like(result[key])
             if key == "energy":
                 result["energy_members"] = stacked
         self.last_results = dict(result)  # AIMNet2ASE converts the returned dict in place

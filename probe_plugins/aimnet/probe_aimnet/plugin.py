@@ -57,15 +57,19 @@ class AIMNet2Adapter(Adapter):
 
     def load_model(self, path: Path) -> torch.nn.Module:
         if path.suffix.lower() == ".jpt":
-            raise InputError(f"{path}: legacy TorchScript AIMNet2 models cannot be hooked; convert "
-                             "it with `aimnet convert model.jpt config.yaml model.pt` and pass the .pt")
+            raise InputError(
+                f"{path}: legacy TorchScript AIMNet2 models cannot be hooked; convert "
+                "it with `aimnet convert model.jpt config.yaml model.pt` and pass the .pt"
+            )
         from aimnet.calculators import AIMNet2Calculator
 
         try:
             calc = AIMNet2Calculator(str(path), device=str(self.device))
         except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-            raise InputError(f"{path}: cannot be loaded as an AIMNet2 model ({type(exc).__name__}: "
-                             f"{exc}); pass a v2 .pt file written by `aimnet export`") from exc
+            raise InputError(
+                f"{path}: cannot be loaded as an AIMNet2 model ({type(exc).__name__}: "
+                f"{exc}); pass a v2 .pt file written by `aimnet export`"
+            ) from exc
         if not hasattr(calc.model, "mlps"):
             raise InputError(f"{path}: holds a {type(calc.model).__name__}, not an AIMNet2 model")
         _CALCULATORS[calc.model] = calc
@@ -80,8 +84,10 @@ class AIMNet2Adapter(Adapter):
         last = len(widths) - 1
         return [
             FeatureLayer("afv", model.afv.weight.shape[1], "element embedding (initial atomic features)"),
-            *(FeatureLayer(f"mlps.{i}", widths[i], f"output of pass {i} (charge and feature update)")
-              for i in range(last)),
+            *(
+                FeatureLayer(f"mlps.{i}", widths[i], f"output of pass {i} (charge and feature update)")
+                for i in range(last)
+            ),
             FeatureLayer("charges", 1, "partial charges (after the last charge update)"),
             FeatureLayer("conv_a", model.conv_a.output_size(), f"AEV convolution of pass {last}"),
             FeatureLayer("aim", widths[last], f"aim: output of pass {last} (mlps.{last})"),
@@ -119,8 +125,7 @@ class AIMNet2Adapter(Adapter):
     def predict(self, model, atoms_list, compute_forces: bool):
         calc = calculator_of(model)
         if any(atoms.pbc.any() for atoms in atoms_list) and len(atoms_list) > 1:
-            raise InputError("aimnet: periodic structures are evaluated one per batch; "
-                             "use a batch size of 1")
+            raise InputError("aimnet: periodic structures are evaluated one per batch; use a batch size of 1")
         counts = [len(atoms) for atoms in atoms_list]
         data = {
             "coord": torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=torch.float32),

@@ -29,8 +29,9 @@ def default_model_yaml() -> Path:
     return Path(aimnet.__file__).parent / "models" / "aimnet2.yaml"
 
 
-def small_model_config(nfeature=8, nshifts=16, ncomb_v=12, hidden=(128, 96), aim_size=128,
-                       out_hidden=(64, 64), cutoff=5.0) -> dict:
+def small_model_config(
+    nfeature=8, nshifts=16, ncomb_v=12, hidden=(128, 96), aim_size=128, out_hidden=(64, 64), cutoff=5.0
+) -> dict:
     """The bundled AIMNet2 architecture (3 passes, charges, long-range Coulomb) with
     smaller widths. ``hidden``: the MLP widths of each pass."""
     cfg = yaml.safe_load(default_model_yaml().read_text())
@@ -62,8 +63,13 @@ def write_dataset(frames, path: Path, energy_key: str | None = None, forces_key:
         group["charge"].append(float(atoms.info.get("charge", 0.0)))
         group["energy"].append(float(energy))
         group["forces"].append(np.asarray(forces))
-    dtypes = {"coord": np.float32, "numbers": np.int64, "charge": np.float32,
-              "energy": np.float64, "forces": np.float32}
+    dtypes = {
+        "coord": np.float32,
+        "numbers": np.int64,
+        "charge": np.float32,
+        "energy": np.float64,
+        "forces": np.float32,
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as handle:
@@ -84,13 +90,22 @@ def fit_sae(dataset: Path, path: Path) -> dict[int, float]:
     return sae
 
 
-def train_config(train_h5: Path, val_h5: Path, sae: Path, workdir: Path, epochs: int,
-                 batch_size: int = 32, lr: float = 1e-3, forces_weight: float = 0.2) -> dict:
+def train_config(
+    train_h5: Path,
+    val_h5: Path,
+    sae: Path,
+    workdir: Path,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    forces_weight: float = 0.2,
+) -> dict:
     """Overrides of aimnet's default_train.yaml: our files, no charges target, no wandb."""
     return {
         "run_name": "probe",
         "data": {
-            "train": str(train_h5), "val": str(val_h5),
+            "train": str(train_h5),
+            "val": str(val_h5),
             "sae": {"energy": {"file": str(sae), "mode": "linreg"}},
             "y": ["energy", "forces"],
             "samplers": {
@@ -99,11 +114,18 @@ def train_config(train_h5: Path, val_h5: Path, sae: Path, workdir: Path, epochs:
             },
             "loaders": {"train": {"pin_memory": False}, "val": {"pin_memory": False}},
         },
-        "loss": {"kwargs": {"components": {
-            "energy": {"fn": "aimnet.train.loss.energy_loss_fn", "weight": 1.0},
-            "forces": {"fn": "aimnet.train.loss.peratom_loss_fn", "weight": forces_weight,
-                       "kwargs": {"key_true": "forces", "key_pred": "forces"}},
-        }}},
+        "loss": {
+            "kwargs": {
+                "components": {
+                    "energy": {"fn": "aimnet.train.loss.energy_loss_fn", "weight": 1.0},
+                    "forces": {
+                        "fn": "aimnet.train.loss.peratom_loss_fn",
+                        "weight": forces_weight,
+                        "kwargs": {"key_true": "forces", "key_pred": "forces"},
+                    },
+                }
+            }
+        },
         "optimizer": {"kwargs": {"lr": lr}},
         "scheduler": {"kwargs": {"patience": 3}},
         "trainer": {"epochs": int(epochs)},
@@ -112,8 +134,9 @@ def train_config(train_h5: Path, val_h5: Path, sae: Path, workdir: Path, epochs:
     }
 
 
-def train(model_cfg: dict, overrides: dict, weights: Path, seed: int, workdir: Path,
-          max_seconds: float | None = None) -> Path:
+def train(
+    model_cfg: dict, overrides: dict, weights: Path, seed: int, workdir: Path, max_seconds: float | None = None
+) -> Path:
     """``aimnet train --model model.yaml --config train.yaml --save weights`` in process,
     after seeding torch and numpy (aimnet's CLI has no seed option). ``max_seconds``:
     stop after the epoch that crosses this wall time (the weights of that epoch are saved)."""
@@ -150,6 +173,7 @@ def train(model_cfg: dict, overrides: dict, weights: Path, seed: int, workdir: P
             def _stop_on_wall_time(engine):
                 if time.monotonic() - started > max_seconds:
                     engine.terminate()
+
         return trainer, validator
 
     train_module.utils.build_engine = build_engine
@@ -190,9 +214,17 @@ def random_model(model_cfg: dict, sae: dict[int, float], output: Path, seed: int
     return export(weights, model_cfg, sae_file, output, workdir)
 
 
-def train_from_frames(train_frames, valid_frames, output: Path, seed: int, epochs: int,
-                      workdir: Path, model_cfg: dict | None = None, max_seconds=None,
-                      **train_kwargs) -> Path:
+def train_from_frames(
+    train_frames,
+    valid_frames,
+    output: Path,
+    seed: int,
+    epochs: int,
+    workdir: Path,
+    model_cfg: dict | None = None,
+    max_seconds=None,
+    **train_kwargs,
+) -> Path:
     """The whole chain: dataset files, SAE, ``aimnet train``, ``aimnet export``."""
     workdir = Path(workdir)
     model_cfg = model_cfg or small_model_config()
@@ -201,6 +233,12 @@ def train_from_frames(train_frames, valid_frames, output: Path, seed: int, epoch
     sae = workdir / "sae.yaml"
     fit_sae(train_h5, sae)
     weights = workdir / "weights.pt"
-    train(model_cfg, train_config(train_h5, val_h5, sae, workdir, epochs, **train_kwargs),
-          weights, seed, workdir, max_seconds)
+    train(
+        model_cfg,
+        train_config(train_h5, val_h5, sae, workdir, epochs, **train_kwargs),
+        weights,
+        seed,
+        workdir,
+        max_seconds,
+    )
     return export(weights, model_cfg, sae, output, workdir)

@@ -32,8 +32,9 @@ def tiny_config():
 def model_paths(tmp_path_factory, tiny_config):
     """Three v2 member files (random weights, SAE baked in, Coulomb moved out)."""
     folder = tmp_path_factory.mktemp("aimnet_models")
-    return [training.random_model(tiny_config, SAE, folder / f"seed{seed}.pt", seed, folder / "work")
-            for seed in (1, 2, 3)]
+    return [
+        training.random_model(tiny_config, SAE, folder / f"seed{seed}.pt", seed, folder / "work") for seed in (1, 2, 3)
+    ]
 
 
 def rattled_ethanols(n: int, seed: int = 0, scale=0.08):
@@ -86,9 +87,18 @@ def trained_path(tmp_path_factory, tiny_config, emt_data):
     """A model trained by `aimnet train` (15 short epochs) and exported by `aimnet export`."""
     train, valid, _ = emt_data
     folder = tmp_path_factory.mktemp("aimnet_trained")
-    return training.train_from_frames(train, valid, folder / "seed1.pt", 1, epochs=15,
-                                      workdir=folder / "work", model_cfg=tiny_config,
-                                      batch_size=8, lr=3e-3, forces_weight=1.0)
+    return training.train_from_frames(
+        train,
+        valid,
+        folder / "seed1.pt",
+        1,
+        epochs=15,
+        workdir=folder / "work",
+        model_cfg=tiny_config,
+        batch_size=8,
+        lr=3e-3,
+        forces_weight=1.0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -108,8 +108,7 @@ def test_ensemble_members_and_disagreement(model_paths, structures):
     result = ensemble(_batch(structures), forces=True)
     np.testing.assert_allclose(result["energy_members"].numpy(), out.member_energies, atol=1e-6)
     np.testing.assert_allclose(result["energy"].numpy(), out.member_energies.mean(1), atol=1e-6)
-    np.testing.assert_allclose(result["energy_std"].numpy(), np.std(out.member_energies, axis=1, ddof=1),
-                               atol=1e-6)
+    np.testing.assert_allclose(result["energy_std"].numpy(), np.std(out.member_energies, axis=1, ddof=1), atol=1e-6)
     member_forces = np.concatenate(out.member_forces, axis=1)  # (members, atoms, 3)
     np.testing.assert_allclose(result["forces_std"].numpy(), np.std(member_forces, axis=0, ddof=1), atol=1e-5)
     assert result["charges_std"].shape == result["charges"].shape
@@ -175,9 +174,22 @@ def test_plugin_registration_and_cli(model_paths, structures, tmp_path):
         atoms.calc = SinglePointCalculator(atoms, energy=-4200.0, forces=np.zeros((len(atoms), 3)))
         frames.append(atoms)
     write(tmp_path / "in.xyz", frames)
-    rc = main(["extract", "--adapter", "aimnet", "--model", *map(str, model_paths[:2]),
-               "--layers", "charges", "aim", "--input", str(tmp_path / "in.xyz"),
-               "--output", str(tmp_path / "s.h5")])
+    rc = main(
+        [
+            "extract",
+            "--adapter",
+            "aimnet",
+            "--model",
+            *map(str, model_paths[:2]),
+            "--layers",
+            "charges",
+            "aim",
+            "--input",
+            str(tmp_path / "in.xyz"),
+            "--output",
+            str(tmp_path / "s.h5"),
+        ]
+    )
     assert rc == 0
     data = load_store(tmp_path / "s.h5")
     assert data.features.shape == (45, 33)

@@ -35,8 +35,9 @@ def probe_file(trained_paths, tmp_path_factory):
     paths = {}
     for name, threshold in (("plain", 0.5), ("strict", 1.01)):
         path = tmp_path_factory.mktemp("probe") / f"{name}.probe"
-        save_probe(path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(),
-                   {"decision_threshold": threshold})
+        save_probe(
+            path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(), {"decision_threshold": threshold}
+        )
         paths[name] = path
     return paths, clf, adapter
 
@@ -66,13 +67,16 @@ def test_dict_calculator_with_probe(trained_paths, structures, probe_file):
     paths, clf, adapter = probe_file
     calc = AIMNet2Calculator(str(trained_paths[0]), probe=paths["plain"], probe_policy="ignore")
     batch = structures[:5]
-    data = {"coord": np.concatenate([a.positions for a in batch]),
-            "numbers": np.concatenate([a.numbers for a in batch]),
-            "charge": np.zeros(len(batch)),
-            "mol_idx": np.repeat(np.arange(len(batch)), [len(a) for a in batch])}
+    data = {
+        "coord": np.concatenate([a.positions for a in batch]),
+        "numbers": np.concatenate([a.numbers for a in batch]),
+        "charge": np.zeros(len(batch)),
+        "mol_idx": np.repeat(np.arange(len(batch)), [len(a) for a in batch]),
+    }
     out = calc(data, forces=True)
-    np.testing.assert_allclose(out["reliability"].numpy(),
-                               clf.predict_proba(_features(adapter, batch))[:, 1], atol=1e-5)
+    np.testing.assert_allclose(
+        out["reliability"].numpy(), clf.predict_proba(_features(adapter, batch))[:, 1], atol=1e-5
+    )
     assert out["atom_importance"].shape == (sum(len(a) for a in batch),)
     assert out["forces"].shape == (sum(len(a) for a in batch), 3)
     plain = AIMNet2Calculator(str(trained_paths[0]))(data, forces=True)

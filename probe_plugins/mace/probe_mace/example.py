@@ -61,10 +61,13 @@ def cu_e0() -> float:
     return float(Atoms("Cu", calculator=EMT()).get_potential_energy())
 
 
-def train_command(train_file: Path, seed: int, work: Path, name: str, settings: dict,
-                  e0s: dict[int, float]) -> list[str]:
+def train_command(
+    train_file: Path, seed: int, work: Path, name: str, settings: dict, e0s: dict[int, float]
+) -> list[str]:
     return [
-        sys.executable, "-m", "mace.cli.run_train",  # = the `mace_run_train` script
+        sys.executable,
+        "-m",
+        "mace.cli.run_train",  # = the `mace_run_train` script
         f"--name={name}",
         f"--seed={seed}",
         f"--train_file={train_file}",
@@ -102,8 +105,7 @@ def train_command(train_file: Path, seed: int, work: Path, name: str, settings: 
     ]
 
 
-def train_member(train_file, target, seed: int, threads: int = 1, progress: bool = True,
-                 **overrides) -> Path:
+def train_member(train_file, target, seed: int, threads: int = 1, progress: bool = True, **overrides) -> Path:
     """Train one member on ``train_file`` with ``mace_run_train`` and write it to ``target``
     (atomically: a file at ``target`` is always a complete model). ``overrides`` replace
     entries of ``SETTINGS`` (e.g. ``epochs=5``)."""
@@ -117,8 +119,7 @@ def train_member(train_file, target, seed: int, threads: int = 1, progress: bool
         work = Path(tmp)
         cmd = train_command(train_file, seed, work, name, settings, {29: cu_e0()})
         if progress:
-            print(f"  mace_run_train: {name} (seed {seed}, {settings['epochs']} epochs)",
-                  flush=True)
+            print(f"  mace_run_train: {name} (seed {seed}, {settings['epochs']} epochs)", flush=True)
         with open(work / "mace_run_train.out", "w") as out:
             rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
         produced = work / f"{name}_stagetwo.model"
@@ -139,8 +140,7 @@ def shipped_model(k: int) -> Path | None:
     return Path(str(resource)) if resource.is_file() else None
 
 
-def example_models(train_file, workdir, n_members: int, retrain: bool = False,
-                   threads: int = 1) -> list[Path]:
+def example_models(train_file, workdir, n_members: int, retrain: bool = False, threads: int = 1) -> list[Path]:
     """``n_members`` member files in ``workdir``: the shipped ones copied (unless
     ``retrain``), the others trained on ``train_file`` with seeds ``k = 0, 1, ...``."""
     workdir = Path(workdir)
@@ -169,16 +169,16 @@ def member_errors(model_path, structures) -> dict:
     out = adapter.run(structures, compute_forces=True, members=False)
     ref_e = np.array([a.get_potential_energy() for a in structures])
     n_atoms = np.array([len(a) for a in structures])
-    f_err = np.concatenate([(f - a.get_forces()).ravel()
-                            for f, a in zip(out.forces, structures)])
+    f_err = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(out.forces, structures)])
     e_err = np.abs(out.energies - ref_e) / n_atoms
-    return {"energy_mae_meV_per_atom": float(np.mean(e_err) * 1e3),
-            "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3)}
+    return {
+        "energy_mae_meV_per_atom": float(np.mean(e_err) * 1e3),
+        "forces_mae_meV_per_A": float(np.mean(np.abs(f_err)) * 1e3),
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Train the members of probe demo's MACE ensemble on the demo's data.")
+    parser = argparse.ArgumentParser(description="Train the members of probe demo's MACE ensemble on the demo's data.")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--members", type=int, default=SHIPPED_MEMBERS)
     parser.add_argument("--threads", type=int, default=1)
@@ -194,14 +194,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="probe-demo-data-") as tmp:
         data = demo_data(Path(tmp))
-        paths = [train_member(data["train"], args.output_dir / f"member{k}.model", seed=k,
-                              threads=args.threads, epochs=args.epochs,
-                              start_swa=args.start_swa)
-                 for k in range(args.members)]
+        paths = [
+            train_member(
+                data["train"],
+                args.output_dir / f"member{k}.model",
+                seed=k,
+                threads=args.threads,
+                epochs=args.epochs,
+                start_swa=args.start_swa,
+            )
+            for k in range(args.members)
+        ]
         train, heldout = ase.io.read(data["train"], ":"), ase.io.read(data["heldout"], ":")
         for path in paths:
-            print(f"{path.name} ({path.stat().st_size / 1024:.0f} KiB): "
-                  f"train {member_errors(path, train)}, held-out {member_errors(path, heldout)}")
+            print(
+                f"{path.name} ({path.stat().st_size / 1024:.0f} KiB): "
+                f"train {member_errors(path, train)}, held-out {member_errors(path, heldout)}"
+            )
     return 0
 
 

@@ -74,10 +74,13 @@ class MACEAdapter(Adapter):
                     f"mace: products.{index} output {irreps} does not start with scalar "
                     "(0e) channels; this MACE variant is not supported by the adapter"
                 )
-            layers.append(FeatureLayer(
-                f"products.{index}", int(mul),
-                f"0e channels of product block {index} ({irreps})",
-            ))
+            layers.append(
+                FeatureLayer(
+                    f"products.{index}",
+                    int(mul),
+                    f"0e channels of product block {index} ({irreps})",
+                )
+            )
         self._layer_widths = {layer.name: layer.width for layer in layers}
         return layers
 
@@ -119,9 +122,10 @@ class MACEAdapter(Adapter):
         with torch_tools.default_dtype(dtype):
             graphs = [
                 mace_data.AtomicData.from_config(
-                    mace_data.config_from_atoms(atoms, key_specification=keyspec,
-                                                head_name=head),
-                    z_table=z_table, cutoff=cutoff, heads=heads,
+                    mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=head),
+                    z_table=z_table,
+                    cutoff=cutoff,
+                    heads=heads,
                 )
                 for atoms in atoms_list
             ]

@@ -18,8 +18,9 @@ ELEMENTS = [1, 6, 8]  # H, C, O
 E0S = {1: -13.568, 6: -1025.277, 8: -2035.571}
 
 
-def build_tiny_mace(seed: int, hidden_irreps: str = "8x0e+8x1o", num_interactions: int = 2,
-                    r_max: float = 4.0) -> torch.nn.Module:
+def build_tiny_mace(
+    seed: int, hidden_irreps: str = "8x0e+8x1o", num_interactions: int = 2, r_max: float = 4.0
+) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = modules.ScaleShiftMACE(
         r_max=r_max,

@@ -14,8 +14,7 @@ from probe_base.errors import InputError
 def _mace_calculator(paths):
     from mace.calculators import MACECalculator
 
-    return MACECalculator(model_paths=[str(p) for p in paths], device="cpu",
-                          default_dtype="float64")
+    return MACECalculator(model_paths=[str(p) for p in paths], device="cpu", default_dtype="float64")
 
 
 def _node_feats(model, adapter, atoms_list):
@@ -74,8 +73,7 @@ def test_scalar_model_default_layer(scalar_model_path, structures):
     assert [layer.width for layer in adapter.feature_layers()] == [8, 8]
     out = adapter.run(structures[:3])
     node_feats = _node_feats(adapter.models[0], adapter, structures[:3]).numpy()
-    np.testing.assert_allclose(np.concatenate(out.features), node_feats[:, 8:16],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(out.features), node_feats[:, 8:16], rtol=1e-5, atol=1e-6)
 
 
 def test_hooks_change_nothing_and_are_removed(model_paths, structures):

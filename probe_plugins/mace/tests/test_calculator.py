@@ -30,15 +30,20 @@ def probe_file(model_paths, tmp_path_factory):
     adapter = MACEAdapter(model_paths[:1])
     out = adapter.run(structures, members=False)
     n = np.array([len(a) for a in structures])
-    X = FeatureSet(np.concatenate(out.features), np.concatenate([a.numbers for a in structures]),
-                   np.concatenate([[0], np.cumsum(n)]), out.energies)
+    X = FeatureSet(
+        np.concatenate(out.features),
+        np.concatenate([a.numbers for a in structures]),
+        np.concatenate([[0], np.cumsum(n)]),
+        out.energies,
+    )
     y = (np.arange(len(structures)) < 24).astype(int)  # small rattles are "reliable"
     clf = ProbeClassifier(hidden=16, heads=2, max_epochs=5, patience=5, seed=0).fit(X, y)
     paths = {}
     for name, threshold in (("plain", 0.5), ("strict", 1.01)):
         path = tmp_path_factory.mktemp("probe") / f"{name}.probe"
-        save_probe(path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(),
-                   {"decision_threshold": threshold})
+        save_probe(
+            path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(), {"decision_threshold": threshold}
+        )
         paths[name] = path
     return paths, clf, X
 
@@ -46,8 +51,9 @@ def probe_file(model_paths, tmp_path_factory):
 def test_probe_results_from_the_same_pass(model_paths, structures, probe_file):
     paths, clf, _ = probe_file
     plain = MACECalculator(model_paths=[str(p) for p in model_paths[:2]], device="cpu")
-    probed = MACECalculator(model_paths=[str(p) for p in model_paths[:2]], device="cpu",
-                            probe=paths["plain"], probe_policy="ignore")
+    probed = MACECalculator(
+        model_paths=[str(p) for p in model_paths[:2]], device="cpu", probe=paths["plain"], probe_policy="ignore"
+    )
     atoms = structures[0].copy()
     atoms.calc = probed
     energy = atoms.get_potential_energy()
@@ -70,8 +76,7 @@ def test_probe_results_from_the_same_pass(model_paths, structures, probe_file):
 
 def test_probe_policies(model_paths, structures, probe_file):
     paths, _, _ = probe_file
-    strict = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
-                            probe=paths["strict"], probe_policy="raise")
+    strict = MACECalculator(model_paths=str(model_paths[0]), device="cpu", probe=paths["strict"], probe_policy="raise")
     atoms = structures[1].copy()
     atoms.calc = strict
     with pytest.raises(UnreliablePrediction):
@@ -98,16 +103,18 @@ def test_md_run_with_probe_flag_records_reliability_and_raise_stops_it(model_pat
 
     paths, _, _ = probe_file
     atoms = structures[0].copy()
-    atoms.calc = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
-                                probe=paths["plain"], probe_policy="ignore")
+    atoms.calc = MACECalculator(
+        model_paths=str(model_paths[0]), device="cpu", probe=paths["plain"], probe_policy="ignore"
+    )
     dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
     seen = []
     dyn.attach(lambda: seen.append(atoms.calc.results["reliability"]), interval=1)
     dyn.run(30)
     assert len(seen) == 31 and all(0.0 <= p <= 1.0 for p in seen)
     assert len(set(np.round(seen, 12))) > 1, "reliability must follow the trajectory"
-    atoms.calc = MACECalculator(model_paths=str(model_paths[0]), device="cpu",
-                                probe=paths["strict"], probe_policy="raise")
+    atoms.calc = MACECalculator(
+        model_paths=str(model_paths[0]), device="cpu", probe=paths["strict"], probe_policy="raise"
+    )
     dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02)
     with pytest.raises(UnreliablePrediction, match="most attended atoms"):
         dyn.run(30)

@@ -16,8 +16,7 @@ def test_shipped_example_models_predict_emt_energies(tmp_path):
     assert all(path.stat().st_size < 1_000_000 for path in shipped)
 
     # retrain=False with shipped members: the train file is never read (no training).
-    paths = MACEAdapter.example_models(tmp_path / "absent.xyz", tmp_path / "models",
-                                       SHIPPED_MEMBERS, retrain=False)
+    paths = MACEAdapter.example_models(tmp_path / "absent.xyz", tmp_path / "models", SHIPPED_MEMBERS, retrain=False)
     assert [p.name for p in paths] == [f"member{k}.model" for k in range(SHIPPED_MEMBERS)]
     assert all(p.parent == tmp_path / "models" and p.is_file() for p in paths)
 

@@ -33,8 +33,7 @@ class NequIPCalculator(_NequIPCalculator):
         return cls._from_saved_model(model_path, device=device, **kwargs)
 
     @classmethod
-    def _from_saved_model(cls, model_path, *args, probe=None, probe_policy="warn", probe_threshold=None,
-                          **kwargs):
+    def _from_saved_model(cls, model_path, *args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
         from probe_base.calculator import with_probe
 
         from .plugin import NequIPAdapter
@@ -49,8 +48,10 @@ class NequIPCalculator(_NequIPCalculator):
 
             from .plugin import OPAQUE
 
-            raise InputError(f"{compile_path}: cannot carry a probe; {OPAQUE}. "
-                             "Load it with NequIPCalculator.from_saved_model(..., probe=...)")
+            raise InputError(
+                f"{compile_path}: cannot carry a probe; {OPAQUE}. "
+                "Load it with NequIPCalculator.from_saved_model(..., probe=...)"
+            )
         return super().from_compiled_model(compile_path, *args, **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

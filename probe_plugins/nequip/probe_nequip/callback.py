@@ -35,15 +35,22 @@ class ProbeCallback(Callback):
     ``chemical_symbols``: the element of each model type, in the model's ``type_names``
     order (default: the type names are chemical symbols)."""
 
-    def __init__(self, out_dir: str | None = None, target: str = "energy",
-                 quantile: float | None = 0.5, threshold: float | None = None,
-                 eval_fraction: float = 0.5, seed: int = 0, layers=None,
-                 classifier: dict | None = None, chemical_symbols: list[str] | None = None,
-                 n_bootstrap: int = 200):
+    def __init__(
+        self,
+        out_dir: str | None = None,
+        target: str = "energy",
+        quantile: float | None = 0.5,
+        threshold: float | None = None,
+        eval_fraction: float = 0.5,
+        seed: int = 0,
+        layers=None,
+        classifier: dict | None = None,
+        chemical_symbols: list[str] | None = None,
+        n_bootstrap: int = 200,
+    ):
         from probe_base.labels import LabelSpec
 
-        self.label = LabelSpec(target, threshold=threshold,
-                               quantile=None if threshold is not None else quantile)
+        self.label = LabelSpec(target, threshold=threshold, quantile=None if threshold is not None else quantile)
         if not 0 < eval_fraction < 1:
             raise ValueError(f"eval_fraction must lie in (0, 1), got {eval_fraction}")
         self.out_dir = Path(out_dir) if out_dir else None
@@ -83,8 +90,9 @@ class ProbeCallback(Callback):
         self._hooks.close()
         output = outputs[f"test_{dataloader_idx}_output"]
         n_atoms = batch[K.NUM_NODES_KEY].reshape(-1).cpu().numpy()
-        rows = self.collected.setdefault(dataloader_idx, {k: [] for k in (
-            "features", "z", "n_atoms", "e_pred", "e_ref", "f_err")})
+        rows = self.collected.setdefault(
+            dataloader_idx, {k: [] for k in ("features", "z", "n_atoms", "e_pred", "e_ref", "f_err")}
+        )
         rows["features"].append(self.adapter.features_from_capture(self._captured, int(n_atoms.sum())))
         rows["z"].append(self.type_to_z[batch[K.ATOM_TYPE_KEY].reshape(-1).cpu()].numpy())
         rows["n_atoms"].append(n_atoms)
@@ -119,11 +127,17 @@ class ProbeCallback(Callback):
             force_rmse = np.array([np.sqrt(np.mean(diff[a:b] ** 2)) for a, b in zip(offsets[:-1], offsets[1:])])
             force_max = np.array([atom_error[a:b].max() for a, b in zip(offsets[:-1], offsets[1:])])
         return StoredDataset(
-            features=np.concatenate(rows["features"]), atomic_numbers=np.concatenate(rows["z"]),
-            offsets=offsets, energy_pred=np.concatenate(rows["e_pred"]),
-            energy_ref=np.concatenate(rows["e_ref"]), force_rmse=force_rmse,
-            force_max_error=force_max, atom_force_error=atom_error,
-            source_index=np.arange(len(n_atoms)), attrs={"fingerprint": self.adapter.fingerprint()})
+            features=np.concatenate(rows["features"]),
+            atomic_numbers=np.concatenate(rows["z"]),
+            offsets=offsets,
+            energy_pred=np.concatenate(rows["e_pred"]),
+            energy_ref=np.concatenate(rows["e_ref"]),
+            force_rmse=force_rmse,
+            force_max_error=force_max,
+            atom_force_error=atom_error,
+            source_index=np.arange(len(n_atoms)),
+            attrs={"fingerprint": self.adapter.fingerprint()},
+        )
 
     def evaluate(self, index, data) -> dict:
         from probe_base.artifact import save_probe
@@ -138,30 +152,50 @@ class ProbeCallback(Callback):
         fit_errors = label.errors(fit)
         params = dict(self.classifier)
         preset = params.pop("preset", None)
-        classifier = (ProbeClassifier.from_preset(preset, seed=self.seed, **params) if preset
-                      else ProbeClassifier(seed=self.seed, **params))
+        classifier = (
+            ProbeClassifier.from_preset(preset, seed=self.seed, **params)
+            if preset
+            else ProbeClassifier(seed=self.seed, **params)
+        )
         classifier.fit(fit, label.reliable(fit_errors, context=f"fitting part of test set {index}"))
         errs = label.errors(held)
         unreliable = (errs > label.threshold).astype(int)
         p_reliable = classifier.predict_proba(held)[:, 1]
         scores = {"PROBE": 1 - p_reliable, **all_baselines(fit, held, self.seed)}
-        metrics = {name: evaluate_signal(score, unreliable, errs,
-                                         p_reliable if name == "PROBE" else None,
-                                         n_bootstrap=self.n_bootstrap, seed=self.seed)
-                   for name, score in scores.items()}
+        metrics = {
+            name: evaluate_signal(
+                score,
+                unreliable,
+                errs,
+                p_reliable if name == "PROBE" else None,
+                n_bootstrap=self.n_bootstrap,
+                seed=self.seed,
+            )
+            for name, score in scores.items()
+        }
         logged = {k: v[0] for k, v in metrics["PROBE"].items() if np.isfinite(v[0])}
         for name, key in (("latent distance", "latent"), ("random", "random")):
             if name in metrics and np.isfinite(metrics[name]["auroc"][0]):
                 logged[f"{key}_auroc"] = metrics[name]["auroc"][0]
         logged["unreliable_fraction"] = float(unreliable.mean())
-        result = {"test_set": index, "label": label.to_dict(), "n_fit": len(fit),
-                  "n_eval": len(held), "unreliable_fraction": float(unreliable.mean()),
-                  "metrics": metrics, "fingerprint": self.adapter.fingerprint(), "logged": logged,
-                  "eval_indices": eval_idx.tolist(), "eval_p_reliable": p_reliable.tolist(),
-                  "eval_errors": errs.tolist()}
-        print(f"PROBE on test set {index} ({len(fit)} fitting / {len(held)} held-out "
-              f"structures, {label.target} error > {label.threshold:.4g}):\n"
-              + format_table(metrics), flush=True)
+        result = {
+            "test_set": index,
+            "label": label.to_dict(),
+            "n_fit": len(fit),
+            "n_eval": len(held),
+            "unreliable_fraction": float(unreliable.mean()),
+            "metrics": metrics,
+            "fingerprint": self.adapter.fingerprint(),
+            "logged": logged,
+            "eval_indices": eval_idx.tolist(),
+            "eval_p_reliable": p_reliable.tolist(),
+            "eval_errors": errs.tolist(),
+        }
+        print(
+            f"PROBE on test set {index} ({len(fit)} fitting / {len(held)} held-out "
+            f"structures, {label.target} error > {label.threshold:.4g}):\n" + format_table(metrics),
+            flush=True,
+        )
         if self.out_dir is not None:
             from probe_base.atom_errors import AtomErrorModel
             from probe_base.domain import DomainError, DomainModel
@@ -175,10 +209,20 @@ class ProbeCallback(Callback):
                 result["domain"] = f"no domain test in the probe file: {error}"
                 print(result["domain"], flush=True)
             head = AtomErrorModel(seed=self.seed).fit(fit, fit.atom_force_error)
-            save_probe(result["probe_file"], classifier, label, self.adapter.fingerprint(),
-                       {"source": "probe_nequip.ProbeCallback (nequip-train test run)",
-                        "fit_indices": fit_idx.tolist(), "eval_indices": eval_idx.tolist(),
-                        "decision_threshold": 0.5}, domain, head)
+            save_probe(
+                result["probe_file"],
+                classifier,
+                label,
+                self.adapter.fingerprint(),
+                {
+                    "source": "probe_nequip.ProbeCallback (nequip-train test run)",
+                    "fit_indices": fit_idx.tolist(),
+                    "eval_indices": eval_idx.tolist(),
+                    "decision_threshold": 0.5,
+                },
+                domain,
+                head,
+            )
             payload = {k: v for k, v in result.items() if k != "logged"}
             (self.out_dir / f"test{index}_metrics.json").write_text(json.dumps(payload, indent=2))
         return result

@@ -30,10 +30,12 @@ from probe_base.errors import InputError, ProbeError
 
 NODE_FEATURES = "node_features"
 COMPILED_SUFFIXES = (".nequip.pt2", ".nequip.pth")
-OPAQUE = ("compiled NequIP models (nequip-compile: AOTInductor .nequip.pt2, TorchScript "
-          ".nequip.pth) are opaque: they keep no submodules, so PROBE cannot hook the convnet "
-          "layers. Use the eager model it was compiled from: the .nequip.zip package "
-          "(nequip-package build) or the nequip-train checkpoint (.ckpt)")
+OPAQUE = (
+    "compiled NequIP models (nequip-compile: AOTInductor .nequip.pt2, TorchScript "
+    ".nequip.pth) are opaque: they keep no submodules, so PROBE cannot hook the convnet "
+    "layers. Use the eager model it was compiled from: the .nequip.zip package "
+    "(nequip-package build) or the nequip-train checkpoint (.ckpt)"
+)
 
 
 @contextmanager
@@ -59,8 +61,7 @@ def nequip_state():
     if global_state.global_state_initialized():
         yield
         return
-    dtype, rng = torch.get_default_dtype(), (torch.get_rng_state(), np.random.get_state(),
-                                             random.getstate())
+    dtype, rng = torch.get_default_dtype(), (torch.get_rng_state(), np.random.get_state(), random.getstate())
     try:
         global_state.set_global_state()
         yield
@@ -72,12 +73,17 @@ def nequip_state():
 
 def convnets(model) -> dict[str, torch.nn.Module]:
     """``layer{i}_convnet`` -> module, in forward order (also for torch.package classes)."""
-    found = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()
-             if name.endswith("_convnet") and NODE_FEATURES in getattr(module, "irreps_out", {})}
+    found = {
+        name.rsplit(".", 1)[-1]: module
+        for name, module in model.named_modules()
+        if name.endswith("_convnet") and NODE_FEATURES in getattr(module, "irreps_out", {})
+    }
     if not found:
         kind = type(model).__name__
-        raise ProbeError(f"nequip: {kind} has no convnet layers to hook; {OPAQUE}. "
-                         "(Models without NequIP convnets, e.g. Allegro, are not supported.)")
+        raise ProbeError(
+            f"nequip: {kind} has no convnet layers to hook; {OPAQUE}. "
+            "(Models without NequIP convnets, e.g. Allegro, are not supported.)"
+        )
     return found
 
 
@@ -94,8 +100,14 @@ class NequIPAdapter(Adapter):
     species_map: dict | None = None
     model_key: str | None = None
 
-    def __init__(self, model_paths, layers=None, device="cpu",
-                 chemical_species_to_atom_type_map: dict | None = None, model_key: str | None = None):
+    def __init__(
+        self,
+        model_paths,
+        layers=None,
+        device="cpu",
+        chemical_species_to_atom_type_map: dict | None = None,
+        model_key: str | None = None,
+    ):
         self.species_map, self.model_key = chemical_species_to_atom_type_map, model_key
         super().__init__(model_paths, layers, device)
 
@@ -110,8 +122,10 @@ class NequIPAdapter(Adapter):
             with nequip_state(), _default_dtype(torch.float64):
                 model = load_saved_model(str(path), **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-            raise InputError(f"{path}: cannot be loaded as a NequIP package (.nequip.zip) or "
-                             f"checkpoint (.ckpt) ({type(exc).__name__}: {exc})") from exc
+            raise InputError(
+                f"{path}: cannot be loaded as a NequIP package (.nequip.zip) or "
+                f"checkpoint (.ckpt) ({type(exc).__name__}: {exc})"
+            ) from exc
         convnets(model)  # a clear error now rather than at the first pass
         for param in model.parameters():
             param.requires_grad_(False)
@@ -132,8 +146,7 @@ class NequIPAdapter(Adapter):
             if not columns:
                 raise ProbeError(f"nequip: {name} writes {irreps}, no scalar (0e) channels")
             contiguous = columns == list(range(columns[0], columns[-1] + 1))
-            self._columns[name] = (slice(columns[0], columns[-1] + 1) if contiguous
-                                   else torch.tensor(columns))
+            self._columns[name] = slice(columns[0], columns[-1] + 1) if contiguous else torch.tensor(columns)
             layers.append(FeatureLayer(name, len(columns), f"0e channels of {name} node_features ({irreps})"))
         return layers
 
@@ -171,8 +184,10 @@ class NequIPAdapter(Adapter):
 
             metadata = model.metadata
             types = metadata["type_names"].split(" ")
-            cache[id(model)] = (model, basic_transforms(metadata, float(metadata["r_max"]), types,
-                                                        self._species_map(model)))
+            cache[id(model)] = (
+                model,
+                basic_transforms(metadata, float(metadata["r_max"]), types, self._species_map(model)),
+            )
         return cache[id(model)][1]
 
     def predict(self, model, atoms_list, compute_forces: bool):
@@ -184,8 +199,7 @@ class NequIPAdapter(Adapter):
             frames = []
             for atoms in atoms_list:
                 # a bare copy: no reference labels or calculator results go into the model
-                data = from_ase(Atoms(numbers=atoms.numbers, positions=atoms.positions,
-                                      cell=atoms.cell, pbc=atoms.pbc))
+                data = from_ase(Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc))
                 for transform in self._transforms(model):
                     data = transform(data)
                 frames.append(data)

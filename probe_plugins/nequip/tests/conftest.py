@@ -98,20 +98,22 @@ training_module:
     per_type_energy_shifts: {shifts}
 """
 
+
 def _ethanol(path: Path, index: str):
     import ase.io
 
     if not path.exists():
-        skip_outside_ci(f"{path} not found (the shared data set, ../shared/data next to the "
-                        "repository)", "CI must provide the shared data set there")
+        skip_outside_ci(
+            f"{path} not found (the shared data set, ../shared/data next to the repository)",
+            "CI must provide the shared data set there",
+        )
     return ase.io.read(path, index)
 
 
 def _run(cmd, cwd: Path, log: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with open(log, "w") as out:
-        rc = subprocess.call([str(c) for c in cmd], cwd=cwd, env=env, stdout=out,
-                             stderr=subprocess.STDOUT)
+        rc = subprocess.call([str(c) for c in cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if rc != 0:
         raise RuntimeError(f"{cmd[0]} failed (rc {rc}):\n{log.read_text()[-4000:]}")
 
@@ -121,10 +123,10 @@ def train_tiny(folder: Path, seed: int, data: dict) -> Path:
     work = folder / f"seed{seed}"
     work.mkdir()
     shifts = "{" + ", ".join(f"{k}: {v!r}" for k, v in ISOLATED.items()) + "}"
-    (work / "config.yaml").write_text(CONFIG.format(seed=seed, train=data["train"],
-                                                    test=data["test"], shifts=shifts))
-    _run([BIN / "nequip-train", "-cp", work, "-cn", "config", f"hydra.run.dir={work / 'run'}"],
-         work, work / "train.log")
+    (work / "config.yaml").write_text(CONFIG.format(seed=seed, train=data["train"], test=data["test"], shifts=shifts))
+    _run(
+        [BIN / "nequip-train", "-cp", work, "-cn", "config", f"hydra.run.dir={work / 'run'}"], work, work / "train.log"
+    )
     return work / "run"
 
 
@@ -136,8 +138,13 @@ def package(checkpoint: Path, output: Path) -> Path:
     from nequip.scripts.package import main
     from nequip.utils import global_state
 
-    saved = (torch.get_default_dtype(), torch.get_rng_state(), np.random.get_state(),
-             random.getstate(), global_state._GLOBAL_STATE_INITIALIZED)
+    saved = (
+        torch.get_default_dtype(),
+        torch.get_rng_state(),
+        np.random.get_state(),
+        random.getstate(),
+        global_state._GLOBAL_STATE_INITIALIZED,
+    )
     try:
         main(["build", str(checkpoint), str(output)])
     finally:
@@ -163,8 +170,12 @@ def trained(tmp_path_factory, data_files):
     """The run folder, its final checkpoint and package, and the first-epoch snapshot."""
     folder = tmp_path_factory.mktemp("nequip_models")
     run = train_tiny(folder, 1, data_files)
-    return {"run1": run, "ckpt1": run / "snapshot1.ckpt", "ckpt2": run / "snapshot0.ckpt",
-            "package": package(run / "snapshot1.ckpt", folder / "seed1.nequip.zip")}
+    return {
+        "run1": run,
+        "ckpt1": run / "snapshot1.ckpt",
+        "ckpt2": run / "snapshot0.ckpt",
+        "package": package(run / "snapshot1.ckpt", folder / "seed1.nequip.zip"),
+    }
 
 
 @pytest.fixture(scope="session")

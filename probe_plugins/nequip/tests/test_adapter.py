@@ -21,19 +21,26 @@ from probe_base.errors import InputError, ProbeError
 
 def _scalar_columns(irreps: Irreps) -> list[int]:
     """0e columns of a feature vector with these irreps, from e3nn's own slices."""
-    return [c for (mul, irrep), sl in zip(irreps, irreps.slices()) if irrep == Irrep("0e")
-            for c in range(sl.start, sl.stop)]
+    return [
+        c for (mul, irrep), sl in zip(irreps, irreps.slices()) if irrep == Irrep("0e") for c in range(sl.start, sl.stop)
+    ]
 
 
 def _node_features(model, adapter, atoms_list):
     """Every convnet layer's full ``node_features`` and the readout's input, by our own hooks."""
     seen, handles = {}, []
     for name, module in convnets(model).items():
-        handles.append(module.register_forward_hook(
-            lambda m, i, out, name=name: seen.__setitem__(name, out["node_features"].detach().clone())))
+        handles.append(
+            module.register_forward_hook(
+                lambda m, i, out, name=name: seen.__setitem__(name, out["node_features"].detach().clone())
+            )
+        )
     readout = dict(model.named_modules())["model.func.per_atom_energy_readout"]
-    handles.append(readout.register_forward_pre_hook(
-        lambda m, i: seen.__setitem__("readout_input", i[0]["node_features"].detach().clone())))
+    handles.append(
+        readout.register_forward_pre_hook(
+            lambda m, i: seen.__setitem__("readout_input", i[0]["node_features"].detach().clone())
+        )
+    )
     try:
         adapter.predict(model, atoms_list, compute_forces=True)
     finally:
@@ -97,8 +104,9 @@ def test_hooks_change_nothing_and_match_nequips_calculator(adapter, trained, str
     np.testing.assert_array_equal(np.concatenate(out.forces), plain_f.numpy())
     assert out.energies.dtype == np.float64
     assert all(not m._forward_hooks for m in model.modules())
-    calc = NequIPCalculator._from_saved_model(str(trained["package"]), device="cpu",
-                                               chemical_species_to_atom_type_map=True)
+    calc = NequIPCalculator._from_saved_model(
+        str(trained["package"]), device="cpu", chemical_species_to_atom_type_map=True
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # what nequip's factory sets for its calculators
     try:
@@ -152,8 +160,9 @@ def test_torch_state_of_the_process_is_left_alone(trained):
         NequIPAdapter([trained["package"]])
         assert torch.get_default_dtype() == torch.float32
         np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
-        assert not global_state.global_state_initialized(), \
+        assert not global_state.global_state_initialized(), (
             "nequip's own entry points must still set their global state later"
+        )
     finally:
         global_state._GLOBAL_STATE_INITIALIZED = was
         torch.set_default_dtype(previous)
@@ -174,16 +183,29 @@ def test_refuses_compiled_models_with_the_fix(adapter, trained, tmp_path):
         NequIPAdapter.from_models([opaque])
 
 
-@pytest.mark.skipif(os.environ.get("PROBE_NEQUIP_COMPILE") != "1",
-                    reason="nequip-compile --mode aotinductor takes > 5 min on one CPU thread; "
-                           "PROBE_NEQUIP_COMPILE=1 runs it")
+@pytest.mark.skipif(
+    os.environ.get("PROBE_NEQUIP_COMPILE") != "1",
+    reason="nequip-compile --mode aotinductor takes > 5 min on one CPU thread; PROBE_NEQUIP_COMPILE=1 runs it",
+)
 def test_real_aotinductor_model_is_refused(trained, tmp_path):
     from probe_nequip import NequIPCalculator
 
     compiled = tmp_path / "model.nequip.pt2"
-    subprocess.run([str(Path(sys.executable).parent / "nequip-compile"), str(trained["package"]),
-                    str(compiled), "--mode", "aotinductor", "--device", "cpu", "--target", "ase"],
-                   check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "nequip-compile"),
+            str(trained["package"]),
+            str(compiled),
+            "--mode",
+            "aotinductor",
+            "--device",
+            "cpu",
+            "--target",
+            "ase",
+        ],
+        check=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     with pytest.raises(InputError, match="opaque"):
         NequIPAdapter([compiled])
     calc = NequIPCalculator.from_compiled_model(str(compiled), chemical_species_to_atom_type_map=True)
@@ -217,8 +239,19 @@ def test_cli_extract_with_adapter_nequip(adapter, model_paths, data_files, tmp_p
     from probe_base.store import load_store
 
     store = tmp_path / "test.h5"
-    rc = main(["extract", "--adapter", "nequip", "--model", *map(str, model_paths),
-               "--input", str(data_files["test"]), "--output", str(store)])
+    rc = main(
+        [
+            "extract",
+            "--adapter",
+            "nequip",
+            "--model",
+            *map(str, model_paths),
+            "--input",
+            str(data_files["test"]),
+            "--output",
+            str(store),
+        ]
+    )
     assert rc == 0
     data = load_store(store)
     assert len(data) == 40 and data.features.shape == (40 * 9, 6)

@@ -37,8 +37,7 @@ def probe_file(adapter, ethanol, tmp_path_factory):
 
 
 def _calculator(path, **kwargs):
-    return NequIPCalculator.from_saved_model(str(path), device="cpu",
-                                             chemical_species_to_atom_type_map=True, **kwargs)
+    return NequIPCalculator.from_saved_model(str(path), device="cpu", chemical_species_to_atom_type_map=True, **kwargs)
 
 
 def _hooks(model):
@@ -82,8 +81,7 @@ def test_attach_on_nequips_own_calculator(trained, structures, probe_file):
     from nequip.integrations.ase import NequIPCalculator as Original
 
     paths, _, _ = probe_file
-    calc = Original._from_saved_model(str(trained["package"]), device="cpu",
-                                      chemical_species_to_atom_type_map=True)
+    calc = Original._from_saved_model(str(trained["package"]), device="cpu", chemical_species_to_atom_type_map=True)
     probed = attach(calc, paths["plain"], policy="ignore")  # adapter found from the probe file
     atoms = structures[1].copy()
     atoms.calc = probed

@@ -51,9 +51,13 @@ def test_in_training_capture_matches_the_adapter_offline(adapter, data_files, re
 
 def test_callback_probe_drives_the_calculator(trained, structures, report):
     _, probe_path = report
-    calc = NequIPCalculator.from_saved_model(str(trained["package"]), device="cpu",
-                                             chemical_species_to_atom_type_map=True,
-                                             probe=str(probe_path), probe_policy="ignore")
+    calc = NequIPCalculator.from_saved_model(
+        str(trained["package"]),
+        device="cpu",
+        chemical_species_to_atom_type_map=True,
+        probe=str(probe_path),
+        probe_policy="ignore",
+    )
     atoms = structures[2].copy()
     atoms.calc = calc
     atoms.get_potential_energy()

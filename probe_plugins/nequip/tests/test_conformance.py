@@ -22,4 +22,5 @@ class TestNequIPCalculatorConformance(CalculatorConformance):
         from probe_nequip import NequIPCalculator
 
         return lambda **kw: NequIPCalculator.from_saved_model(
-            str(model_paths[0]), device="cpu", chemical_species_to_atom_type_map=True, **kw)
+            str(model_paths[0]), device="cpu", chemical_species_to_atom_type_map=True, **kw
+        )

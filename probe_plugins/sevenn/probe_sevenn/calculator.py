@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 
-def SevenNetCalculator(*args, probe=None, probe_policy="warn", probe_threshold=None,
-                 **kwargs):  # noqa: N802
+def SevenNetCalculator(*args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):  # noqa: N802
     """``sevenn.calculator.SevenNetCalculator`` with three extra keywords.
 
     ``probe``: a probe file (or loaded probe) trained on this model. Without it, sevenn's

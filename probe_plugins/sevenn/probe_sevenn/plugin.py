@@ -74,8 +74,9 @@ class SevenNetAdapter(Adapter):
             with _default_dtype(torch.float32):
                 model = load_checkpoint(str(path)).build_model()
         except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-            raise InputError(f"{path}: cannot be loaded as a SevenNet checkpoint "
-                             f"({type(exc).__name__}: {exc})") from exc
+            raise InputError(
+                f"{path}: cannot be loaded as a SevenNet checkpoint ({type(exc).__name__}: {exc})"
+            ) from exc
         for param in model.parameters():
             param.requires_grad_(False)
         return model.to(self.device).eval()
@@ -98,8 +99,10 @@ class SevenNetAdapter(Adapter):
                     break
                 width += mul
             if width == 0:
-                raise ProbeError(f"sevenn: {name} output {irreps} does not start with 0e "
-                                 "channels; this SevenNet variant is not supported")
+                raise ProbeError(
+                    f"sevenn: {name} output {irreps} does not start with 0e "
+                    "channels; this SevenNet variant is not supported"
+                )
             self._slices[name] = (key, width)
             layers.append(FeatureLayer(name, width, f"0e channels of {what} ({irreps})"))
         return layers

@@ -24,8 +24,10 @@ def _ethanol(n: int, start: int = 0):
     import ase.io
 
     if not ETHANOL.exists():
-        skip_outside_ci(f"{ETHANOL} not found (the shared data set, ../shared/data next to the "
-                        "repository)", "CI must provide the shared data set there")
+        skip_outside_ci(
+            f"{ETHANOL} not found (the shared data set, ../shared/data next to the repository)",
+            "CI must provide the shared data set there",
+        )
     return ase.io.read(ETHANOL, f"{start}:{start + n}")
 
 

@@ -28,21 +28,21 @@ def test_names_resolve_to_bundled_checkpoints(adapter):
 
 def test_layers_come_from_the_model(adapter):
     layers = {layer.name: layer.width for layer in adapter.feature_layers()}
-    assert layers == {**{f"{i}_equivariant_gate": 128 for i in range(5)},
-                      "reduce_input_to_hidden": 64}
+    assert layers == {**{f"{i}_equivariant_gate": 128 for i in range(5)}, "reduce_input_to_hidden": 64}
     assert adapter.layers == ["4_equivariant_gate"] and adapter.widths == [128]
     assert len(adapter.supported_elements()) == 89
 
 
 def test_features_and_predictions_match_the_calculator(adapter, calculator, structures):
     """Batched pass with hooks on every layer vs sevenn's own single-structure pass."""
-    every = SevenNetAdapter.from_models(adapter.models[:1],
-                                        layers=[layer.name for layer in adapter.feature_layers()])
+    every = SevenNetAdapter.from_models(adapter.models[:1], layers=[layer.name for layer in adapter.feature_layers()])
     out = every.run(structures)
     module = calculator.model._modules["2_equivariant_gate"]
     for atoms, energy, forces, features in zip(structures, out.energies, out.forces, out.features):
         captured = []
-        handle = module.register_forward_hook(lambda m, i, o, captured=captured: captured.append(o["x"].detach().clone()))
+        handle = module.register_forward_hook(
+            lambda m, i, o, captured=captured: captured.append(o["x"].detach().clone())
+        )
         try:
             atoms = atoms.copy()
             atoms.calc = calculator
@@ -51,8 +51,7 @@ def test_features_and_predictions_match_the_calculator(adapter, calculator, stru
         finally:
             handle.remove()
         # layer 2's scalars are columns 256:384 of [0, 1, 2, 3, 4 gates | readout]
-        np.testing.assert_allclose(features[:, 256:384], captured[0][:, :128].numpy(),
-                                   atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(features[:, 256:384], captured[0][:, :128].numpy(), atol=2e-5, rtol=1e-4)
     assert _hooks(calculator.model) == 0 and _hooks(adapter.models[0]) == 0
 
 
