@@ -85,7 +85,8 @@ def extract(
                 check_input_unchanged(h5, store_path, input_path, identity)
             return store_path  # already complete
         input_sha256 = file_sha256(input_path)
-        try:
+
+        def write():
             _write_partial(
                 adapter,
                 input_path,
@@ -98,22 +99,14 @@ def extract(
                 n_total,
                 progress,
             )
+
+        try:
+            write()
         except InputChanged:
             if not overwrite:
                 raise
             partial.unlink()  # --overwrite: start again from the new input
-            _write_partial(
-                adapter,
-                input_path,
-                partial,
-                identity,
-                dtype,
-                overwrite,
-                batch_size,
-                chunk_structures,
-                n_total,
-                progress,
-            )
+            write()
         reserve_space(partial, METADATA_RESERVE, n_total, "finishing the store")
         with h5py.File(partial, "r+") as h5:
             h5.attrs["content_sha256"] = _content_sha256(h5["frame_digest"][:])
