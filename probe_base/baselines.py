@@ -18,9 +18,9 @@ training set when the probe was fitted with ``--reference``, else the fitting se
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from .classifier import pooled_features
+from .neighbours import ExactNeighbors
 
 GMM_COMPONENTS = 8
 GMM_MAX_ATOMS = 20_000
@@ -111,11 +111,11 @@ class LatentDistance:
     def fit(self, reference, k=5):
         self.mean_, self.std_ = _moments(reference)
         pooled = pooled_features(reference, self.mean_, self.std_)
-        self.knn_ = NearestNeighbors(n_neighbors=min(k, len(pooled))).fit(pooled)
+        self.k_, self.knn_ = k, ExactNeighbors(pooled)
         return self
 
     def distance(self, X) -> np.ndarray:
-        return self.knn_.kneighbors(pooled_features(X, self.mean_, self.std_))[0].mean(axis=1)
+        return self.knn_.mean_distance(pooled_features(X, self.mean_, self.std_), self.k_)
 
 
 class ReferenceBaselines:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.neighbors import NearestNeighbors
+
+from .neighbours import ExactNeighbors
 
 EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
 N_ELEMENTS = 119  # rows of the per-element moments: atomic numbers 0..118
@@ -29,16 +30,17 @@ class LatentNeighbours:
     (a density signal in the backbone's own feature space)."""
 
     def __init__(self, reference: np.ndarray, n_neighbors: int):
-        self.reference = np.asarray(reference, dtype=np.float32)
+        self._index = ExactNeighbors(reference)
         self.n_neighbors = n_neighbors
-        self._index = NearestNeighbors(n_neighbors=n_neighbors).fit(self.reference)
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self._index.points
 
     def distance(self, pooled, exclude_self=False) -> np.ndarray:
         """Mean distance to the k nearest reference structures; ``exclude_self``: ``pooled``
         are reference structures themselves, so their zero self-distance is left out."""
-        k = self.n_neighbors + int(exclude_self)
-        distances, _ = self._index.kneighbors(pooled, n_neighbors=k)
-        return distances[:, int(exclude_self) :].mean(axis=1)
+        return self._index.mean_distance(pooled, self.n_neighbors, exclude_nearest=exclude_self)
 
 
 def extra_inputs(X, names, latent_distance) -> np.ndarray:

@@ -174,8 +174,8 @@ def test_atom_map_quality_equals_the_structure_by_structure_definition():
 def test_exact_neighbours_match_scikit_learn():
     from sklearn.neighbors import NearestNeighbors
 
-    from probe_base import domain as domain_module
-    from probe_base.domain import ExactNeighbors
+    from probe_base import neighbours as neighbours_module
+    from probe_base.neighbours import ExactNeighbors
 
     rng = np.random.default_rng(0)
     points = rng.normal(size=(700, 24)).astype(np.float32)
@@ -186,10 +186,10 @@ def test_exact_neighbours_match_scikit_learn():
     own = NearestNeighbors().fit(points).kneighbors(points[:50], 6)[0][:, 1:].mean(1)
     np.testing.assert_allclose(search.mean_distance(points[:50], 5, exclude_nearest=True), own, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(search.points, points)  # what the .probe file stores
-    small_chunks = domain_module.DISTANCE_ELEMENTS
+    small_chunks = neighbours_module.DISTANCE_ELEMENTS
     try:
-        domain_module.DISTANCE_ELEMENTS = 700 * 7  # 7 queries at a time: same answer
+        neighbours_module.DISTANCE_ELEMENTS = 700 * 7  # 7 queries at a time: same answer
         np.testing.assert_allclose(search.mean_distance(queries, 5), expected, rtol=1e-4)
     finally:
-        domain_module.DISTANCE_ELEMENTS = small_chunks
+        neighbours_module.DISTANCE_ELEMENTS = small_chunks
     assert search.mean_distance(queries, 1000).shape == (90,)  # k above the reference size
