@@ -24,6 +24,8 @@ TRACE_MAX_ATOMS = 1024  # one structure up to this size runs a traced graph
 TRACED_SIZES = 8  # traced graphs kept (distinct atom counts)
 
 
+# probe_base.model's _chunked_attention does the same for ProbeNet with autograd; this one
+# writes into one buffer in place, which autograd cannot differentiate: inference only
 def _attention_with_received(q, k, v, key_mask):
     """Softmax attention that also returns the attention each key receives from the real
     queries: q, k, v (R, N, d), key_mask (R, N) bool or None. Query chunks share one score
