@@ -62,6 +62,31 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+class FeatureHooks:
+    """Forward hooks on an adapter's selected layers of ``model``: every forward pass fills
+    ``captured`` (layer -> (n_atoms, width) tensor, detached) until ``remove()``."""
+
+    def __init__(self, adapter: Adapter, model: torch.nn.Module):
+        self.captured: dict[str, torch.Tensor] = {}
+        self._handles = []
+        try:
+            for layer in adapter.layers:
+                module = adapter.layer_module(model, layer)
+
+                def hook(_module, _inputs, output, layer=layer):
+                    self.captured[layer] = adapter.invariant_features(layer, output).detach()
+
+                self._handles.append(module.register_forward_hook(hook))
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
 class Adapter:
     """Base class of every backbone adapter.
 
@@ -144,25 +169,21 @@ class Adapter:
     def n_features(self) -> int:
         return int(sum(self.widths))
 
+    def feature_hooks(self, model: torch.nn.Module | None = None) -> FeatureHooks:
+        """Hooks on the selected layers of ``model`` (default: the primary) that stay until
+        ``remove()``: a calculator keeps them across MD steps instead of adding and removing
+        them every step."""
+        return FeatureHooks(self, model if model is not None else self.models[0])
+
     @contextmanager
     def capture(self, model: torch.nn.Module | None = None) -> Iterator[dict]:
         """Hooks on the selected layers for the duration of the block; yields the dict
         that the next forward pass fills with ``layer -> (n_atoms, width)`` tensors."""
-        model = model if model is not None else self.models[0]
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
+        hooks = self.feature_hooks(model)
         try:
-            for layer in self.layers:
-                module = self.layer_module(model, layer)
-
-                def hook(_module, _inputs, output, layer=layer):
-                    captured[layer] = self.invariant_features(layer, output).detach()
-
-                handles.append(module.register_forward_hook(hook))
-            yield captured
+            yield hooks.captured
         finally:
-            for handle in handles:
-                handle.remove()
+            hooks.remove()
 
     def features_from_capture(self, captured: dict, n_atoms_total: int) -> np.ndarray:
         blocks = []
@@ -177,11 +198,18 @@ class Adapter:
                     "for this model"
                 )
             blocks.append(block.to(torch.float32).cpu())
-        return torch.cat(blocks, dim=1).numpy()
+        return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)).numpy()
+
+    def known_elements(self) -> set[int] | None:
+        """``supported_elements()``, asked once: the models do not change, and reading them
+        (e.g. a tensor of atomic numbers) costs more than checking a structure."""
+        if not hasattr(self, "_known_elements"):
+            self._known_elements = self.supported_elements()
+        return self._known_elements
 
     def check_structures(self, atoms_list, source: str = "<input>", indices=None) -> None:
         """Clear errors for structures no backbone can score."""
-        supported = self.supported_elements()
+        supported = self.known_elements()
         for position, atoms in enumerate(atoms_list):
             index = indices[position] if indices is not None else position
             where = f"{source}, structure {index}"

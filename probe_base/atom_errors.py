@@ -63,13 +63,21 @@ class AtomErrorModel:
         self.biases_ = [b.astype(np.float32) for b in net.intercepts_]
         return self
 
-    def predict_atoms(self, features, atomic_numbers) -> np.ndarray:
-        """Predicted |F_pred - F_ref| per atom, eV/Å."""
-        h = self._inputs(features, atomic_numbers)
-        for i, (w, b) in enumerate(zip(self.weights_, self.biases_)):
-            h = h @ w + b
-            if i < len(self.weights_) - 1:
-                h = np.maximum(h, 0.0)  # MLPRegressor's default relu
+    def element_inputs(self, atomic_numbers) -> np.ndarray:
+        """What the elements add to the first layer, per atom (n_atoms, hidden): depends only
+        on the atomic numbers, so a calculator keeps it across MD steps."""
+        onehot = (np.asarray(atomic_numbers)[:, None] == self.elements_[None, :]).astype(np.float32)
+        return onehot @ self.weights_[0][len(self.mean_) :] + self.biases_[0]
+
+    def predict_atoms(self, features, atomic_numbers=None, element_inputs=None) -> np.ndarray:
+        """Predicted |F_pred - F_ref| per atom, eV/Å; ``element_inputs``: of these atoms'
+        ``atomic_numbers``, if already known."""
+        if element_inputs is None:
+            element_inputs = self.element_inputs(atomic_numbers)
+        z = (np.asarray(features, dtype=np.float32) - self.mean_) / self.std_
+        h = z @ self.weights_[0][: len(self.mean_)] + element_inputs
+        for w, b in zip(self.weights_[1:], self.biases_[1:]):
+            h = np.maximum(h, 0.0) @ w + b  # MLPRegressor's default relu between layers
         log_error = h[:, 0] * self.target_std_ + self.target_mean_
         return np.exp(log_error) - LOG_FLOOR
 

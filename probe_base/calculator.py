@@ -13,14 +13,14 @@ carry them.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from .artifact import ProbeArtifact, load_probe
 from .errors import ProbeError, UnreliablePrediction
-from .scoring import decision_threshold, score
-from .store import FeatureSet
+from .scoring import StructureScorer, decision_threshold
 
 POLICIES = ("ignore", "warn", "raise")
 
@@ -119,6 +119,10 @@ class ProbedCalculator(Calculator):
         if artifact.atom_errors is not None:
             extra.append("atom_error")
         self.implemented_properties = list(calculator.implemented_properties) + extra
+        self._scorer = StructureScorer(artifact, use_domain)
+        # hooks stay on the model while this calculator lives (not added and removed each step)
+        self._hooks = adapter.feature_hooks()
+        weakref.finalize(self, self._hooks.remove)
 
     @property
     def policy(self):
@@ -136,14 +140,14 @@ class ProbedCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         wrapped = [p for p in properties if p in self.calculator.implemented_properties] or ["energy"]
         self.adapter.check_structures([self.atoms], source="attached calculator")
-        with self.adapter.capture() as captured:
-            self.calculator.calculate(self.atoms, wrapped, system_changes)
+        captured = self._hooks.captured
+        captured.clear()  # a pass that skips a layer must fail, not reuse the last step's features
+        self.calculator.calculate(self.atoms, wrapped, system_changes)
         self.results = dict(self.calculator.results)
-        n = len(self.atoms)
-        features = self.adapter.features_from_capture(captured, n)
+        features = self.adapter.features_from_capture(captured, len(self.atoms))
+        captured.clear()
         energy = self.adapter.primary_energy(self.calculator.results)
-        X = FeatureSet(features, self.atoms.numbers.copy(), np.array([0, n]), np.array([energy]))
-        scores = score(self.artifact, X, self.use_domain)
+        scores = self._scorer(features, self.atoms.numbers, energy)
         write_scores(self.results, scores, 0, atoms)
         policy = self.reliability_policy
         p = self.results["reliability"]

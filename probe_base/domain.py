@@ -164,18 +164,23 @@ class DomainModel:
 
     # ---- scoring -------------------------------------------------------------------------
     def _scalar_values(self, X) -> dict:
+        return self._scalars_of(np.asarray(X.energy_pred, dtype=np.float64), X.n_atoms.astype(np.float64))
+
+    def _scalars_of(self, energy, n_atoms) -> dict:
         unknown = set(self.scalars) - set(SCALARS)
         if unknown:
             raise DomainError(f"unknown structure scalars {sorted(unknown)}; choose from {SCALARS}")
-        n = X.n_atoms.astype(np.float64)
-        values = {"energy_per_atom": np.asarray(X.energy_pred, dtype=np.float64) / np.maximum(n, 1), "n_atoms": n}
+        values = {"energy_per_atom": energy / np.maximum(n_atoms, 1), "n_atoms": n_atoms}
         return {name: values[name] for name in self.scalars}
 
     def range_excess(self, X) -> dict:
         """Per scalar: how far each structure lies beyond the reference's range, in range
         widths (0 inside; one atom is the least width of an atom count)."""
+        return self._excess(self._scalar_values(X))
+
+    def _excess(self, values) -> dict:
         out = {}
-        for name, v in self._scalar_values(X).items():
+        for name, v in values.items():
             lo, hi = self.ranges_[name]
             width = max(hi - lo, 1.0 if name == "n_atoms" else 1e-6)
             out[name] = np.maximum(np.maximum(v - hi, lo - v), 0.0) / width
@@ -184,19 +189,29 @@ class DomainModel:
     def _standardise(self, feats):
         return ((np.asarray(feats, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
 
-    def _raw_atom_novelty(self, features, atomic_numbers):
-        """Scaled k-NN distance of every atom to same-element reference atoms (inf for an
-        element the reference never had)."""
+    def element_groups(self, atomic_numbers) -> list:
+        """The atoms of each element with what their search needs: (rows, reference search
+        or None for an element the reference never had, k, scale). Depends only on the
+        atomic numbers, so a calculator keeps it across MD steps."""
         z = np.asarray(atomic_numbers)
-        out = np.full(len(z), UNSEEN)
-        points = self._standardise(features)
+        groups = []
         for element in np.unique(z):
             knn = self.reference_.get(int(element))
-            if knn is None:
-                continue  # unseen element: novel by definition
             rows = np.flatnonzero(z == element)
-            k = min(self.n_neighbors, len(knn))
-            out[rows] = knn.mean_distance(points[rows], k) / self.scale_[int(element)]
+            if knn is None:
+                groups.append((rows, None, 0, 1.0))
+            else:
+                groups.append((rows, knn, min(self.n_neighbors, len(knn)), self.scale_[int(element)]))
+        return groups
+
+    def _raw_atom_novelty(self, features, atomic_numbers=None, groups=None):
+        """Scaled k-NN distance of every atom to same-element reference atoms (UNSEEN for an
+        element the reference never had). ``groups``: ``element_groups(atomic_numbers)``."""
+        out = np.full(len(features), UNSEEN)
+        points = self._standardise(features)
+        for rows, knn, k, scale in self.element_groups(atomic_numbers) if groups is None else groups:
+            if knn is not None:  # else an unseen element: novel by definition
+                out[rows] = knn.mean_distance(points[rows], k) / scale
         return out
 
     def _raw_structure_novelty(self, X):
@@ -207,6 +222,18 @@ class DomainModel:
         for excess in self.range_excess(X).values():
             structure = np.maximum(structure, SCALAR_WEIGHT * excess)
         return structure, atom
+
+    def novelty_of_one(self, features, groups, energy):
+        """``novelty`` of one structure whose atoms ``element_groups`` grouped: (structure
+        novelty, per-atom novelties), divided by the threshold. What a calculator's step
+        calls (the grouping kept across steps); the same numbers as ``novelty``."""
+        n = len(features)
+        atom = self._raw_atom_novelty(features, groups=groups)
+        structure = float(atom.max()) if n else 0.0
+        scalars = self._scalars_of(np.array([float(energy)]), np.array([float(n)]))
+        for excess in self._excess(scalars).values():
+            structure = max(structure, SCALAR_WEIGHT * float(excess[0]))
+        return structure / self.threshold_, atom / self.threshold_
 
     def novelty(self, X):
         """(structure novelty (n,), per-atom novelty list), both divided by the conformal

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
+import torch
+
+from .stacked import TRACE_MAX_ATOMS
+from .store import FeatureSet
 
 
 @dataclass
@@ -54,6 +60,61 @@ def score(artifact, X, use_domain=True) -> Scores:
         reasons = {int(i): domain.reasons(X, i) for i in np.flatnonzero(~inside)}
     atom_error = artifact.atom_errors.predict(X) if artifact.atom_errors is not None else None
     return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error, reasons)
+
+
+class StructureScorer:
+    """``score`` for one structure at a time, what a calculator's MD step asks: the same
+    ``Scores`` (tests check), with what stays the same between steps prepared once (the
+    members' traced graph, the domain's per-element atom groups, the per-atom head's
+    element inputs: kept while the atomic numbers do not change) and none of the per-call
+    bookkeeping of scoring many structures. ``use_domain=False``: the network alone."""
+
+    def __init__(self, artifact, use_domain=True):
+        self.artifact = artifact
+        self.use_domain = use_domain
+        self.domain = artifact.domain if use_domain else None
+        classifier = artifact.classifier
+        # the fused single-structure path knows the scalar inputs it can compute itself
+        self._direct = set(classifier.extras) <= {"energy_per_atom", "log_n_atoms"}
+        self._numbers = None  # the atomic numbers the groupings below belong to
+
+    def _regroup(self, numbers):
+        self._numbers = numbers.copy()
+        self._z = torch.from_numpy(numbers.astype(np.int64))[None]
+        self._groups = None if self.domain is None else self.domain.element_groups(numbers)
+        self._atom_inputs = None
+        if self.artifact.atom_errors is not None:
+            self._atom_inputs = self.artifact.atom_errors.element_inputs(numbers)
+
+    def __call__(self, features, numbers, energy) -> Scores:
+        """``features`` (n_atoms, n_features) float32, ``numbers`` (n_atoms,), ``energy`` the
+        backbone's energy (eV)."""
+        numbers = np.asarray(numbers)
+        n = len(numbers)
+        classifier = self.artifact.classifier
+        if not self._direct or n > TRACE_MAX_ATOMS:
+            return score(self.artifact, FeatureSet(features, numbers, np.array([0, n]), np.array([energy])), self.use_domain)
+        if self._numbers is None or not np.array_equal(numbers, self._numbers):
+            self._regroup(numbers)
+        values = {"energy_per_atom": energy / n, "log_n_atoms": math.log(n)}
+        extras = torch.tensor([[values[name] for name in classifier.extras]], dtype=torch.float32)
+        logits, importance = classifier._stacked_members().one(torch.from_numpy(features)[None], self._z, extras, True)
+        p_network = classifier.calibrator_.transform(logits.mean(0).numpy())
+        importance = [importance[0].numpy()]
+        novelty = atom_novelty = reasons = None
+        p, inside = p_network, np.ones(1, dtype=bool)
+        if self.domain is not None:
+            structure, atoms = self.domain.novelty_of_one(features, self._groups, energy)
+            novelty, atom_novelty = np.array([structure]), [atoms]
+            inside = novelty <= 1.0
+            if not inside[0]:
+                p = np.zeros(1)
+                one = FeatureSet(features, numbers, np.array([0, n]), np.array([energy]))
+                reasons = {0: self.domain.reasons(one, 0)}
+        atom_error = None
+        if self._atom_inputs is not None:
+            atom_error = [self.artifact.atom_errors.predict_atoms(features, element_inputs=self._atom_inputs)]
+        return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error, reasons)
 
 
 def decision_threshold(artifact, threshold=None) -> float:

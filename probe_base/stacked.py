@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import AttentionBlock
+from .one_structure import OneStructureNet
 
 # fused members: attention scores computed this many elements at a time (float32: 16 MB)
 SCORE_ELEMENTS = 1 << 22
@@ -109,7 +110,8 @@ class StackedProbe:
     def __init__(self, nets):
         first = nets[0]
         self.members = len(nets)
-        self._traced = {}  # (atoms, importance) -> traced forward of one unpadded structure
+        self._traced = {}  # atom count -> traced forward of one unpadded structure
+        self._folded = None  # OneStructureNet, built on the first single structure
         self.attention = first.attention
         self.per_element_norm = first.per_element_norm
         self.feature_mean = _stack(nets, lambda n: n.feature_mean)
@@ -164,28 +166,34 @@ class StackedProbe:
 
     def one(self, features, atomic_numbers, extras, return_importance=False):
         """One structure without padding (features (1, N, F)), through a graph traced once
-        per atom count: an MD run keeps its count, so every step after the first skips the
-        Python of the forward (about a third of the time for small structures)."""
+        per atom count of the folded network (``OneStructureNet``): an MD run keeps its count,
+        so every step after the first runs a few dozen tensor operations and no Python."""
         n = features.shape[1]
         if n > TRACE_MAX_ATOMS:  # the operations' own cost dominates: nothing to save
             return self(features, atomic_numbers, None, extras, return_importance)
-        key = (n, bool(return_importance))
-        graph = self._traced.get(key)
+        graph = self._traced.get(n)
         if graph is None:
+            if self._folded is None:
+                self._folded = OneStructureNet(self) if OneStructureNet.supports(self) else False
+            if self._folded:
+                folded = self._folded
 
-            def forward(f, z, e):
-                logits, importance = self._forward(f, z, None, e, return_importance)
-                return (logits, importance) if return_importance else logits
+                def forward(f, z, e):
+                    return folded(f[0], z[0], e)
+            else:
 
-            with torch.no_grad(), warnings.catch_warnings():
+                def forward(f, z, e):
+                    return self._forward(f, z, None, e, True)
+
+            with torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarning: the shapes are the key
                 graph = torch.jit.trace(forward, (features, atomic_numbers, extras), check_trace=False)
             if len(self._traced) >= TRACED_SIZES:
                 self._traced.pop(next(iter(self._traced)))
-            self._traced[key] = graph
+            self._traced[n] = graph
         with torch.inference_mode():
-            out = graph(features, atomic_numbers, extras)
-        return out if return_importance else (out, None)
+            logits, importance = graph(features, atomic_numbers, extras)
+        return logits, importance if return_importance else None
 
     def _forward(self, features, atomic_numbers, mask, extras, return_importance):
         b, n, _ = features.shape

@@ -1,3 +1,5 @@
+import gc
+
 import ase.io
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ from ase.md.langevin import Langevin
 
 from probe_base import attach
 from probe_base.calculator import UnreliableWarning
-from probe_base.errors import FingerprintMismatch, UnreliablePrediction
+from probe_base.errors import FingerprintMismatch, ProbeError, UnreliablePrediction
 from probe_base.toy import ToyCalculator
 
 
@@ -22,7 +24,9 @@ def test_attach_adds_reliability_from_the_same_pass(toy_files, fitted_probe):
     p = calc.results["reliability"]
     imp = calc.results["atom_importance"]
     assert 0 <= p <= 1 and imp.shape == (len(atoms),) and imp.sum() == pytest.approx(1)
-    assert sum(len(m._forward_hooks) for m in calc.calculator.model.modules()) == 0
+    model = calc.calculator.model
+    hooks = lambda: sum(len(m._forward_hooks) for m in model.modules())  # noqa: E731
+    assert hooks() == len(calc.adapter.layers)  # kept across steps, one per read layer
     assert atoms.info["probe_reliability"] == p and "probe_importance" in atoms.arrays
     # matches scoring the structure through the adapter
     from probe_base.artifact import load_probe
@@ -33,6 +37,23 @@ def test_attach_adds_reliability_from_the_same_pass(toy_files, fitted_probe):
     out = adapter.run([atoms], members=False)
     p_ref = load_probe(fitted_probe).classifier.predict_proba(FeatureSet.from_backbone_output(out, [atoms]))[0, 1]
     assert p == pytest.approx(p_ref, abs=1e-5)
+    atoms.calc = None
+    del calc
+    gc.collect()
+    assert hooks() == 0  # a calculator that is gone leaves no hook on the model
+
+
+def test_a_pass_that_does_not_reach_the_features_is_refused_not_served_stale(toy_files, fitted_probe):
+    """The hooks stay between steps: a step whose pass skips the hooked layer must fail,
+    not reuse the previous step's features."""
+    atoms = ase.io.read(toy_files["heldout"], 3)
+    calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    calc._hooks.remove()  # as if the layer were not reached
+    atoms.positions[0] += 0.05
+    with pytest.raises(ProbeError, match="not reached"):
+        atoms.get_potential_energy()
 
 
 def test_probe_for_another_model_is_refused(toy_files, fitted_probe):

@@ -1,0 +1,76 @@
+"""The folded single-structure network (probe_base/one_structure.py) gives what the fused
+members give (StackedProbe's padded forward, itself checked against each ProbeNet)."""
+
+import numpy as np
+import pytest
+import torch
+
+from probe_base.model import ProbeNet
+from probe_base.one_structure import OneStructureNet
+from probe_base.stacked import StackedProbe
+
+
+def _members(attention, per_element_norm, element_embedding, n_features=12, members=3, layers=1):
+    torch.manual_seed(0)
+    nets = []
+    mean = torch.randn((119, n_features) if per_element_norm else (n_features,))
+    std = torch.rand(mean.shape) + 0.5
+    for _ in range(members):
+        net = ProbeNet(
+            n_features,
+            hidden=16,
+            heads=4,
+            attention_layers=layers,
+            dropout=0.0,
+            n_extras=2,
+            element_embedding=element_embedding,
+            per_element_norm=per_element_norm,
+            attention=attention,
+            queries=3,
+        ).eval()
+        with torch.no_grad():
+            for p in net.parameters():  # LayerNorm affine away from (1, 0), so folding it matters
+                p.add_(0.3 * torch.randn_like(p))
+        net.feature_mean.copy_(mean)
+        net.feature_std.copy_(std)
+        net.extras_mean.copy_(torch.tensor([-3.0, 2.0]))
+        net.extras_std.copy_(torch.tensor([0.5, 0.3]))
+        net.extras_low.copy_(torch.tensor([-2.0, -1.5]))
+        net.extras_high.copy_(torch.tensor([2.0, 1.0]))
+        nets.append(net)
+    return nets
+
+
+@pytest.mark.parametrize("attention", ["pooling", "self"])
+@pytest.mark.parametrize("per_element_norm", [False, True])
+@pytest.mark.parametrize("element_embedding", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_folded_network_matches_the_fused_members(attention, per_element_norm, element_embedding, layers):
+    stacked = StackedProbe(_members(attention, per_element_norm, element_embedding, layers=layers))
+    assert OneStructureNet.supports(stacked)
+    folded = OneStructureNet(stacked)
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 40):
+        features = torch.from_numpy(rng.normal(size=(1, n, 12)).astype(np.float32))
+        z = torch.from_numpy(rng.choice([1, 6, 8], n))[None]
+        # one extra inside the clamp range, one far outside: the clamp must act alike
+        extras = torch.tensor([[-3.2, 9.0]])
+        want_logits, want_importance = stacked(features, z, None, extras, return_importance=True)
+        with torch.inference_mode():
+            logits, importance = folded(features[0], z[0], extras)
+        np.testing.assert_allclose(logits.numpy(), want_logits.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(importance.numpy(), want_importance.numpy(), rtol=1e-4, atol=1e-6)
+        assert importance.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_traces_the_folded_network_once_per_atom_count():
+    stacked = StackedProbe(_members("pooling", False, True))
+    features, z, extras = torch.randn(1, 9, 12), torch.full((1, 9), 6), torch.tensor([[-3.0, 2.0]])
+    first = stacked.one(features, z, extras, return_importance=True)
+    again = stacked.one(features + 0.1, z, extras, return_importance=True)
+    assert isinstance(stacked._folded, OneStructureNet) and list(stacked._traced) == [9]
+    want = stacked(features + 0.1, z, None, extras, return_importance=True)
+    np.testing.assert_allclose(again[0].numpy(), want[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first[0], again[0])  # the graph reads its inputs, not the first call's
+    logits, none = stacked.one(features, z, extras, return_importance=False)
+    assert none is None and torch.allclose(logits, first[0])
