@@ -107,10 +107,11 @@ class StructureScorer:
             structure, atoms = self.domain.novelty_of_one(features, self._groups, energy)
             novelty, atom_novelty = np.array([structure]), [atoms]
             inside = novelty <= 1.0
+            reasons = {}
             if not inside[0]:
                 p = np.zeros(1)
                 one = FeatureSet(features, numbers, np.array([0, n]), np.array([energy]))
-                reasons = {0: self.domain.reasons(one, 0)}
+                reasons[0] = self.domain.reasons(one, 0)
         atom_error = None
         if self._atom_inputs is not None:
             atom_error = [self.artifact.atom_errors.predict_atoms(features, element_inputs=self._atom_inputs)]

@@ -74,3 +74,38 @@ def test_one_traces_the_folded_network_once_per_atom_count():
     assert not torch.allclose(first[0], again[0])  # the graph reads its inputs, not the first call's
     logits, none = stacked.one(features, z, extras, return_importance=False)
     assert none is None and torch.allclose(logits, first[0])
+
+
+def test_structure_scorer_gives_what_score_gives(toy_files, fitted_probe):
+    """What a calculator's step computes equals scoring the structure as a one-structure
+    set, for structures inside and outside the domain, and after the atoms change."""
+    import ase.io
+
+    from probe_base.artifact import load_probe
+    from probe_base.scoring import StructureScorer, score
+    from probe_base.store import FeatureSet
+    from probe_base.toy import ToyAdapter
+
+    artifact = load_probe(fitted_probe)
+    assert artifact.domain is not None and artifact.atom_errors is not None
+    adapter = ToyAdapter(toy_files["models"][:1])
+    scorer = StructureScorer(artifact)
+    frames = ase.io.read(toy_files["heldout"], ":4")
+    stretched = frames[0].copy()
+    stretched.positions *= 1.6  # far outside: the domain must say so, with its reasons
+    seen_outside = False
+    for atoms in [*frames, stretched, frames[1]]:
+        out = adapter.run([atoms], members=False)
+        X = FeatureSet.from_backbone_output(out, [atoms])
+        want = score(artifact, X)
+        got = scorer(X.features, X.atomic_numbers, float(X.energy_pred[0]))
+        np.testing.assert_allclose(got.p_network, want.p_network, rtol=1e-5)
+        np.testing.assert_array_equal(got.in_domain, want.in_domain)
+        np.testing.assert_allclose(got.p_reliable, want.p_reliable, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got.novelty, want.novelty, rtol=1e-6)
+        np.testing.assert_allclose(got.atom_novelty[0], want.atom_novelty[0], rtol=1e-6)
+        np.testing.assert_allclose(got.atom_error[0], want.atom_error[0], rtol=1e-4)
+        np.testing.assert_allclose(got.importance[0], want.importance[0], rtol=1e-4, atol=1e-7)
+        assert got.reasons == want.reasons
+        seen_outside |= not bool(got.in_domain[0])
+    assert seen_outside
