@@ -42,6 +42,8 @@ SCALARS = ("energy_per_atom", "n_atoms")
 # nearest-neighbour distances (ID structures lie within ~0.05 widths of the range)
 SCALAR_WEIGHT = 20.0
 UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
+# one structure's atoms x every element's reference atoms: one product up to this many
+ONE_STRUCTURE_DISTANCES = 1 << 20
 
 
 class DomainError(ProbeError):
@@ -204,6 +206,13 @@ class DomainModel:
                 groups.append((rows, knn, min(self.n_neighbors, len(knn)), self.scale_[int(element)]))
         return groups
 
+    def one_structure_search(self, atomic_numbers) -> OneStructureSearch | list:
+        """What ``novelty_of_one`` needs for structures of these atomic numbers: one search
+        against every element's reference at once where that product is small (an MD step
+        of up to ~1000 atoms against a few thousand reference atoms), else ``element_groups``."""
+        search = OneStructureSearch(self, atomic_numbers)
+        return search if search.usable else self.element_groups(atomic_numbers)
+
     def _raw_atom_novelty(self, features, atomic_numbers=None, groups=None):
         """Scaled k-NN distance of every atom to same-element reference atoms (UNSEEN for an
         element the reference never had). ``groups``: ``element_groups(atomic_numbers)``."""
@@ -223,12 +232,15 @@ class DomainModel:
             structure = np.maximum(structure, SCALAR_WEIGHT * excess)
         return structure, atom
 
-    def novelty_of_one(self, features, groups, energy):
-        """``novelty`` of one structure whose atoms ``element_groups`` grouped: (structure
-        novelty, per-atom novelties), divided by the threshold. What a calculator's step
-        calls (the grouping kept across steps); the same numbers as ``novelty``."""
+    def novelty_of_one(self, features, search, energy):
+        """``novelty`` of one structure: (structure novelty, per-atom novelties), divided by
+        the threshold; ``search``: ``one_structure_search`` of its atomic numbers (what a
+        calculator keeps across steps). The same numbers as ``novelty``."""
         n = len(features)
-        atom = self._raw_atom_novelty(features, groups=groups)
+        if isinstance(search, OneStructureSearch):
+            atom = search(self._standardise(features))
+        else:
+            atom = self._raw_atom_novelty(features, groups=search)
         structure = float(atom.max()) if n else 0.0
         scalars = self._scalars_of(np.array([float(energy)]), np.array([float(n)]))
         for excess in self._excess(scalars).values():
@@ -318,6 +330,43 @@ class DomainModel:
             if SCALAR_WEIGHT * excess[name][0] > self.threshold_:
                 lo, hi = self.ranges_[name]
                 out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
+        return out
+
+
+class OneStructureSearch:
+    """The k-NN novelty of one structure's atoms against the reference atoms of every
+    element in one matrix product, another element's reference atoms masked out (+inf): a
+    few array operations per MD step instead of a few per element. ``usable`` where the
+    product stays small and every element takes the same k."""
+
+    def __init__(self, domain, atomic_numbers):
+        z = np.asarray(atomic_numbers)
+        elements = [int(e) for e in np.unique(z) if int(e) in domain.reference_]
+        sizes = [len(domain.reference_[e]) for e in elements]
+        ks = {min(domain.n_neighbors, size) for size in sizes}
+        self.usable = len(ks) == 1 and len(z) * sum(sizes) <= ONE_STRUCTURE_DISTANCES
+        if not self.usable:
+            return
+        self.k = ks.pop()
+        points = np.concatenate([domain.reference_[e].points for e in elements])
+        self.minus_twice_points_t = np.ascontiguousarray(-2.0 * points.T)
+        self.squared_norms = np.einsum("ij,ij->i", points, points)
+        owner = np.repeat(elements, sizes)
+        self.mask = np.where(z[:, None] == owner[None, :], 0.0, np.inf).astype(np.float32)
+        self.unseen = ~np.isin(z, elements)
+        scale = {e: domain.scale_[e] for e in elements}
+        self.scale = np.array([scale.get(int(e), 1.0) for e in z])
+
+    def __call__(self, points) -> np.ndarray:
+        """Raw novelty of each atom from its standardised features (UNSEEN: an element the
+        reference never had)."""
+        distances = points @ self.minus_twice_points_t
+        distances += self.squared_norms
+        distances += self.mask
+        nearest = np.partition(distances, self.k - 1, axis=1)[:, : self.k]
+        nearest += np.einsum("ij,ij->i", points, points)[:, None]
+        out = np.sqrt(np.maximum(nearest, 0.0)).mean(1) / self.scale
+        out[self.unseen] = UNSEEN
         return out
 
 

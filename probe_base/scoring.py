@@ -81,7 +81,7 @@ class StructureScorer:
     def _regroup(self, numbers):
         self._numbers = numbers.copy()
         self._z = torch.from_numpy(numbers.astype(np.int64))[None]
-        self._groups = None if self.domain is None else self.domain.element_groups(numbers)
+        self._search = None if self.domain is None else self.domain.one_structure_search(numbers)
         self._atom_inputs = None
         if self.artifact.atom_errors is not None:
             self._atom_inputs = self.artifact.atom_errors.element_inputs(numbers)
@@ -104,7 +104,7 @@ class StructureScorer:
         novelty = atom_novelty = reasons = None
         p, inside = p_network, np.ones(1, dtype=bool)
         if self.domain is not None:
-            structure, atoms = self.domain.novelty_of_one(features, self._groups, energy)
+            structure, atoms = self.domain.novelty_of_one(features, self._search, energy)
             novelty, atom_novelty = np.array([structure]), [atoms]
             inside = novelty <= 1.0
             reasons = {}

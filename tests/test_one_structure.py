@@ -109,3 +109,35 @@ def test_structure_scorer_gives_what_score_gives(toy_files, fitted_probe):
         assert got.reasons == want.reasons
         seen_outside |= not bool(got.in_domain[0])
     assert seen_outside
+
+
+@pytest.mark.parametrize("distances", [1 << 20, 1])  # one product for all elements; per element
+def test_one_structure_domain_search_equals_the_per_element_one(distances, monkeypatch):
+    """novelty_of_one (what a calculator's step calls) gives ``novelty``'s numbers, with an
+    element the reference never had (Z = 9) among the atoms."""
+    from probe_base import domain as domain_module
+    from probe_base.domain import DomainModel, OneStructureSearch
+    from probe_base.store import FeatureSet
+
+    monkeypatch.setattr(domain_module, "ONE_STRUCTURE_DISTANCES", distances)
+    rng = np.random.default_rng(0)
+
+    def structures(n, seed, elements=(1, 6, 8)):
+        r = np.random.default_rng(seed)
+        counts = r.integers(4, 10, n)
+        z = r.choice(elements, counts.sum())
+        feats = np.stack([np.full(6, 3.0 * e % 7) for e in z]) + r.normal(size=(len(z), 6))
+        return FeatureSet(feats.astype(np.float32), z, np.concatenate([[0], np.cumsum(counts)]), r.normal(size=n))
+
+    domain = DomainModel().fit(structures(300, 0), structures(100, 1))
+    for z in ([1, 6, 6, 8, 1, 1], [1, 6, 9, 8]):
+        z = np.array(z)
+        feats = (rng.normal(size=(len(z), 6)) + np.array([3.0 * e % 7 for e in z])[:, None]).astype(np.float32)
+        X = FeatureSet(feats, z, np.array([0, len(z)]), np.array([0.1]))
+        search = domain.one_structure_search(z)
+        assert isinstance(search, OneStructureSearch) == (distances > 1)
+        structure, atoms = domain.novelty_of_one(feats, search, 0.1)
+        want_structure, want_atoms = domain.novelty(X)
+        assert structure == pytest.approx(want_structure[0], rel=1e-5)
+        np.testing.assert_allclose(atoms, want_atoms[0], rtol=1e-5)
+    assert atoms[2] > 1e3  # the unseen fluorine
