@@ -43,7 +43,8 @@ SCALARS = ("energy_per_atom", "n_atoms")
 SCALAR_WEIGHT = 20.0
 UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
 # one structure's atoms x every element's reference atoms: one product up to this many
-ONE_STRUCTURE_DISTANCES = 1 << 20
+# (beyond it the per-element searches' smaller selections win over saved calls)
+ONE_STRUCTURE_DISTANCES = 1 << 16
 
 
 class DomainError(ProbeError):
@@ -208,8 +209,8 @@ class DomainModel:
 
     def one_structure_search(self, atomic_numbers) -> OneStructureSearch | list:
         """What ``novelty_of_one`` needs for structures of these atomic numbers: one search
-        against every element's reference at once where that product is small (an MD step
-        of up to ~1000 atoms against a few thousand reference atoms), else ``element_groups``."""
+        against every element's reference at once where that product is small (tens of
+        atoms against a few thousand reference atoms), else ``element_groups``."""
         search = OneStructureSearch(self, atomic_numbers)
         return search if search.usable else self.element_groups(atomic_numbers)
 

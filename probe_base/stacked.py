@@ -23,6 +23,8 @@ from .one_structure import OneStructureNet
 SCORE_ELEMENTS = 1 << 22
 TRACE_MAX_ATOMS = 1024  # one structure up to this size runs a traced graph
 TRACED_SIZES = 8  # traced graphs kept (distinct atom counts)
+# the folded network holds self-attention's n x n weights at once: above this, the chunked path
+FOLDED_SELF_ATTENTION_ATOMS = 256
 
 
 # probe_base.model's _chunked_attention does the same for ProbeNet with autograd; this one
@@ -166,8 +168,9 @@ class StackedProbe:
 
     def one(self, features, atomic_numbers, extras, return_importance=False):
         """One structure without padding (features (1, N, F)), through a graph traced once
-        per atom count of the folded network (``OneStructureNet``): an MD run keeps its count,
-        so every step after the first runs a few dozen tensor operations and no Python."""
+        per atom count of the folded network (``OneStructureNet``; self-attention above
+        FOLDED_SELF_ATTENTION_ATOMS: the chunked forward): an MD run keeps its count, so
+        every step after the first runs a few dozen tensor operations and no Python."""
         n = features.shape[1]
         if n > TRACE_MAX_ATOMS:  # the operations' own cost dominates: nothing to save
             return self(features, atomic_numbers, None, extras, return_importance)
@@ -175,7 +178,7 @@ class StackedProbe:
         if graph is None:
             if self._folded is None:
                 self._folded = OneStructureNet(self) if OneStructureNet.supports(self) else False
-            if self._folded:
+            if self._folded and (self.pool is not None or n <= FOLDED_SELF_ATTENTION_ATOMS):
                 folded = self._folded
 
                 def forward(f, z, e):

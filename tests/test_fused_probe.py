@@ -158,6 +158,13 @@ def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
         assert none is None
         torch.testing.assert_close(logits_only, eager[0], atol=1e-6, rtol=1e-6)
     assert sorted(stacked._traced) == [7, 11]  # one graph per atom count; the oldest (5) went
+    n = stacked_module.FOLDED_SELF_ATTENTION_ATOMS + 1  # self-attention: the chunked graph
+    feats, z, _, extras = _batch(seed=3, b=1, n=n)
+    traced = stacked.one(feats, z, extras, return_importance=True)
+    eager = stacked(feats, z, None, extras, return_importance=True)
+    torch.testing.assert_close(traced[0], eager[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(traced[1], eager[1], atol=1e-7, rtol=1e-5)
+    assert n in stacked._traced
     big = stacked_module.TRACE_MAX_ATOMS + 1
     feats, z, _, extras = _batch(b=1, n=big)
     torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
