@@ -67,10 +67,11 @@ class ExactNeighbors:
         else:
             minus_twice, squared = self._minus_twice_points_t, self._squared_norms
         out = np.empty(len(queries))
-        rows = max(1, DISTANCE_ELEMENTS // max(len(squared), 1))
+        rows = max(1, min(len(queries), DISTANCE_ELEMENTS // max(len(squared), 1)))
+        buffer = np.empty((rows, len(squared)), dtype=np.float32)  # reused: fresh pages cost ~20 %
         for start in range(0, len(queries), rows):
             q = queries[start : start + rows]
-            partial = q @ minus_twice  # |q|^2 is the same along a row: added after
+            partial = np.matmul(q, minus_twice, out=buffer[: len(q)])  # |q|^2 is the same along a row: added after
             partial += squared
             if select:
                 group_min = partial.reshape(len(q), size, groups).min(axis=1)
