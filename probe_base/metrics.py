@@ -282,17 +282,35 @@ def _point_metrics(risk_score, unreliable, errors, p_reliable):
 
 def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
     """Every metric with a 95 % bootstrap interval: ``{name: (value, low, high)}``."""
-    risk_score = np.asarray(risk_score, dtype=float)
+    p = None if p_reliable is None else {"signal": p_reliable}
+    return evaluate_signals({"signal": risk_score}, unreliable, errors, p, n_bootstrap, seed)["signal"]
+
+
+def evaluate_signals(risk_scores, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
+    """``evaluate_signal`` of several risk scores of the same structures, ``{score name:
+    {name: (value, low, high)}}``; ``p_reliable``: ``{score name: P(reliable)}`` for those
+    that have one. The resamples are drawn once and shared: each score sees the counts
+    ``evaluate_signal`` would have drawn for it (the same seed), in its own sorted order."""
     unreliable = np.asarray(unreliable, dtype=int)
     errors = None if errors is None else np.asarray(errors, dtype=float)
-    p_reliable = None if p_reliable is None else np.asarray(p_reliable, dtype=float)
-    point = _point_metrics(risk_score, unreliable, errors, p_reliable)
-    signal = _Signal(risk_score, unreliable)
     error_ranks = None if errors is None else _ranks(errors)
-    samples = {k: [] for k in point}
-    for ordered in bootstrap_counts(len(unreliable), n_bootstrap, seed, order=signal.order):
-        for k, v in _metrics(signal, _Tallies(signal, ordered), error_ranks, p_reliable).items():
-            samples[k].append(v)
+    p_reliable = p_reliable or {}
+    prepared = {}
+    for name, risk_score in risk_scores.items():
+        risk_score = np.asarray(risk_score, dtype=float)
+        p = p_reliable.get(name)
+        p = None if p is None else np.asarray(p, dtype=float)
+        point = _point_metrics(risk_score, unreliable, errors, p)
+        prepared[name] = (_Signal(risk_score, unreliable), p, point, {k: [] for k in point})
+    for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
+        for signal, p, _, samples in prepared.values():
+            tallies = _Tallies(signal, np.take(counts, signal.order, axis=1))
+            for k, v in _metrics(signal, tallies, error_ranks, p).items():
+                samples[k].append(v)
+    return {name: _intervals(point, samples) for name, (_, _, point, samples) in prepared.items()}
+
+
+def _intervals(point, samples) -> dict:
     result = {}
     for k, v in point.items():
         values = np.concatenate(samples[k]) if samples[k] else np.zeros(0)

@@ -3,7 +3,7 @@
 The label and data, the metrics of PROBE and every baseline with 95 % intervals, the
 plots, the realised risk and coverage of a calibrated threshold, and the least-trusted
 structures drawn atom by atom, coloured by the per-atom map. Images are embedded as
-base64 PNG and the style is inline: the page opens offline and can be mailed.
+base64 data (the plots PNG, the structures SVG) and the style is inline: the page opens offline and can be mailed.
 
 This module writes the page and its sections; the least-trusted structures (their choice,
 table and pictures) are in ``probe_base.report_structures``.

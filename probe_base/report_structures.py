@@ -15,27 +15,32 @@ import html
 import io
 
 import matplotlib
+import numpy as np
+from ase.symbols import Symbols
+from ase.visualize.plot import Matplotlib as AtomsProjection
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import TICKDOWN
+from matplotlib.patches import Circle, Rectangle
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.transforms import ScaledTranslation
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase.symbols import Symbols  # noqa: E402
-from ase.visualize.plot import Matplotlib as AtomsProjection  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from .frames import atom_rows, frames_for_structures
+from .labels import UNITS
 
-from .frames import atom_rows, frames_for_structures  # noqa: E402
-from .labels import UNITS  # noqa: E402
-
-MAP_COLORS = plt.get_cmap("YlOrRd")
+MAP_COLORS = matplotlib.colormaps["YlOrRd"]
 NOVEL_RING = "#1f4fd6"
 
 
 def png_data_uri(png: bytes) -> str:
     """A PNG as a data URI, so the page embeds its images."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def svg_data_uri(svg: bytes) -> str:
+    """An SVG as a data URI (base64: no quoting rules to get wrong)."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")
 
 
 def least_trusted(arrays, n) -> np.ndarray:
@@ -116,10 +121,11 @@ def draw_atoms(ax, atoms, values, norm, novel=None, focus=None):
     n_atoms = len(atoms)
     for a in np.argsort(projection.positions[:n_atoms, 2]):  # far to near
         xy, radius = projection.positions[a, :2], projection.d[a] / 2
-        ax.add_patch(Circle(xy, radius, facecolor=colors[a], edgecolor="black", linewidth=0.5))
+        # add_artist: the limits are set above, add_patch would recompute them per disc
+        ax.add_artist(Circle(xy, radius, facecolor=colors[a], edgecolor="black", linewidth=0.5))
         if novel is not None and novel[a]:
             ring = Circle(xy, radius * 0.82, fill=False, edgecolor=NOVEL_RING, linewidth=2.2)
-            ax.add_patch(ring)
+            ax.add_artist(ring)
             rings.append(ring)
         size = min(9.0, 0.9 * radius * points_per_unit)
         if label and size >= 4:  # same zorder as the discs: later (nearer) discs cover it
@@ -145,33 +151,96 @@ def structure_norm(values) -> Normalize:
     return Normalize(vmin=0.0, vmax=max(top, 1e-12))
 
 
+class ColourBar:
+    """A horizontal colour bar from 0 to a structure's largest value: the map's full
+    gradient, framed, with the ticks and numbers of matplotlib's own colour bar
+    (``MaxNLocator(3)``, ``ScalarFormatter``). Drawn from a few artists that only change
+    their text and place per structure: ``Figure.colorbar`` redraws its axes' tick
+    machinery, which cost more than the structure's atoms."""
+
+    TICK = 3.5  # points, as matplotlib's ticks (length and label pad)
+
+    def __init__(self, ax):
+        self.ax = ax
+        ax.set_axis_off()
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.imshow(np.linspace(0, 1, 256)[None, :], cmap=MAP_COLORS, aspect="auto", extent=(0, 1, 0, 1))
+        ax.add_artist(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, linewidth=0.8))
+        (self.marks,) = ax.plot([], [], linestyle="", marker=TICKDOWN, markersize=self.TICK, color="black")
+        self.marks.set(markeredgewidth=0.8, clip_on=False, transform=ax.transAxes)
+        below = lambda points: ax.transAxes + ScaledTranslation(0, -points / 72, ax.figure.dpi_scale_trans)  # noqa: E731
+        self.numbers = [
+            ax.text(0, 0, "", ha="center", va="top", fontsize=7, transform=below(2 * self.TICK)) for _ in range(8)
+        ]
+        self.offset = ax.text(1, 0, "", ha="right", va="top", fontsize=7, transform=below(11 + 2 * self.TICK))
+        self.label = ax.text(0.5, 0, "", ha="center", va="top", fontsize=7.5, transform=below(12 + 2 * self.TICK))
+
+    def show(self, norm, label):
+        top = float(norm.vmax)
+        ticks = MaxNLocator(3).tick_values(0.0, top)
+        ticks = ticks[(ticks >= -1e-10 * top) & (ticks <= top * (1 + 1e-10))]
+        formatter = ScalarFormatter()
+        formatter.create_dummy_axis()
+        formatter.axis.set_view_interval(0.0, top)
+        texts = formatter.format_ticks(ticks)
+        self.marks.set_data(ticks / top, np.zeros(len(ticks)))
+        for i, number in enumerate(self.numbers):
+            shown = i < len(ticks)
+            number.set_visible(shown)
+            if shown:
+                number.set_x(ticks[i] / top)
+                number.set_text(texts[i])
+        self.offset.set_text(formatter.get_offset())
+        self.label.set_text(label)
+
+
+class StructureFigure:
+    """The figure of a structure card, built once and redrawn for each structure: making a
+    figure, its axes and colour bars costs more than drawing a structure's atoms. Fixed
+    rectangles, not a layout engine: equal-aspect drawings then never push the title out of
+    the picture, and every card is the same size."""
+
+    def __init__(self, titles):
+        self.figure = Figure(figsize=(2.1 * len(titles), 2.6))
+        FigureCanvasAgg(self.figure)
+        width = 1 / len(titles)
+        self.panels = []
+        for i, title in enumerate(titles):
+            ax = self.figure.add_axes((i * width + 0.02, 0.30, width - 0.04, 0.58))
+            self.figure.text((i + 0.5) * width, 0.93, title, ha="center", fontsize=9)
+            bar = ColourBar(self.figure.add_axes((i * width + 0.1 * width, 0.19, 0.8 * width, 0.045)))
+            self.panels.append((ax, bar))
+
+    def svg(self, atoms, panels, focus=None) -> bytes:
+        """``panels``: (values, colour bar label, norm, novel) per panel, in title order."""
+        for (ax, bar), (values, label, norm, novel) in zip(self.panels, panels):
+            for artist in [*ax.patches, *ax.texts]:  # the previous structure
+                artist.remove()
+            draw_atoms(ax, atoms, values, norm, novel, focus)
+            bar.show(norm, label)
+        buffer = io.BytesIO()
+        # text as SVG text, not glyph outlines: smaller and faster (the browser has a sans-serif)
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "probe"}):
+            self.figure.savefig(buffer, format="svg", metadata={"Date": None})
+        return buffer.getvalue()
+
+
 def structure_figure(
-    atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None, novel=None, focus=None
+    atoms, probe_values, probe_label, probe_norm, actual=None, actual_norm=None, novel=None, focus=None, figures=None
 ) -> bytes:
-    """PNG of one structure: the probe's per-atom map and, where the store has reference
+    """SVG of one structure: the probe's per-atom map and, where the store has reference
     forces, the actual per-atom force error next to it, both seen from the same side (the
-    ``focus`` atom towards the viewer). Fixed size, so cards line up."""
-    panels = [(probe_values, probe_label, probe_norm, "PROBE map", novel)]
+    ``focus`` atom towards the viewer). Fixed size, so cards line up. ``figures``: a dict
+    that keeps the ``StructureFigure`` of each layout for the next structure."""
+    titles = ("PROBE map",) if actual is None else ("PROBE map", "actual force error")
+    panels = [(probe_values, probe_label, probe_norm, novel)]
     if actual is not None:
-        panels.append((actual, "actual |ΔF| (eV/Å)", actual_norm, "actual force error", None))
-    # fixed rectangles, not a layout engine: equal-aspect drawings then never push the
-    # title out of the picture, and every card is the same size
-    fig = plt.figure(figsize=(2.1 * len(panels), 2.6))
-    width = 1 / len(panels)
-    for i, (values, label, norm, title, ring) in enumerate(panels):
-        ax = fig.add_axes((i * width + 0.02, 0.30, width - 0.04, 0.58))
-        draw_atoms(ax, atoms, values, norm, ring, focus)
-        fig.text((i + 0.5) * width, 0.93, title, ha="center", fontsize=9)
-        bar_ax = fig.add_axes((i * width + 0.1 * width, 0.19, 0.8 * width, 0.045))
-        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=MAP_COLORS), cax=bar_ax, orientation="horizontal")
-        bar.locator = MaxNLocator(3)
-        bar.update_ticks()
-        bar.set_label(label, fontsize=7.5)
-        bar.ax.tick_params(labelsize=7)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130)
-    plt.close(fig)
-    return buffer.getvalue()
+        panels.append((actual, "actual |ΔF| (eV/Å)", actual_norm, None))
+    figures = {} if figures is None else figures
+    if titles not in figures:
+        figures[titles] = StructureFigure(titles)
+    return figures[titles].svg(atoms, panels, focus)
 
 
 def _number(value) -> str:
@@ -202,6 +271,7 @@ def least_trusted_section(evaluation, arrays, n) -> str:
     if in_domain is not None:
         head.append("in domain")
     table_rows, cards = [], []
+    figures = {}  # one figure per layout, redrawn for every structure
     for rank, row in enumerate(rows, start=1):
         formula = (
             Symbols(data.atomic_numbers[atom_rows(data, row)]).get_chemical_formula()
@@ -242,7 +312,7 @@ def least_trusted_section(evaluation, arrays, n) -> str:
         forces = actual[int(row)]
         # turn the most novel atom, else the most distrusted, towards the viewer
         focus = int(np.argmax(atom_novelty[row])) if novel is not None and novel.any() else int(np.argmax(values))
-        png = structure_figure(
+        picture = structure_figure(
             frames[rank - 1],
             values,
             map_label,
@@ -251,9 +321,10 @@ def least_trusted_section(evaluation, arrays, n) -> str:
             structure_norm(forces if forces is not None else []),
             novel,
             focus,
+            figures,
         )
         cards.append(
-            f'<div class="card"><img src="{png_data_uri(png)}" alt="frame {frame}">'
+            f'<div class="card"><img src="{svg_data_uri(picture)}" alt="frame {frame}">'
             f'<div class="facts">{"<br>".join(facts)}</div></div>'
         )
 

@@ -18,7 +18,7 @@ from .classifier import ProbeClassifier
 from .domain import DEFAULT_ALPHA, SCALARS, DomainError, DomainModel, min_calibration_size
 from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
-from .metrics import evaluate_signal, format_table
+from .metrics import evaluate_signals, format_table
 from .paths import check_output_file
 from .scoring import decision_threshold, score
 from .selective import selective_evaluation
@@ -226,16 +226,10 @@ def evaluate_probe(
         # novelty's decision is its conformal threshold: no fitting-set percentile needed
         fit_scores = dict(baselines.score(fit_data)) if baselines is not None else {}
     threshold = decision_threshold(artifact)
-    metrics = {}
-    for name, s in scores.items():
-        metrics[name] = evaluate_signal(
-            s,
-            unreliable,
-            errs,
-            {"PROBE": result.p_reliable, NETWORK: result.p_network}.get(name),
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-        )
+    probabilities = {"PROBE": result.p_reliable, NETWORK: result.p_network}
+    metrics = evaluate_signals(
+        scores, unreliable, errs, {k: v for k, v in probabilities.items() if k in scores}, n_bootstrap, seed
+    )
     atom_maps = {}
     if data.atom_force_error is not None and np.isfinite(data.atom_force_error).any():
         if result.atom_error is not None:

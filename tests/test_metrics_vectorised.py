@@ -147,3 +147,26 @@ def test_single_class_resamples_are_left_out_of_the_interval():
     result = evaluate_signal(score, bad, n_bootstrap=200, seed=0)
     assert result["auroc"][0] == pytest.approx(roc_auc_score(bad, score))
     assert np.isfinite(result["auroc"][1]) and result["auroc"][1] <= result["auroc"][2]
+
+
+def test_several_signals_share_resamples_and_match_one_at_a_time():
+    from probe_base.metrics import evaluate_signals
+
+    rng = np.random.default_rng(3)
+    n = 300
+    errors = rng.lognormal(size=n)
+    bad = (errors > 1.2).astype(int)
+    p = 1 / (1 + np.exp(errors - 1.2 + rng.normal(0, 0.5, n)))
+    scores = {"probability": 1 - p, "noisy": errors + rng.normal(0, 1, n), "tied": np.round(errors, 1)}
+    together = evaluate_signals(scores, bad, errors, {"probability": p}, n_bootstrap=300, seed=4)
+    assert list(together) == list(scores)
+    for name, score in scores.items():
+        prob = p if name == "probability" else None
+        # each score's own resamples: the per-resample draws of that seed, in input order
+        resampled = [resampled_metrics(c, score, bad, errors, prob) for c in bootstrap_counts(n, 300, seed=4, chunk=70)]
+        assert set(together[name]) == set(resampled[0])
+        for metric, (_, low, high) in together[name].items():
+            values = np.concatenate([r[metric] for r in resampled])
+            assert [low, high] == pytest.approx(np.percentile(values[np.isfinite(values)], [2.5, 97.5]), abs=1e-12)
+        assert together[name] == evaluate_signal(score, bad, errors, prob, n_bootstrap=300, seed=4)
+    assert "ece" in together["probability"] and "ece" not in together["noisy"]

@@ -13,7 +13,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Circle
 
 from probe_base.report_html import N_LEAST_TRUSTED, write_report
-from probe_base.report_structures import MAP_COLORS, draw_atoms, least_trusted, view_of
+from probe_base.report_structures import MAP_COLORS, ColourBar, draw_atoms, least_trusted, view_of
 from probe_base.workflow import evaluate_probe, write_evaluation
 
 
@@ -91,9 +91,9 @@ def with_lead_maps(evaluation, seed=0):
     return {**evaluation, "arrays": arrays}
 
 
-def png_bytes(img):
+def embedded_bytes(img, kind):
     src = img["src"]
-    assert src.startswith("data:image/png;base64,"), src[:40]
+    assert src.startswith(f"data:image/{kind};base64,"), src[:40]
     return base64.b64decode(src.split(",", 1)[1])
 
 
@@ -102,9 +102,12 @@ def test_report_is_self_contained_with_every_method_and_the_least_trusted(evalua
     plain = without_domain_keys(evaluation, how)
     folder = write_evaluation(plain, tmp_path / "report")
     page = Page((folder / "report.html").read_text())
-    # the four plots and one picture per least-trusted structure, all embedded PNGs
+    # the four plots (embedded PNGs) and one picture per least-trusted structure (embedded SVGs)
     assert len(page.images) == 4 + N_LEAST_TRUSTED
-    assert all(png_bytes(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in page.images)
+    assert all(embedded_bytes(img, "png")[:8] == b"\x89PNG\r\n\x1a\n" for img in page.images[:4])
+    for img in page.images[4:]:
+        svg = embedded_bytes(img, "svg+xml").decode("utf-8")
+        assert svg.startswith("<?xml") and "<svg" in svg and "PROBE map" in svg
     assert page.links == []  # nothing fetched from anywhere
     methods = [row[0] for row in page.rows["metrics"]]
     assert methods == list(evaluation["metrics"])
@@ -186,6 +189,27 @@ def test_draw_atoms_colours_by_the_map_and_rings_novel_atoms():
         assert isinstance(disc, Circle) and disc.center == pytest.approx(ring.center)
         colour = tuple(np.round(disc.get_facecolor()[:3], 6))
         assert colour in {tuple(np.round(MAP_COLORS(norm(values[a]))[:3], 6)) for a in (0, 5)}
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("top", [2.0, 0.37, 3e-6, 4.2e7])
+def test_colour_bar_shows_the_numbers_of_a_matplotlib_colour_bar(top):
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (mine, theirs) = plt.subplots(2, 1)
+    norm = Normalize(0.0, top)
+    bar = ColourBar(mine)
+    bar.show(norm, "a label")
+    reference = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=MAP_COLORS), cax=theirs, orientation="horizontal")
+    reference.locator = MaxNLocator(3)
+    reference.update_ticks()
+    fig.canvas.draw()
+    expected = [(t.get_text(), x) for t, x in zip(theirs.get_xticklabels(), theirs.get_xticks()) if 0 <= x <= top]
+    shown = [(t.get_text(), t.get_position()[0] * top) for t in bar.numbers if t.get_visible()]
+    assert len(expected) >= 2 and [text for text, _ in shown] == [text for text, _ in expected]
+    assert [x for _, x in shown] == pytest.approx([x for _, x in expected])
+    assert bar.offset.get_text() == theirs.xaxis.get_offset_text().get_text()
+    assert bar.label.get_text() == "a label"
     plt.close(fig)
 
 
