@@ -179,7 +179,9 @@ def measure_steps(backbone, model, probe, molecules, rounds, target_seconds=3.0)
     # the probe's scoring call per step: this tree's StructureScorer (network, domain test,
     # per-atom head); the code before it scored through the classifier's predict_with_importance
     part = _probed_part(probed)
-    owner, name = (part, "_scorer") if hasattr(part, "_scorer") else (part.artifact.classifier, "predict_with_importance")
+    owner, name = (
+        (part, "_scorer") if hasattr(part, "_scorer") else (part.artifact.classifier, "predict_with_importance")
+    )
     inner = getattr(owner, name)
     spent = []
 

@@ -150,7 +150,9 @@ class OneStructureNet:
             importance = weights.mean(2)  # (M, n): each (head, query) column sums to one
         else:
             importance = received / received.sum(1, keepdim=True)
-        scaled = torch.clamp(torch.addcmul(self.extras_shift, extras, self.extras_scale), self.extras_low, self.extras_high)
+        scaled = torch.clamp(
+            torch.addcmul(self.extras_shift, extras, self.extras_scale), self.extras_low, self.extras_high
+        )
         (w1, b1), (w2, b2) = self.head
         x = torch.cat(pooled + [scaled], dim=-1)[:, None, :]  # (M, 1, P)
         logits = torch.baddbmm(b2, F.gelu(torch.baddbmm(b1, x, w1)), w2).view(m, 1)

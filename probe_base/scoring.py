@@ -9,9 +9,8 @@ the watchdog, so they all decide the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -93,7 +92,9 @@ class StructureScorer:
         n = len(numbers)
         classifier = self.artifact.classifier
         if not self._direct or n > TRACE_MAX_ATOMS:
-            return score(self.artifact, FeatureSet(features, numbers, np.array([0, n]), np.array([energy])), self.use_domain)
+            return score(
+                self.artifact, FeatureSet(features, numbers, np.array([0, n]), np.array([energy])), self.use_domain
+            )
         if self._numbers is None or not np.array_equal(numbers, self._numbers):
             self._regroup(numbers)
         values = {"energy_per_atom": energy / n, "log_n_atoms": math.log(n)}
