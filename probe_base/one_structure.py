@@ -72,7 +72,7 @@ class OneStructureNet:
                 heads = block["heads"]
                 w, b = _fold_norm(block["norm1"], block["qkv"], m)
                 d = hidden // heads
-                scale = torch.ones(3 * hidden)
+                scale = torch.ones(3 * hidden, dtype=w.dtype)
                 scale[:hidden] = 1.0 / math.sqrt(d)  # the query's 1/sqrt(d), folded in
                 attention = dict(heads=heads, qkv=(w * scale, b * scale), eps=block["norm1"].eps)
                 attention["out"] = (_members(block["out"].weight, m), _members(block["out"].bias, m))
@@ -130,6 +130,8 @@ class OneStructureNet:
     def __call__(self, features, atomic_numbers, extras):
         m = self.members
         n = features.shape[0]
+        # the members' dtype: nets built under another default (nequip sets float64) keep it
+        features, extras = features.to(self.w1.dtype), extras.to(self.w1.dtype)
         if self.per_element_norm:
             h = torch.addmm(self.b1_of_z[atomic_numbers], features * self.inv_std[atomic_numbers], self.w1)
         else:

@@ -141,3 +141,19 @@ def test_one_structure_domain_search_equals_the_per_element_one(distances, monke
         assert structure == pytest.approx(want_structure[0], rel=1e-5)
         np.testing.assert_allclose(atoms, want_atoms[0], rtol=1e-5)
     assert atoms[2] > 1e3  # the unseen fluorine
+
+
+def test_members_built_in_float64_take_float32_features():
+    """nequip sets torch's default dtype to float64, so probe nets built after importing it
+    are float64 while the features stay float32 (the fused path promotes them alike)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        stacked = StackedProbe(_members("self", False, True))
+    finally:
+        torch.set_default_dtype(previous)
+    features, z, extras = torch.randn(1, 6, 12), torch.full((1, 6), 8), torch.tensor([[-3.0, 2.0]])
+    logits, importance = stacked.one(features, z, extras, return_importance=True)
+    want = stacked(features, z, None, extras, return_importance=True)
+    np.testing.assert_allclose(logits.numpy(), want[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(importance.numpy(), want[1].numpy(), rtol=1e-6)

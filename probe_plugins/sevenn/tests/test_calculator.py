@@ -55,7 +55,7 @@ def test_attach_adds_reliability_and_changes_nothing(calculator, structures, pro
     offline = backbone.run([structures[0]], members=False)
     X = FeatureSet.from_backbone_output(offline, [structures[0]])
     assert results["reliability"] == pytest.approx(float(clf.predict_proba(X)[0, 1]), abs=1e-4)
-    assert _hooks(calculator.model) == 0
+    assert _hooks(calculator.model) == len(probed.adapter.layers)  # kept across steps, one per read layer
 
 
 def test_drop_in_flag_and_policies(structures, probe_file):
