@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import ProbeError
 from .stacked import TRACE_MAX_ATOMS
 from .store import FeatureSet
 
@@ -64,9 +65,9 @@ def score(artifact, X, use_domain=True) -> Scores:
 class StructureScorer:
     """``score`` for one structure at a time, what a calculator's MD step asks: the same
     ``Scores`` (tests check), with what stays the same between steps prepared once (the
-    members' traced graph, the domain's per-element atom groups, the per-atom head's
-    element inputs: kept while the atomic numbers do not change) and none of the per-call
-    bookkeeping of scoring many structures. ``use_domain=False``: the network alone."""
+    members' traced graph, the domain's search, the per-atom head's element inputs: kept
+    while the atomic numbers do not change) and none of the per-call bookkeeping of scoring
+    many structures. ``use_domain=False``: the network alone."""
 
     def __init__(self, artifact, use_domain=True):
         self.artifact = artifact
@@ -91,6 +92,11 @@ class StructureScorer:
         numbers = np.asarray(numbers)
         n = len(numbers)
         classifier = self.artifact.classifier
+        if features.shape != (n, classifier.n_features_in_):
+            raise ProbeError(
+                f"features of shape {features.shape} for {n} atoms; this probe reads "
+                f"{classifier.n_features_in_} features per atom (another backbone or other layers)"
+            )
         if not self._direct or n > TRACE_MAX_ATOMS:
             return score(
                 self.artifact, FeatureSet(features, numbers, np.array([0, n]), np.array([energy])), self.use_domain

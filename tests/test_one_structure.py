@@ -109,6 +109,10 @@ def test_structure_scorer_gives_what_score_gives(toy_files, fitted_probe):
         assert got.reasons == want.reasons
         seen_outside |= not bool(got.in_domain[0])
     assert seen_outside
+    from probe_base.errors import ProbeError
+
+    with pytest.raises(ProbeError, match="features per atom"):
+        scorer(X.features[:, :-1], X.atomic_numbers, 0.0)
 
 
 @pytest.mark.parametrize("distances", [1 << 20, 1])  # one product for all elements; per element
