@@ -29,10 +29,14 @@ class AtomErrorModel:
         self.max_atoms = max_atoms
         self.seed = seed
 
+    def _standardised(self, features):
+        return (np.asarray(features, dtype=np.float32) - self.mean_) / self.std_
+
+    def _onehot(self, atomic_numbers):
+        return (np.asarray(atomic_numbers)[:, None] == self.elements_[None, :]).astype(np.float32)
+
     def _inputs(self, features, atomic_numbers):
-        z = (np.asarray(features, dtype=np.float32) - self.mean_) / self.std_
-        onehot = (np.asarray(atomic_numbers)[:, None] == self.elements_[None, :]).astype(np.float32)
-        return np.concatenate([z, onehot], axis=1)
+        return np.concatenate([self._standardised(features), self._onehot(atomic_numbers)], axis=1)
 
     def fit(self, X, atom_force_error):
         from sklearn.neural_network import MLPRegressor
@@ -66,16 +70,14 @@ class AtomErrorModel:
     def element_inputs(self, atomic_numbers) -> np.ndarray:
         """What the elements add to the first layer, per atom (n_atoms, hidden): depends only
         on the atomic numbers, so a calculator keeps it across MD steps."""
-        onehot = (np.asarray(atomic_numbers)[:, None] == self.elements_[None, :]).astype(np.float32)
-        return onehot @ self.weights_[0][len(self.mean_) :] + self.biases_[0]
+        return self._onehot(atomic_numbers) @ self.weights_[0][len(self.mean_) :] + self.biases_[0]
 
     def predict_atoms(self, features, atomic_numbers=None, element_inputs=None) -> np.ndarray:
         """Predicted |F_pred - F_ref| per atom, eV/Å; ``element_inputs``: of these atoms'
         ``atomic_numbers``, if already known."""
         if element_inputs is None:
             element_inputs = self.element_inputs(atomic_numbers)
-        z = (np.asarray(features, dtype=np.float32) - self.mean_) / self.std_
-        h = z @ self.weights_[0][: len(self.mean_)] + element_inputs
+        h = self._standardised(features) @ self.weights_[0][: len(self.mean_)] + element_inputs
         for w, b in zip(self.weights_[1:], self.biases_[1:]):
             h = np.maximum(h, 0.0) @ w + b  # MLPRegressor's default relu between layers
         log_error = h[:, 0] * self.target_std_ + self.target_mean_

@@ -96,16 +96,18 @@ def check_input_file(path, flag="--input") -> Path:
 class _FrameScan:
     n_readable: int  # frames before the first defect (all of them without one)
     defect: str | None  # why frame ``n_readable`` cannot be read, if it cannot
+    # (ext)xyz: byte offset of each readable frame's first line, then the end of the last
+    starts: np.ndarray | None = None
 
 
-def _is_extxyz(path: Path) -> bool:
+def is_extxyz(path: Path) -> bool:
     return path.suffix.lower() in {".xyz", ".extxyz"}
 
 
 @functools.lru_cache(maxsize=32)
 def _scan_cached(path_str, file_state) -> _FrameScan:
     path = Path(path_str)
-    if _is_extxyz(path):
+    if is_extxyz(path):
         return _scan_xyz(path)
     n = 0
     try:
@@ -118,29 +120,35 @@ def _scan_cached(path_str, file_state) -> _FrameScan:
 
 def _scan_xyz(path: Path) -> _FrameScan:
     """Frames of an (ext)xyz file from its atom-count lines, without parsing the frames;
-    stops at the first frame that cannot be read (bad count, not UTF-8, truncated)."""
+    stops at the first frame that cannot be read (bad count, not UTF-8, truncated). Keeps
+    where each readable frame starts, so one frame can be read without the others."""
     count, lines_left, header_line = 0, 0, 0
+    starts, offset, end = [], 0, 0  # end: after the last complete frame
+
+    def scan(readable, defect=None):
+        return _FrameScan(readable, defect, np.array([*starts[:readable], end], dtype=np.int64))
+
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                frame = count - 1 if lines_left else count
-                return _FrameScan(
-                    frame,
+                return scan(
+                    count - 1 if lines_left else count,
                     f"line {line_number} is not UTF-8 text ({exc.reason} at "
                     f"byte {exc.start}); save the file as UTF-8 or fix that line",
                 )
             if lines_left == 0:
                 stripped = line.strip()
                 if not stripped:
+                    offset += len(raw)
                     continue
                 try:
                     n_atoms = int(stripped)
                     if n_atoms < 0:
                         raise ValueError
                 except ValueError:
-                    return _FrameScan(
+                    return scan(
                         count,
                         f"line {line_number} should give the number of atoms "
                         f"but reads {stripped[:40]!r}; fix the frame above it "
@@ -148,16 +156,26 @@ def _scan_xyz(path: Path) -> _FrameScan:
                     )
                 lines_left = n_atoms + 2
                 header_line = line_number
+                starts.append(offset)
                 count += 1
+            offset += len(raw)
             lines_left -= 1
+            if lines_left == 0:
+                end = offset
     if lines_left > 0:
-        return _FrameScan(
+        return scan(
             count - 1,
             f"is truncated: its atom count (line {header_line}) announces "
             f"{lines_left} more line(s) than the file has; complete or "
             "remove it",
         )
-    return _FrameScan(count, None)
+    return scan(count)
+
+
+def frame_bytes(path) -> np.ndarray:
+    """Byte offsets of an (ext)xyz file's readable frames, then the end of the last:
+    frame i is ``[offsets[i], offsets[i + 1])`` (from the scan ``selected_frames`` makes)."""
+    return _scan(Path(path)).starts
 
 
 def _scan(path: Path) -> _FrameScan:
@@ -234,7 +252,7 @@ def iter_structures(
     selection. Each is numbered by its position in the file."""
     path = check_input_file(path)
     # extxyz: framing defects are found (and named) by the cheap scan before ase reads
-    numbers = selected_frames(path, index) if _is_extxyz(path) else frame_numbers(path, index)
+    numbers = selected_frames(path, index) if is_extxyz(path) else frame_numbers(path, index)
     try:
         stream = iter(ase.io.iread(str(path), index=index))
     except Exception as exc:  # noqa: BLE001 - ase's parsers raise many types

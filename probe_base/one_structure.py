@@ -90,7 +90,9 @@ class OneStructureNet:
     def _linear_pair(ffn, m):
         return [(_members(lin.weight, m), _members(lin.bias, m)) for lin in (ffn.first, ffn.second)]
 
-    def _feed_forward(self, norm, ffn, m):
+    @staticmethod
+    def _feed_forward(norm, ffn, m):
+        """A pre-norm feed-forward step, the norm's affine folded into its first layer."""
         first = _fold_norm(norm, ffn.first, m)
         return dict(eps=norm.eps, first=first, second=(_members(ffn.second.weight, m), _members(ffn.second.bias, m)))
 
@@ -112,11 +114,7 @@ class OneStructureNet:
             keys=key_of_query.reshape(m, hidden, heads * q.shape[1]).contiguous(),  # (M, H, heads * Q)
             values=w_value.view(m, hidden, heads, d).permute(0, 2, 1, 3).contiguous(),  # (M, heads, H, d)
             out=(out_w, queries + torch.baddbmm(out_b, value_bias, out_w)),  # per-query bias (M, Q, H)
-            ffn=dict(
-                eps=pool["norm2"].eps,
-                first=_fold_norm(pool["norm2"], pool["ffn"].first, m),
-                second=(_members(pool["ffn"].second.weight, m), _members(pool["ffn"].second.bias, m)),
-            ),
+            ffn=OneStructureNet._feed_forward(pool["norm2"], pool["ffn"], m),
         )
 
     # ---- forward ---------------------------------------------------------------------------

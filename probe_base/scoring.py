@@ -76,6 +76,7 @@ class StructureScorer:
         classifier = artifact.classifier
         # the fused single-structure path knows the scalar inputs it can compute itself
         self._direct = set(classifier.extras) <= {"energy_per_atom", "log_n_atoms"}
+        self._members = classifier._stacked_members()  # checked fitted once, not every step
         self._numbers = None  # the atomic numbers the groupings below belong to
 
     def _regroup(self, numbers):
@@ -105,7 +106,7 @@ class StructureScorer:
             self._regroup(numbers)
         values = {"energy_per_atom": energy / n, "log_n_atoms": math.log(n)}
         extras = torch.tensor([[values[name] for name in classifier.extras]], dtype=torch.float32)
-        logits, importance = classifier._stacked_members().one(torch.from_numpy(features)[None], self._z, extras, True)
+        logits, importance = self._members.one(torch.from_numpy(features)[None], self._z, extras, True)
         p_network = classifier.calibrator_.transform(logits.mean(0).numpy())
         importance = [importance[0].numpy()]
         novelty = atom_novelty = reasons = None
