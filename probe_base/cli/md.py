@@ -1,0 +1,143 @@
+"""``probe md``: molecular dynamics in an engine (LAMMPS) with the probed backbone.
+
+    probe md --engine lammps --in in.lmp --adapter mace --model my.model --probe my.probe \\
+             --elements C H O --policy stop --patience 3 --collect to_label.xyz
+
+The backbone runs through its adapter (energy and forces of the first ``--model``), the
+probe reads its features, and ``probe_base.lammps_md.run_lammps`` runs the input. Exit
+status 0 when the run ends, 3 when ``--policy stop`` ended it (the message names the step and
+the atoms), 2 on an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STOPPED = 3  # exit status of a run the stop policy ended
+
+
+def add_md_parser(subparsers):
+    from .parser import _add_backbone_args
+
+    p = subparsers.add_parser(
+        "md",
+        help="run a LAMMPS input with the probed backbone: P(reliable) in thermo, per-atom "
+        "reliability in dump, a run that warns or stops itself outside the domain",
+    )
+    p.add_argument("--engine", choices=["lammps"], default="lammps", help="MD engine (default lammps)")
+    p.add_argument(
+        "--in",
+        dest="lammps_input",
+        required=True,
+        type=Path,
+        metavar="IN.LMP",
+        help="LAMMPS input (units metal, box, atoms, masses, fixes; no pair_style needed); "
+        "thermo_style may use v_probe_reliability v_probe_novelty, dump custom d_probe_novelty d_probe_error",
+    )
+    _add_backbone_args(p, several=False)
+    p.add_argument("--probe", required=True, type=Path, help="probe file from `probe fit`")
+    p.add_argument(
+        "--elements", nargs="+", required=True, help="element of each LAMMPS atom type, in type order (e.g. C H O)"
+    )
+    p.add_argument(
+        "--policy",
+        choices=["ignore", "warn", "stop", "collect"],
+        default="warn",
+        help="after --patience consecutive unreliable steps: warn (log step and atoms), stop "
+        "(end the run there), collect (write the frames and go on); default warn",
+    )
+    p.add_argument("--patience", type=int, default=1, help="consecutive unreliable steps that trigger the policy")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="P(reliable) below which a step is unreliable (default: the probe's)",
+    )
+    p.add_argument(
+        "--collect", type=Path, default=None, help="extxyz the unreliable frames are written to, for labelling"
+    )
+    p.add_argument(
+        "--trusted", type=Path, default=None, help="extxyz of the last trusted frame, written when a stop ends the run"
+    )
+    p.add_argument("--log", type=Path, default=Path("log.lammps"), help="LAMMPS log file (default log.lammps)")
+    p.add_argument(
+        "--no-virial",
+        action="store_true",
+        help="periodic box without the potential's virial (the adapter gives no stress): NVE/NVT only, "
+        "LAMMPS's pressure then lacks it",
+    )
+    p.add_argument("--allow-backbone-mismatch", action="store_true")
+    return p
+
+
+def adapter_calculator(adapter):
+    """An ASE calculator of an adapter's primary model: energy and forces from ``predict``
+    (the pass whose features the probe reads)."""
+    import numpy as np
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from ..adapter import _numpy
+
+    class AdapterCalculator(Calculator):
+        implemented_properties = ["energy", "free_energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            energies, forces = adapter.predict(adapter.models[0], [self.atoms], True)
+            energy = float(_numpy(energies).reshape(-1)[0])
+            self.results = {
+                "energy": energy,
+                "free_energy": energy,
+                "forces": _numpy(forces).astype(np.float64).reshape(len(self.atoms), 3),
+            }
+
+    return AdapterCalculator()
+
+
+def run_md(args):
+    from ..artifact import load_probe
+    from ..calculator import ProbedCalculator
+    from ..data import check_input_file
+    from ..lammps_md import load_lammps, run_lammps
+    from ..paths import check_output_file
+    from ..plugins import get_adapter_class
+
+    check_input_file(args.lammps_input, "--in")
+    inputs = [args.lammps_input, args.probe, *args.model]
+    for flag, path in (("--collect", args.collect), ("--trusted", args.trusted)):
+        if path is not None:
+            check_output_file(path, "extxyz", inputs, flag)
+    load_lammps()  # a missing LAMMPS is said before the backbone loads
+    adapter = get_adapter_class(args.adapter)(args.model, layers=args.layers, device=args.device)
+    artifact = load_probe(args.probe)
+    artifact.check_backbone(adapter.fingerprint(), args.allow_backbone_mismatch, source=str(args.probe))
+    calculator = ProbedCalculator(
+        adapter_calculator(adapter), artifact, adapter, policy="ignore", threshold=args.threshold
+    )
+    run = run_lammps(
+        args.lammps_input,
+        calculator,
+        args.elements,
+        policy=args.policy,
+        patience=args.patience,
+        threshold=args.threshold,
+        collect_path=args.collect,
+        trusted_path=args.trusted,
+        virial=not args.no_virial,
+        log=args.log,
+    )
+    p = run.reliability
+    print(
+        f"probe md: {len(run.steps)} steps scored, P(reliable) min {min(p):.3f}" if p else "probe md: no step scored",
+        f"{len(run.events)} unreliable stretch(es)"
+        + (f", {run.n_collected} frames written to {args.collect}" if run.n_collected else ""),
+        sep="; ",
+    )
+    if run.stopped is None:
+        return 0
+    print(run.stopped["message"])
+    kept = f"; last trusted frame (step {run.last_trusted.info['probe_step']})" if run.last_trusted is not None else ""
+    if run.last_trusted is not None and args.trusted is not None:
+        kept += f" written to {args.trusted}"
+    print(f"stopped at step {run.stopped['step']}{kept}; {len(run.skipped)} input command(s) after it not run")
+    return STOPPED
