@@ -226,6 +226,7 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -240,7 +241,10 @@ def plot(result: dict, path: Path):
     ax.set_ylabel("CPU time per MD step (ms)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the sizes alone, not 10^k
     ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_title("toy backbone, 1 thread")
     ax.legend()
     fig.tight_layout()

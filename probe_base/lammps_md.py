@@ -131,16 +131,16 @@ def read_commands(source) -> list[tuple[str, int, str]]:
     Joins ``&`` continuations, drops comments, and expands ``include`` files in place (so
     that their ``run`` commands see the fix)."""
     if isinstance(source, (list, tuple)):
-        return _parse("\n".join(source).splitlines(), "<commands>", Path.cwd())
+        return _parse("\n".join(source).splitlines(), "<commands>")
     if isinstance(source, str) and "\n" in source:
-        return _parse(source.splitlines(), "<commands>", Path.cwd())
+        return _parse(source.splitlines(), "<commands>")
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: LAMMPS input file not found; check the path (--in)")
-    return _parse(path.read_text().splitlines(), str(path), path.parent)
+    return _parse(path.read_text().splitlines(), str(path))
 
 
-def _parse(lines, name, folder, depth=0):
+def _parse(lines, name, depth=0):
     out, pending, first = [], "", 0
     for number, raw in enumerate(lines, start=1):
         line = _strip_comment(raw).rstrip()
@@ -160,11 +160,10 @@ def _parse(lines, name, folder, depth=0):
                 "the probe's callback cannot; unroll the loop (or run several inputs one after another)"
             )
         if word == "include" and "$" not in command:
-            target = Path(shlex.split(command)[1])
-            target = target if target.is_absolute() else folder / target
+            target = Path(shlex.split(command)[1])  # relative to the working folder, as LAMMPS reads it
             if depth > 20 or not target.is_file():
                 raise LammpsInputError(f"{name}, line {first}: `{command}`: included file {target} not found")
-            out += _parse(target.read_text().splitlines(), str(target), target.parent, depth + 1)
+            out += _parse(target.read_text().splitlines(), str(target), depth + 1)
             continue
         out.append((name, first, command))
     if pending:

