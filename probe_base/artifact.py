@@ -12,7 +12,9 @@ file that is renamed into place.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -26,12 +28,16 @@ from safetensors.torch import load_file, save_file
 
 from .atom_errors import AtomErrorModel
 from .classifier import ProbeClassifier
+from .decision import DecisionRule
 from .domain import DomainModel
-from .errors import ArtifactError, FingerprintMismatch, OutputError
+from .errors import ArtifactError, FingerprintMismatch, OutputError, ProbeError
 from .labels import LabelSpec
 
 FORMAT = "mlip-probe/1"
 METADATA_KEY = "mlip_probe"
+# sha256 of the metadata and every tensor: a flipped byte anywhere is refused, never read as
+# a slightly different probe (files written before it have none and are checked for finiteness only)
+HASH_KEY = "mlip_probe_sha256"
 
 
 @dataclass
@@ -42,6 +48,11 @@ class ProbeArtifact:
     info: dict
     domain: DomainModel | None = None  # None: files without one, or fitted with --no-domain
     atom_errors: AtomErrorModel | None = None  # None: fitted without reference forces
+
+    @property
+    def decision(self) -> DecisionRule:
+        """The rule every consumer flags with (``probe_base.decision``)."""
+        return DecisionRule.from_info(self.info.get("info") or {})
 
     def check_backbone(self, backbone_fingerprint: dict, allow_mismatch: bool = False, source="probe"):
         check_fingerprint(self.fingerprint, backbone_fingerprint, allow_mismatch, source)
@@ -170,7 +181,106 @@ def save_probe(
         "info": info or {},
         "versions": _versions(),
     }
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)}))
+    problem = _non_finite(tensors, meta)
+    if problem:
+        raise ArtifactError(
+            f"{path}: not written: the fitted probe holds {problem} (training diverged or the fitting "
+            "store holds out-of-range values); check the store's features and labels, then fit again"
+        )
+    write_tensors(path, tensors, meta)
+
+
+def content_sha256(tensors: dict, meta_json: str) -> str:
+    """sha256 over the metadata text and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_tensors(path, tensors: dict, meta: dict) -> None:
+    """Write a ``.probe`` atomically, with its content hash."""
+    meta_json = json.dumps(meta)
+    metadata = {METADATA_KEY: meta_json, HASH_KEY: content_sha256(tensors, meta_json)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def rewrite_info(path, updates: dict, output=None) -> Path:
+    """Rewrite a ``.probe`` with ``updates`` merged into its ``info``, the weights unchanged
+    (checked on the way in, hashed anew on the way out). Atomic; returns the path written."""
+    path = Path(path)
+    load_probe(path)  # the same checks and messages as everywhere else
+    tensors, meta = _read_checked(path)
+    meta["info"] = {**meta.get("info", {}), **updates}
+    target = Path(output) if output is not None else path
+    write_tensors(target, tensors, meta)
+    return target
+
+
+def _numbers(value, where):
+    """(where, number) for every number in a JSON-like value."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float)):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{where}[{i}]")
+
+
+#: header entries whose numbers enter a decision (the others are reports: split indices, ...)
+DECIDING = ("label", "domain", "atom_errors", "temperature", "prior_log_odds", "params")
+
+
+def _non_finite(tensors, meta) -> str | None:
+    """What holds NaN or inf among the weights and the numbers that decide, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"NaN or inf in {name!r}"
+    deciding = {key: meta.get(key) for key in DECIDING}
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    deciding["decision"] = info.get("decision")
+    for where, number in _numbers(deciding, "header"):
+        if isinstance(number, float) and not math.isfinite(number):
+            return f"{where} is {number}"
+    return None
+
+
+def _read_checked(path: Path) -> tuple[dict, dict]:
+    """Tensors and header of a ``.probe``, refused (ArtifactError) unless readable and, where
+    the file has a content hash, equal to what was written."""
+    from safetensors import safe_open
+
+    damaged = f"{path}: not a valid .probe file"
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+        meta_json = metadata[METADATA_KEY]
+        meta = json.loads(meta_json)
+    except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"{damaged} (corrupted, truncated, or another format such as a pickle, which is never loaded): "
+            f"{_one_line(exc)}. Re-create it with `probe fit`."
+        ) from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{damaged}: its header is not a JSON object; re-create it with `probe fit`")
+    stored = metadata.get(HASH_KEY)
+    if stored is not None and stored != content_sha256(tensors, meta_json):
+        raise ArtifactError(
+            f"{path}: the file is damaged (its content hash does not match: bytes changed after it was "
+            "written); re-create it with `probe fit` or restore a copy"
+        )
+    return tensors, meta
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
 
 
 def _versions():
@@ -183,20 +293,12 @@ def load_probe(path) -> ProbeArtifact:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: probe file not found; train one with `probe fit`")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-        meta = json.loads(metadata[METADATA_KEY])
-    except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise ArtifactError(
-            f"{path}: not a valid .probe file (corrupted, truncated, or another format such as a "
-            f"pickle, which is never loaded): {exc}. Re-create it with `probe fit`."
-        ) from None
+    tensors, meta = _read_checked(path)
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: unsupported probe format {meta.get('format')!r}; expected {FORMAT}")
+    problem = _non_finite(tensors, meta)
+    if problem:
+        raise ArtifactError(f"{path}: the file is damaged ({problem}); re-create it with `probe fit`")
     try:
         params = dict(meta["params"])
         params.pop("domain_guard", None)  # files before the domain model: it replaced the guard
@@ -204,13 +306,17 @@ def load_probe(path) -> ProbeArtifact:
         classifier = ProbeClassifier.from_state(params, _classifier_state(path, tensors, meta))
         domain = _part_from_tensors(DomainModel, "domain", meta.get("domain"), tensors)
         atom_errors = _part_from_tensors(AtomErrorModel, "atom_errors", meta.get("atom_errors"), tensors)
+        label = LabelSpec(**meta["label"])
+        DecisionRule.from_info(meta.get("info") or {})
     except ValueError as exc:  # values a part refuses: members that do not fit the net, NaN, ...
-        raise ArtifactError(f"{path}: {exc}; the file is damaged: re-create it with `probe fit`") from None
-    except (KeyError, RuntimeError, TypeError) as exc:
+        raise ArtifactError(f"{path}: {_one_line(exc)}; the file is damaged: re-create it with `probe fit`") from None
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise ArtifactError(
-            f"{path}: probe file is incomplete or inconsistent ({exc}); re-create it with `probe fit`"
+            f"{path}: probe file is incomplete or inconsistent ({_one_line(exc)}); re-create it with `probe fit`"
         ) from None
-    return ProbeArtifact(classifier, LabelSpec(**meta["label"]), meta["fingerprint"], meta, domain, atom_errors)
+    except ProbeError as exc:
+        raise ArtifactError(f"{path}: {_one_line(exc)}; the file is damaged: re-create it with `probe fit`") from None
+    return ProbeArtifact(classifier, label, meta["fingerprint"], meta, domain, atom_errors)
 
 
 MEMBER_KEY = re.compile(r"^member(\d+)\.(.+)$")

@@ -19,8 +19,9 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from .artifact import ProbeArtifact, load_probe
+from .decision import DecisionRule
 from .errors import ProbeError, UnreliablePrediction
-from .scoring import StructureScorer, decision_threshold
+from .scoring import StructureScorer, decision_rule
 
 POLICIES = ("ignore", "warn", "raise")
 
@@ -48,14 +49,16 @@ class ReliabilityPolicy:
     """What to do with a prediction judged unreliable: ``ignore``, ``warn`` or ``raise``.
     One object shared by every calculator and the watchdog, so they decide alike."""
 
-    def __init__(self, policy="warn", threshold=0.5):
+    def __init__(self, policy="warn", threshold=0.5, rule: DecisionRule | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.policy = policy
-        self.threshold = float(threshold)
+        self.rule = rule if rule is not None else DecisionRule(float(threshold), method="fixed")
+        self.threshold = self.rule.cut
 
     def unreliable(self, p_reliable, in_domain=True) -> bool:
-        return (not in_domain) or p_reliable < self.threshold
+        """The probe's decision rule: outside the domain, P below the cut, or P not finite."""
+        return self.rule.unreliable(p_reliable, in_domain)
 
     def message(self, p_reliable, symbols, scores, i=0, label="prediction") -> str:
         """Why structure ``i`` is unreliable: its novel atoms first, else the atoms of
@@ -69,7 +72,7 @@ class ReliabilityPolicy:
         order = np.argsort(scores.atom_map(i))[::-1][:3]
         kind = "atoms of largest predicted force error" if scores.atom_error is not None else "most attended atoms"
         where = ", ".join(f"{symbols[a]}{a}" for a in order)
-        return f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.2f}); {kind}: {where}"
+        return f"PROBE: {label} unreliable (P(reliable) = {p_reliable:.3f} < {self.threshold:.3g}); {kind}: {where}"
 
     def apply(self, message, p_reliable, importance=None, before_raise=None):
         if self.policy == "warn":
@@ -80,9 +83,9 @@ class ReliabilityPolicy:
             raise UnreliablePrediction(message, p_reliable, importance)
 
 
-def write_scores(results: dict, scores, i=0, atoms=None):
+def write_scores(results: dict, scores, i=0, atoms=None, rule=None):
     """Structure ``i`` of ``scores`` into ASE ``results`` (and ``atoms.info``/``arrays``
-    so extxyz carries them)."""
+    so extxyz carries them); ``rule`` (a ``DecisionRule``) adds the flag, ``unreliable``."""
     results["reliability"] = float(scores.p_reliable[i])
     results["reliability_network"] = float(scores.p_network[i])
     results["in_domain"] = bool(scores.in_domain[i])
@@ -92,9 +95,13 @@ def write_scores(results: dict, scores, i=0, atoms=None):
         results["atom_novelty"] = np.asarray(scores.atom_novelty[i], dtype=np.float64)
     if scores.atom_error is not None:
         results["atom_error"] = np.asarray(scores.atom_error[i], dtype=np.float64)
+    if rule is not None:
+        results["unreliable"] = rule.unreliable(results["reliability"], results["in_domain"])
     if atoms is not None:
         atoms.info["probe_reliability"] = results["reliability"]
         atoms.info["probe_in_domain"] = results["in_domain"]
+        if "unreliable" in results:
+            atoms.info["probe_unreliable"] = results["unreliable"]
         atoms.arrays["probe_importance"] = results["atom_importance"].copy()
         if "novelty" in results:
             atoms.info["probe_novelty"] = results["novelty"]
@@ -111,9 +118,9 @@ class ProbedCalculator(Calculator):
         self.calculator = calculator
         self.artifact = artifact
         self.adapter = adapter
-        self.reliability_policy = ReliabilityPolicy(policy, decision_threshold(artifact, threshold))
+        self.reliability_policy = ReliabilityPolicy(policy, rule=decision_rule(artifact, threshold))
         self.use_domain = use_domain
-        extra = ["reliability", "reliability_network", "in_domain", "atom_importance"]
+        extra = ["reliability", "reliability_network", "in_domain", "unreliable", "atom_importance"]
         if artifact.domain is not None and use_domain:
             extra += ["novelty", "atom_novelty"]
         if artifact.atom_errors is not None:
@@ -130,11 +137,16 @@ class ProbedCalculator(Calculator):
 
     @policy.setter
     def policy(self, value):
-        self.reliability_policy = ReliabilityPolicy(value, self.reliability_policy.threshold)
+        self.reliability_policy = ReliabilityPolicy(value, rule=self.reliability_policy.rule)
 
     @property
     def threshold(self):
         return self.reliability_policy.threshold
+
+    @property
+    def rule(self):
+        """The decision rule this calculator flags with (the probe file's unless overridden)."""
+        return self.reliability_policy.rule
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -148,10 +160,10 @@ class ProbedCalculator(Calculator):
         captured.clear()
         energy = self.adapter.primary_energy(self.calculator.results)
         scores = self._scorer(features, self.atoms.numbers, energy)
-        write_scores(self.results, scores, 0, atoms)
         policy = self.reliability_policy
+        write_scores(self.results, scores, 0, atoms, policy.rule)
         p = self.results["reliability"]
-        if policy.policy == "ignore" or not policy.unreliable(p, self.results["in_domain"]):
+        if policy.policy == "ignore" or not self.results["unreliable"]:
             return
         message = policy.message(p, self.atoms.get_chemical_symbols(), scores)
         # no cached results on raise: asking again for the same atoms raises again

@@ -204,6 +204,8 @@ def selected_frames(path, index=":", allow_empty=False) -> range:
             )
         return range(frame, frame + 1)
     frames = range(n)[selection]
+    if n == 0 and not allow_empty:
+        raise InputError(f"{path}: the file is empty (no structures); pass a file with structures in it")
     if not len(frames) and not allow_empty:
         raise InputError(
             f"--index {index} selects no frames of {path}, which has {n} frame(s) (0 to {n - 1}); {INDEX_EXAMPLES}"

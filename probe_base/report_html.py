@@ -185,8 +185,10 @@ def _decisions_section(decisions) -> str:
         for name, d in decisions.items()
     )
     return (
-        '<h3>Default decisions</h3><p class="muted">What each method flags with its default rule '
-        "(no labels needed): a good one flags the unreliable and spares the reliable.</p>"
+        '<h3>At one operating point</h3><p class="muted">PROBE flags with the rule stored in the probe; '
+        "every other score is cut at the same false-alarm rate on the same calibration structures. "
+        "Measured here: the share of unreliable structures each flags (detection) and of reliable "
+        "ones (false alarms); a good method flags the unreliable and spares the reliable.</p>"
         '<div class="scroll"><table id="decisions"><thead><tr><th>method</th><th>flags</th>'
         '<th>of the unreliable</th><th>of the reliable</th><th style="text-align:left">rule</th>'
         f"</tr></thead><tbody>{rows}</tbody></table></div>"

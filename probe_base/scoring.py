@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .decision import DecisionRule
 from .errors import ProbeError
 from .stacked import TRACE_MAX_ATOMS
 from .store import FeatureSet
@@ -52,12 +53,11 @@ def score(artifact, X, use_domain=True) -> Scores:
     domain = artifact.domain if use_domain else None
     novelty = atom_novelty = reasons = None
     inside = np.ones(len(X), dtype=bool)
-    p = p_network
     if domain is not None:
         novelty, atom_novelty = domain.novelty(X)
-        inside = novelty <= 1.0
-        p = np.where(inside, p_network, 0.0)
+        inside = novelty <= 1.0  # NaN compares False: outside
         reasons = {int(i): domain.reasons(X, i) for i in np.flatnonzero(~inside)}
+    p = gated(p_network, inside)
     atom_error = artifact.atom_errors.predict(X) if artifact.atom_errors is not None else None
     return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error, reasons)
 
@@ -110,25 +110,37 @@ class StructureScorer:
         p_network = classifier.calibrator_.transform(logits.mean(0).numpy())
         importance = [importance[0].numpy()]
         novelty = atom_novelty = reasons = None
-        p, inside = p_network, np.ones(1, dtype=bool)
+        inside = np.ones(1, dtype=bool)
         if self.domain is not None:
             structure, atoms = self.domain.novelty_of_one(features, self._search, energy)
             novelty, atom_novelty = np.array([structure]), [atoms]
             inside = novelty <= 1.0
             reasons = {}
             if not inside[0]:
-                p = np.zeros(1)
                 one = FeatureSet(features, numbers, np.array([0, n]), np.array([energy]))
                 reasons[0] = self.domain.reasons(one, 0)
+        p = gated(p_network, inside)
         atom_error = None
         if self._atom_inputs is not None:
             atom_error = [self.artifact.atom_errors.predict_atoms(features, element_inputs=self._atom_inputs)]
         return Scores(p, p_network, importance, inside, novelty, atom_novelty, atom_error, reasons)
 
 
-def decision_threshold(artifact, threshold=None) -> float:
-    """The P(reliable) below which a prediction is called unreliable: the caller's, else
-    the probe file's (``probe calibrate`` writes it), else 0.5."""
+def gated(p_network, inside) -> np.ndarray:
+    """The decision's P(reliable): the network's inside the domain, 0 outside it, and 0 where
+    the network's is not a finite number (fail closed: damage never reads as reliable)."""
+    p_network = np.asarray(p_network, dtype=np.float64)
+    return np.where(inside & np.isfinite(p_network), p_network, 0.0)
+
+
+def decision_rule(artifact, threshold=None) -> DecisionRule:
+    """The rule a prediction is flagged by: the probe file's (``probe fit`` sets it for a
+    stated false-alarm rate, ``probe calibrate`` may replace it), or a caller's own cut."""
     if threshold is not None:
-        return float(threshold)
-    return float(artifact.info.get("info", {}).get("decision_threshold", 0.5))
+        return DecisionRule(float(threshold), method="fixed")
+    return artifact.decision
+
+
+def decision_threshold(artifact, threshold=None) -> float:
+    """The P(reliable) below which a prediction is called unreliable (``decision_rule``'s cut)."""
+    return decision_rule(artifact, threshold).cut

@@ -36,16 +36,18 @@ def farthest_point_sampling(embeddings, n, start=0) -> np.ndarray:
     return np.asarray(picked, dtype=np.int64)
 
 
-def select_structures(p_reliable, n, embeddings=None, diverse=False, candidate_factor=5.0):
+def select_structures(p_reliable, n, embeddings=None, diverse=False, candidate_factor=5.0, tiebreak=None):
     """Indices (into the pool) of ``n`` structures to label, in pick order.
 
-    Plain: the ``n`` lowest P(reliable). Diverse: among the ``ceil(candidate_factor * n)``
-    lowest, start from the least reliable and add the farthest candidate in
-    ``embeddings`` each time."""
+    Plain: the ``n`` lowest P(reliable) (``tiebreak``, lower first, orders equal ones: e.g.
+    minus the novelty among the structures outside the domain, all at P = 0). Diverse: among
+    the ``ceil(candidate_factor * n)`` lowest, start from the least reliable and add the
+    farthest candidate in ``embeddings`` each time."""
     p = np.asarray(p_reliable, dtype=np.float64)
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
-    order = np.argsort(p, kind="stable")  # least reliable first
+    # least reliable first
+    order = np.argsort(p, kind="stable") if tiebreak is None else np.lexsort((np.asarray(tiebreak), p))
     if not diverse:
         return order[:n]
     if embeddings is None:
@@ -59,16 +61,18 @@ def select_structures(p_reliable, n, embeddings=None, diverse=False, candidate_f
 
 
 def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress=False):
-    """P(reliable), per-atom importance, pooled embedding and backbone energy of every
-    structure of ``input_path`` (no labels needed), with the structures themselves."""
+    """The ``Scores`` of every structure of ``input_path`` (no labels needed; the same as
+    ``probe predict`` gives, domain test included), their pooled embeddings and backbone
+    energies, with the structures themselves."""
     from tqdm.auto import tqdm
 
     from .classifier import pooled_features
     from .data import count_structures, iter_batches
+    from .scoring import score as score_structures
     from .store import FeatureSet
 
     classifier = artifact.classifier
-    atoms_all, source, p_all, importance_all, embeddings, energies = [], [], [], [], [], []
+    atoms_all, source, scores_all, embeddings, energies = [], [], [], [], []
     bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="score pool", disable=not progress)
 
     def score(batch):
@@ -77,9 +81,7 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
             atoms_list, compute_forces=False, members=False, source=str(input_path), indices=[s.index for s in batch]
         )
         X = FeatureSet.from_backbone_output(out, atoms_list)
-        p, importance = classifier.predict_with_importance(X)
-        p_all.extend(np.asarray(p, dtype=np.float64))
-        importance_all.extend(imp.astype(np.float64) for imp in importance)
+        scores_all.append(score_structures(artifact, X))
         embeddings.append(pooled_features(X, classifier.pool_mean_, classifier.pool_std_))
         energies.extend(out.energies)
         atoms_all.extend(atoms_list)
@@ -91,11 +93,14 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
     bar.close()
     if not atoms_all:
         raise InputError(f"{input_path}: no structures to select from")
+    batches = [(scores, i) for scores in scores_all for i in range(len(scores.p_reliable))]
     return {
         "atoms": atoms_all,
         "source_index": np.asarray(source),
-        "p_reliable": np.asarray(p_all),
-        "importance": importance_all,
+        "p_reliable": np.concatenate([s.p_reliable for s in scores_all]),
+        "novelty": None if scores_all[0].novelty is None else np.concatenate([s.novelty for s in scores_all]),
+        "scores": batches,  # (the batch's Scores, position in it) per structure
+        "importance": [scores.importance[i].astype(np.float64) for scores, i in batches],
         "embeddings": np.concatenate(embeddings),
         "energies": np.asarray(energies),
     }
@@ -119,20 +124,22 @@ def select_file(
     import ase.io
 
     from .artifact import atomic_write, load_probe
+    from .calculator import write_scores
 
     artifact = load_probe(probe_path)
     artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
     pool = score_pool(artifact, adapter, input_path, index, batch_size, progress)
-    picked = select_structures(pool["p_reliable"], n, pool["embeddings"], diverse, candidate_factor)
+    tiebreak = None if pool["novelty"] is None else -pool["novelty"]  # the most novel first
+    picked = select_structures(pool["p_reliable"], n, pool["embeddings"], diverse, candidate_factor, tiebreak)
     out = []
     for rank, i in enumerate(picked):
         atoms = pool["atoms"][i].copy()
         atoms.calc = None  # the input's labels, if any, are not the backbone's
-        atoms.info["probe_reliability"] = float(pool["p_reliable"][i])
+        scores, position = pool["scores"][i]
+        write_scores({}, scores, position, atoms, artifact.decision)  # the keys `probe predict` writes
         atoms.info["probe_energy"] = float(pool["energies"][i])
         atoms.info["probe_pool_index"] = int(pool["source_index"][i])
         atoms.info["probe_rank"] = rank
-        atoms.arrays["probe_importance"] = pool["importance"][i]
         out.append(atoms)
     atomic_write(Path(output_path), lambda tmp: ase.io.write(str(tmp), out, format="extxyz"))
     return out

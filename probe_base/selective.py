@@ -33,7 +33,6 @@ risk and coverage on structures used neither for fitting nor for calibrating.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import beta
 
+from .decision import DecisionRule
 from .errors import InputError
 from .scoring import decision_threshold
 
@@ -195,24 +195,10 @@ def min_calibration_size(target_risk: float, delta: float) -> int:
 
 # ---- the .probe file ---------------------------------------------------------------------
 def update_probe_info(path, updates: dict, output=None) -> Path:
-    """Rewrite a ``.probe`` file with ``updates`` merged into its ``info`` dict, keeping the
-    weights and every other metadata entry byte for byte. Atomic; returns the path written."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    """``probe_base.artifact.rewrite_info``: ``updates`` merged into the file's ``info``."""
+    from .artifact import rewrite_info
 
-    from .artifact import METADATA_KEY, atomic_write, load_probe
-
-    path = Path(path)
-    load_probe(path)  # same checks and messages as everywhere else
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    meta = json.loads(metadata[METADATA_KEY])
-    meta["info"] = {**meta.get("info", {}), **updates}
-    metadata[METADATA_KEY] = json.dumps(meta)
-    target = Path(output) if output is not None else path
-    atomic_write(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    return target
+    return rewrite_info(path, updates, output)
 
 
 def calibration_subset(artifact, data, fraction=None, seed=0):
@@ -249,8 +235,10 @@ def calibrate_probe(
     seed=0,
     allow_mismatch=False,
 ) -> RiskControl:
-    """Choose the threshold on a labelled feature store and store it in the probe file
-    (``output``, or the probe file itself)."""
+    """Choose the threshold on a labelled feature store; when one meets the target, write the
+    probe with it as its decision rule to ``output`` (None: the probe file itself; the CLI
+    asks for --output or --overwrite). A target no threshold meets writes nothing: the probe
+    keeps its rule."""
     from .artifact import load_probe
     from .scoring import score
     from .store import load_store, require_labels
@@ -274,7 +262,10 @@ def calibrate_probe(
             "previous_decision_threshold": previous,
         }
     )
-    update_probe_info(probe_path, {"decision_threshold": control.threshold, "selective": record}, output)
+    if control.achievable:
+        rule = DecisionRule(control.threshold, None, method, control.n_calibration, None, float(target_risk))
+        updates = {"decision": rule.to_dict(), "decision_threshold": control.threshold, "selective": record}
+        update_probe_info(probe_path, updates, output)
     return control
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .decision import DecisionRule
 from .errors import UnreliablePrediction
 
 ACTIONS = ("warn", "stop", "collect")
@@ -117,7 +118,13 @@ class ReliabilityWatchdog:
         self.patience = int(patience)
         self.action = action
         self.collect_path = Path(collect_path) if collect_path is not None else None
-        self.threshold = float(threshold if threshold is not None else getattr(self.calc, "threshold", 0.5))
+        # the probe's own rule (the calculator's), unless a cut is given here
+        self.rule = (
+            DecisionRule(float(threshold), method="fixed")
+            if threshold is not None
+            else getattr(self.calc, "rule", None) or DecisionRule(float(getattr(self.calc, "threshold", 0.5)))
+        )
+        self.threshold = self.rule.cut
         self.interval = int(interval)
         self.dynamics = dynamics
         self.keep_importance = keep_importance
@@ -168,9 +175,10 @@ class ReliabilityWatchdog:
         else:
             p = float(self.calc.results["reliability"])
             importance = np.asarray(self.calc.results["atom_importance"], dtype=np.float64)
+        in_domain = bool(self.calc.results.get("in_domain", True))
         atoms.info["probe_reliability"] = p
         atoms.arrays["probe_importance"] = importance.copy()
-        unreliable = p < self.threshold
+        unreliable = self.rule.unreliable(p, in_domain)  # NaN: unreliable (fail closed)
         self.records.append(StepRecord(step, p, importance.copy() if self.keep_importance else None, unreliable))
         if not unreliable:
             self.streak = 0

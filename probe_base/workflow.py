@@ -11,22 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import atomic_write, load_probe, save_probe
+from .artifact import ProbeArtifact, atomic_write, load_probe, save_probe
 from .atom_errors import AtomErrorModel, atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
+from .decision import DEFAULT_FALSE_ALARM, DecisionError, DecisionRule, fit_rule, min_reliable_calibration
 from .domain import DEFAULT_ALPHA, SCALARS, DomainError, DomainModel, min_calibration_size
 from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
 from .metrics import evaluate_signals, format_table
+from .operating_point import decision_table, format_decisions, paired_differences
 from .paths import check_output_file
-from .scoring import decision_threshold, score
+from .scoring import score
 from .selective import selective_evaluation
-from .store import load_store, require_labels
-
-#: fitting-set quantile at which a label-free score (ensemble std, LLPR, GMM, ...) flags a
-#: structure in the decision tables: what a user thresholding it would do
-BASELINE_FLAG_QUANTILE = 0.99
+from .store import check_store_values, load_store, require_labels
+from .training import stratified_split
 
 
 def split_holdout(n, fraction, seed):
@@ -48,6 +47,10 @@ def split_holdout(n, fraction, seed):
 def load_reference(reference_path, fingerprint, fit_store=""):
     """The backbone's training-set store for the domain (labels optional); refused if it
     was extracted with another backbone or other layers."""
+    from .reference_index import is_reference_file, load_built_reference
+
+    if is_reference_file(reference_path):  # `probe reference build`: per-element indexes, not a store
+        return load_built_reference(reference_path, fingerprint, fit_store)
     reference = load_store(reference_path)
     mine = reference.fingerprint
     if (mine.get("adapter"), mine.get("weights_sha256"), mine.get("layers"), mine.get("widths")) != (
@@ -56,13 +59,22 @@ def load_reference(reference_path, fingerprint, fit_store=""):
         fingerprint.get("layers"),
         fingerprint.get("widths"),
     ):
+        differences = []
+        if mine.get("adapter") != fingerprint.get("adapter"):
+            differences.append(f"adapter {mine.get('adapter')} vs {fingerprint.get('adapter')}")
+        if mine.get("weights_sha256") != fingerprint.get("weights_sha256"):
+            differences.append("the model weights differ (another model file or training)")
+        if (mine.get("layers"), mine.get("widths")) != (fingerprint.get("layers"), fingerprint.get("widths")):
+            differences.append(f"feature layers {mine.get('layers')} vs {fingerprint.get('layers')}")
         raise FingerprintMismatch(
-            f"{reference_path}: this reference store was extracted with another backbone or other "
-            f"feature layers ({mine.get('adapter')} {mine.get('layers')}) than {fit_store} "
-            f"({fingerprint.get('adapter')} {fingerprint.get('layers')}): extract the backbone's "
-            "training set with the same --adapter, --model and --layers (`probe extract --no-labels`)"
+            f"{reference_path}: this reference store does not match {fit_store}: {'; '.join(differences)}; "
+            "extract the backbone's training set with the same --adapter, --model and --layers "
+            "(`probe extract --no-labels`)"
         )
     return reference
+
+
+DEFAULT_CALIBRATION_FRACTION = 0.25
 
 
 def fit_probe(
@@ -77,6 +89,8 @@ def fit_probe(
     domain=True,
     alpha=DEFAULT_ALPHA,
     atom_errors=True,
+    false_alarm=DEFAULT_FALSE_ALARM,
+    calibration_fraction=DEFAULT_CALIBRATION_FRACTION,
 ):
     """Fit on a feature store (minus an optional held-out fraction); write ``output``.
 
@@ -86,17 +100,24 @@ def fit_probe(
     ``DomainModel`` to fit, or False (no domain test). ``alpha``: the domain test's
     false-alarm rate on in-distribution structures. ``atom_errors``: fit the per-atom
     force-error head where the store has reference forces.
+    ``false_alarm``: the share of reliable in-distribution structures the decision may flag;
+    its cut on P(reliable) is set on ``calibration_fraction`` of the fitting set, held out of
+    the network's training (``probe_base.decision``); None: no such split, the cut is 0.5
+    without a stated rate.
     ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
-    features are streamed from the store, and rank 0 writes ``output``."""
+    features are streamed from the store, and rank 0 writes ``output``.
+    Returns (resolved label, fitted classifier); the classifier carries ``domain_``,
+    ``atom_errors_``, ``decision_`` and ``label_offset_`` for the caller's report."""
     check_output_file(output, "probe", [store_path, reference])
     distributed = comm is not None and comm.world > 1
     data = require_labels(load_store(store_path, lazy=distributed), store_path, "fit")
+    check_store_values(data, store_path)
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
+    offset = label.offset_estimate(fit_data)
     resolved = label.resolved_on(fit_data)
     fit_errors = resolved.errors(fit_data)
     y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
-    reference_data = load_reference(reference, data.fingerprint, store_path) if reference else None
     if domain is not False and domain is not None:  # refuse before training, not after
         needed = min_calibration_size(domain.alpha if isinstance(domain, DomainModel) else alpha)
         if len(fit_data) < needed:
@@ -105,9 +126,25 @@ def fit_probe(
                 f"in-distribution calibration structures and the fitting set has {len(fit_data)}: "
                 "label more structures, raise --alpha, or pass --no-domain"
             )
-    classifier.fit(fit_data, y, comm=comm)
+    train_pos, calib_pos = np.arange(len(fit_idx)), np.zeros(0, dtype=np.int64)
+    if false_alarm is not None:
+        train_pos, calib_pos = _decision_split(y, calibration_fraction, false_alarm, split_seed, store_path)
+    reference_data = load_reference(reference, data.fingerprint, store_path) if reference else None
+    classifier.fit(fit_data.subset(train_pos), y[train_pos], comm=comm)
     rank0 = comm is None or comm.rank == 0
-    domain_model = head = None
+    domain_model = head = rule = None
+    info = {
+        "fit_store": str(Path(store_path).resolve()),
+        "store_identity": data.attrs,
+        "reference_store": str(Path(reference).resolve()) if reference else None,
+        "fit_indices": fit_idx.tolist(),
+        "eval_indices": eval_idx.tolist(),
+        "calibration_indices": fit_idx[calib_pos].tolist(),  # the decision cut's structures
+        "n_fit": int(len(fit_idx)),
+        "fit_error_quantiles": np.quantile(fit_errors, [0.1, 0.5, 0.9]).tolist(),
+        "label_offset": offset,
+        "epochs": [len(h) for h in classifier.history_],
+    }
     if rank0:
         in_memory = load_store(store_path).subset(fit_idx) if distributed else fit_data
         if domain is not False and domain is not None:
@@ -125,24 +162,48 @@ def fit_probe(
         forces = getattr(in_memory, "atom_force_error", None)
         if atom_errors and forces is not None and np.isfinite(forces).sum() >= 10:
             head = AtomErrorModel(seed=split_seed).fit(in_memory, forces)
-    info = {
-        "fit_store": str(Path(store_path).resolve()),
-        "store_identity": data.attrs,
-        "reference_store": str(Path(reference).resolve()) if reference else None,
-        "fit_indices": fit_idx.tolist(),
-        "eval_indices": eval_idx.tolist(),
-        "n_fit": int(len(fit_idx)),
-        "fit_error_quantiles": np.quantile(fit_errors, [0.1, 0.5, 0.9]).tolist(),
-        "epochs": [len(h) for h in classifier.history_],
-        "decision_threshold": 0.5,
-    }
-    if rank0:
+        if false_alarm is not None:
+            fitted = ProbeArtifact(classifier, resolved, data.fingerprint, {"info": info}, domain_model, head)
+            calibration = score(fitted, in_memory.subset(calib_pos))
+            rule = fit_rule(calibration.p_reliable, calibration.in_domain, y[calib_pos], false_alarm)
+        else:
+            rule = DecisionRule(0.5, method="fixed")
+        info["decision"] = rule.to_dict()
+        info["decision_threshold"] = rule.cut
         save_probe(output, classifier, resolved, data.fingerprint, info, domain_model, head)
     if comm is not None:
         comm.barrier()  # every rank returns once the file is there
     classifier.domain_ = domain_model  # for the caller's report; not part of the estimator
     classifier.atom_errors_ = head
+    classifier.decision_ = rule
+    classifier.label_offset_ = offset
     return resolved, classifier
+
+
+def _decision_split(y, fraction, false_alarm, seed, store_path):
+    """(training positions, calibration positions) of the fitting set: the decision's
+    calibration structures, stratified by label, never seen by the network."""
+    if not 0 < fraction < 1:
+        raise InputError(
+            f"--calibration-fraction {fraction:g}: the share of the fitting set that sets the decision cut "
+            "must lie in (0, 1) (e.g. 0.25)"
+        )
+    needed = min_reliable_calibration(false_alarm)
+    n_reliable = int(y.sum())
+    expected = int(round(fraction * n_reliable))
+    if expected < needed:
+        raise DecisionError(
+            f"{store_path}: a false-alarm rate of {false_alarm:g} needs at least {needed} reliable calibration "
+            f"structures; {fraction:g} of the fitting set's {n_reliable} reliable ones is {expected}: label more "
+            f"structures, raise --false-alarm (e.g. {max(false_alarm, 1.0 / (expected + 1)):.2g}) or "
+            "--calibration-fraction"
+        )
+    if len(y) - int(y.sum()) < 4:
+        # too few unreliable structures to stratify: the calibration split takes reliable ones only
+        order = np.random.default_rng(seed).permutation(np.flatnonzero(y == 1))
+        calib = np.sort(order[:expected])
+        return np.setdiff1d(np.arange(len(y)), calib), calib
+    return stratified_split(np.arange(len(y)), y, fraction, seed)
 
 
 NETWORK = "PROBE network alone"
@@ -152,39 +213,12 @@ NOVELTY = "novelty"
 def _reference_for(info, fit_data):
     """The set the label-free baselines measure against: the backbone's training set
     when the probe was fitted with one, else the fitting set."""
+    from .reference_index import is_reference_file
+
     path = info.get("reference_store")
-    if path and Path(path).exists():
+    if path and Path(path).exists() and not is_reference_file(path):  # a .reference holds no structures
         return load_store(path)
     return fit_data
-
-
-def _decisions(scores, unreliable, p_reliable, threshold, fit_scores):
-    """Per method: what fraction its default decision flags, overall, among the unreliable
-    and among the reliable structures. PROBE: P(reliable) < its decision threshold (0 outside
-    the domain); novelty: > 1; other scores: above their fitting-set 99th percentile."""
-    out = {}
-    bad = unreliable.astype(bool)
-    for name, s in scores.items():
-        if name == "random":
-            continue
-        if name == "PROBE":
-            flagged, rule = p_reliable < threshold, f"P(reliable) < {threshold:.3g}, 0 outside the domain"
-        elif name == NETWORK:
-            flagged, rule = (1 - s) < threshold, f"network's P(reliable) < {threshold:.3g}"
-        elif name == NOVELTY:
-            flagged, rule = s > 1.0, "novelty > 1 (conformal threshold)"
-        elif fit_scores is not None and name in fit_scores:
-            cut = float(np.quantile(fit_scores[name], BASELINE_FLAG_QUANTILE))
-            flagged, rule = s > cut, f"> fitting-set {100 * BASELINE_FLAG_QUANTILE:.0f}th percentile ({cut:.4g})"
-        else:
-            continue
-        out[name] = {
-            "rule": rule,
-            "flagged": float(flagged.mean()),
-            "unreliable_flagged": float(flagged[bad].mean()) if bad.any() else float("nan"),
-            "reliable_flagged": float(flagged[~bad].mean()) if (~bad).any() else float("nan"),
-        }
-    return out
 
 
 def evaluate_probe(
@@ -197,19 +231,26 @@ def evaluate_probe(
     data = require_labels(load_store(store_path), store_path, "evaluate")
     artifact.check_backbone(data.fingerprint, allow_mismatch, source=str(probe_path))
     info = artifact.info["info"]
+    check_store_values(data, store_path)
     same_store = info.get("store_identity") == data.attrs
-    fit_data = None
+    fit_data = calibration = None
     if same_store:
         if not info["eval_indices"]:
             raise InputError(
                 f"{store_path} is the store {probe_path} was fitted on, with no "
                 "held-out part: evaluate on another store or refit with --eval-fraction"
             )
-        fit_data = data.subset(info["fit_indices"])
-        data = data.subset(info["eval_indices"])
+        fit_store = data
     elif Path(info.get("fit_store", "")).exists():
         fit_store = load_store(info["fit_store"])
+    else:
+        fit_store = None
+    if fit_store is not None:
         fit_data = fit_store.subset(info["fit_indices"])
+        if info.get("calibration_indices"):  # the decision cut's structures: every method is cut there
+            calibration = fit_store.subset(info["calibration_indices"])
+    if same_store:
+        data = data.subset(info["eval_indices"])
     errs = artifact.label.errors(data)
     unreliable = (errs > artifact.label.threshold).astype(int)
     result = score(artifact, data)
@@ -221,11 +262,19 @@ def evaluate_probe(
         baselines = ReferenceBaselines().fit(_reference_for(info, fit_data), fit_data, seed)
     if baselines is not None:
         scores.update(baselines.score(data))
-    fit_scores = None
-    if fit_data is not None:
-        # novelty's decision is its conformal threshold: no fitting-set percentile needed
-        fit_scores = dict(baselines.score(fit_data)) if baselines is not None else {}
-    threshold = decision_threshold(artifact)
+    calibration_scores = calibration_reliable = None
+    if calibration is not None:
+        at_calibration = score(artifact, calibration)
+        calibration_scores = {"PROBE network alone": 1 - at_calibration.p_network}
+        if at_calibration.novelty is not None:
+            calibration_scores[NOVELTY] = at_calibration.novelty
+        if baselines is not None:
+            calibration_scores.update(baselines.score(calibration))
+        calibration_reliable = artifact.label.errors(calibration) <= artifact.label.threshold
+    rule = artifact.decision
+    decisions, flags = decision_table(
+        rule, result.p_reliable, result.in_domain, scores, unreliable, calibration_scores, calibration_reliable
+    )
     probabilities = {"PROBE": result.p_reliable, NETWORK: result.p_network}
     metrics = evaluate_signals(
         scores, unreliable, errs, {k: v for k, v in probabilities.items() if k in scores}, n_bootstrap, seed
@@ -255,7 +304,9 @@ def evaluate_probe(
         "in_domain_fraction": float(result.in_domain.mean()),
         "domain": domain,
         "metrics": metrics,
-        "decisions": _decisions(scores, unreliable, result.p_reliable, threshold, fit_scores),
+        "decision_rule": rule.to_dict(),
+        "decisions": decisions,
+        "paired_at_operating_point": paired_differences(flags, unreliable, n_bootstrap, seed),
         "atom_maps": atom_maps,
         "selective": selective_evaluation(artifact, data, result.p_reliable, unreliable),
         "arrays": {
@@ -266,6 +317,7 @@ def evaluate_probe(
             "scores": scores,
             "importance": result.importance,
             "in_domain": result.in_domain,
+            "flagged": flags["PROBE"],
             "novelty": result.novelty,
             "atom_novelty": result.atom_novelty,
             "atom_error": result.atom_error,
@@ -287,15 +339,29 @@ def write_evaluation(evaluation, output_dir) -> Path:
     return output_dir
 
 
+def measured_rule_line(evaluation) -> str:
+    """The decision rule's stated rate next to the rate measured on these structures."""
+    probe = evaluation["decisions"]["PROBE"]
+    rule = evaluation.get("decision_rule") or {}
+    stated = (
+        f"stated false-alarm rate <= {100 * rule['false_alarm']:g}%"
+        if rule.get("false_alarm") is not None
+        else "no stated false-alarm rate"
+    )
+    low, high = probe.get("reliable_flagged_interval") or (float("nan"), float("nan"))
+    where = "in-distribution held-out" if (evaluation.get("domain") or {}).get("in_distribution") else "these"
+    return (
+        f"decision rule ({stated}): measured on {probe['n_reliable']} reliable {where} structures "
+        f"{100 * probe['reliable_flagged']:.1f}% false alarms [95% {100 * low:.1f}, {100 * high:.1f}]; "
+        f"{100 * probe['unreliable_flagged']:.1f}% of {probe['n_unreliable']} unreliable detected"
+    )
+
+
 def metrics_table(evaluation) -> str:
     lines = [format_table(evaluation["metrics"])]
     if evaluation.get("decisions"):
-        lines += ["", f"{'default decision':<22}{'flags':>10}{'of unreliable':>15}{'of reliable':>13}  rule"]
-        for name, d in evaluation["decisions"].items():
-            lines.append(
-                f"{name:<22}{100 * d['flagged']:>9.1f}%{100 * d['unreliable_flagged']:>14.1f}%"
-                f"{100 * d['reliable_flagged']:>12.1f}%  {d['rule']}"
-            )
+        lines += ["", format_decisions(evaluation["decisions"], evaluation.get("paired_at_operating_point"))]
+        lines.append(measured_rule_line(evaluation))
     if evaluation.get("domain"):
         d = evaluation["domain"]
         where = "in-distribution held-out" if d["in_distribution"] else "these"
@@ -355,7 +421,7 @@ def predict_file(
         for i, (atoms, energy) in enumerate(zip(atoms_list, out.energies)):
             atoms = atoms.copy()
             atoms.calc = None
-            write_scores({}, scores, i, atoms)
+            write_scores({}, scores, i, atoms, artifact.decision)
             atoms.info["probe_energy"] = float(energy)
             annotated.append(atoms)
         bar.update(len(batch))

@@ -47,6 +47,8 @@ def test_cli_chain(toy_files, tmp_path, capsys):
                 "energy",
                 "--quantile",
                 "0.5",
+                "--false-alarm",
+                "0.1",
             ]
         )
         == 0

@@ -88,7 +88,7 @@ def test_torchrun_extract_and_fit_match_one_process(toy_files, toy_adapter, held
         assert content == _content_sha256(h5["frame_digest"][:N]), "the same frames' content hash"
 
     # fit: DDP over the 2 ranks vs one process, both reading the merged store
-    options = ["--eval-fraction", "0.5", "--epochs", "15", "--seed", "3"]
+    options = ["--eval-fraction", "0.5", "--epochs", "15", "--seed", "3", "--quantile", "0.5", "--false-alarm", "0.2"]
     _torchrun("fit", "--store", store, "--output", tmp_path / "ddp.probe", *options, cwd=tmp_path)
     from probe_base.cli import main
 

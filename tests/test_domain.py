@@ -125,10 +125,12 @@ def test_fit_refuses_a_bad_alpha_or_too_few_structures_before_training(heldout_s
     from probe_base.cli import main
 
     out = tmp_path / "x.probe"
-    assert main(["fit", "--store", str(heldout_store), "--output", str(out), "--alpha", "1.5"]) == 2
-    assert "--alpha 1.5" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["fit", "--store", str(heldout_store), "--output", str(out), "--alpha", "1.5"])
+    assert "argument --alpha: 1.5 is out of range: must be > 0 and < 1" in capsys.readouterr().err and not out.exists()
     # 400 structures, 99 % held out: 4 left to calibrate, alpha 0.02 needs 49
-    assert main(["fit", "--store", str(heldout_store), "--output", str(out), "--eval-fraction", "0.99"]) == 2
+    options = ["--eval-fraction", "0.99", "--quantile", "0.5"]
+    assert main(["fit", "--store", str(heldout_store), "--output", str(out), *options]) == 2
     err = capsys.readouterr().err
     assert "needs at least 49" in err and "fitting set has 4" in err and not out.exists()
 

@@ -40,7 +40,15 @@ def test_thresholds_absolute_and_quantile():
 
 def test_degenerate_labels_suggest_a_threshold():
     spec = LabelSpec("energy", threshold=10.0)
-    with pytest.raises(LabelError, match=r"all 4 structures .* are reliable.*try --threshold 0\.25"):
+    errors = np.linspace(0.1, 0.4, 20)
+    with pytest.raises(
+        LabelError, match=r"all 20 structures .* are reliable.*use --threshold 0\.325 .*--quantile 0\.5"
+    ):
+        spec.reliable(errors)
+    with pytest.raises(LabelError, match=r"all 20 structures .* are unreliable.*use --threshold 0\.175"):
+        LabelSpec("energy", threshold=0.01).reliable(errors)
+    # too few to hold both kinds: more data is the fix, not the option just used
+    with pytest.raises(LabelError, match=r"all 4 structures .*extract more labelled structures"):
         spec.reliable(np.array([0.1, 0.2, 0.3, 0.4]))
 
 

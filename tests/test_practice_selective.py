@@ -178,7 +178,7 @@ def fitted(tmp_path_factory):
     store = extract(toy["adapter"], structures, folder / "heldout.h5", with_forces=True)
     probe = folder / "toy.probe"
     classifier = ProbeClassifier(hidden=16, heads=2, lr=1e-3, max_epochs=25, patience=8, seed=0)  # 5-fold
-    fit_probe(store, probe, LabelSpec("energy", None, 0.5), classifier, eval_fraction=0.6)
+    fit_probe(store, probe, LabelSpec("energy", None, 0.5), classifier, eval_fraction=0.6, false_alarm=0.1)
     return {"store": store, "probe": probe, "folder": folder, "toy": toy}
 
 

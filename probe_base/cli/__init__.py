@@ -9,25 +9,42 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from ..errors import ProbeError
-from .checks import check_before_work, check_device
+from .checks import OUTPUTS, check_before_work, check_device
 from .commands import COMMANDS
 from .parser import build_parser
 
 __all__ = ["build_parser", "check_before_work", "check_device", "main"]
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so the command unwinds as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        previous = None
+    try:
         check_before_work(args)
         return COMMANDS[args.command](args) or 0
+    except (KeyboardInterrupt, Terminated) as exc:
+        name, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT (Ctrl-C)", 130)
+        print(f"interrupted by {name}: {interrupted_state(args)}", file=sys.stderr)
+        return status
     except ProbeError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -39,6 +56,44 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_state(args) -> str:
+    """One line: what an interrupted command left on disk and how to go on."""
+    if args.command == "extract":
+        partial = args.output.with_name(args.output.name + ".partial")
+        if partial.exists():
+            from ..store import stored_count
+
+            n = stored_count(partial)
+            saved = "the structures extracted so far are" if n is None else f"{n} structures are"
+            return f"{saved} saved in {partial}; run the same command again to resume after them"
+        return f"nothing was saved; run the same command again to start {args.output}"
+    name = OUTPUTS.get(args.command, (None, None))[0]
+    output = getattr(args, name, None) if name else None
+    if output is None:
+        return "nothing was written; run the command again"
+    return f"{output} was not written (an existing file is unchanged); run the command again"
+
+
+#: options whose value may start with "-" (an ase.io index such as -3:)
+NEGATIVE_VALUES = ("--index",)
+
+
+def _joined_negative_values(argv):
+    """``--index -3:`` as ``--index=-3:``: argparse would read "-3:" as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_VALUES and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def _one_line(message: str) -> str:

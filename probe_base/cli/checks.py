@@ -31,8 +31,16 @@ def check_before_work(args):
     if getattr(args, "input", None) is not None:
         check_input_file(args.input, "--input")
         selected_frames(args.input, getattr(args, "index", ":"))  # the index, framing, no frames
-    if getattr(args, "probe", None) is not None and args.command != "calibrate":
+    if getattr(args, "probe", None) is not None:
         _check_probe_exists(args.probe)
+    if args.command == "calibrate":
+        if args.output is None and not args.overwrite:
+            raise InputError(
+                f"probe calibrate: pass --output NEW.probe for the calibrated probe (kept beside "
+                f"{args.probe}), or --overwrite to replace {args.probe} itself"
+            )
+        if args.output is not None and args.overwrite:
+            raise InputError("probe calibrate: give --output or --overwrite, not both")
     for model in getattr(args, "model", None) or []:
         check_input_file(model, "--model")
     if getattr(args, "eval_fraction", None) is not None and not 0 <= args.eval_fraction < 1:
@@ -56,8 +64,8 @@ def check_before_work(args):
     inputs = []
     for argument in INPUTS:
         value = getattr(args, argument, None)
-        if argument == "probe" and args.command == "calibrate":
-            continue  # calibrate updates its probe in place by design
+        if argument == "probe" and args.command == "calibrate" and args.overwrite:
+            continue  # --overwrite: replaces its probe, asked for
         inputs.extend(value if isinstance(value, list) else [value])
     check_output_file(output, kind, [v for v in inputs if v is not None], f"--{name}")
 

@@ -3,6 +3,9 @@ when they run, so one command does not pay for another's imports."""
 
 from __future__ import annotations
 
+from .md import run_md
+from .reference import run_reference
+
 
 def _adapter(args, model_paths):
     from ..plugins import get_adapter_class
@@ -101,12 +104,7 @@ def _fit(args, group):
         if args.preset == "default"
         else ProbeClassifier.from_preset(args.preset, **overrides)
     )
-    label = LabelSpec(
-        args.target,
-        args.threshold,
-        None if args.threshold is not None else args.quantile,
-        remove_offset=args.remove_offset,
-    )
+    label = LabelSpec(args.target, args.threshold, args.quantile, remove_offset=args.offset)
     if args.reference is None and not args.no_domain and rank0:
         print(
             "domain: no --reference given, so the fitting set serves as the backbone's domain "
@@ -124,6 +122,8 @@ def _fit(args, group):
         reference=args.reference,
         domain=not args.no_domain,
         alpha=args.alpha,
+        false_alarm=args.false_alarm,
+        calibration_fraction=args.calibration_fraction,
     )
     if not rank0:
         return
@@ -132,11 +132,28 @@ def _fit(args, group):
     if fitted.atom_errors_ is not None:
         print("per-atom map: force-error head fitted on the reference forces (results['atom_error'])")
     best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
-    print(f"label: {resolved.target} error <= {resolved.threshold:.4g} is reliable")
+    print(f"label: {resolved.describe()}")
+    print(_offset_line(fitted.label_offset_, resolved))
+    print(f"decision: {fitted.decision_.describe()}")
     print(
         f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; temperature {fitted.temperature_:.3f}"
     )
     print(f"wrote {args.output}")
+
+
+def _offset_line(offset, label) -> str:
+    """What ``probe fit`` found of a constant energy offset, and what the label did with it."""
+    if offset is None:
+        return "energy offset: not applicable (force label)"
+    from ..labels import UNITS
+
+    unit = UNITS[label.target]
+    found = f"energy offset (mean of E_pred - E_ref): {offset['mean']:+.4g} {unit} ± {offset['standard_error']:.2g}"
+    if offset["removed"]:
+        return f"{found}: removed from the label (--keep-offset counts it as error)"
+    if offset["significant"]:
+        return f"{found}: significant, kept as error (--keep-offset)"
+    return f"{found}: not significant, nothing removed"
 
 
 def cmd_evaluate(args):
@@ -186,11 +203,11 @@ def cmd_predict(args):
         args.allow_backbone_mismatch,
         on_batch=collector,
     )
-    low = sum(a.info["probe_reliability"] < 0.5 for a in annotated)
+    flagged = sum(a.info["probe_unreliable"] for a in annotated)
     outside = sum(not a.info["probe_in_domain"] for a in annotated)
     print(
-        f"scored {len(annotated)} structures ({low} with P(reliable) < 0.5, {outside} of them outside "
-        f"the backbone's domain); wrote {args.output}"
+        f"scored {len(annotated)} structures: {flagged} flagged unreliable ({outside} of them outside the "
+        f"backbone's domain; rule: {a_rule(args.probe)}); wrote {args.output}"
     )
     if args.chemiscope:
         from ..chemiscope_export import chemiscope_from_predictions
@@ -198,16 +215,25 @@ def cmd_predict(args):
         print(f"wrote {chemiscope_from_predictions(annotated, collector, args.chemiscope)}")
 
 
+def a_rule(probe_path) -> str:
+    """The decision rule of a probe file, in words."""
+    from ..artifact import load_probe
+
+    return load_probe(probe_path).decision.describe()
+
+
 def cmd_calibrate(args):
+    from ..errors import ProbeError
     from ..selective import calibrate_probe, min_calibration_size
 
+    output = args.probe if args.overwrite else args.output
     control = calibrate_probe(
         args.probe,
         args.store,
         args.target_risk,
         args.delta,
         args.method,
-        args.output,
+        output,
         args.calibration_fraction,
         args.seed,
         args.allow_backbone_mismatch,
@@ -230,11 +256,11 @@ def cmd_calibrate(args):
             if control.n_calibration < needed
             else ""
         )
-        print(
+        raise ProbeError(
             f"no threshold meets the target on {control.n_calibration} calibration structures{hint}: "
-            "every prediction will be flagged unreliable; raise --target-risk or calibrate on more data"
+            f"nothing written, {args.probe} keeps its rule; raise --target-risk or calibrate on more data"
         )
-    print(f"wrote {args.output or args.probe}")
+    print(f"wrote {output}")
 
 
 def cmd_select(args):
@@ -275,4 +301,6 @@ COMMANDS = {
     "calibrate": cmd_calibrate,
     "select": cmd_select,
     "demo": cmd_demo,
+    "reference": run_reference,
+    "md": run_md,
 }

@@ -18,6 +18,37 @@ typical run (a MACE model, DFT data in extxyz):
 """
 
 
+def _number(kind, low=None, high=None, low_open=False, high_open=False, what="a number"):
+    """An argparse type: ``kind`` within [low, high] (open ends where asked), with the
+    allowed range in the message."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if value != value or too_low or too_high:  # value != value: NaN
+            left = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            right = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be {' and '.join(filter(None, [left, right]))}"
+            )
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, what="a whole number")
+COUNT = _number(int, 0, what="a whole number")
+RATE = _number(float, 0, 1, low_open=True, high_open=True, what="a number in (0, 1)")
+POSITIVE = _number(float, 0, low_open=True, what="a positive number")
+HOLDOUT = _number(float, 0, 1, high_open=True, what="a fraction in [0, 1)")
+SHARE = _number(float, 0, 1, low_open=True, what="a fraction in (0, 1]")
+
+
 def _add_backbone_args(parser, several=True):
     parser.add_argument(
         "--adapter", required=True, help="backbone adapter: a name from `probe plugins` (e.g. mace) or module:Class"
@@ -49,7 +80,7 @@ def build_parser():
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch CPU threads, >= 1 (default: torch's)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list installed backbone adapters")
@@ -79,7 +110,7 @@ def build_parser():
     )
     p.add_argument("--no-forces", action="store_true", help="the data has no reference forces")
     p.add_argument("--index", default=":", help="ase.io index of the frames to use (default: all)")
-    p.add_argument("--batch-size", type=int, default=32, help="structures per backbone pass")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="structures per backbone pass (>= 1)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage type of features")
     p.add_argument(
         "--overwrite",
@@ -105,21 +136,49 @@ def build_parser():
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--threshold",
-        type=float,
+        type=POSITIVE,
         default=None,
-        help="absolute error threshold (eV, eV/atom or eV/Å); reliable = error <= threshold",
+        help="the tolerance: reliable = error <= threshold, in the target's unit (eV, eV/atom, eV/Å). "
+        "Default: energy 0.0434 eV (1 kcal/mol), energy_per_atom 0.005 eV/atom, force_rmse 0.1 eV/Å, "
+        "force_max 0.5 eV/Å",
     )
     group.add_argument(
         "--quantile",
-        type=float,
-        default=0.5,
-        help="threshold as a quantile of the fitting errors (default 0.5: the median, as in the paper)",
+        type=RATE,
+        default=None,
+        help="a relative label instead: the threshold is this quantile of the fitting errors (0.5: the "
+        "median, as in the paper; half of normal structures then count as unreliable)",
+    )
+    offset = p.add_mutually_exclusive_group()
+    offset.add_argument(
+        "--remove-offset",
+        action="store_const",
+        const=True,
+        dest="offset",
+        default="auto",
+        help="energy targets: always subtract the fitting set's mean signed error first. Default: "
+        "subtract it when it is significant (> 3 standard errors), since a constant shift changes "
+        "neither forces nor relative energies",
+    )
+    offset.add_argument(
+        "--keep-offset",
+        action="store_const",
+        const=False,
+        dest="offset",
+        help="energy targets: count a constant energy offset as error (absolute energies matter)",
     )
     p.add_argument(
-        "--remove-offset",
-        action="store_true",
-        help="energy targets: subtract the fitting set's mean signed error first, so a "
-        "constant energy shift of the backbone does not decide what is unreliable",
+        "--false-alarm",
+        type=RATE,
+        default=0.05,
+        help="the share of reliable in-distribution structures the decision may flag (default 0.05); "
+        "its cut on P(reliable) is set on --calibration-fraction of the fitting set (split-conformal)",
+    )
+    p.add_argument(
+        "--calibration-fraction",
+        type=_number(float, 0, 1, low_open=True, high_open=True, what="a fraction in (0, 1)"),
+        default=0.25,
+        help="share of the fitting set held out of the network's training to set the decision cut (default 0.25)",
     )
     p.add_argument(
         "--reference",
@@ -130,7 +189,7 @@ def build_parser():
     )
     p.add_argument(
         "--alpha",
-        type=float,
+        type=RATE,
         default=0.02,
         help="the domain test's false-alarm rate: at most this fraction of in-distribution "
         "structures is flagged as outside the domain (split-conformal; default 0.02)",
@@ -151,15 +210,15 @@ def build_parser():
     )
     p.add_argument(
         "--eval-fraction",
-        type=float,
+        type=HOLDOUT,
         default=0.0,
         help="fraction of the store kept out of fitting for `probe evaluate` (default 0)",
     )
     p.add_argument(
         "--preset", choices=["default", "paper"], default="default", help="probe recipe: ours (default) or the paper's"
     )
-    p.add_argument("--seeds", type=int, default=None, help="number of probe seeds averaged (probe ensemble)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    p.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of probe seeds averaged (>= 1)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="maximum epochs (>= 1)")
     p.add_argument("--calibration", choices=["temperature", "isotonic", "none"], default="temperature")
     p.add_argument("--seed", type=int, default=0, help="random seed (fixes splits and training)")
     p.add_argument(
@@ -181,7 +240,7 @@ def build_parser():
         help="labelled feature store (the fitting store: its held-out part is used)",
     )
     p.add_argument("--output-dir", required=True, type=Path, help="folder for metrics.json, PNG plots and report.html")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
+    p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for 95%% intervals (>= 0)")
     p.add_argument(
         "--chemiscope",
         type=Path,
@@ -206,7 +265,7 @@ def build_parser():
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path, help="extxyz to write")
     p.add_argument("--index", default=":")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="structures per backbone pass (>= 1)")
     p.add_argument(
         "--allow-backbone-mismatch",
         action="store_true",
@@ -228,7 +287,7 @@ def build_parser():
     )
     p.add_argument("--backbone", default="mace", help="adapter whose example to run: mace (default) or toy")
     p.add_argument("--output-dir", type=Path, default=Path("probe-demo-output"))
-    p.add_argument("--members", type=int, default=4, help="ensemble size for the comparison")
+    p.add_argument("--members", type=_number(int, 2, what="a whole number"), default=4, help="ensemble size (>= 2)")
     p.add_argument(
         "--retrain",
         action="store_true",
@@ -249,8 +308,8 @@ def build_parser():
         help="labelled feature store not used for fitting (the fitting store: half of its "
         "held-out part is used, the other half stays for `probe evaluate`)",
     )
-    p.add_argument("--target-risk", required=True, type=float, help="alpha, e.g. 0.1")
-    p.add_argument("--delta", type=float, default=0.05, help="allowed failure probability (default 0.05)")
+    p.add_argument("--target-risk", required=True, type=RATE, help="alpha, e.g. 0.1")
+    p.add_argument("--delta", type=RATE, default=0.05, help="allowed failure probability (default 0.05)")
     p.add_argument(
         "--method",
         choices=["sgr", "crc"],
@@ -258,10 +317,20 @@ def build_parser():
         help="sgr: selective risk <= alpha w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
         "conformal risk control, expected rate of accepted-and-unreliable <= alpha",
     )
-    p.add_argument("--output", type=Path, default=None, help="probe file to write (default: update --probe)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="probe file to write (a new file; the input probe is kept as it was)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --probe itself with the calibrated probe (instead of --output)",
+    )
     p.add_argument(
         "--calibration-fraction",
-        type=float,
+        type=SHARE,
         default=None,
         help="fraction of the eligible structures to calibrate on (default 0.5 of the "
         "held-out part of the fitting store, 1.0 of another store)",
@@ -277,13 +346,21 @@ def build_parser():
     _add_backbone_args(p, several=False)
     p.add_argument("--probe", required=True, type=Path)
     p.add_argument("--input", required=True, type=Path, help="pool of structures (no labels needed)")
-    p.add_argument("--n", required=True, type=int, help="how many to pick")
+    p.add_argument("--n", required=True, type=POSITIVE_INT, help="how many to pick (>= 1)")
     p.add_argument(
         "--diverse", action="store_true", help="farthest-point sampling among the --candidate-factor * N least reliable"
     )
-    p.add_argument("--candidate-factor", type=float, default=5.0)
+    p.add_argument("--candidate-factor", type=_number(float, 1, what="a number >= 1"), default=5.0)
     p.add_argument("--output", required=True, type=Path, help="extxyz to write")
     p.add_argument("--index", default=":")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="structures per backbone pass (>= 1)")
     p.add_argument("--allow-backbone-mismatch", action="store_true")
+
+    from .reference import add_reference_parser  # `probe reference build` (its own file)
+
+    add_reference_parser(sub)
+
+    from .md import add_md_parser  # `probe md --engine lammps` (its own file)
+
+    add_md_parser(sub)
     return parser

@@ -29,11 +29,20 @@ from .identity import _content_sha256 as _content_sha256
 from .identity import _identity as _identity
 from .layout import FORMAT_VERSION, DiskFull, reserve_space
 from .layout import _WriterLock as _WriterLock
-from .read import StoreView, load_store, require_labels
+from .read import (
+    FEATURE_LIMIT,
+    StoreView,
+    check_store_values,
+    feature_problem,
+    load_store,
+    require_labels,
+    stored_count,
+)
 from .shards import write_virtual_store
 from .write import extract
 
 __all__ = [
+    "FEATURE_LIMIT",
     "FORMAT_VERSION",
     "PER_ATOM_FIELDS",
     "DiskFull",
@@ -43,6 +52,9 @@ __all__ = [
     "StoreView",
     "StoredDataset",
     "check_input_unchanged",
+    "check_store_values",
+    "feature_problem",
+    "stored_count",
     "extract",
     "frame_digest",
     "load_store",

@@ -47,9 +47,11 @@ class _WriterLock:
 
 def _create(h5, n_features, dtype, n_members, identity):
     atom_chunk = (4096, n_features)
-    h5.create_dataset("features", (0, n_features), maxshape=(None, n_features), dtype=dtype, chunks=atom_chunk)
+    h5.create_dataset(
+        "features", (0, n_features), maxshape=(None, n_features), dtype=dtype, chunks=atom_chunk, fletcher32=True
+    )
     for name, dt in [("atomic_numbers", np.int16), ("atom_force_error", np.float32)]:
-        h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(4096,), fletcher32=True)
     for name, dt in [
         ("n_atoms", np.int32),
         ("source_index", np.int64),
@@ -59,11 +61,16 @@ def _create(h5, n_features, dtype, n_members, identity):
         ("force_max_error", np.float64),
         ("member_force_std", np.float64),
     ]:
-        h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+        h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(1024,), fletcher32=True)
     h5.create_dataset(
-        "member_energies", (0, n_members), maxshape=(None, n_members), dtype=np.float64, chunks=(1024, n_members)
+        "member_energies",
+        (0, n_members),
+        maxshape=(None, n_members),
+        dtype=np.float64,
+        chunks=(1024, n_members),
+        fletcher32=True,
     )
-    h5.create_dataset("frame_digest", (0, 16), maxshape=(None, 16), dtype=np.uint8, chunks=(1024, 16))
+    h5.create_dataset("frame_digest", (0, 16), maxshape=(None, 16), dtype=np.uint8, chunks=(1024, 16), fletcher32=True)
     h5.attrs["identity"] = json.dumps(identity)
     h5.attrs["format_version"] = FORMAT_VERSION
     h5.attrs["n_done"] = 0

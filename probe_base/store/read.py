@@ -134,12 +134,77 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
     return data
 
 
+def stored_count(partial) -> int | None:
+    """How many structures an unfinished extraction holds (None if it cannot be read now)."""
+    try:
+        with h5py.File(partial, "r") as h5:
+            return int(h5.attrs["n_done"])
+    except (OSError, KeyError):
+        return None
+
+
 def _unfinished_message(path: Path) -> str:
     finished = path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
     return (
         f"{path}: an unfinished extraction, not a finished feature store; run the same "
         f"`probe extract` again to finish it, then use {finished}"
     )
+
+
+#: per-atom features beyond this magnitude are refused: no backbone layer gives them, an
+#: overwritten or damaged chunk does (and it would overflow the probe's normalisation)
+FEATURE_LIMIT = 1e6
+
+
+def feature_problem(features) -> str | None:
+    """Why a block of per-atom features cannot be used (NaN/inf, absurd magnitude), or None."""
+    features = np.asarray(features)
+    if not np.isfinite(features).all():
+        return "NaN or inf"
+    largest = float(np.abs(features).max()) if features.size else 0.0
+    if largest > FEATURE_LIMIT:
+        return f"a value of magnitude {largest:.3g} (above {FEATURE_LIMIT:g})"
+    return None
+
+
+def check_store_values(data: StoredDataset, path) -> None:
+    """Refuse a store whose features or predicted/reference energies hold NaN, inf or absurd
+    values, naming the first structure (its frame in the input) and the fix."""
+
+    def refuse(i, what):
+        frame = int(data.source_index[i]) if data.source_index is not None else i
+        raise StoreError(
+            f"{path}: structure {i} (input frame {frame}) has {what}; the store is damaged or was "
+            "written by a broken backbone: re-create it with `probe extract --overwrite`"
+        )
+
+    for name in ("energy_pred", "energy_ref"):
+        values = getattr(data, name)
+        bad = np.flatnonzero(~np.isfinite(values) | (np.abs(np.nan_to_num(values)) > 1e12))
+        if len(bad) and not (name == "energy_ref" and not data.has_labels):
+            refuse(int(bad[0]), f"a {name.replace('_', ' ')} of {values[bad[0]]!r}")
+    if data.features is not None:
+        blocks = [(0, np.arange(len(data)), data.features)]
+    else:
+        blocks = _streamed_blocks(data)
+    for _, structures, features in blocks:
+        if feature_problem(features) is None:
+            continue
+        for i in structures:
+            rows = slice(
+                data.offsets[i] - data.offsets[structures[0]], data.offsets[i + 1] - data.offsets[structures[0]]
+            )
+            problem = feature_problem(features[rows])
+            if problem:
+                refuse(int(i), f"per-atom features with {problem}")
+
+
+def _streamed_blocks(view, structures=1024):
+    indices = np.arange(len(view))
+    for start in range(0, len(indices), structures):
+        chunk = indices[start : start + structures]
+        parts = view.reader.read(view.rows[chunk])
+        yield start, chunk, np.concatenate([f for f, _ in parts])
 
 
 def require_labels(data: StoredDataset, path, purpose: str) -> StoredDataset:

@@ -29,7 +29,7 @@ def write_virtual_store(store_path, shard_paths, identity) -> Path:
             shards.append((os.path.relpath(path, store_path.parent), int(h5.attrs["n_done"]), shapes))
     tmp = store_path.with_name(f".{store_path.name}.{os.getpid()}.tmp")
     try:
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", libver="latest") as h5:
             for name, (shape, dtype) in shards[0][2].items():
                 total = sum(shapes[name][0][0] for _, _, shapes in shards)
                 layout = h5py.VirtualLayout((total,) + shape[1:], dtype=dtype)

@@ -25,6 +25,7 @@ from .layout import (
     _WriterLock,
     reserve_space,
 )
+from .read import feature_problem
 
 
 def _open_store_file(path, mode="r"):
@@ -146,7 +147,9 @@ def _write_partial(
     if not partial.exists():
         reserve_space(partial, METADATA_RESERVE, 0, "a new feature store")
         try:
-            h5 = h5py.File(partial, "w")
+            # the latest format checksums HDF5's own metadata (headers, attributes): with the
+            # datasets' fletcher32, a flipped byte is refused when read, never read as data
+            h5 = h5py.File(partial, "w", libver="latest")
             _create(h5, adapter.n_features, dtype, len(adapter.models), identity)
         except OSError as exc:
             partial.unlink(missing_ok=True)
@@ -193,6 +196,13 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
             source=str(input_path),
             indices=[s.index for s in batch],
         )
+        for item, features in zip(batch, output.features):
+            problem = feature_problem(features)
+            if problem:  # refused before it is stored: fit and evaluate would overflow on it
+                raise InputError(
+                    f"{input_path}: structure {item.index}: the backbone gave per-atom features with {problem}; "
+                    "check this structure (overlapping atoms, absurd cell) or the model file"
+                )
         pending_rows.append(_rows_from_batch(batch, output, with_forces, labels))
         pending_count += len(batch)
 

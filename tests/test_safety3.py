@@ -1,0 +1,396 @@
+"""Issue 29: damaged files fail closed, absurd numbers are refused, interrupts leave a
+resumable store with one line. Each test replays one case a careful user hit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import ase.io
+import h5py
+import numpy as np
+import pytest
+from test_safety import rewrite_probe, run_cli, write_frames
+
+from probe_base import attach
+from probe_base.artifact import load_probe
+from probe_base.cli import main
+from probe_base.errors import ArtifactError, StoreError, UnreliablePrediction
+from probe_base.scoring import score
+from probe_base.store import extract, load_store
+from probe_base.toy import ToyCalculator
+from probe_base.watchdog import ReliabilityWatchdog
+
+
+def nan_in(name):
+    def edit(tensors):
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+
+    return edit
+
+
+def first_weight(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return next(k for k in handle.keys() if k.startswith("member4.") and "weight" in k)
+
+
+# ---- 1. a damaged .probe fails closed ------------------------------------------------------
+def test_nan_weight_is_refused_at_load_by_every_entry_point(fitted_probe, toy_files, tmp_path, capsys):
+    bad = rewrite_probe(fitted_probe, tmp_path / "bad.probe", edit_tensors=nan_in(first_weight(fitted_probe)))
+    with pytest.raises(ArtifactError, match=r"bad.probe: the file is damaged \(NaN or inf in 'member4\..*re-create"):
+        load_probe(bad)
+    with pytest.raises(ArtifactError, match="damaged"):
+        attach(ToyCalculator(toy_files["models"][0]), bad, policy="raise")
+    code, error = run_cli(
+        capsys,
+        "predict",
+        "--adapter",
+        "toy",
+        "--model",
+        toy_files["models"][0],
+        "--probe",
+        bad,
+        "--input",
+        toy_files["heldout"],
+        "--index",
+        ":3",
+        "--output",
+        tmp_path / "out.xyz",
+    )
+    assert code == 2 and "damaged" in error and not (tmp_path / "out.xyz").exists()
+
+
+def test_bytes_changed_after_writing_are_refused_by_the_content_hash(fitted_probe, tmp_path):
+    data = bytearray(fitted_probe.read_bytes())
+    data[-100] ^= 0x01  # one bit of the last tensor: still finite, silently another probe without the hash
+    bad = tmp_path / "flipped.probe"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="content hash does not match"):
+        load_probe(bad)
+
+
+def test_a_non_finite_score_is_unreliable_everywhere(fitted_probe, heldout_store, toy_files, monkeypatch):
+    """Damage the scorer itself (NaN out of the network): every consumer flags, none trusts."""
+    artifact = load_probe(fitted_probe)
+    data = load_store(heldout_store).subset(np.arange(5))
+    clean = score(artifact, data)
+    monkeypatch.setattr(
+        type(artifact.classifier),
+        "predict_with_importance",
+        lambda self, X: (np.full(len(X), np.nan), clean.importance),
+    )
+    scores = score(artifact, data)
+    assert np.all(scores.p_reliable == 0.0) and artifact.decision.flags(scores.p_reliable, scores.in_domain).all()
+    assert artifact.decision.unreliable(float("nan"), True)
+    # the calculator and the watchdog see NaN from the network: raise / count it
+    atoms = ase.io.read(toy_files["heldout"], 0)
+    calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise")
+    monkeypatch.setattr(calc._scorer, "_direct", False)  # through score(), which the patch reaches
+    atoms.calc = calc
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    monkeypatch.setattr(atoms.calc._scorer, "_direct", False)
+    watchdog = ReliabilityWatchdog(atoms, patience=1, action="warn")
+    atoms.get_potential_energy()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        watchdog()
+    assert watchdog.records[-1].unreliable and any("unreliable" in str(w.message).lower() for w in seen)
+    assert atoms.calc.results["unreliable"] is True
+
+
+# ---- 2. absurd feature values are refused ---------------------------------------------------
+def overwrite_features(path, value, atom=7):
+    with h5py.File(path, "r+") as h5:  # through HDF5: checksums stay valid, the numbers are absurd
+        h5["features"][atom, :] = value
+
+
+def test_absurd_features_are_refused_by_fit_and_evaluate(heldout_store, fitted_probe, tmp_path, capsys):
+    store = tmp_path / "absurd.h5"
+    store.write_bytes(heldout_store.read_bytes())
+    overwrite_features(store, 2.5e37)
+    code, error = run_cli(capsys, "fit", "--store", store, "--output", tmp_path / "a.probe", "--quantile", "0.5")
+    assert code == 2 and "structure 0 (input frame 0)" in error and "above 1e+06" in error
+    assert "probe extract --overwrite" in error and not (tmp_path / "a.probe").exists()
+    code, error = run_cli(
+        capsys, "evaluate", "--probe", fitted_probe, "--store", store, "--output-dir", tmp_path / "report"
+    )
+    assert code == 2 and "per-atom features with a value of magnitude 2.5e+37" in error
+
+
+def test_fit_never_writes_a_probe_its_loader_rejects(heldout_store, tmp_path, monkeypatch):
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+    from probe_base.workflow import fit_probe
+
+    original = ProbeClassifier.state_dict
+
+    def diverged(self):
+        state = original(self)
+        state["pool_std"] = state["pool_std"] * np.inf
+        return state
+
+    monkeypatch.setattr(ProbeClassifier, "state_dict", diverged)
+    with pytest.raises(ArtifactError, match="not written: the fitted probe holds NaN or inf in 'pool_std'"):
+        fit_probe(heldout_store, tmp_path / "x.probe", LabelSpec(quantile=0.5), ProbeClassifier(max_epochs=2))
+    assert not (tmp_path / "x.probe").exists()
+
+
+# ---- 3. Ctrl-C and SIGTERM during extract ---------------------------------------------------
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_extract_says_what_was_saved_and_resumes(toy_files, tmp_path, signum, status):
+    frames = ase.io.read(toy_files["heldout"], ":") * 8  # 3200 structures: a few seconds of work
+    source = write_frames(tmp_path / "many.xyz", frames)
+    output = tmp_path / "many.h5"
+    command = [
+        sys.executable,
+        "-m",
+        "probe_base.cli",
+        "--threads",
+        "1",
+        "extract",
+        "--adapter",
+        "probe_base.toy:ToyAdapter",
+    ]
+    command += ["--model", str(toy_files["models"][0]), "--input", str(source), "--output", str(output)]
+    command += ["--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    partial = tmp_path / "many.h5.partial"
+    deadline = time.time() + 120
+    while not partial.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    time.sleep(2.0)  # past the first flushed chunk
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == status, err[-2000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and str(partial) in lines[0] and "run the same command again to resume" in lines[0]
+    assert partial.exists() and not output.exists()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(load_store(output)) == len(frames)
+
+
+# ---- 4, 5. numeric options ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--threads", "-2", "plugins"], "argument --threads: -2 is out of range: must be >= 1"),
+        (["--threads", "0", "plugins"], "argument --threads: 0 is out of range: must be >= 1"),
+        (["extract", "--batch-size", "0"], "argument --batch-size: 0 is out of range: must be >= 1"),
+        (["extract", "--batch-size", "-5"], "argument --batch-size: -5 is out of range: must be >= 1"),
+        (["select", "--n", "0"], "argument --n: 0 is out of range: must be >= 1"),
+        (["fit", "--false-alarm", "1.5"], "argument --false-alarm: 1.5 is out of range: must be > 0 and < 1"),
+        (["fit", "--eval-fraction", "1"], "argument --eval-fraction: 1 is out of range: must be >= 0 and < 1"),
+        (["fit", "--threshold", "nan"], "argument --threshold: nan is out of range: must be > 0"),
+        (["calibrate", "--target-risk", "x"], "argument --target-risk: 'x' is not a number in (0, 1)"),
+    ],
+)
+def test_numeric_options_are_checked_with_their_range(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+# ---- 6. calibrate writes a new file, or nothing when no threshold meets the target ---------
+def test_calibrate_needs_output_or_overwrite_and_writes_nothing_when_unmet(
+    fitted_probe, heldout_store, tmp_path, capsys
+):
+    probe = tmp_path / "p.probe"
+    probe.write_bytes(fitted_probe.read_bytes())
+    before = probe.read_bytes()
+    code, error = run_cli(capsys, "calibrate", "--probe", probe, "--store", heldout_store, "--target-risk", "0.1")
+    assert code == 2 and "--output NEW.probe" in error and "--overwrite" in error
+    code, error = run_cli(
+        capsys,
+        "calibrate",
+        "--probe",
+        probe,
+        "--store",
+        heldout_store,
+        "--target-risk",
+        "0.0001",
+        "--output",
+        tmp_path / "c.probe",
+    )
+    assert code == 2 and "no threshold meets the target" in error and "nothing written" in error
+    assert probe.read_bytes() == before and not (tmp_path / "c.probe").exists()
+    code, _ = run_cli(
+        capsys, "calibrate", "--probe", probe, "--store", heldout_store, "--target-risk", "0.4", "--overwrite"
+    )
+    assert code == 0
+    calibrated = load_probe(probe)
+    assert calibrated.decision.method == "sgr" and calibrated.decision.target_risk == 0.4
+
+
+def test_predict_select_and_the_calculator_flag_alike_with_a_calibrated_rule(
+    fitted_probe, heldout_store, toy_files, tmp_path, capsys
+):
+    calibrated = tmp_path / "cal.probe"
+    code, _ = run_cli(
+        capsys,
+        "calibrate",
+        "--probe",
+        fitted_probe,
+        "--store",
+        heldout_store,
+        "--target-risk",
+        "0.4",
+        "--output",
+        calibrated,
+    )
+    assert code == 0
+    rule = load_probe(calibrated).decision
+    model = ["--adapter", "toy", "--model", toy_files["models"][0]]
+    pool = write_frames(tmp_path / "pool.xyz", ase.io.read(toy_files["heldout"], ":40"))
+    code, _ = run_cli(capsys, "predict", *model, "--probe", calibrated, "--input", pool, "--output", tmp_path / "p.xyz")
+    assert code == 0
+    summary = capsys.readouterr()
+    predicted = ase.io.read(tmp_path / "p.xyz", ":")
+    flags = [a.info["probe_unreliable"] for a in predicted]
+    for atoms in predicted:  # the stored rule, not 0.5
+        assert atoms.info["probe_unreliable"] == rule.unreliable(
+            atoms.info["probe_reliability"], atoms.info["probe_in_domain"]
+        )
+    code, _ = run_cli(
+        capsys, "select", *model, "--probe", calibrated, "--input", pool, "--n", "40", "--output", tmp_path / "s.xyz"
+    )
+    assert code == 0
+    selected = {a.info["probe_pool_index"]: a for a in ase.io.read(tmp_path / "s.xyz", ":")}
+    for i, atoms in enumerate(predicted):
+        assert selected[i].info["probe_reliability"] == pytest.approx(atoms.info["probe_reliability"], abs=1e-6)
+        assert selected[i].info["probe_unreliable"] == flags[i]
+    calc = attach(ToyCalculator(toy_files["models"][0]), calibrated, policy="ignore")
+    for i in range(0, 40, 7):
+        atoms = ase.io.read(pool, i)
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        assert calc.results["unreliable"] == flags[i]
+    del summary
+
+
+# ---- minor messages -------------------------------------------------------------------------
+def test_a_one_structure_store_names_the_real_fix(toy_adapter, toy_files, tmp_path, capsys):
+    one = write_frames(tmp_path / "one.xyz", ase.io.read(toy_files["heldout"], ":1"))
+    store = extract(toy_adapter, one, tmp_path / "one.h5", progress=False)
+    code, error = run_cli(capsys, "fit", "--store", store, "--output", tmp_path / "o.probe", "--threshold", "0.01")
+    assert code == 2 and "extract more labelled structures" in error and "--threshold" not in error.split(":", 2)[-1]
+
+
+def test_an_empty_file_says_it_is_empty(toy_files, tmp_path, capsys, fitted_probe):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    code, error = run_cli(
+        capsys,
+        "predict",
+        "--adapter",
+        "toy",
+        "--model",
+        toy_files["models"][0],
+        "--probe",
+        fitted_probe,
+        "--input",
+        empty,
+        "--output",
+        tmp_path / "o.xyz",
+    )
+    assert code == 2 and "the file is empty" in error
+
+
+def test_a_negative_index_needs_no_equals_sign(toy_files, fitted_probe, tmp_path, capsys):
+    code, _ = run_cli(
+        capsys,
+        "predict",
+        "--adapter",
+        "toy",
+        "--model",
+        toy_files["models"][0],
+        "--probe",
+        fitted_probe,
+        "--input",
+        toy_files["heldout"],
+        "--index",
+        "-3:",
+        "--output",
+        tmp_path / "last.xyz",
+    )
+    assert code == 0 and len(ase.io.read(tmp_path / "last.xyz", ":")) == 3
+
+
+def test_a_reference_from_other_weights_says_the_weights_differ(toy_files, heldout_store, tmp_path, capsys):
+    from probe_base.toy import ToyAdapter
+
+    other = extract(
+        ToyAdapter(toy_files["models"][1:2]), toy_files["train"], tmp_path / "other.h5", labels=False, progress=False
+    )
+    code, error = run_cli(
+        capsys,
+        "fit",
+        "--store",
+        heldout_store,
+        "--reference",
+        other,
+        "--output",
+        tmp_path / "r.probe",
+        "--quantile",
+        "0.5",
+    )
+    assert code == 2 and "the model weights differ" in error
+
+
+# ---- fuzz: flipped bytes are refused or change nothing ---------------------------------------
+def test_flipped_bytes_in_a_probe_are_refused_or_change_nothing(fitted_probe, heldout_store, tmp_path):
+    data = load_store(heldout_store).subset(np.arange(6))
+    reference = score(load_probe(fitted_probe), data).p_reliable
+    original = fitted_probe.read_bytes()
+    rng = np.random.default_rng(29)
+    refused = 0
+    for trial in range(150):
+        damaged = bytearray(original)
+        for position in rng.integers(0, len(original), rng.integers(1, 4)):
+            damaged[position] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"fuzz{trial % 2}.probe"
+        path.write_bytes(bytes(damaged))
+        try:
+            artifact = load_probe(path)
+        except ArtifactError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)
+            refused += 1
+            continue
+        np.testing.assert_array_equal(score(artifact, data).p_reliable, reference)
+    assert refused >= 140  # nearly every byte of a .probe matters
+
+
+def test_flipped_bytes_in_a_store_are_refused_or_change_nothing(heldout_store, tmp_path):
+    from probe_base.store import check_store_values
+
+    clean = load_store(heldout_store)
+    original = heldout_store.read_bytes()
+    rng = np.random.default_rng(29)
+    refused = 0
+    for trial in range(100):
+        damaged = bytearray(original)
+        position = int(rng.integers(0, len(original)))
+        damaged[position] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"fuzz{trial % 2}.h5"
+        path.write_bytes(bytes(damaged))
+        try:
+            data = load_store(path)
+            check_store_values(data, path)
+        except StoreError as exc:
+            assert "\n" not in str(exc)
+            refused += 1
+            continue
+        for name in ("features", "atomic_numbers", "offsets", "energy_pred", "energy_ref", "force_rmse"):
+            np.testing.assert_array_equal(getattr(data, name), getattr(clean, name), err_msg=f"byte {position}")
+        assert data.attrs == clean.attrs
+    assert refused > 0
