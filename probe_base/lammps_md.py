@@ -354,7 +354,7 @@ class _Bridge:
         run.steps.append(step)
         run.reliability.append(p)
         run.novelty.append(novelty)
-        unreliable = (not in_domain) or p < self.threshold
+        unreliable = (not in_domain) or not p >= self.threshold  # NaN: unreliable (fail closed)
         if not unreliable:
             self.streak, self.triggered, self.stretch = 0, False, []
             run.last_trusted = self._frame(step, p)

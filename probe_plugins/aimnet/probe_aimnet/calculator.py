@@ -138,7 +138,7 @@ class ProbedAIMNet2Calculator:
 
     def __init__(self, calculator, probe, policy="warn", threshold=None, allow_mismatch=False):
         from probe_base.calculator import ReliabilityPolicy
-        from probe_base.scoring import decision_threshold
+        from probe_base.scoring import decision_rule
 
         models = getattr(calculator, "models", None) or [calculator.model]
         from .plugin import _CALCULATORS
@@ -147,7 +147,7 @@ class ProbedAIMNet2Calculator:
             _CALCULATORS[calc.model] = calc
         self.calculator = calculator
         self.artifact, self.adapter = _backbone(models, probe, allow_mismatch)
-        self.reliability_policy = ReliabilityPolicy(policy, decision_threshold(self.artifact, threshold))
+        self.reliability_policy = ReliabilityPolicy(policy, rule=decision_rule(self.artifact, threshold))
         self.policy, self.threshold = policy, self.reliability_policy.threshold
 
     def __getattr__(self, name):
