@@ -29,6 +29,7 @@ EXPERIMENTS = (
     "distributed_extract",  # distributed-extract ranks|gpu|record-gpu
     "sevenn_signal",  # sevenn-signal
     "sevenn_attach_cost",  # sevenn-attach-cost
+    "reference_scale",  # reference-scale
     "lammps_cost",  # lammps-cost
 )
 

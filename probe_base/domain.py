@@ -1,8 +1,9 @@
 """The backbone's domain: where in its own feature space it has seen atoms before.
 
 Per-atom novelty = mean distance of an atom's standardised backbone features to its k
-nearest reference atoms *of the same element* (exact Euclidean k-NN, ``ExactNeighbors``),
-divided by that element's typical reference distance. Structure novelty = the largest per-atom
+nearest reference atoms *of the same element* (per element a FAISS index,
+``probe_base.reference_index``: exact Euclidean k-NN up to ``exact_max_atoms`` reference
+atoms, IVF-PQ above), divided by that element's typical reference distance. Structure novelty = the largest per-atom
 novelty, so one odd atom (a bond pulled apart, a fragment's dangling end) is enough.
 
 The reference atoms come from the backbone's training set (``probe fit --reference``) or,
@@ -20,11 +21,16 @@ novelty in the same structure score. A dimer of the training molecule (twice the
 another composition is far outside; a structure just past the range's edge is not. One
 conformal threshold on that score, so alpha bounds both together.
 
-Memory: at most ``max_reference_atoms`` atoms are kept per element (a random subsample),
-as float32: ``4 * n_features * max_reference_atoms`` bytes per element (50 000 atoms x
-256 features = 51 MB); the same goes into the ``.probe`` file. Time per scored atom is one
-matrix-vector product with its element's reference: ``n_features x reference atoms``
-multiply-adds (a 9-atom step against 3 000 reference atoms per element: ~0.1 ms).
+The calibration novelties are computed by the same indexes that score, so with an
+approximate index the threshold is the conformal quantile of the approximate novelty: the
+false-alarm bound holds for what is actually computed.
+
+Memory: an exact element keeps ``4 * n_features`` bytes per atom (50 000 atoms x 256
+features = 51 MB), an IVF-PQ one ``m + 8`` (``reference_index``); the same goes into the
+``.probe`` file, each index as FAISS's serialised bytes with its sha256. Optionally at most
+``max_reference_atoms`` atoms per element (a random subsample). Time per scored atom: exact,
+one matrix-vector product with its element's reference (a 9-atom step against 3 000
+reference atoms per element: ~0.1 ms); IVF-PQ, ``nprobe`` cells' codes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import numpy as np
 
 from .errors import ProbeError
 from .neighbours import ExactNeighbors
+from .reference_index import EXACT_MAX_ATOMS, SCALE_SAMPLE, BuiltReference, ElementIndex, element_scale, index_params
 
 DEFAULT_ALPHA = 0.02
 SCALARS = ("energy_per_atom", "n_atoms")
@@ -82,14 +89,18 @@ class DomainModel:
     def __init__(
         self,
         n_neighbors=5,
-        max_reference_atoms=50_000,
+        max_reference_atoms=None,
         alpha=DEFAULT_ALPHA,
         calibration_folds=5,
         scalars=SCALARS,
         seed=0,
+        exact_max_atoms=EXACT_MAX_ATOMS,
+        nprobe=None,
     ):
         self.n_neighbors = n_neighbors
         self.max_reference_atoms = max_reference_atoms
+        self.exact_max_atoms = exact_max_atoms
+        self.nprobe = nprobe
         self.alpha = alpha
         self.calibration_folds = calibration_folds
         self.scalars = scalars
@@ -98,11 +109,14 @@ class DomainModel:
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, reference, calibration=None):
         """``reference``: a FeatureSet of in-domain structures (the backbone's training
-        set). ``calibration``: in-distribution structures *not* in ``reference`` for the
-        conformal threshold. Without it, the reference itself calibrates by cross-fitting
-        (each fold's novelty against the other folds' atoms)."""
+        set), or a ``BuiltReference`` (``build_reference``: streamed from stores, calibration
+        then required). ``calibration``: in-distribution structures *not* in ``reference``
+        for the conformal threshold. Without it, the reference itself calibrates by
+        cross-fitting (each fold's novelty against the other folds' atoms)."""
         if not 0.0 < self.alpha < 1.0:
             raise DomainError(f"alpha must lie in (0, 1), not {self.alpha!r} (e.g. --alpha 0.02)")
+        if isinstance(reference, BuiltReference):
+            return self._fit_built(reference, calibration)
         if len(reference) == 0:
             raise DomainError("the domain's reference set has no structures")
         feats = np.asarray(reference.features, dtype=np.float32)
@@ -119,6 +133,33 @@ class DomainModel:
         self.calibration_scores_ = np.sort(scores).astype(np.float64)
         return self
 
+    def _fit_built(self, built, calibration):
+        """Adopt a streamed build's indexes; calibrate on ``calibration`` with them."""
+        if calibration is None:
+            raise DomainError(
+                "a built reference needs in-distribution calibration structures not in it "
+                "(the fitting set: `probe fit --store FIT.h5 --reference TRAIN.reference`)"
+            )
+        if built.n_neighbors != self.n_neighbors:
+            raise DomainError(
+                f"the reference was built with n_neighbors = {built.n_neighbors}, this domain model "
+                f"uses {self.n_neighbors}: rebuild it with `probe reference build --neighbors {self.n_neighbors}`"
+            )
+        self.n_features_in_ = built.n_features
+        self.mean_, self.std_ = built.mean_, built.std_
+        self.ranges_ = {name: tuple(built.ranges[name]) for name in self.scalars}
+        self.elements_ = np.array(sorted(built.indexes), dtype=np.int64)
+        self.reference_ = {int(z): index for z, index in built.indexes.items()}
+        self.scale_ = {int(z): float(s) for z, s in built.scales.items()}
+        scores = self._raw_structure_novelty(calibration)[0]
+        self.n_calibration_ = int(len(scores))
+        self.threshold_ = conformal_threshold(scores, self.alpha)
+        self.calibration_scores_ = np.sort(scores).astype(np.float64)
+        return self
+
+    def _index_params(self, n):
+        return index_params(n, self.n_features_in_, self.exact_max_atoms, self.nprobe)
+
     def _fit_reference(self, reference, rows=None):
         """Keep at most ``max_reference_atoms`` atoms per element (``rows``: structure
         indices to use) and the per-element distance scale."""
@@ -132,21 +173,17 @@ class DomainModel:
         self.reference_, self.scale_ = {}, {}
         for z in self.elements_:
             mine = atom_rows[z_all[atom_rows] == z]
-            if len(mine) > self.max_reference_atoms:
+            if self.max_reference_atoms is not None and len(mine) > self.max_reference_atoms:
                 mine = np.sort(rng.choice(mine, self.max_reference_atoms, replace=False))
             points = self._standardise(reference.features[mine])
-            self.reference_[int(z)] = ExactNeighbors(points)
-            self.scale_[int(z)] = self._element_scale(int(z), points)
+            index = ElementIndex.build(points, self._index_params(len(points)), seed=self.seed)
+            self.reference_[int(z)] = index
+            # the scale from every atom of an exact reference, a seeded sample of a larger one
+            scaled = points
+            if len(points) > SCALE_SAMPLE:
+                scaled = points[np.sort(rng.choice(len(points), SCALE_SAMPLE, replace=False))]
+            self.scale_[int(z)] = element_scale(index, scaled, self.n_neighbors)
         return self
-
-    def _element_scale(self, z, points):
-        """The element's typical nearest-neighbour distance among its own reference atoms
-        (self excluded): divides raw distances so that elements are comparable."""
-        if len(points) < 2:
-            return 1.0
-        k = min(self.n_neighbors, len(points) - 1)
-        scale = float(np.median(self.reference_[z].mean_distance(points, k, exclude_nearest=True)))
-        return scale if scale > 0 else 1.0
 
     def _cross_fitted_scores(self, reference):
         """Structure novelty of each reference structure against the other folds' atoms,
@@ -271,8 +308,9 @@ class DomainModel:
         _check_fitted(self)
         arrays = {"mean": self.mean_, "std": self.std_, "calibration_scores": self.calibration_scores_}
         ranges = {name: list(r) for name, r in self.ranges_.items()}
-        for z, neighbours in self.reference_.items():
-            arrays[f"reference.{z}"] = neighbours.points
+        indexes = {}
+        for z, index in self.reference_.items():
+            arrays[f"index.{z}"], indexes[str(z)] = index.state()
         meta = {
             "params": self.get_params(),
             "threshold": self.threshold_,
@@ -281,6 +319,7 @@ class DomainModel:
             "elements": [int(z) for z in self.elements_],
             "scale": {str(z): float(s) for z, s in self.scale_.items()},
             "ranges": ranges,
+            "indexes": indexes,
         }
         return arrays, meta
 
@@ -299,9 +338,20 @@ class DomainModel:
         model.elements_ = np.asarray(meta["elements"], dtype=np.int64)
         model.scale_ = {int(z): float(s) for z, s in meta["scale"].items()}
         model.reference_ = {}
+        indexes = meta.get("indexes")
         for z in model.elements_:
-            points = np.asarray(arrays[f"reference.{int(z)}"], dtype=np.float32)
-            model.reference_[int(z)] = ExactNeighbors(points)
+            if indexes is None:  # files before the FAISS index: the exact reference's features
+                points = np.asarray(arrays[f"reference.{int(z)}"], dtype=np.float32)
+                model.reference_[int(z)] = ElementIndex.flat(points)
+                continue
+            index = ElementIndex.from_state(
+                arrays[f"index.{int(z)}"], indexes[str(int(z))], f"domain index of Z={int(z)}"
+            )
+            if index.n_features != model.n_features_in_:
+                raise ValueError(
+                    f"domain index of Z={int(z)} has {index.n_features} features, the domain {model.n_features_in_}"
+                )
+            model.reference_[int(z)] = index
         return model
 
     def get_params(self):
@@ -312,10 +362,14 @@ class DomainModel:
             "calibration_folds": self.calibration_folds,
             "scalars": list(self.scalars),
             "seed": self.seed,
+            "exact_max_atoms": self.exact_max_atoms,
+            "nprobe": self.nprobe,
         }
 
     def summary(self) -> str:
-        counts = ", ".join(f"Z={z}: {len(p)}" for z, p in self.reference_.items())
+        counts = ", ".join(
+            f"Z={z}: {len(p)}{'' if p.kind == 'flat' else ' (IVF-PQ)'}" for z, p in self.reference_.items()
+        )
         ranges = ", ".join(f"{name} {lo:.4g}..{hi:.4g}" for name, (lo, hi) in self.ranges_.items())
         return (
             f"domain: {counts} reference atoms; {ranges}; threshold at alpha = {self.alpha:g} "
@@ -345,13 +399,12 @@ class OneStructureSearch:
         elements = [int(e) for e in np.unique(z) if int(e) in domain.reference_]
         sizes = [len(domain.reference_[e]) for e in elements]
         ks = {min(domain.n_neighbors, size) for size in sizes}
-        self.usable = len(ks) == 1 and len(z) * sum(sizes) <= ONE_STRUCTURE_DISTANCES
+        exact = all(domain.reference_[e].kind == "flat" for e in elements)
+        self.usable = exact and len(ks) == 1 and len(z) * sum(sizes) <= ONE_STRUCTURE_DISTANCES
         if not self.usable:
             return
         self.k = ks.pop()
-        points = np.concatenate([domain.reference_[e].points for e in elements])
-        self.minus_twice_points_t = np.ascontiguousarray(-2.0 * points.T)
-        self.squared_norms = np.einsum("ij,ij->i", points, points)
+        self.reference = ExactNeighbors(np.concatenate([domain.reference_[e].points for e in elements]))
         owner = np.repeat(elements, sizes)
         self.mask = np.where(z[:, None] == owner[None, :], 0.0, np.inf).astype(np.float32)
         self.unseen = ~np.isin(z, elements)
@@ -361,11 +414,9 @@ class OneStructureSearch:
     def __call__(self, points) -> np.ndarray:
         """Raw novelty of each atom from its standardised features (UNSEEN: an element the
         reference never had)."""
-        distances = points @ self.minus_twice_points_t
-        distances += self.squared_norms
+        distances = self.reference.squared_distances(points)
         distances += self.mask
         nearest = np.partition(distances, self.k - 1, axis=1)[:, : self.k]
-        nearest += np.einsum("ij,ij->i", points, points)[:, None]
         out = np.sqrt(np.maximum(nearest, 0.0)).mean(1) / self.scale
         out[self.unseen] = UNSEEN
         return out

@@ -54,6 +54,14 @@ class ExactNeighbors:
             self._padded[take] = (size, groups, minus_twice, squared)
         return self._padded[take]
 
+    def squared_distances(self, queries) -> np.ndarray:
+        """(n_queries, n_reference) squared distances, all of them (for a few queries)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        distances = queries @ self._minus_twice_points_t
+        distances += self._squared_norms
+        distances += np.einsum("ij,ij->i", queries, queries)[:, None]
+        return distances
+
     def mean_distance(self, queries, k, exclude_nearest=False):
         """Mean distance of each query to its k nearest reference points (with
         ``exclude_nearest``, the nearest is dropped first: the query itself when the

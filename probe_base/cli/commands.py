@@ -4,6 +4,7 @@ when they run, so one command does not pay for another's imports."""
 from __future__ import annotations
 
 from .md import run_md
+from .reference import run_reference
 
 
 def _adapter(args, model_paths):
@@ -300,5 +301,6 @@ COMMANDS = {
     "calibrate": cmd_calibrate,
     "select": cmd_select,
     "demo": cmd_demo,
+    "reference": run_reference,
     "md": run_md,
 }

@@ -356,6 +356,10 @@ def build_parser():
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="structures per backbone pass (>= 1)")
     p.add_argument("--allow-backbone-mismatch", action="store_true")
 
+    from .reference import add_reference_parser  # `probe reference build` (its own file)
+
+    add_reference_parser(sub)
+
     from .md import add_md_parser  # `probe md --engine lammps` (its own file)
 
     add_md_parser(sub)

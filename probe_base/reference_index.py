@@ -1,0 +1,665 @@
+"""The domain's reference atoms per element as a FAISS index, and the streaming build of a
+reference from one or many feature stores.
+
+Per element, the reference is exact below ``EXACT_MAX_ATOMS`` atoms and approximate
+above: an inverted file with product-quantised codes (FAISS ``IndexIVFPQ``, a k-means
+coarse quantiser of ``nlist`` cells, an HNSW graph over the cell centroids above
+``HNSW_QUANTIZER_CELLS`` cells, 8-bit codes of ``m`` sub-vectors), scanning ``nprobe``
+cells per query. Memory per atom: ``4 * n_features`` bytes exact, ``m + 8`` bytes
+IVF-PQ (the code and its id): 40 bytes at 64 features instead of 256.
+
+Why FAISS and IVF-PQ (``benchmarks/reference_scale.py`` measures it): FAISS is the
+maintained library (Meta, conda-forge and PyPI wheels, serialisation to bytes without
+pickle) with both compressed and exact indexes behind one interface. An HNSW graph
+(FAISS's own or hnswlib's, the usual alternative) answers a query faster but keeps every
+vector in float32 plus its graph links (~4 * n_features + 8 * M bytes per atom, 6.4 GB for
+10^7 atoms at 64 features and M = 32) and inserts atoms one by one (hours on one core at
+10^7); IVF-PQ trains on a sample, adds atoms in chunks at ~10^5 atoms/s and keeps 40
+bytes per atom, so a foundation model's 10^7-10^8 training atoms fit one machine.
+
+The exact kind is stored as a FAISS ``IndexFlatL2`` (one file format for both kinds) and
+searched with ``ExactNeighbors``: the same vectors, the same numbers as before this index
+(for 100-1000 queries against 21-50 k atoms, 2-3x faster than ``IndexFlatL2.search`` on
+one core, distances equal within 4e-7).
+
+Each index is serialised (``faiss.serialize_index``: FAISS's own binary format, no pickle)
+into a uint8 array with its sha256; loading checks the hash, the kind and the sizes first.
+
+A build streams: ``build_reference(source)`` reads ``source.chunks()`` three times (the
+atomic numbers; the features for the standardisation, the training samples and the
+scale; the features again, standardised, into the indexes), so memory holds one chunk,
+the samples and the indexes, never the whole reference. With a memory budget each
+element keeps a stratified coreset: the element's atoms are split into k-means cells
+(the IVF cells, or ``sqrt(n)`` cells of a k-means on its sample for an exact element),
+each cell keeps at most ``c`` atoms in expectation (a cell with fewer keeps all), with
+``c`` chosen so the kept atoms fit the budget. Sparse cells (the edges of the domain,
+where novelty is decided) stay whole, dense ones are thinned. Which atoms a rule keeps
+depends only on each atom's position in the concatenated stores (a hash), so a
+reference built from several stores equals one built from their concatenation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ProbeError
+from .neighbours import ExactNeighbors
+
+EXACT_MAX_ATOMS = 50_000  # per element: exact at or below, IVF-PQ above
+HNSW_QUANTIZER_CELLS = 1024  # from this many cells the centroids are searched by HNSW
+TRAIN_PER_CELL = 32  # k-means training atoms per IVF cell (FAISS warns below 39: 32 is enough here)
+TRAIN_MAX = 1 << 17  # at most this many training atoms per element
+SCALE_SAMPLE = 50_000  # the element's scale from at most this many of its atoms (all of an exact one)
+CHUNK_ATOMS = 1 << 18  # atoms read from a store at a time
+SEARCH_ROWS = 4096  # queries per FAISS search call (bounds the result arrays)
+UNSEEN = 1e6  # raw novelty of an atom no reference atom was found for
+FORMAT = "mlip-probe-reference/1"
+METADATA_KEY = "mlip_probe_reference"
+
+
+class ReferenceError(ProbeError, ValueError):
+    """A reference index that cannot be built or loaded as asked."""
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:  # a core dependency; only a broken environment lacks it
+        raise ReferenceError("the domain's reference index needs faiss-cpu: pip install 'faiss-cpu==1.15.1'") from None
+    return faiss
+
+
+# ---- parameters --------------------------------------------------------------------------
+def index_params(n: int, n_features: int, exact_max_atoms=EXACT_MAX_ATOMS, nprobe=None) -> dict:
+    """The index an element of ``n`` reference atoms gets: exact at or below
+    ``exact_max_atoms``, else IVF-PQ with nlist ~ 2 sqrt(n) cells (a power of two, 64 to
+    16384), m = the largest divisor of the width up to min(64, width / 2) sub-vectors
+    (2+ features per byte) and ``nprobe`` (default 16) cells scanned per query."""
+    if n <= exact_max_atoms:
+        return {"kind": "flat"}
+    nlist = int(min(16384, max(64, 2 ** round(math.log2(2 * math.sqrt(n))))))
+    nlist = min(nlist, max(1, n // TRAIN_PER_CELL))
+    m = max(d for d in range(1, max(1, min(64, n_features // 2)) + 1) if n_features % d == 0)
+    return {
+        "kind": "ivfpq",
+        "nlist": nlist,
+        "m": m,
+        "nbits": 8,
+        "nprobe": int(nprobe or 16),
+        "hnsw_quantizer": nlist >= HNSW_QUANTIZER_CELLS,
+    }
+
+
+def bytes_per_atom(params: dict, n_features: int) -> int:
+    return 4 * n_features if params["kind"] == "flat" else params["m"] + 8
+
+
+def training_size(params: dict, n: int) -> int:
+    """Atoms an element's index is trained on (0: exact, nothing to train)."""
+    if params["kind"] == "flat":
+        return 0
+    return int(min(n, TRAIN_MAX, TRAIN_PER_CELL * params["nlist"]))
+
+
+# ---- one element's index -----------------------------------------------------------------
+class ElementIndex:
+    """One element's reference atoms: ``mean_distance`` (what novelty needs), ``len``,
+    ``points`` (exact only: what one structure's search in an MD step concatenates),
+    ``state`` / ``from_state`` (uint8 bytes + JSON, hash-checked)."""
+
+    def __init__(self, params: dict, n_features: int, exact=None, index=None):
+        self.params, self.n_features = dict(params), int(n_features)
+        self.exact, self.index = exact, index
+        if index is not None:
+            self._set_search_parameters()
+
+    @property
+    def kind(self) -> str:
+        return self.params["kind"]
+
+    @classmethod
+    def flat(cls, points) -> ElementIndex:
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        return cls({"kind": "flat"}, points.shape[1], exact=ExactNeighbors(points))
+
+    @classmethod
+    def trained(cls, params: dict, training_points) -> ElementIndex:
+        """An empty IVF-PQ index trained on ``training_points`` (standardised)."""
+        faiss = _faiss()
+        training_points = np.ascontiguousarray(training_points, dtype=np.float32)
+        d = training_points.shape[1]
+        quantizer = "_HNSW32" if params["hnsw_quantizer"] else ""
+        index = faiss.index_factory(d, f"IVF{params['nlist']}{quantizer},PQ{params['m']}x{params['nbits']}")
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ (owned by index)
+        ivf.cp.niter = 10  # k-means: 10 iterations move the novelty by < 0.1 % (25 is FAISS's default)
+        ivf.cp.seed = int(params.get("seed", 1234))
+        ivf.cp.max_points_per_centroid = TRAIN_MAX  # the sample is already drawn: no resampling
+        # polysemous training (FAISS's default) reorders codes for Hamming pre-filtering, which
+        # this search does not use; it is 90 % of the training time
+        ivf.do_polysemous_training = False
+        ivf.pq.cp.niter = 10
+        index.train(training_points)
+        return cls(params, d, index=index)
+
+    @classmethod
+    def build(cls, points, params: dict, seed=0, chunk=CHUNK_ATOMS) -> ElementIndex:
+        """The index of ``points`` (standardised, in memory): exact, or IVF-PQ trained on a
+        seeded sample then filled in chunks."""
+        if params["kind"] == "flat":
+            return cls.flat(points)
+        rng = np.random.default_rng(seed)
+        take = training_size(params, len(points))
+        sample = points[np.sort(rng.choice(len(points), take, replace=False))] if take < len(points) else points
+        out = cls.trained(params, sample)
+        for start in range(0, len(points), chunk):
+            out.add(points[start : start + chunk])
+        return out
+
+    def _set_search_parameters(self):
+        faiss = _faiss()
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.nprobe = int(self.params["nprobe"])
+        if self.params.get("hnsw_quantizer"):
+            # the centroid graph must return at least nprobe cells
+            faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(64, 2 * ivf.nprobe)
+
+    def add(self, points):
+        self.index.add(np.ascontiguousarray(points, dtype=np.float32))
+
+    def __len__(self):
+        return len(self.exact) if self.exact is not None else int(self.index.ntotal)
+
+    @property
+    def points(self) -> np.ndarray:
+        if self.exact is None:
+            raise ReferenceError("an approximate (IVF-PQ) reference keeps codes, not its atoms' features")
+        return self.exact.points
+
+    def nbytes(self) -> int:
+        return len(self) * bytes_per_atom(self.params, self.n_features)
+
+    def cells(self, points) -> np.ndarray:
+        """The IVF cell of each point (IVF-PQ only)."""
+        ivf = _faiss().extract_index_ivf(self.index)
+        return ivf.quantizer.search(np.ascontiguousarray(points, dtype=np.float32), 1)[1][:, 0]
+
+    def mean_distance(self, queries, k, exclude_nearest=False) -> np.ndarray:
+        """Mean distance of each query to its k nearest reference atoms (``exclude_nearest``:
+        the nearest is dropped first, the query itself when it is in the reference).
+        IVF-PQ: asymmetric distances to the atoms' codes in the ``nprobe`` nearest cells; a
+        query whose cells hold fewer than k atoms averages those found (none: UNSEEN)."""
+        if self.exact is not None:
+            return self.exact.mean_distance(queries, k, exclude_nearest)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        take = min(k + int(exclude_nearest), len(self))
+        out = np.empty(len(queries))
+        for start in range(0, len(queries), SEARCH_ROWS):
+            squared, labels = self.index.search(queries[start : start + SEARCH_ROWS], take)
+            distance = np.where(labels >= 0, np.sqrt(np.maximum(squared, 0.0)), np.nan)
+            if exclude_nearest:
+                distance = distance[:, 1:]
+            found = np.isfinite(distance).sum(1)
+            total = np.nansum(distance, axis=1)
+            out[start : start + len(distance)] = np.where(found > 0, total / np.maximum(found, 1), UNSEEN)
+        return out
+
+    # ---- persistence ---------------------------------------------------------------------
+    def state(self) -> tuple[np.ndarray, dict]:
+        """(uint8 bytes of the FAISS index, JSON meta with its sha256)."""
+        faiss = _faiss()
+        if self.exact is not None:
+            index = faiss.IndexFlatL2(self.n_features)
+            index.add(self.exact.points)
+        else:
+            index = self.index
+        data = np.ascontiguousarray(faiss.serialize_index(index), dtype=np.uint8)
+        meta = {**self.params, "n": len(self), "n_features": self.n_features}
+        meta["sha256"] = hashlib.sha256(data.tobytes()).hexdigest()
+        return data, meta
+
+    @classmethod
+    def from_state(cls, data, meta: dict, where="reference index") -> ElementIndex:
+        """Refuses (one-line ValueError) bytes whose sha256 is not the recorded one, and an
+        index of another kind or size than its meta says; FAISS reads only verified bytes."""
+        faiss = _faiss()
+        data = np.ascontiguousarray(np.asarray(data).reshape(-1), dtype=np.uint8)
+        digest = hashlib.sha256(data.tobytes()).hexdigest()
+        if digest != meta.get("sha256"):
+            raise ReferenceError(f"{where}: its bytes do not match the recorded sha256 (damaged or replaced)")
+        try:
+            raw = faiss.deserialize_index(data)
+            index = faiss.downcast_index(raw)
+            index.this.own(raw.this.own())  # the downcast proxy owns the index, not the temporary
+            raw.this.disown()
+        except RuntimeError as exc:
+            raise ReferenceError(f"{where}: FAISS cannot read it ({str(exc).splitlines()[0]})") from None
+        n, d, kind = int(meta["n"]), int(meta["n_features"]), meta["kind"]
+        want = faiss.IndexFlatL2 if kind == "flat" else faiss.IndexIVFPQ
+        if not isinstance(index, want) or index.d != d or index.ntotal != n:
+            raise ReferenceError(
+                f"{where}: holds a {type(index).__name__} of {index.ntotal} atoms x {index.d} features, "
+                f"its metadata a {kind} index of {n} x {d}"
+            )
+        params = {key: meta[key] for key in meta if key not in ("n", "n_features", "sha256")}
+        if kind == "flat":
+            points = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d).copy()
+            return cls(params, d, exact=ExactNeighbors(points))
+        return cls(params, d, index=index)
+
+
+def element_scale(index: ElementIndex, points, k: int) -> float:
+    """The element's typical nearest-neighbour distance among its own reference atoms
+    (self excluded), from ``points`` (reference atoms): divides raw distances so that
+    elements are comparable."""
+    if len(index) < 2 or len(points) == 0:
+        return 1.0
+    scale = float(np.median(index.mean_distance(points, min(k, len(index) - 1), exclude_nearest=True)))
+    return scale if scale > 0 else 1.0
+
+
+# ---- streaming sources -------------------------------------------------------------------
+class StoreSource:
+    """Reference atoms streamed from one or many finished feature stores (in the order
+    given), ``chunk_atoms`` at a time (whole structures; a structure larger than that is
+    one chunk). The stores must come from the same backbone and layers. The per-structure
+    arrays (energies, atom counts) are read whole: a few numbers per structure."""
+
+    def __init__(self, paths, chunk_atoms=CHUNK_ATOMS):
+        from .errors import FingerprintMismatch
+        from .store import load_store
+
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ReferenceError("no reference store given: pass at least one store of the backbone's training set")
+        self.chunk_atoms = int(chunk_atoms)
+        self.views = [load_store(p, lazy=True) for p in self.paths]
+        first = self.views[0].fingerprint
+        key = ("adapter", "weights_sha256", "layers", "widths")
+        for path, view in zip(self.paths[1:], self.views[1:]):
+            if tuple(view.fingerprint.get(k) for k in key) != tuple(first.get(k) for k in key):
+                raise FingerprintMismatch(
+                    f"{path}: extracted with another backbone or other layers than {self.paths[0]}; "
+                    "extract every reference store with the same --adapter, --model and --layers"
+                )
+        self.fingerprint = first
+        self.n_features = self.views[0].n_features
+        self.max_rows_read = 0  # the most atoms one read returned (the bounded-memory test reads it)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(sum(int(v.offsets[-1]) for v in self.views))
+
+    def structure_scalars(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted energy, atom count) of every structure."""
+        energy = np.concatenate([np.asarray(v.energy_pred, dtype=np.float64) for v in self.views])
+        counts = np.concatenate([np.diff(v.offsets).astype(np.float64) for v in self.views])
+        return energy, counts
+
+    def chunks(self, features=True):
+        """(features float32 (n, F) or None, atomic numbers (n,)) chunk by chunk."""
+        import h5py
+
+        for path, view in zip(self.paths, self.views):
+            offsets = view.offsets
+            with h5py.File(path, "r") as h5:
+                start = 0
+                while start < len(offsets) - 1:
+                    # whole structures up to chunk_atoms atoms (at least one structure)
+                    stop = int(np.searchsorted(offsets, offsets[start] + self.chunk_atoms, side="right")) - 1
+                    stop = max(stop, start + 1)
+                    a, b = int(offsets[start]), int(offsets[stop])
+                    z = h5["atomic_numbers"][a:b].astype(np.int64)
+                    f = h5["features"][a:b].astype(np.float32) if features else None
+                    self.max_rows_read = max(self.max_rows_read, b - a)
+                    yield f, z
+                    start = stop
+
+
+class ArraySource:
+    """Reference atoms already in memory (a FeatureSet), streamed in chunks: the same build
+    as from stores (what the tests compare a store build with)."""
+
+    def __init__(self, data, chunk_atoms=CHUNK_ATOMS):
+        self.data, self.chunk_atoms = data, int(chunk_atoms)
+        self.n_features = data.n_features
+        self.fingerprint = (getattr(data, "attrs", None) or {}).get("fingerprint", {})
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.data.offsets[-1])
+
+    def structure_scalars(self):
+        return np.asarray(self.data.energy_pred, dtype=np.float64), self.data.n_atoms.astype(np.float64)
+
+    def chunks(self, features=True):
+        for start in range(0, self.n_atoms, self.chunk_atoms):
+            stop = start + self.chunk_atoms
+            f = np.asarray(self.data.features[start:stop], dtype=np.float32) if features else None
+            yield f, np.asarray(self.data.atomic_numbers[start:stop], dtype=np.int64)
+
+
+# ---- the streaming build -----------------------------------------------------------------
+def _priority(positions: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform pseudo-random number in [0, 1) per global atom position (splitmix64): the
+    same atom gets the same number however the stores are split or chunked."""
+    with np.errstate(over="ignore"):
+        x = positions.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % (1 << 64))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class _Reservoir:
+    """The ``size`` atoms of smallest priority seen so far (order-invariant)."""
+
+    def __init__(self, size):
+        self.size, self.priority, self.positions, self.features = size, np.zeros(0), np.zeros(0, np.int64), None
+
+    def offer(self, priority, positions, features):
+        if self.size == 0:
+            return
+        p = np.concatenate([self.priority, priority])
+        pos = np.concatenate([self.positions, positions])
+        f = features if self.features is None else np.concatenate([self.features, features])
+        if len(p) > self.size:
+            keep = np.argpartition(p, self.size - 1)[: self.size]
+            p, pos, f = p[keep], pos[keep], f[keep]
+        self.priority, self.positions, self.features = p, pos, f
+
+    def sorted(self):
+        """(positions, features) by position."""
+        if self.features is None:
+            return self.positions, None
+        order = np.argsort(self.positions)
+        return self.positions[order], self.features[order]
+
+
+def _coreset_rates(cells_of_sample, n_cells, n_total, target) -> np.ndarray:
+    """Per cell, the fraction of its atoms kept so that each cell keeps at most c atoms in
+    expectation and all cells together ``target``; cell sizes estimated from the sample."""
+    estimate = np.bincount(cells_of_sample, minlength=n_cells) * (n_total / max(len(cells_of_sample), 1))
+    lo, hi = 0.0, float(estimate.max())
+    for _ in range(60):  # bisection on c: sum(min(estimate, c)) = target
+        c = 0.5 * (lo + hi)
+        lo, hi = (c, hi) if np.minimum(estimate, c).sum() < target else (lo, c)
+    c = 0.5 * (lo + hi)
+    return np.where(estimate > 0, np.minimum(1.0, c / np.maximum(estimate, 1e-300)), 1.0)
+
+
+class BuiltReference:
+    """A domain reference built by ``build_reference``: standardisation, per-element
+    indexes and scales, the structure scalars' ranges; ``DomainModel.fit`` takes it (with
+    calibration structures) in place of a FeatureSet. ``save`` / ``load``: a
+    ``.reference`` file (safetensors + JSON, hash-checked, never unpickled)."""
+
+    def __init__(self, mean, std, indexes, scales, ranges, n_neighbors, info):
+        self.mean_, self.std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.indexes, self.scales, self.ranges = indexes, scales, ranges
+        self.n_neighbors, self.info = int(n_neighbors), info
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean_)
+
+    def summary(self) -> str:
+        parts = [
+            f"Z={z}: {len(ix)} atoms {ix.kind} ({ix.nbytes() / 1e6:.1f} MB)" for z, ix in sorted(self.indexes.items())
+        ]
+        return "reference: " + ", ".join(parts)
+
+    def save(self, path):
+        from safetensors.numpy import save_file
+
+        from .artifact import atomic_write
+
+        arrays, index_meta = {"mean": self.mean_, "std": self.std_}, {}
+        for z, index in self.indexes.items():
+            arrays[f"index.{z}"], index_meta[str(z)] = index.state()
+        meta = {
+            "format": FORMAT,
+            "n_neighbors": self.n_neighbors,
+            "indexes": index_meta,
+            "scale": {str(z): s for z, s in self.scales.items()},
+            "ranges": {name: list(r) for name, r in self.ranges.items()},
+            "info": self.info,
+        }
+        atomic_write(Path(path), lambda tmp: save_file(arrays, str(tmp), metadata={METADATA_KEY: json.dumps(meta)}))
+
+    @classmethod
+    def load(cls, path) -> BuiltReference:
+        from safetensors import SafetensorError, safe_open
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise ReferenceError(f"{path}: reference file not found; build one with `probe reference build`")
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                meta = json.loads((handle.metadata() or {})[METADATA_KEY])
+            arrays = load_file(str(path))
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:
+            raise ReferenceError(
+                f"{path}: not a valid .reference file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                "re-create it with `probe reference build`"
+            ) from None
+        if meta.get("format") != FORMAT:
+            raise ReferenceError(f"{path}: unsupported reference format {meta.get('format')!r}; expected {FORMAT}")
+        try:
+            indexes = {
+                int(z): ElementIndex.from_state(arrays[f"index.{z}"], m, f"{path}: index of Z={z}")
+                for z, m in meta["indexes"].items()
+            }
+        except ReferenceError as exc:
+            raise ReferenceError(f"{exc}; re-create it with `probe reference build`") from None
+        except KeyError as exc:
+            raise ReferenceError(f"{path}: lacks {exc}; re-create it with `probe reference build`") from None
+        return cls(
+            arrays["mean"],
+            arrays["std"],
+            indexes,
+            {int(z): float(s) for z, s in meta["scale"].items()},
+            {name: tuple(r) for name, r in meta["ranges"].items()},
+            meta["n_neighbors"],
+            meta.get("info", {}),
+        )
+
+
+def is_reference_file(path) -> bool:
+    """Whether ``path`` is a ``.reference`` file (its header says so), not a feature store."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            return METADATA_KEY in (handle.metadata() or {})
+    except Exception:  # not safetensors at all (an HDF5 store, a folder, nothing)
+        return False
+
+
+def load_built_reference(path, fingerprint: dict, fit_store="") -> BuiltReference:
+    """A ``.reference`` file for ``probe fit``, refused if built from another backbone's or
+    other layers' features than the fitting store's."""
+    from .errors import FingerprintMismatch
+
+    built = BuiltReference.load(path)
+    mine = built.info.get("fingerprint") or {}
+    key = ("adapter", "weights_sha256", "layers", "widths")
+    if tuple(mine.get(k) for k in key) != tuple(fingerprint.get(k) for k in key):
+        raise FingerprintMismatch(
+            f"{path}: this reference was built from features of another backbone or other layers "
+            f"({mine.get('adapter')} {mine.get('layers')}) than {fit_store} ({fingerprint.get('adapter')} "
+            f"{fingerprint.get('layers')}): build it from stores extracted with the same --adapter, --model and --layers"
+        )
+    return built
+
+
+def build_reference(
+    source,
+    n_neighbors=5,
+    exact_max_atoms=EXACT_MAX_ATOMS,
+    memory_budget=None,
+    nprobe=None,
+    seed=0,
+    progress=True,
+) -> BuiltReference:
+    """Build the domain's reference from ``source`` (``StoreSource`` / ``ArraySource``: a
+    ``chunks(features)`` generator, ``n_features``, ``structure_scalars()``) in three
+    streaming passes. ``memory_budget``: bytes the indexes may take together; above it every
+    element keeps the same fraction of its atoms as a stratified k-means coreset (module
+    docstring)."""
+    from tqdm.auto import tqdm
+
+    faiss = _faiss()
+    d, total = source.n_features, source.n_atoms
+
+    def bar(what):
+        return tqdm(total=total, unit="atom", unit_scale=True, desc=what, disable=not progress, leave=False)
+
+    # pass 1: atoms per element
+    counts: dict[int, int] = {}
+    with bar("reference 1/3 elements") as b:
+        for _, z in source.chunks(features=False):
+            for element, c in zip(*np.unique(z, return_counts=True)):
+                counts[int(element)] = counts.get(int(element), 0) + int(c)
+            b.update(len(z))
+    if not counts:
+        raise ReferenceError("the reference has no atoms")
+    params = {z: index_params(n, d, exact_max_atoms, nprobe) for z, n in counts.items()}
+    need = {z: n * bytes_per_atom(params[z], d) for z, n in counts.items()}
+    fraction = 1.0 if memory_budget is None else min(1.0, float(memory_budget) / sum(need.values()))
+    target = {z: int(counts[z] * fraction) for z in counts}
+    if fraction < 1.0 and min(target.values()) < 2:
+        raise ReferenceError(
+            f"a memory budget of {memory_budget / 1e6:.3g} MB keeps fewer than 2 atoms of some element "
+            f"(the full reference needs {sum(need.values()) / 1e6:.3g} MB): raise --memory-budget"
+        )
+    thinned = {z for z in counts if target[z] < counts[z]}
+    cells_for = {z: params[z]["nlist"] if params[z]["kind"] == "ivfpq" else None for z in counts}
+    for z in thinned:  # an exact element thinned by budget: sqrt(n) k-means cells on its sample
+        if cells_for[z] is None:
+            cells_for[z] = int(max(1, min(1024, math.sqrt(counts[z]), counts[z] // TRAIN_PER_CELL)))
+    # each element's sample: its index's training atoms, its scale's atoms, the atoms that
+    # estimate a thinned exact element's k-means cells
+    sample_size = {
+        z: min(
+            counts[z],
+            max(
+                training_size(params[z], counts[z]),
+                SCALE_SAMPLE,
+                TRAIN_PER_CELL * cells_for[z] if z in thinned and params[z]["kind"] == "flat" else 0,
+            ),
+        )
+        for z in counts
+    }
+
+    # pass 2: standardisation (float64 sums), per-element samples (smallest priorities)
+    total_sum, total_squares = np.zeros(d), np.zeros(d)
+    reservoirs = {z: _Reservoir(sample_size[z]) for z in counts}
+    position = 0
+    with bar("reference 2/3 statistics") as b:
+        for f, z in source.chunks():
+            total_sum += f.sum(0, dtype=np.float64)
+            total_squares += np.square(f, dtype=np.float64).sum(0)
+            positions = np.arange(position, position + len(z))
+            priority = _priority(positions, seed)
+            for element in np.unique(z):
+                mine = z == element
+                reservoirs[int(element)].offer(priority[mine], positions[mine], f[mine])
+            position += len(z)
+            b.update(len(z))
+    mean = total_sum / total
+    std = (np.sqrt(np.maximum(total_squares / total - mean**2, 0.0)) + 1e-6).astype(np.float32)
+    mean = mean.astype(np.float32)
+
+    def standardise(x):
+        return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32)
+
+    samples = {z: reservoirs[z].sorted() for z in counts}
+    samples = {z: (pos, standardise(f)) for z, (pos, f) in samples.items()}
+    indexes, kmeans, rates = {}, {}, {}
+    for z in sorted(counts):
+        pos, points = samples[z]
+        if params[z]["kind"] == "ivfpq":
+            params[z]["seed"] = seed
+            take = training_size(params[z], counts[z])
+            chosen = np.sort(np.argsort(_priority(pos, seed + 2))[:take])
+            indexes[z] = ElementIndex.trained(params[z], points[chosen])
+        if z in thinned:
+            if params[z]["kind"] == "ivfpq":
+                cells = indexes[z].cells(points)
+            else:
+                kmeans[z] = faiss.Kmeans(d, cells_for[z], niter=10, seed=seed, max_points_per_centroid=1 << 30)
+                kmeans[z].train(points)
+                cells = kmeans[z].index.search(points, 1)[1][:, 0]
+            rates[z] = _coreset_rates(cells, cells_for[z], counts[z], target[z])
+
+    def kept(z, x, positions):
+        """Which of the element's atoms the budget's coreset keeps (all without one)."""
+        if z not in thinned:
+            return np.ones(len(x), dtype=bool)
+        cells = kmeans[z].index.search(x, 1)[1][:, 0] if z in kmeans else indexes[z].cells(x)
+        return _priority(positions, seed + 1) < rates[z][cells]
+
+    # pass 3: the standardised atoms into the indexes (exact elements: kept in memory, at
+    # most exact_max_atoms each)
+    flat_parts: dict[int, list] = {z: [] for z in counts if params[z]["kind"] == "flat"}
+    position = 0
+    with bar("reference 3/3 index") as b:
+        for f, z in source.chunks():
+            x = standardise(f)
+            positions = np.arange(position, position + len(z))
+            for element in np.unique(z):
+                element = int(element)
+                mine = np.flatnonzero(z == element)
+                keep = kept(element, x[mine], positions[mine])
+                points = x[mine[keep]]
+                if element in flat_parts:
+                    flat_parts[element].append(points)
+                else:
+                    indexes[element].add(points)
+            position += len(z)
+            b.update(len(z))
+    for z, parts in flat_parts.items():
+        indexes[z] = ElementIndex.flat(np.concatenate(parts))
+
+    # the scale: from the sampled atoms the index kept
+    scales = {}
+    for z in sorted(counts):
+        pos, points = samples[z]
+        if z in thinned:
+            points = points[kept(z, points, pos)]
+        scales[z] = element_scale(indexes[z], points[:SCALE_SAMPLE], n_neighbors)
+
+    energy, n_atoms = source.structure_scalars()
+    per_atom = energy / np.maximum(n_atoms, 1)
+    ranges = {
+        "energy_per_atom": (float(per_atom.min()), float(per_atom.max())),
+        "n_atoms": (float(n_atoms.min()), float(n_atoms.max())),
+    }
+    info = {
+        "n_atoms": int(total),
+        "atoms_per_element": {str(z): counts[z] for z in sorted(counts)},
+        "kept_per_element": {str(z): len(indexes[z]) for z in sorted(counts)},
+        "memory_budget": memory_budget,
+        "coreset": "k-means stratified" if thinned else None,
+        "fingerprint": getattr(source, "fingerprint", {}),
+        "stores": [str(p.resolve()) for p in getattr(source, "paths", [])],
+    }
+    return BuiltReference(mean, std, indexes, scales, ranges, n_neighbors, info)
+
+
+def parse_bytes(text: str) -> int:
+    """'2G', '500M', '64k' or a plain number of bytes."""
+    units = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+    s = str(text).strip().lower().rstrip("b")
+    try:
+        if s and s[-1] in units:
+            return int(float(s[:-1]) * units[s[-1]])
+        return int(float(s))
+    except ValueError:
+        raise ReferenceError(f"--memory-budget {text!r}: give bytes or a size such as 2G or 500M") from None

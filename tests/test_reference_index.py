@@ -1,0 +1,262 @@
+"""The domain's reference as FAISS indexes (probe_base/reference_index.py): the approximate
+index agrees with the exact one, a build streamed from several stores equals one from
+their concatenation, a damaged index is refused, and a build holds one chunk at a time."""
+
+import json
+import tracemalloc
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from probe_base import reference_index as ri
+from probe_base.artifact import load_probe
+from probe_base.domain import DomainModel
+from probe_base.errors import ArtifactError
+from probe_base.reference_index import ArraySource, BuiltReference, ReferenceError, StoreSource, build_reference
+from probe_base.store import FeatureSet, load_store
+
+faiss = pytest.importorskip("faiss")
+faiss.omp_set_num_threads(1)
+
+
+def _structures(n, seed, n_features=16, atoms=(6, 12), elements=(1, 6)):
+    """Element-dependent features on a few modes per element (as a backbone's cluster)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(*atoms, n)
+    z = rng.choice(elements, counts.sum())
+    modes = {e: np.random.default_rng(e).normal(size=(8, n_features)) * 3 for e in elements}
+    feats = np.stack([modes[e][rng.integers(8)] for e in z]) + rng.normal(size=(len(z), n_features))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return FeatureSet(feats.astype(np.float32), z, offsets, rng.normal(size=n))
+
+
+def test_index_kind_is_chosen_by_size():
+    assert ri.index_params(50_000, 64) == {"kind": "flat"}
+    big = ri.index_params(10**7, 64)
+    assert big["kind"] == "ivfpq" and big["m"] == 32 and big["nlist"] == 8192 and big["hnsw_quantizer"]
+    assert ri.bytes_per_atom(big, 64) == 40 and ri.bytes_per_atom({"kind": "flat"}, 64) == 256
+    assert ri.index_params(10**5, 6)["m"] == 3  # a divisor of the width
+
+
+def test_approximate_and_exact_agree_on_small_references():
+    reference, calibration, test = _structures(3000, 0), _structures(400, 1), _structures(400, 2)
+    exact = DomainModel().fit(reference, calibration)
+    approx = DomainModel(exact_max_atoms=2000, nprobe=16).fit(reference, calibration)
+    assert {ix.kind for ix in exact.reference_.values()} == {"flat"}
+    assert {ix.kind for ix in approx.reference_.values()} == {"ivfpq"}
+    # recall@5 of the IVF-PQ index against brute force, per element
+    for z, index in approx.reference_.items():
+        points = exact.reference_[z].points
+        queries = exact._standardise(test.features[test.atomic_numbers == z])
+        truth = np.argsort(((queries[:, None] - points[None]) ** 2).sum(-1), axis=1)[:, :5]
+        found = index.index.search(queries, 5)[1]
+        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(truth, found)])
+        assert recall > 0.6, recall
+    s_exact, a_exact = exact.novelty(test)
+    s_approx, a_approx = approx.novelty(test)
+    raw_exact = np.concatenate(a_exact) * exact.threshold_
+    raw_approx = np.concatenate(a_approx) * approx.threshold_
+    assert np.median(np.abs(raw_approx / raw_exact - 1)) < 0.03  # per-atom novelty within 3 %
+    assert abs(approx.threshold_ / exact.threshold_ - 1) < 0.05
+    assert (exact.in_domain(test) == approx.in_domain(test)).mean() > 0.97
+    # an odd atom is caught by both
+    odd = test.features.copy()
+    odd[test.offsets[:-1]] += 8.0
+    far = replace(test, features=odd)
+    assert not exact.in_domain(far).any() and not approx.in_domain(far).any()
+    # round trip through the state: the same numbers
+    again = DomainModel.from_state(*approx.state_dict())
+    np.testing.assert_allclose(again.novelty(test)[0], s_approx, rtol=1e-6)
+    assert again.reference_[1].kind == "ivfpq"
+
+
+def test_streamed_build_equals_the_in_memory_fit():
+    reference, calibration, test = _structures(600, 0), _structures(200, 1), _structures(100, 2)
+    in_memory = DomainModel().fit(reference, calibration)
+    built = build_reference(ArraySource(reference, chunk_atoms=777), progress=False)
+    streamed = DomainModel().fit(built, calibration)
+    np.testing.assert_allclose(streamed.mean_, in_memory.mean_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(streamed.novelty(test)[0], in_memory.novelty(test)[0], rtol=1e-4)
+    for z in in_memory.scale_:
+        assert streamed.scale_[z] == pytest.approx(in_memory.scale_[z], rel=1e-4)
+
+
+def _split_store(store, tmp_path, parts):
+    """The store's structures cut into ``parts`` stores (the same datasets and attributes)."""
+    import h5py
+
+    with h5py.File(store, "r") as h5:
+        offsets = np.concatenate([[0], np.cumsum(h5["n_atoms"][:])])
+        n = len(offsets) - 1
+        cuts = np.linspace(0, n, parts + 1).astype(int)
+        per_atom = {k for k in h5 if h5[k].shape[:1] == (offsets[-1],) and offsets[-1] != n}
+        paths = []
+        for i in range(parts):
+            path = tmp_path / f"part{i}.h5"
+            a, b = cuts[i], cuts[i + 1]
+            with h5py.File(path, "w") as out:
+                for key in h5:
+                    data = h5[key]
+                    if key in per_atom:
+                        out[key] = data[offsets[a] : offsets[b]]
+                    elif data.shape[:1] == (n,):
+                        out[key] = data[a:b]
+                    else:
+                        out[key] = data[()]
+                for key, value in h5.attrs.items():
+                    out.attrs[key] = value
+                if "n_done" in out.attrs:
+                    out.attrs["n_done"] = b - a
+            paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("exact_max_atoms", [10**9, 2000])  # exact; IVF-PQ
+def test_a_reference_built_from_several_stores_equals_one_built_at_once(heldout_store, tmp_path, exact_max_atoms):
+    parts = _split_store(heldout_store, tmp_path, 3)
+    assert sum(len(load_store(p)) for p in parts) == len(load_store(heldout_store))
+    kwargs = dict(exact_max_atoms=exact_max_atoms, progress=False)
+    several = build_reference(StoreSource(parts, chunk_atoms=1000), **kwargs)
+    one = build_reference(StoreSource([heldout_store], chunk_atoms=4096), **kwargs)
+    assert several.summary() == one.summary()
+    np.testing.assert_allclose(several.mean_, one.mean_, rtol=1e-6)
+    np.testing.assert_allclose(several.std_, one.std_, rtol=1e-6)
+    assert several.ranges == one.ranges
+    calibration = load_store(heldout_store).subset(range(0, 400, 2))
+    a, b = DomainModel().fit(several, calibration), DomainModel().fit(one, calibration)
+    np.testing.assert_allclose(a.novelty(calibration)[0], b.novelty(calibration)[0], rtol=1e-5)
+    assert a.threshold_ == pytest.approx(b.threshold_, rel=1e-5)
+
+
+def _tiled_store(store, path, times, seed=0):
+    """The store's structures ``times`` over, features jittered: a larger store to stream."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    with h5py.File(store, "r") as h5, h5py.File(path, "w") as out:
+        n_atoms = h5["n_atoms"][:]
+        total, n = int(n_atoms.sum()), len(n_atoms)
+        for key in h5:
+            data = h5[key][()]
+            if data.shape[:1] == (total,):
+                data = np.concatenate([data] * times)
+                if key == "features":
+                    data = data + rng.normal(0, 0.05, data.shape).astype(data.dtype)
+            elif data.shape[:1] == (n,):
+                data = np.concatenate([data] * times)
+            out[key] = data
+        for key, value in h5.attrs.items():
+            out.attrs[key] = value
+        if "n_done" in out.attrs:
+            out.attrs["n_done"] = n * times
+    return path
+
+
+def test_building_reads_one_chunk_at_a_time_and_holds_no_whole_reference(heldout_store, tmp_path, monkeypatch):
+    """A small chunk size bounds every read, and the build's Python-side peak stays far
+    below the reference's features (IVF-PQ codes live in FAISS)."""
+    monkeypatch.setattr(ri, "SCALE_SAMPLE", 500)
+    monkeypatch.setattr(ri, "TRAIN_MAX", 2000)
+    source = StoreSource([_tiled_store(heldout_store, tmp_path / "big.h5", 12)], chunk_atoms=1000)
+    full_bytes = source.n_atoms * source.n_features * 4
+    build_reference(ArraySource(_structures(300, 0, n_features=64)), exact_max_atoms=1000, progress=False)  # imports
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        built = build_reference(source, exact_max_atoms=1000, progress=False)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert 0 < source.max_rows_read <= 1000
+    assert peak < 0.25 * full_bytes, (peak, full_bytes)
+    assert sum(len(ix) for ix in built.indexes.values()) == source.n_atoms
+
+
+def test_a_memory_budget_keeps_a_stratified_coreset():
+    reference = _structures(3000, 0, elements=(1,))
+    rare = reference.features.copy()
+    rare[:40] += 12.0  # a sparse corner of the domain: its own cell, kept whole
+    reference = replace(reference, features=rare)
+    full = build_reference(ArraySource(reference), exact_max_atoms=10**9, progress=False)
+    half = int(0.3 * full.indexes[1].nbytes())
+    thin = build_reference(ArraySource(reference), exact_max_atoms=10**9, memory_budget=half, progress=False)
+    kept = thin.indexes[1]
+    assert abs(len(kept) / (0.3 * len(full.indexes[1])) - 1) < 0.15
+    standardised = (rare[:40] - thin.mean_) / thin.std_
+    nearest = kept.mean_distance(standardised, 1)
+    # the rare atoms (their own cells) are kept at well above the overall 30 % (float32
+    # rounding of the distance expansion: ~0.01 for an atom that is itself in the index)
+    assert np.mean(nearest < 0.05) > 0.7
+    with pytest.raises(ReferenceError, match="raise --memory-budget"):
+        build_reference(ArraySource(reference), memory_budget=10, progress=False)
+
+
+def _rewrite(source, target, edit):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    meta = json.loads(metadata["mlip_probe"])
+    # without the whole file's content hash (files written before it had none), so the
+    # domain's own per-index check is what refuses the edit
+    metadata.pop("mlip_probe_sha256", None)
+    edit(tensors, meta)
+    metadata["mlip_probe"] = json.dumps(meta)
+    save_file(tensors, str(target), metadata=metadata)
+    return target
+
+
+def test_a_damaged_or_mismatched_index_in_a_probe_is_refused(fitted_probe, tmp_path):
+    artifact = load_probe(fitted_probe)
+    key = next(f"domain.index.{z}" for z in artifact.domain.reference_)
+
+    def flip(tensors, meta):
+        data = tensors[key].clone()
+        data[len(data) // 2] ^= 1
+        tensors[key] = data
+
+    with pytest.raises(ArtifactError, match=r"bad\.probe: .*sha256.*re-create it with `probe fit`") as err:
+        load_probe(_rewrite(fitted_probe, tmp_path / "bad.probe", flip))
+    assert "\n" not in str(err.value)
+
+    other = DomainModel().fit(_structures(100, 0, n_features=artifact.domain.n_features_in_, elements=(29,)))
+    data, meta_z = other.reference_[29].state()
+
+    def swap(tensors, meta):  # a valid index of other atoms, its hash updated: sizes disagree
+        tensors[key] = torch.from_numpy(data)
+        z = key.rsplit(".", 1)[1]
+        meta["domain"]["indexes"][z]["sha256"] = meta_z["sha256"]
+
+    with pytest.raises(ArtifactError, match=r"mismatched\.probe: .*holds a IndexFlatL2 of \d+ atoms"):
+        load_probe(_rewrite(fitted_probe, tmp_path / "mismatched.probe", swap))
+
+
+def test_cli_build_from_several_stores_then_fit_against_it(heldout_store, tmp_path, capsys):
+    from probe_base.cli import main
+
+    parts = _split_store(heldout_store, tmp_path, 2)
+    out = tmp_path / "train.reference"
+    args = ["reference", "build", "--store", *map(str, parts), "--output", str(out), "--no-progress"]
+    assert main([*args, "--chunk-atoms", "2000", "--exact-max-atoms", "3000"]) == 0
+    assert "ivfpq" in capsys.readouterr().out
+    built = BuiltReference.load(out)
+    assert {ix.kind for ix in built.indexes.values()} == {"ivfpq"}
+    probe = tmp_path / "p.probe"
+    fit = ["fit", "--store", str(heldout_store), "--output", str(probe), "--reference", str(out), "--epochs", "3"]
+    fit += ["--quantile", "0.5"]
+    assert main([*fit, "--seeds", "1"]) == 0
+    domain = load_probe(probe).domain
+    assert {ix.kind for ix in domain.reference_.values()} == {"ivfpq"} and domain.n_calibration_ == 400
+    # a damaged .reference: one line naming the fix
+    raw = bytearray(out.read_bytes())
+    raw[-100] ^= 0xFF
+    (tmp_path / "bad.reference").write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert main([*fit[:5], "--reference", str(tmp_path / "bad.reference"), *fit[7:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err  # refused before training: one line
+    assert "sha256" in err and "probe reference build" in err
