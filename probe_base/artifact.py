@@ -11,13 +11,10 @@ file that is renamed into place.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +27,11 @@ from .atom_errors import AtomErrorModel
 from .classifier import ProbeClassifier
 from .decision import DecisionRule
 from .domain import DomainModel
-from .errors import ArtifactError, FingerprintMismatch, OutputError, ProbeError
+from .errors import ArtifactError, FingerprintMismatch, ProbeError
 from .labels import LabelSpec
+from .paths import METADATA_KEY, atomic_write  # noqa: F401 - atomic_write: callers import it from here
 
 FORMAT = "mlip-probe/1"
-METADATA_KEY = "mlip_probe"
 # sha256 of the metadata and every tensor: a flipped byte anywhere is refused, never read as
 # a slightly different probe (files written before it have none and are checked for finiteness only)
 HASH_KEY = "mlip_probe_sha256"
@@ -56,79 +53,6 @@ class ProbeArtifact:
 
     def check_backbone(self, backbone_fingerprint: dict, allow_mismatch: bool = False, source="probe"):
         check_fingerprint(self.fingerprint, backbone_fingerprint, allow_mismatch, source)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file, and
-    a failed write (a full disk) leaves the old file as it was. The file gets the usual
-    permissions (the umask), as any other file the user writes."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _new_temporary(path)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot be written ({exc.strerror or exc}); choose another "
-            "output path or a folder you can write to"
-        ) from None
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # writers such as safetensors make it 0o600
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        reason = _io_failure(exc)
-        if reason is None:
-            raise
-        kept = "the existing file is unchanged" if path.exists() else "nothing was written"
-        fix = "free disk space" if reason in DISK_FULL else "fix the output path"
-        raise OutputError(f"{path}: writing failed ({reason}); {kept}: {fix} and run the command again") from None
-
-
-DISK_FULL = {os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)}
-
-
-def _io_failure(exc) -> str | None:
-    """Why a write failed, if it was the file system (an OSError, or a writer such as
-    safetensors reporting the OS error in its own exception); None for anything else."""
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    if isinstance(exc, SafetensorError):
-        text = str(exc)
-        return next(
-            (reason for reason in DISK_FULL if reason in text),
-            text if "os error" in text or "I/O error" in text else None,
-        )
-    return None
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux shows it."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _new_temporary(path: Path) -> Path:
-    """An empty new file beside ``path``, created with mode 0o666 less the umask (not the
-    0o600 of ``mkstemp``)."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
 def _parts_to_tensors(prefix, part, tensors):

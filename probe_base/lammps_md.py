@@ -489,7 +489,7 @@ def run_lammps(
     potential's virial: NVE/NVT only). ``lmp``: an instance from ``new_lammps`` (else one is
     made with ``log``/``screen``; closed at the end unless ``keep_open``, then in ``.lmp``).
     """
-    from .artifact import atomic_write
+    from .paths import atomic_write
 
     if policy not in POLICIES:
         raise InputError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")

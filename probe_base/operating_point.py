@@ -102,23 +102,23 @@ def paired_differences(flags, unreliable, n_bootstrap=1000, seed=0) -> dict:
     return out
 
 
+def _rate_cell(rate, interval) -> str:
+    if not np.isfinite(rate):
+        return "-".rjust(22)
+    tail = f" [{100 * interval[0]:.0f},{100 * interval[1]:.0f}]" if interval else ""
+    return f"{100 * rate:.1f}%{tail}".rjust(22)
+
+
 def format_decisions(table, paired=None) -> str:
     """The decision table as text, then the paired differences."""
     lines = [
         f"{'at one operating point':<22}{'flags':>9}{'false alarms':>22}{'detected':>22}  rule",
     ]
     for name, d in table.items():
-
-        def cell(rate, interval):
-            if not np.isfinite(rate):
-                return "-".rjust(22)
-            tail = f" [{100 * interval[0]:.0f},{100 * interval[1]:.0f}]" if interval else ""
-            return f"{100 * rate:.1f}%{tail}".rjust(22)
-
         lines.append(
             f"{name:<22}{100 * d['flagged']:>8.1f}%"
-            + cell(d["reliable_flagged"], d.get("reliable_flagged_interval"))
-            + cell(d["unreliable_flagged"], d.get("unreliable_flagged_interval"))
+            + _rate_cell(d["reliable_flagged"], d.get("reliable_flagged_interval"))
+            + _rate_cell(d["unreliable_flagged"], d.get("unreliable_flagged_interval"))
             + f"  {d['rule']}"
         )
     for comparison, d in (paired or {}).items():

@@ -418,7 +418,7 @@ class BuiltReference:
     def save(self, path):
         from safetensors.numpy import save_file
 
-        from .artifact import atomic_write
+        from .paths import atomic_write
 
         arrays, index_meta = {"mean": self.mean_, "std": self.std_}, {}
         for z, index in self.indexes.items():

@@ -390,12 +390,14 @@ def predict_file(
     progress=True,
     use_domain=True,
     on_batch=None,
+    artifact=None,
 ):
     """Score every structure of ``input_path``; write extxyz with ``probe_reliability``,
     ``probe_in_domain``, ``probe_novelty`` per structure and ``probe_importance``,
     ``probe_atom_novelty``, ``probe_atom_error`` per atom (plus the backbone's energy).
     ``on_batch(batch, features)``, if given, sees each batch of input structures and its
-    backbone features (e.g. ``chemiscope_export.PredictionCollector``)."""
+    backbone features (e.g. ``chemiscope_export.PredictionCollector``). ``artifact``: the
+    probe already loaded from ``probe_path``."""
     import ase.io
     from tqdm.auto import tqdm
 
@@ -404,7 +406,7 @@ def predict_file(
     from .store import FeatureSet
 
     check_output_file(output_path, "extxyz", [input_path, probe_path, *adapter.model_paths])
-    artifact = load_probe(probe_path)
+    artifact = artifact if artifact is not None else load_probe(probe_path)
     artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))
     annotated = []
     bar = tqdm(total=count_structures(input_path, index), unit="struct", desc="predict", disable=not progress)

@@ -24,6 +24,12 @@ from probe_base.toy import ToyCalculator
 from probe_base.watchdog import ReliabilityWatchdog
 
 
+def predict(capsys, toy_files, probe, source, output, *extra):
+    """`probe predict` with the first toy model: (exit code, error line)."""
+    model = ("--adapter", "toy", "--model", toy_files["models"][0])
+    return run_cli(capsys, "predict", *model, "--probe", probe, "--input", source, "--output", output, *extra)
+
+
 def nan_in(name):
     def edit(tensors):
         tensors[name] = tensors[name].clone()
@@ -46,22 +52,7 @@ def test_nan_weight_is_refused_at_load_by_every_entry_point(fitted_probe, toy_fi
         load_probe(bad)
     with pytest.raises(ArtifactError, match="damaged"):
         attach(ToyCalculator(toy_files["models"][0]), bad, policy="raise")
-    code, error = run_cli(
-        capsys,
-        "predict",
-        "--adapter",
-        "toy",
-        "--model",
-        toy_files["models"][0],
-        "--probe",
-        bad,
-        "--input",
-        toy_files["heldout"],
-        "--index",
-        ":3",
-        "--output",
-        tmp_path / "out.xyz",
-    )
+    code, error = predict(capsys, toy_files, bad, toy_files["heldout"], tmp_path / "out.xyz", "--index", ":3")
     assert code == 2 and "damaged" in error and not (tmp_path / "out.xyz").exists()
 
 
@@ -289,40 +280,12 @@ def test_a_one_structure_store_names_the_real_fix(toy_adapter, toy_files, tmp_pa
 def test_an_empty_file_says_it_is_empty(toy_files, tmp_path, capsys, fitted_probe):
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
-    code, error = run_cli(
-        capsys,
-        "predict",
-        "--adapter",
-        "toy",
-        "--model",
-        toy_files["models"][0],
-        "--probe",
-        fitted_probe,
-        "--input",
-        empty,
-        "--output",
-        tmp_path / "o.xyz",
-    )
+    code, error = predict(capsys, toy_files, fitted_probe, empty, tmp_path / "o.xyz")
     assert code == 2 and "the file is empty" in error
 
 
 def test_a_negative_index_needs_no_equals_sign(toy_files, fitted_probe, tmp_path, capsys):
-    code, _ = run_cli(
-        capsys,
-        "predict",
-        "--adapter",
-        "toy",
-        "--model",
-        toy_files["models"][0],
-        "--probe",
-        fitted_probe,
-        "--input",
-        toy_files["heldout"],
-        "--index",
-        "-3:",
-        "--output",
-        tmp_path / "last.xyz",
-    )
+    code, _ = predict(capsys, toy_files, fitted_probe, toy_files["heldout"], tmp_path / "last.xyz", "--index", "-3:")
     assert code == 0 and len(ase.io.read(tmp_path / "last.xyz", ":")) == 3
 
 

@@ -185,6 +185,7 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
+    from ..artifact import load_probe
     from ..workflow import predict_file
 
     adapter = _adapter(args, args.model)
@@ -193,6 +194,7 @@ def cmd_predict(args):
         from ..chemiscope_export import PredictionCollector
 
         collector = PredictionCollector(args.chemiscope)  # checks before the run
+    artifact = load_probe(args.probe)
     annotated = predict_file(
         args.probe,
         adapter,
@@ -202,24 +204,18 @@ def cmd_predict(args):
         args.batch_size,
         args.allow_backbone_mismatch,
         on_batch=collector,
+        artifact=artifact,
     )
     flagged = sum(a.info["probe_unreliable"] for a in annotated)
     outside = sum(not a.info["probe_in_domain"] for a in annotated)
     print(
         f"scored {len(annotated)} structures: {flagged} flagged unreliable ({outside} of them outside the "
-        f"backbone's domain; rule: {a_rule(args.probe)}); wrote {args.output}"
+        f"backbone's domain; rule: {artifact.decision.describe()}); wrote {args.output}"
     )
     if args.chemiscope:
         from ..chemiscope_export import chemiscope_from_predictions
 
         print(f"wrote {chemiscope_from_predictions(annotated, collector, args.chemiscope)}")
-
-
-def a_rule(probe_path) -> str:
-    """The decision rule of a probe file, in words."""
-    from ..artifact import load_probe
-
-    return load_probe(probe_path).decision.describe()
 
 
 def cmd_calibrate(args):

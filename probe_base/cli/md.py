@@ -11,63 +11,7 @@ the atoms), 2 on an error.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 STOPPED = 3  # exit status of a run the stop policy ended
-
-
-def add_md_parser(subparsers):
-    from .parser import _add_backbone_args
-
-    p = subparsers.add_parser(
-        "md",
-        help="run a LAMMPS input with the probed backbone: P(reliable) in thermo, per-atom "
-        "reliability in dump, a run that warns or stops itself outside the domain",
-    )
-    p.add_argument("--engine", choices=["lammps"], default="lammps", help="MD engine (default lammps)")
-    p.add_argument(
-        "--in",
-        dest="lammps_input",
-        required=True,
-        type=Path,
-        metavar="IN.LMP",
-        help="LAMMPS input (units metal, box, atoms, masses, fixes; no pair_style needed); "
-        "thermo_style may use v_probe_reliability v_probe_novelty, dump custom d_probe_novelty d_probe_error",
-    )
-    _add_backbone_args(p, several=False)
-    p.add_argument("--probe", required=True, type=Path, help="probe file from `probe fit`")
-    p.add_argument(
-        "--elements", nargs="+", required=True, help="element of each LAMMPS atom type, in type order (e.g. C H O)"
-    )
-    p.add_argument(
-        "--policy",
-        choices=["ignore", "warn", "stop", "collect"],
-        default="warn",
-        help="after --patience consecutive unreliable steps: warn (log step and atoms), stop "
-        "(end the run there), collect (write the frames and go on); default warn",
-    )
-    p.add_argument("--patience", type=int, default=1, help="consecutive unreliable steps that trigger the policy")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="P(reliable) below which a step is unreliable (default: the probe's)",
-    )
-    p.add_argument(
-        "--collect", type=Path, default=None, help="extxyz the unreliable frames are written to, for labelling"
-    )
-    p.add_argument(
-        "--trusted", type=Path, default=None, help="extxyz of the last trusted frame, written when a stop ends the run"
-    )
-    p.add_argument("--log", type=Path, default=Path("log.lammps"), help="LAMMPS log file (default log.lammps)")
-    p.add_argument(
-        "--no-virial",
-        action="store_true",
-        help="periodic box without the potential's virial (the adapter gives no stress): NVE/NVT only, "
-        "LAMMPS's pressure then lacks it",
-    )
-    p.add_argument("--allow-backbone-mismatch", action="store_true")
-    return p
 
 
 def adapter_calculator(adapter):
