@@ -85,8 +85,10 @@ def lint(session):
 
 @nox.session(python="3.11")
 def mace(session):
-    """probe-mace: conformance suite and MACE-specific tests on tiny MACE models."""
+    """probe-mace: conformance suite and MACE-specific tests on tiny MACE models, TorchSim
+    batched MD with the probe included (the `torchsim` extra)."""
     _install(session, "mace")
+    session.install(TORCH, *PLUGIN_PINS["mace"], "-e", "probe_plugins/mace[test,torchsim]")  # torch stays pinned
     session.run("pytest", "probe_plugins/mace/tests", "-q", *session.posargs, env=THREADS)
 
 
