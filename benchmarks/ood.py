@@ -8,12 +8,14 @@ scored on the other half (in distribution) and on seven OOD sets: bond-dissociat
 an atom pulled away, fragments, dimers, compressed/stretched geometries, 1500-2500 K MD and
 other C/H/O molecules.
 
-Per set and method: the fraction of *unreliable* structures the method's default decision
-flags (PROBE: P(reliable) < 0.5, 0 outside the domain; novelty: > 1; label-free scores:
-above their fitting-set 99th percentile), the fraction of in-distribution held-out
-structures it flags, and the AUROC of telling the set's structures from the in-distribution
-ones. Label: total-energy error above the fitting median (the paper's), and force RMSE
-above the fitting median (with the per-atom map's hit rate).
+Every method at one operating point: PROBE flags with its decision rule (5 % false alarms,
+the cut set on its calibration structures); every other score is cut by the same
+split-conformal rule at the same rate on the same calibration structures. Per set and
+method: the fraction of *unreliable* structures flagged (detection) and of *reliable* ones
+flagged (false alarms; on the held-out half, the in-distribution rate the rule states),
+and the AUROC of telling the set's structures from the in-distribution ones. Labels: the
+absolute tolerances (total-energy error above 1 kcal/mol, force RMSE above 0.1 eV/Å, with
+the per-atom map's hit rate) and the paper's median label.
 
     python -m benchmarks ood --backbone mace        # in the backbone's environment
     python -m benchmarks ood --report               # results/ood.md from every backbone's JSON
@@ -34,8 +36,9 @@ from benchmarks.ood_data import OOD_KINDS, STORES
 from benchmarks.report import write_markdown
 
 LABELS = {
+    "energy_tolerance": dict(target="energy"),
+    "force_rmse_tolerance": dict(target="force_rmse"),
     "energy_median": dict(target="energy", quantile=0.5),
-    "force_rmse_median": dict(target="force_rmse", quantile=0.5),
 }
 METHODS = (
     "PROBE",
@@ -175,11 +178,12 @@ def markdown(results) -> str:
         "`python -m benchmarks ood --backbone B` (data, backbones and stores: "
         "`python -m benchmarks ood-data --backbone B --stage all`)",
         "",
-        "Cell: % of the set's *unreliable* structures flagged by the method's default decision "
-        "(PROBE: P(reliable) < 0.5 with the domain test; network alone: P < 0.5; novelty: > 1; "
-        "others: above their fitting-set 99th percentile). Row `heldout`: % of all in-distribution "
-        "held-out structures flagged by the domain test (novelty column) and by each method "
-        "(its false alarms). In brackets: AUROC of telling the set from the held-out structures.",
+        "Every method at one operating point: PROBE's decision rule; every other score cut at the same "
+        "false-alarm rate on the same calibration structures. Cell: % of the set's *unreliable* "
+        "structures flagged (detection), in brackets the AUROC of telling the set from the held-out "
+        "structures. Row `heldout`: % of the in-distribution *reliable* structures flagged (the "
+        "measured false-alarm rate). Column `PROBE reliable flagged`: % of the set's reliable "
+        "structures PROBE flags.",
         "",
     ]
     for result in results:
@@ -190,24 +194,25 @@ def markdown(results) -> str:
                 f"## {result['backbone']}, label {label_name} (threshold {block['threshold']:.4g}; "
                 f"alpha {result['alpha']}, {block['n_calibration']} calibration structures)",
                 "",
-                "| set | n | % unreliable | " + " | ".join(methods) + " |",
-                "|---" * (len(methods) + 3) + "|",
+                "| set | n | % unreliable | " + " | ".join(methods) + " | PROBE reliable flagged |",
+                "|---" * (len(methods) + 4) + "|",
             ]
             for name, row in sets.items():
                 cells = []
                 for m in methods:
                     d = row["decisions"].get(m)
                     if name == "heldout":
-                        cells.append(_pct(d["flagged"]) if d else "-")
+                        cells.append(_pct(d["reliable_flagged"]) if d else "-")
                     else:
                         sep = row.get("separation_auroc", {}).get(m)
                         cells.append(
                             (_pct(d["unreliable_flagged"]) if d else "-") + (f" ({sep:.2f})" if sep is not None else "")
                         )
+                probe = row["decisions"].get("PROBE", {})
                 lines.append(
                     f"| {name.removeprefix('ood_')} | {row['n']} | {_pct(row['unreliable_fraction'])} | "
                     + " | ".join(cells)
-                    + " |"
+                    + f" | {_pct(probe.get('reliable_flagged'))} of {probe.get('n_reliable', '-')} |"
                 )
             held = sets["heldout"]
             lines += [
@@ -239,7 +244,8 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    block = result["labels"]["energy_median"]["sets"]
+    label_name = next(iter(result["labels"]))
+    block = result["labels"][label_name]["sets"]
     methods = [m for m in METHODS if m in block["heldout"]["decisions"]]
     names = list(SETS)
     fig, ax = plt.subplots(figsize=(11, 4.8))
@@ -250,7 +256,7 @@ def plot(result, path):
     ax.axhline(95, color="k", ls="--", lw=0.8)
     ax.set_xticks(np.arange(len(names)) + 0.4, [n.removeprefix("ood_") for n in names], rotation=15)
     ax.set_ylabel("% of unreliable structures flagged")
-    ax.set_title(f"{result['backbone']}: OOD sets, energy label, default decisions")
+    ax.set_title(f"{result['backbone']}: OOD sets, label {label_name}, one operating point")
     ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

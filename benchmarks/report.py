@@ -1,10 +1,8 @@
-"""The one report writer of the benchmarks: Markdown cells and tables, result pages, and
-``benchmarks/results/README.md``.
+"""The benchmarks' Markdown helpers: cells, tables and result pages.
 
-Every experiment writes its ``results/<name>.md`` with ``write_markdown``; the README is
-assembled by ``write_readme`` from the sections the experiments contribute
-(``readme_section(results) -> str`` of ``benchmarks.suite`` and ``benchmarks.speed``, in that
-order; an empty section is left out).
+Every experiment writes its ``results/<name>.md`` with ``write_markdown``;
+``benchmarks/results/README.md`` is assembled by ``benchmarks.suite.write_readme``. This
+module imports no experiment, so every experiment can import it.
 """
 
 from __future__ import annotations
@@ -32,11 +30,3 @@ def write_markdown(path: Path, text: str, echo: bool = True) -> str:
     if echo:
         print(text)
     return text
-
-
-def write_readme(results: Path) -> str:
-    """``results/README.md`` from every result file in ``results``."""
-    from benchmarks import speed, suite
-
-    sections = [suite.readme_section(results), speed.readme_section(results)]
-    return write_markdown(results / "README.md", "\n".join(s for s in sections if s))

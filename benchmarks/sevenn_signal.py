@@ -84,9 +84,10 @@ def run_probe(store, name, seed):
     ("features only"), both against the baselines on the held-out half."""
     probe = STORES / f"{name}.probe"
     t0 = time.perf_counter()
-    label, clf = fit_probe(
+    fitted = fit_probe(
         store, probe, LabelSpec("energy", quantile=0.5), ProbeClassifier(seed=seed), eval_fraction=0.5, split_seed=seed
     )
+    label, clf = fitted.label_, fitted.classifier_
     fit_seconds = time.perf_counter() - t0
     evaluation = evaluate_probe(probe, store, n_bootstrap=1000, seed=seed)
     metrics = dict(evaluation["metrics"])

@@ -11,13 +11,16 @@ benchmarks`` runs ``--all`` once per backbone environment and then ``report``):
    ensemble), and of the out-of-distribution set (methanol for the ethanol backbone;
    the 3BPA held-out set is itself out of distribution: 300-1200 K vs a 300 K training set);
 3. PROBE fitted on one half of the held-out set (split seed 0), evaluated on the other half
-   and on the OOD set, at three labels: total-energy error above the fitting median (the
-   official PROBE label), above chemical accuracy (1 kcal/mol = 0.0434 eV), and force RMSE
-   above the fitting median; the probe has its domain guard on (P = 0 beyond 1.5x the
-   fitting set's farthest k-NN distance), and the same network without it (the paper's
+   and on the OOD set, at three labels: total-energy error above chemical accuracy
+   (1 kcal/mol = 0.0434 eV) and force RMSE above 0.1 eV/Å (the defaults), and total-energy
+   error above the fitting median (the official PROBE label); the probe has its domain test
+   on (P = 0 outside), and the same network without it (the paper's
    PROBE) is scored alongside;
 4. AUROC, AUPRC, AURC, E-AURC, Spearman, ECE with 95 % bootstrap intervals for PROBE,
-   ensemble energy std, ensemble force std, latent distance and random; the cost table.
+   ensemble energy std, ensemble force std, latent distance and random; every method at
+   one operating point (PROBE's decision rule, 5 % false alarms set on its calibration
+   structures; each baseline cut at the same rate on the same structures: measured false
+   alarms and detection, paired differences); the cost table.
 
     python -m benchmarks run --backbone mace --dataset ethanol
     python -m benchmarks run --backbone mace --dataset 3bpa --size large
@@ -39,13 +42,14 @@ import numpy as np
 
 from benchmarks.backbones import find_models, find_or_train
 from benchmarks.common import BACKBONES, CACHE, DATA, DATASETS, RESULTS, SIZES, heldout_path
-from benchmarks.report import interval, write_markdown, write_readme
+from benchmarks.report import interval, write_markdown
 
-CHEMICAL_ACCURACY_EV = 0.0434  # 1 kcal/mol
+#: the default labels (absolute tolerances, ``probe_base.labels.DEFAULT_TOLERANCES``: 1 kcal/mol
+#: per structure, 0.1 eV/Å force RMSE) and the official PROBE code's median label
 LABELS = {
+    "energy_tolerance": dict(target="energy"),
+    "force_rmse_tolerance": dict(target="force_rmse"),
     "energy_median": dict(target="energy", quantile=0.5),
-    "energy_chemical_accuracy": dict(target="energy", threshold=CHEMICAL_ACCURACY_EV, quantile=None),
-    "force_rmse_median": dict(target="force_rmse", quantile=0.5),
 }
 METHODS = (
     "PROBE",
@@ -132,14 +136,14 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
         probe_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
-            _, clf = fit_probe(
+            clf = fit_probe(
                 stores["held-out"],
                 probe_path,
                 LabelSpec(**label_args),
                 ProbeClassifier(seed=0),
                 eval_fraction=0.5,
                 split_seed=0,
-            )
+            ).classifier_
         except LabelError as error:  # e.g. every structure within chemical accuracy
             skipped[label_name] = str(error).split("\n")[0]
             print(f"{name} {label_name}: skipped: {skipped[label_name]}", flush=True)
@@ -297,7 +301,7 @@ def remeasure_cost(backbone, dataset, size, rounds=5):
 
 def ood_detection(in_arrays, ood_arrays, n_bootstrap):
     """Each signal as a detector of out-of-distribution structures (positive class: OOD),
-    on the held-out evaluation half + the OOD set; and how many each flags at P < 0.5."""
+    on the held-out evaluation half + the OOD set; and how many PROBE's decision rule flags."""
     from probe_base.metrics import evaluate_signal
 
     is_ood = np.r_[np.zeros(len(in_arrays["p_reliable"])), np.ones(len(ood_arrays["p_reliable"]))]
@@ -306,8 +310,8 @@ def ood_detection(in_arrays, ood_arrays, n_bootstrap):
         "n_ood": int(is_ood.sum()),
         "mean_p_reliable_in_distribution": float(np.mean(in_arrays["p_reliable"])),
         "mean_p_reliable_ood": float(np.mean(ood_arrays["p_reliable"])),
-        "flagged_in_distribution": float(np.mean(in_arrays["p_reliable"] < 0.5)),
-        "flagged_ood": float(np.mean(ood_arrays["p_reliable"] < 0.5)),
+        "flagged_in_distribution": float(np.mean(in_arrays["flagged"])),
+        "flagged_ood": float(np.mean(ood_arrays["flagged"])),
         "metrics": {},
     }
     for method in in_arrays["scores"]:
@@ -414,6 +418,8 @@ def markdown(payload):
                 f"{100 * q['hit_rate']:.0f}% of {q['n_structures']} structures (random "
                 f"{100 * q['random_rate']:.0f}%), within-structure Spearman {q['spearman']:.2f}  "
             )
+        if ev.get("decisions"):
+            lines += ["", decisions_markdown(ev["decisions"], ev.get("paired_at_operating_point"))]
         if 0 < ev["unreliable_fraction"] < 1:
             lines += (
                 [""]
@@ -431,7 +437,7 @@ def markdown(payload):
             lines += [
                 f"OOD detection ({od['n_ood']} OOD vs {od['n_in_distribution']} held-out "
                 f"structures; mean P(reliable) {od['mean_p_reliable_ood']:.3f} OOD vs "
-                f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged at P < 0.5: "
+                f"{od['mean_p_reliable_in_distribution']:.3f} held-out; flagged by the decision rule: "
                 f"{100 * od['flagged_ood']:.0f} % vs {100 * od['flagged_in_distribution']:.0f} %):",
                 "",
                 "| signal | AUROC (OOD vs held-out) | AUPRC |",
@@ -466,11 +472,51 @@ def markdown(payload):
     return "\n".join(lines) + "\n"
 
 
+def _rate(rate, interval):
+    if rate is None or not np.isfinite(rate):
+        return "-"
+    return f"{100 * rate:.1f} %" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
+
+def decisions_markdown(decisions, paired=None) -> str:
+    """Every method at PROBE's operating point: measured false alarms and detection."""
+    lines = [
+        "At one operating point (PROBE's rule; every other score cut at the same false-alarm rate on the "
+        "same calibration structures; 95 % intervals):",
+        "",
+        "| method | false alarms (reliable flagged) | detected (unreliable flagged) | rule |",
+        "|---|---|---|---|",
+    ]
+    for name, d in decisions.items():
+        lines.append(
+            f"| {name} | {_rate(d['reliable_flagged'], d.get('reliable_flagged_interval'))} | "
+            f"{_rate(d['unreliable_flagged'], d.get('unreliable_flagged_interval'))} | {d['rule']} |"
+        )
+    for comparison, d in (paired or {}).items():
+        det, fa = d["detection"], d["false_alarm"]
+        lines.append(
+            f"\nPROBE minus {comparison} ({d['other']}), paired bootstrap: detection "
+            f"{100 * det[0]:+.1f} points [{100 * det[1]:+.1f}, {100 * det[2]:+.1f}], false alarms "
+            f"{100 * fa[0]:+.1f} [{100 * fa[1]:+.1f}, {100 * fa[2]:+.1f}]  "
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ---- report --------------------------------------------------------------------------------
 def _leader(probe, ensemble, tie=5e-4):
     if abs(probe - ensemble) < tie:
         return "level"
     return "PROBE ahead" if probe > ensemble else "ensemble ahead"
+
+
+def _operating_cell(decisions, against) -> str:
+    if not decisions or "PROBE" not in decisions:
+        return "- (before the decision rule)"
+    probe, other = decisions["PROBE"], decisions.get(against)
+    cell = f"{_rate(probe['reliable_flagged'], None)}, {_rate(probe['unreliable_flagged'], None)}"
+    if other:
+        cell += f"; {_rate(other['reliable_flagged'], None)}, {_rate(other['unreliable_flagged'], None)}"
+    return cell
 
 
 def suite_payloads(results):
@@ -479,6 +525,15 @@ def suite_payloads(results):
         payload = json.loads(path.read_text())
         if isinstance(payload, dict) and {"backbone", "evaluations", "size"} <= set(payload):
             yield payload
+
+
+def write_readme(results) -> str:
+    """``results/README.md``: this suite's section, then the speed benchmarks' (an empty
+    section is left out)."""
+    from benchmarks import speed
+
+    sections = [readme_section(results), speed.readme_section(results)]
+    return write_markdown(results / "README.md", "\n".join(s for s in sections if s))
 
 
 def report(args=None):
@@ -491,8 +546,9 @@ def readme_section(results):
     """Every suite result in ``results``, one verdict line per row, and the small vs large table."""
     rows = [
         "| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
-        "ensemble AURC | verdict (ensemble signal named) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ensemble AURC | verdict (ensemble signal named) | at one operating point: false alarms, detected "
+        "(PROBE; ensemble) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for payload in suite_payloads(results):
         for key, ev in payload["evaluations"].items():
@@ -503,7 +559,7 @@ def readme_section(results):
                     f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | "
                     f"{key}: OOD detection | {interval(m['PROBE']['auroc'])} | "
                     f"{interval(ens['auroc']) if ens else '-'} | - | - | "
-                    f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC |"
+                    f"{_leader(m['PROBE']['auroc'][0], ens['auroc'][0]) if ens else '-'} on AUROC | - |"
                 )
             if not 0 < ev["unreliable_fraction"] < 1:
                 continue
@@ -515,7 +571,8 @@ def readme_section(results):
                 rows.append(
                     f"| {payload['backbone']} | {payload['dataset']} | {payload['size']} | {key} | "
                     f"{interval(m['PROBE']['auroc'])} | {interval(ens['auroc'])} | "
-                    f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} |"
+                    f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} | "
+                    f"{_operating_cell(ev.get('decisions'), against)} |"
                 )
     return (
         "# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "

@@ -25,6 +25,9 @@ _LAZY = {
     "FeatureLayer": "adapter",
     "attach": "calculator",
     "ProbeClassifier": "classifier",
+    "Probe": "probe",
+    "LabelSpec": "labels",
+    "DomainModel": "domain",
     "load_probe": "artifact",
 }
 
@@ -35,6 +38,9 @@ __all__ = [
     "hookimpl",
     "attach",
     "ProbeClassifier",
+    "Probe",
+    "LabelSpec",
+    "DomainModel",
     "load_probe",
     "ProbeError",
     "InputError",

@@ -15,11 +15,12 @@ is a numpy forward pass.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 LOG_FLOOR = 1e-4  # eV/Å: below any force error that matters
 
 
-class AtomErrorModel:
+class AtomErrorModel(BaseEstimator):
     """Predicted per-atom force error from per-atom features and the element."""
 
     def __init__(self, hidden=64, alpha=1e-3, max_iter=200, max_atoms=200_000, seed=0):

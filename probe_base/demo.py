@@ -55,9 +55,9 @@ def run_demo(output_dir="probe-demo-output", backbone="mace", members=4, retrain
     store = extract(adapter, data["heldout"], output_dir / "heldout.h5", overwrite=True)
     print("[4/5] probe fit on half the held-out set (cross-fitted, calibrated)")
     probe_path = output_dir / f"{backbone}.probe"
-    label, _ = fit_probe(
+    label = fit_probe(
         store, probe_path, LabelSpec("energy", quantile=0.5), ProbeClassifier(seed=0, progress=True), eval_fraction=0.5
-    )
+    ).label_
     evaluation = evaluate_probe(probe_path, store, n_bootstrap=500)
     report = write_evaluation(evaluation, output_dir / "report") / "report.html"
     explorer = _write_chemiscope(evaluation, output_dir / "report" / "chemiscope.json.gz")

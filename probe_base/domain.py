@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .errors import ProbeError
 from .neighbours import ExactNeighbors
@@ -82,7 +83,7 @@ def conformal_threshold(scores: np.ndarray, alpha: float) -> float:
     return float(scores[rank - 1])
 
 
-class DomainModel:
+class DomainModel(BaseEstimator):
     """Per-element reference atoms in the backbone's feature space and a conformal
     threshold on the structure novelty. ``fit`` then ``novelty``."""
 
@@ -200,6 +201,7 @@ class DomainModel:
             self._fit_reference(reference, rows=rest)
             scores[held] = self._raw_structure_novelty(reference.subset(held))[0]
         self._fit_reference(reference)
+        self.out_of_fold_scores_ = scores  # in the reference's order (not saved)
         return scores
 
     # ---- scoring -------------------------------------------------------------------------
@@ -312,7 +314,7 @@ class DomainModel:
         for z, index in self.reference_.items():
             arrays[f"index.{z}"], indexes[str(z)] = index.state()
         meta = {
-            "params": self.get_params(),
+            "params": {**self.get_params(), "scalars": list(self.scalars)},
             "threshold": self.threshold_,
             "n_calibration": self.n_calibration_,
             "n_features": int(self.n_features_in_),
@@ -353,18 +355,6 @@ class DomainModel:
                 )
             model.reference_[int(z)] = index
         return model
-
-    def get_params(self):
-        return {
-            "n_neighbors": self.n_neighbors,
-            "max_reference_atoms": self.max_reference_atoms,
-            "alpha": self.alpha,
-            "calibration_folds": self.calibration_folds,
-            "scalars": list(self.scalars),
-            "seed": self.seed,
-            "exact_max_atoms": self.exact_max_atoms,
-            "nprobe": self.nprobe,
-        }
 
     def summary(self) -> str:
         counts = ", ".join(

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ProbeArtifact, atomic_write, load_probe, save_probe
-from .atom_errors import AtomErrorModel, atom_map_quality
+from .artifact import atomic_write, load_probe
+from .atom_errors import atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
-from .decision import DEFAULT_FALSE_ALARM, DecisionError, DecisionRule, fit_rule, min_reliable_calibration
-from .domain import DEFAULT_ALPHA, SCALARS, DomainError, DomainModel, min_calibration_size
+from .decision import DEFAULT_FALSE_ALARM
+from .domain import DEFAULT_ALPHA, DomainModel
 from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
 from .metrics import evaluate_signals, format_table
 from .operating_point import decision_table, format_decisions, paired_differences
 from .paths import check_output_file
+from .probe import DEFAULT_CALIBRATION_FRACTION, Probe
 from .scoring import score
 from .selective import selective_evaluation
 from .store import check_store_values, load_store, require_labels
-from .training import stratified_split
 
 
 def split_holdout(n, fraction, seed):
@@ -74,9 +74,6 @@ def load_reference(reference_path, fingerprint, fit_store=""):
     return reference
 
 
-DEFAULT_CALIBRATION_FRACTION = 0.25
-
-
 def fit_probe(
     store_path,
     output,
@@ -91,119 +88,54 @@ def fit_probe(
     atom_errors=True,
     false_alarm=DEFAULT_FALSE_ALARM,
     calibration_fraction=DEFAULT_CALIBRATION_FRACTION,
-):
-    """Fit on a feature store (minus an optional held-out fraction); write ``output``.
+) -> Probe:
+    """``Probe.fit`` on a feature store (minus an optional held-out fraction); write
+    ``output``; return the fitted ``Probe``.
 
-    ``reference``: a store of the backbone's training set, the domain's reference atoms
-    (the fitting set then calibrates the novelty threshold); without it the fitting set
-    is the reference and calibrates itself by cross-fitting. ``domain``: True, a
-    ``DomainModel`` to fit, or False (no domain test). ``alpha``: the domain test's
-    false-alarm rate on in-distribution structures. ``atom_errors``: fit the per-atom
-    force-error head where the store has reference forces.
-    ``false_alarm``: the share of reliable in-distribution structures the decision may flag;
-    its cut on P(reliable) is set on ``calibration_fraction`` of the fitting set, held out of
-    the network's training (``probe_base.decision``); None: no such split, the cut is 0.5
-    without a stated rate.
+    ``reference``: a store (or ``.reference``) of the backbone's training set, the domain's
+    reference atoms; without it the fitting set is the reference. ``domain``: True, a
+    ``DomainModel`` to fit, or False (no domain test); ``alpha``: its false-alarm rate.
+    ``atom_errors``: fit the per-atom force-error head where the store has forces.
+    ``false_alarm`` / ``calibration_fraction``: the decision rule (``Probe``).
     ``comm`` (a ``probe_base.distributed.Group``): every rank of a torchrun job calls this,
-    features are streamed from the store, and rank 0 writes ``output``.
-    Returns (resolved label, fitted classifier); the classifier carries ``domain_``,
-    ``atom_errors_``, ``decision_`` and ``label_offset_`` for the caller's report."""
+    features are streamed from the store, and rank 0 writes ``output``."""
     check_output_file(output, "probe", [store_path, reference])
     distributed = comm is not None and comm.world > 1
     data = require_labels(load_store(store_path, lazy=distributed), store_path, "fit")
     check_store_values(data, store_path)
     fit_idx, eval_idx = split_holdout(len(data), eval_fraction, split_seed)
     fit_data = data.subset(fit_idx)
-    offset = label.offset_estimate(fit_data)
-    resolved = label.resolved_on(fit_data)
-    fit_errors = resolved.errors(fit_data)
-    y = resolved.reliable(fit_errors, context=f"fitting set of {store_path}")
-    if domain is not False and domain is not None:  # refuse before training, not after
-        needed = min_calibration_size(domain.alpha if isinstance(domain, DomainModel) else alpha)
-        if len(fit_data) < needed:
-            raise DomainError(
-                f"{store_path}: the domain test at alpha = {alpha:g} needs at least {needed} "
-                f"in-distribution calibration structures and the fitting set has {len(fit_data)}: "
-                "label more structures, raise --alpha, or pass --no-domain"
-            )
-    train_pos, calib_pos = np.arange(len(fit_idx)), np.zeros(0, dtype=np.int64)
-    if false_alarm is not None:
-        train_pos, calib_pos = _decision_split(y, calibration_fraction, false_alarm, split_seed, store_path)
+    if isinstance(domain, DomainModel):
+        domain_model = domain
+    else:
+        domain_model = DomainModel(alpha=alpha, scalars=None, seed=split_seed) if domain else None
+    probe = Probe(
+        label,
+        classifier,
+        domain_model,
+        "default" if atom_errors else None,
+        false_alarm,
+        calibration_fraction,
+        split_seed,
+    )
     reference_data = load_reference(reference, data.fingerprint, store_path) if reference else None
-    classifier.fit(fit_data.subset(train_pos), y[train_pos], comm=comm)
     rank0 = comm is None or comm.rank == 0
-    domain_model = head = rule = None
-    info = {
-        "fit_store": str(Path(store_path).resolve()),
-        "store_identity": data.attrs,
-        "reference_store": str(Path(reference).resolve()) if reference else None,
-        "fit_indices": fit_idx.tolist(),
-        "eval_indices": eval_idx.tolist(),
-        "calibration_indices": fit_idx[calib_pos].tolist(),  # the decision cut's structures
-        "n_fit": int(len(fit_idx)),
-        "fit_error_quantiles": np.quantile(fit_errors, [0.1, 0.5, 0.9]).tolist(),
-        "label_offset": offset,
-        "epochs": [len(h) for h in classifier.history_],
-    }
+    loaded = load_store(store_path).subset(fit_idx) if distributed and rank0 else None
+    probe.fit(fit_data, reference_data, comm=comm, loaded=loaded, where=str(store_path))
     if rank0:
-        in_memory = load_store(store_path).subset(fit_idx) if distributed else fit_data
-        if domain is not False and domain is not None:
-            # a total-energy error grows with size: the atom count is part of the domain then
-            scalars = SCALARS if resolved.target == "energy" else ("energy_per_atom",)
-            domain_model = (
-                domain
-                if isinstance(domain, DomainModel)
-                else DomainModel(alpha=alpha, scalars=scalars, seed=split_seed)
-            )
-            if reference_data is not None:
-                domain_model.fit(reference_data, calibration=in_memory)
-            else:
-                domain_model.fit(in_memory)
-        forces = getattr(in_memory, "atom_force_error", None)
-        if atom_errors and forces is not None and np.isfinite(forces).sum() >= 10:
-            head = AtomErrorModel(seed=split_seed).fit(in_memory, forces)
-        if false_alarm is not None:
-            fitted = ProbeArtifact(classifier, resolved, data.fingerprint, {"info": info}, domain_model, head)
-            calibration = score(fitted, in_memory.subset(calib_pos))
-            rule = fit_rule(calibration.p_reliable, calibration.in_domain, y[calib_pos], false_alarm)
-        else:
-            rule = DecisionRule(0.5, method="fixed")
-        info["decision"] = rule.to_dict()
-        info["decision_threshold"] = rule.cut
-        save_probe(output, classifier, resolved, data.fingerprint, info, domain_model, head)
+        info = {
+            "fit_store": str(Path(store_path).resolve()),
+            "store_identity": data.attrs,
+            "reference_store": str(Path(reference).resolve()) if reference else None,
+            "fit_indices": fit_idx.tolist(),
+            "eval_indices": eval_idx.tolist(),
+            "calibration_indices": fit_idx[probe.calibration_positions_].tolist(),  # the decision cut's structures
+            "n_fit": int(len(fit_idx)),
+        }
+        probe.save(output, data.fingerprint, info)
     if comm is not None:
         comm.barrier()  # every rank returns once the file is there
-    classifier.domain_ = domain_model  # for the caller's report; not part of the estimator
-    classifier.atom_errors_ = head
-    classifier.decision_ = rule
-    classifier.label_offset_ = offset
-    return resolved, classifier
-
-
-def _decision_split(y, fraction, false_alarm, seed, store_path):
-    """(training positions, calibration positions) of the fitting set: the decision's
-    calibration structures, stratified by label, never seen by the network."""
-    if not 0 < fraction < 1:
-        raise InputError(
-            f"--calibration-fraction {fraction:g}: the share of the fitting set that sets the decision cut "
-            "must lie in (0, 1) (e.g. 0.25)"
-        )
-    needed = min_reliable_calibration(false_alarm)
-    n_reliable = int(y.sum())
-    expected = int(round(fraction * n_reliable))
-    if expected < needed:
-        raise DecisionError(
-            f"{store_path}: a false-alarm rate of {false_alarm:g} needs at least {needed} reliable calibration "
-            f"structures; {fraction:g} of the fitting set's {n_reliable} reliable ones is {expected}: label more "
-            f"structures, raise --false-alarm (e.g. {max(false_alarm, 1.0 / (expected + 1)):.2g}) or "
-            "--calibration-fraction"
-        )
-    if len(y) - int(y.sum()) < 4:
-        # too few unreliable structures to stratify: the calibration split takes reliable ones only
-        order = np.random.default_rng(seed).permutation(np.flatnonzero(y == 1))
-        calib = np.sort(order[:expected])
-        return np.setdiff1d(np.arange(len(y)), calib), calib
-    return stratified_split(np.arange(len(y)), y, fraction, seed)
+    return probe
 
 
 NETWORK = "PROBE network alone"
@@ -246,9 +178,13 @@ def evaluate_probe(
     else:
         fit_store = None
     if fit_store is not None:
-        fit_data = fit_store.subset(info["fit_indices"])
-        if info.get("calibration_indices"):  # the decision cut's structures: every method is cut there
-            calibration = fit_store.subset(info["calibration_indices"])
+        # the baselines' reference leaves out the decision cut's structures, where every
+        # method is cut: a k-NN distance of a structure in its own reference is 0
+        fit_indices = np.asarray(info["fit_indices"], dtype=np.int64)
+        calibration_indices = np.asarray(info.get("calibration_indices") or [], dtype=np.int64)
+        fit_data = fit_store.subset(np.setdiff1d(fit_indices, calibration_indices))
+        if len(calibration_indices):
+            calibration = fit_store.subset(calibration_indices)
     if same_store:
         data = data.subset(info["eval_indices"])
     errs = artifact.label.errors(data)

@@ -111,7 +111,7 @@ def _fit(args, group):
             "(pass --reference TRAIN.h5, a store of the backbone's training set, to test against "
             "what the backbone saw)"
         )
-    resolved, fitted = fit_probe(
+    fitted = fit_probe(
         args.store,
         args.output,
         label,
@@ -131,12 +131,13 @@ def _fit(args, group):
         print(fitted.domain_.summary())
     if fitted.atom_errors_ is not None:
         print("per-atom map: force-error head fitted on the reference forces (results['atom_error'])")
-    best = [max(h["val_auroc"] for h in history) for history in fitted.history_]
-    print(f"label: {resolved.describe()}")
-    print(_offset_line(fitted.label_offset_, resolved))
+    network = fitted.classifier_
+    best = [max(h["val_auroc"] for h in history) for history in network.history_]
+    print(f"label: {fitted.label_.describe()}")
+    print(_offset_line(fitted.label_offset_, fitted.label_))
     print(f"decision: {fitted.decision_.describe()}")
     print(
-        f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; temperature {fitted.temperature_:.3f}"
+        f"validation AUROC per probe seed: {', '.join(f'{b:.3f}' for b in best)}; temperature {network.temperature_:.3f}"
     )
     print(f"wrote {args.output}")
 

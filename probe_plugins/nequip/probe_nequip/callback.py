@@ -13,8 +13,12 @@ half) and scored there against latent distance and random: ``probe/test{i}_auroc
 table); ``out_dir`` receives ``test{i}_metrics.json`` (every metric with a 95 % bootstrap
 interval) and ``test{i}.probe``, a probe for this backbone (fitted on the fitting part):
 use it with the packaged model, e.g. ``NequIPCalculator.from_saved_model(
-"model.nequip.zip", probe="test0.probe")``. Labels: ``target`` error above the
-``quantile`` (default the median) of the fitting part, or above ``threshold``.
+"model.nequip.zip", probe="test0.probe")``. Labels, the domain test and the decision rule
+are ``probe fit``'s (``probe_base.Probe``): ``target`` error above ``threshold`` (default
+the absolute tolerance of ``probe_base.labels.DEFAULT_TOLERANCES``) or above a ``quantile``
+of the fitting part; the decision flags ``false_alarm`` of reliable structures, set on
+``calibration_fraction`` of the fitting part, and the report gives the rate measured on
+the held-out part. A test set too small for that prints why and fits no probe.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ class ProbeCallback(Callback):
         self,
         out_dir: str | None = None,
         target: str = "energy",
-        quantile: float | None = 0.5,
         threshold: float | None = None,
+        quantile: float | None = None,
+        false_alarm: float = 0.05,
+        calibration_fraction: float = 0.25,
+        alpha: float = 0.02,
         eval_fraction: float = 0.5,
         seed: int = 0,
         layers=None,
@@ -51,6 +58,7 @@ class ProbeCallback(Callback):
         from probe_base.labels import LabelSpec
 
         self.label = LabelSpec(target, threshold=threshold, quantile=None if threshold is not None else quantile)
+        self.false_alarm, self.calibration_fraction, self.alpha = false_alarm, calibration_fraction, alpha
         if not 0 < eval_fraction < 1:
             raise ValueError(f"eval_fraction must lie in (0, 1), got {eval_fraction}")
         self.out_dir = Path(out_dir) if out_dir else None
@@ -104,13 +112,19 @@ class ProbeCallback(Callback):
 
     # ---- fit, score, report ----------------------------------------------------------
     def on_test_epoch_end(self, trainer, pl_module):
+        from probe_base.errors import ProbeError
+
         from .plugin import _default_dtype
 
         for index, rows in sorted(self.collected.items()):
             # the probe trains in float32 with autograd, inside Lightning's no-grad test loop
             # and nequip's float64 default dtype
-            with torch.enable_grad(), _default_dtype(torch.float32):
-                result = self.evaluate(index, self.dataset(rows))
+            try:
+                with torch.enable_grad(), _default_dtype(torch.float32):
+                    result = self.evaluate(index, self.dataset(rows))
+            except ProbeError as error:  # too few or too uniform test structures: training stands
+                print(f"PROBE on test set {index}: no probe fitted: {error}", flush=True)
+                continue
             self.results[index] = result
             pl_module.log_dict({f"probe/test{index}_{k}": v for k, v in result["logged"].items()})
         self.collected = {}
@@ -140,16 +154,15 @@ class ProbeCallback(Callback):
         )
 
     def evaluate(self, index, data) -> dict:
-        from probe_base.artifact import save_probe
         from probe_base.baselines import all_baselines
         from probe_base.classifier import ProbeClassifier
+        from probe_base.domain import DomainModel, min_calibration_size
         from probe_base.metrics import evaluate_signal, format_table
+        from probe_base.probe import Probe
         from probe_base.workflow import split_holdout
 
         fit_idx, eval_idx = split_holdout(len(data), self.eval_fraction, self.seed)
         fit, held = data.subset(fit_idx), data.subset(eval_idx)
-        label = self.label.resolved_on(fit)
-        fit_errors = label.errors(fit)
         params = dict(self.classifier)
         preset = params.pop("preset", None)
         classifier = (
@@ -157,10 +170,25 @@ class ProbeCallback(Callback):
             if preset
             else ProbeClassifier(seed=self.seed, **params)
         )
-        classifier.fit(fit, label.reliable(fit_errors, context=f"fitting part of test set {index}"))
+        domain, domain_note = None, None
+        if len(fit) >= min_calibration_size(self.alpha):
+            # the fitting part is the domain's reference (cross-fitted threshold)
+            domain = DomainModel(alpha=self.alpha, scalars=None, seed=self.seed)
+        else:
+            domain_note = (
+                f"no domain test in the probe file: alpha = {self.alpha:g} needs at least "
+                f"{min_calibration_size(self.alpha)} fitting structures, the test set gives {len(fit)}"
+            )
+            print(domain_note, flush=True)
+        probe = Probe(
+            self.label, classifier, domain, "default", self.false_alarm, self.calibration_fraction, self.seed
+        ).fit(fit, where=f"the fitting part of test set {index}")
+        label = probe.label_
         errs = label.errors(held)
         unreliable = (errs > label.threshold).astype(int)
-        p_reliable = classifier.predict_proba(held)[:, 1]
+        scored = probe.scores(held)
+        p_reliable = scored.p_reliable
+        flagged = probe.decision_.flags(p_reliable, scored.in_domain)
         scores = {"PROBE": 1 - p_reliable, **all_baselines(fit, held, self.seed)}
         metrics = {
             name: evaluate_signal(
@@ -173,56 +201,64 @@ class ProbeCallback(Callback):
             )
             for name, score in scores.items()
         }
+        reliable = unreliable == 0
+        decision = {
+            **probe.decision_.to_dict(),
+            "held_out_false_alarm": float(flagged[reliable].mean()) if reliable.any() else None,
+            "held_out_detected": float(flagged[~reliable].mean()) if (~reliable).any() else None,
+            "n_reliable": int(reliable.sum()),
+        }
         logged = {k: v[0] for k, v in metrics["PROBE"].items() if np.isfinite(v[0])}
         for name, key in (("latent distance", "latent"), ("random", "random")):
             if name in metrics and np.isfinite(metrics[name]["auroc"][0]):
                 logged[f"{key}_auroc"] = metrics[name]["auroc"][0]
         logged["unreliable_fraction"] = float(unreliable.mean())
+        for key in ("held_out_false_alarm", "held_out_detected"):
+            if decision[key] is not None:
+                logged[key] = decision[key]
         result = {
             "test_set": index,
             "label": label.to_dict(),
+            "label_offset": probe.label_offset_,
             "n_fit": len(fit),
             "n_eval": len(held),
             "unreliable_fraction": float(unreliable.mean()),
             "metrics": metrics,
+            "decision": decision,
             "fingerprint": self.adapter.fingerprint(),
             "logged": logged,
             "eval_indices": eval_idx.tolist(),
             "eval_p_reliable": p_reliable.tolist(),
+            "eval_p_network": scored.p_network.tolist(),
+            "eval_flagged": flagged.tolist(),
             "eval_errors": errs.tolist(),
         }
+        if domain_note:
+            result["domain"] = domain_note
         print(
-            f"PROBE on test set {index} ({len(fit)} fitting / {len(held)} held-out "
-            f"structures, {label.target} error > {label.threshold:.4g}):\n" + format_table(metrics),
+            f"PROBE on test set {index} ({len(fit)} fitting / {len(held)} held-out structures, "
+            f"{label.describe()}):\n" + format_table(metrics) + f"\ndecision: {probe.decision_.describe()}; "
+            f"held out: {decision['held_out_false_alarm']} of reliable flagged, "
+            f"{decision['held_out_detected']} of unreliable",
             flush=True,
         )
         if self.out_dir is not None:
-            from probe_base.atom_errors import AtomErrorModel
-            from probe_base.domain import DomainError, DomainModel
+            from probe_base.paths import atomic_write
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             result["probe_file"] = str(self.out_dir / f"test{index}.probe")
-            try:  # the fitting part is the domain's reference (cross-fitted threshold)
-                domain = DomainModel(seed=self.seed).fit(fit)
-            except DomainError as error:
-                domain = None
-                result["domain"] = f"no domain test in the probe file: {error}"
-                print(result["domain"], flush=True)
-            head = AtomErrorModel(seed=self.seed).fit(fit, fit.atom_force_error)
-            save_probe(
+            probe.save(
                 result["probe_file"],
-                classifier,
-                label,
                 self.adapter.fingerprint(),
                 {
                     "source": "probe_nequip.ProbeCallback (nequip-train test run)",
                     "fit_indices": fit_idx.tolist(),
                     "eval_indices": eval_idx.tolist(),
-                    "decision_threshold": 0.5,
+                    "calibration_indices": fit_idx[probe.calibration_positions_].tolist(),
+                    "n_fit": len(fit),
                 },
-                domain,
-                head,
             )
             payload = {k: v for k, v in result.items() if k != "logged"}
-            (self.out_dir / f"test{index}_metrics.json").write_text(json.dumps(payload, indent=2))
+            text = json.dumps(payload, indent=2)
+            atomic_write(self.out_dir / f"test{index}_metrics.json", lambda tmp: Path(tmp).write_text(text))
         return result

@@ -69,6 +69,10 @@ trainer:
       out_dir: ${{hydra:runtime.output_dir}}/probe
       classifier: {{hidden: 8, heads: 2, max_epochs: 20, cv_folds: 2}}
       n_bootstrap: 20
+      quantile: 0.5  # a 2-epoch backbone: no structure is within chemical accuracy
+      false_alarm: 0.25  # 20 fitting structures: a rate their calibration half can state
+      calibration_fraction: 0.5
+      alpha: 0.1
 training_module:
   _target_: nequip.train.EMALightningModule
   ema_decay: 0.9

@@ -11,6 +11,7 @@ import pytest
 from probe_nequip import NequIPAdapter, NequIPCalculator
 
 from probe_base.artifact import load_probe
+from probe_base.scoring import score
 from probe_base.store import FeatureSet
 
 
@@ -27,7 +28,12 @@ def test_metrics_are_reported_with_nequips_test_metrics(trained, report):
     assert set(payload["metrics"]) == {"PROBE", "LLPR", "GMM NLL", "latent distance", "random"}
     for name in ("auroc", "aurc", "ece", "spearman"):
         value, low, high = payload["metrics"]["PROBE"][name]
-        assert np.isfinite(value) and low <= value <= high
+        # a percentile interval need not hold its point (AURC near its floor): near it, though
+        assert np.isfinite(value) and low <= high and low - (high - low) <= value <= high + (high - low)
+    decision = payload["decision"]
+    assert decision["method"] == "conformal" and decision["false_alarm"] == 0.25
+    reliable = np.array(payload["eval_errors"]) <= payload["label"]["threshold"]
+    assert decision["held_out_false_alarm"] == np.mean(np.array(payload["eval_flagged"])[reliable])
     log = (trained["run1"].parent / "train.log").read_text()
     assert "probe/test0_auroc" in log and "test0_epoch/forces_mae" in log
     assert "PROBE on test set 0" in log
@@ -43,10 +49,12 @@ def test_in_training_capture_matches_the_adapter_offline(adapter, data_files, re
     artifact.check_backbone(backbone.fingerprint())
     frames = [ase.io.read(data_files["test"], ":")[i] for i in payload["eval_indices"]]
     out = backbone.run(frames, members=False)
-    p = artifact.classifier.predict_proba(FeatureSet.from_backbone_output(out, frames))[:, 1]
-    np.testing.assert_allclose(p, payload["eval_p_reliable"], atol=1e-5)
-    errors = np.abs(out.energies - np.array([a.get_potential_energy() for a in frames]))
-    np.testing.assert_allclose(errors, payload["eval_errors"], atol=1e-4)
+    X = FeatureSet.from_backbone_output(out, frames)
+    np.testing.assert_allclose(artifact.classifier.predict_proba(X)[:, 1], payload["eval_p_network"], atol=1e-5)
+    np.testing.assert_allclose(score(artifact, X).p_reliable, payload["eval_p_reliable"], atol=1e-5)
+    # the label's errors: after the constant energy offset the fitting part measured
+    signed = out.energies - np.array([a.get_potential_energy() for a in frames])
+    np.testing.assert_allclose(np.abs(signed - artifact.label.offset), payload["eval_errors"], atol=1e-4)
 
 
 def test_callback_probe_drives_the_calculator(trained, structures, report):
