@@ -111,14 +111,17 @@ def write_scores(results: dict, scores, i=0, atoms=None, rule=None):
 
 
 class ProbedCalculator(Calculator):
-    """An ASE calculator that adds PROBE's reliability to another calculator's results."""
+    """An ASE calculator that adds PROBE's reliability to another calculator's results.
+    Its ``parameters`` (ASE's contract): ``policy``, ``threshold`` (None: the probe's
+    decision rule) and ``use_domain``; ``calc.set(policy="raise")`` changes them."""
+
+    default_parameters = {"policy": "warn", "threshold": None, "use_domain": True}
 
     def __init__(self, calculator, artifact: ProbeArtifact, adapter, policy="warn", threshold=None, use_domain=True):
-        super().__init__()
         self.calculator = calculator
         self.artifact = artifact
         self.adapter = adapter
-        self.reliability_policy = ReliabilityPolicy(policy, rule=decision_rule(artifact, threshold))
+        super().__init__(policy=policy, threshold=threshold, use_domain=use_domain)
         self.use_domain = use_domain
         extra = ["reliability", "reliability_network", "in_domain", "unreliable", "atom_importance"]
         if artifact.domain is not None and use_domain:
@@ -131,13 +134,23 @@ class ProbedCalculator(Calculator):
         self._hooks = adapter.feature_hooks()
         weakref.finalize(self, self._hooks.remove)
 
+    def set(self, **kwargs):
+        if "use_domain" in kwargs and kwargs["use_domain"] != self.parameters.get("use_domain", True):
+            raise ValueError("use_domain is fixed when the probe is attached: attach again with use_domain=...")
+        if "policy" in kwargs and kwargs["policy"] not in POLICIES:  # before anything changes
+            raise ValueError(f"policy must be one of {POLICIES}, not {kwargs['policy']!r}")
+        changed = super().set(**kwargs)
+        rule = decision_rule(self.artifact, self.parameters.threshold)
+        self.reliability_policy = ReliabilityPolicy(self.parameters.policy, rule=rule)
+        return changed
+
     @property
     def policy(self):
         return self.reliability_policy.policy
 
     @policy.setter
     def policy(self, value):
-        self.reliability_policy = ReliabilityPolicy(value, rule=self.reliability_policy.rule)
+        self.set(policy=value)
 
     @property
     def threshold(self):

@@ -126,3 +126,25 @@ def test_outside_the_domain_is_unreliable_and_the_novel_atom_is_named(toy_files,
     pulled.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="raise")
     with pytest.raises(UnreliablePrediction, match=f"novel atoms Cu{far} "):
         pulled.get_potential_energy()
+
+
+def test_policy_and_threshold_are_ase_parameters(toy_files, fitted_probe):
+    """ASE's contract: the probe's options live in ``parameters`` and ``set`` changes them,
+    so ``calc.set(policy="raise")`` acts on the next step."""
+    from probe_base.artifact import load_probe
+
+    calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    assert calc.parameters["policy"] == "ignore" and calc.parameters["threshold"] is None
+    assert calc.rule.cut == load_probe(fitted_probe).decision.cut
+    calc.set(policy="raise", threshold=1.0)  # every prediction below P = 1 raises now
+    assert calc.policy == "raise" and calc.threshold == 1.0
+    atoms = ase.io.read(toy_files["heldout"], "0")
+    atoms.calc = calc
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()
+    calc.policy = "ignore"
+    assert calc.parameters["policy"] == "ignore"
+    atoms.get_potential_energy()
+    with pytest.raises(ValueError, match="policy must be one of"):
+        calc.set(policy="explode")
+    assert calc.parameters["policy"] == "ignore" and calc.policy == "ignore"
