@@ -224,6 +224,9 @@ def evaluate_probe(
         atom_maps["attention importance"] = atom_map_quality(result.importance, data.atom_force_error, data.offsets)
         if result.atom_novelty is not None:
             atom_maps["atom novelty"] = atom_map_quality(result.atom_novelty, data.atom_force_error, data.offsets)
+        element_mean = per_element_mean_map(fit_data, data)
+        if element_mean is not None:  # the baseline a map must beat: "H atoms err most"
+            atom_maps["per-element mean error"] = atom_map_quality(element_mean, data.atom_force_error, data.offsets)
     domain = None
     if artifact.domain is not None:
         domain = {
@@ -260,6 +263,22 @@ def evaluate_probe(
             "data": data,
         },
     }
+
+
+def per_element_mean_map(fit_data, data):
+    """Per structure of ``data``, per atom: the mean force error of that element's atoms in
+    ``fit_data`` (None without forces there). A map that knows only the element."""
+    if fit_data is None or fit_data.atom_force_error is None:
+        return None
+    errors = np.asarray(fit_data.atom_force_error, dtype=float)
+    z_fit = np.asarray(fit_data.atomic_numbers)
+    finite = np.isfinite(errors)
+    if not finite.any():
+        return None
+    overall = float(errors[finite].mean())
+    means = {int(z): float(errors[finite & (z_fit == z)].mean()) for z in np.unique(z_fit[finite])}
+    per_atom = np.array([means.get(int(z), overall) for z in data.atomic_numbers])
+    return [per_atom[data.offsets[i] : data.offsets[i + 1]] for i in range(len(data))]
 
 
 def write_evaluation(evaluation, output_dir) -> Path:

@@ -90,3 +90,26 @@ def test_remove_offset_measures_errors_around_the_fitting_sets_mean_shift():
     assert per_atom.offset == pytest.approx(np.mean([-0.25, 0.25]))
     with pytest.raises(LabelError, match="energy targets only"):
         LabelSpec("force_rmse", remove_offset=True)
+
+
+def test_the_per_element_mean_map_knows_only_the_element():
+    from probe_base.store import StoredDataset
+    from probe_base.workflow import per_element_mean_map
+
+    def data(z, errors, offsets):
+        n = len(offsets) - 1
+        return StoredDataset(
+            features=np.zeros((len(z), 2), np.float32),
+            atomic_numbers=np.array(z),
+            offsets=np.array(offsets),
+            energy_pred=np.zeros(n),
+            energy_ref=np.zeros(n),
+            atom_force_error=None if errors is None else np.array(errors, float),
+        )
+
+    fit = data([1, 1, 8, 6], [0.3, 0.1, 1.0, np.nan], [0, 2, 4])
+    maps = per_element_mean_map(fit, data([8, 1, 7, 1], None, [0, 1, 4]))
+    np.testing.assert_allclose(maps[0], [1.0])
+    # carbon's only error is NaN: an element without a finite error gets the overall mean
+    np.testing.assert_allclose(maps[1], [0.2, np.mean([0.3, 0.1, 1.0]), 0.2])
+    assert per_element_mean_map(data([1], None, [0, 1]), fit) is None
