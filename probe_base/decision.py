@@ -25,7 +25,11 @@ import numpy as np
 
 from .errors import ProbeError
 
+#: the defaults of ``probe fit`` (the CLI reads them here): the decision's false-alarm rate,
+#: the share of the fitting set that sets its cut, the domain test's false-alarm rate
 DEFAULT_FALSE_ALARM = 0.05
+DEFAULT_CALIBRATION_FRACTION = 0.25
+DEFAULT_ALPHA = 0.02
 
 
 class DecisionError(ProbeError, ValueError):

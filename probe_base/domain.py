@@ -40,11 +40,11 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .decision import DEFAULT_ALPHA
 from .errors import ProbeError
 from .neighbours import ExactNeighbors
 from .reference_index import EXACT_MAX_ATOMS, SCALE_SAMPLE, BuiltReference, ElementIndex, element_scale, index_params
 
-DEFAULT_ALPHA = 0.02
 SCALARS = ("energy_per_atom", "n_atoms")
 # one range width beyond the reference's range weighs as much as this many typical
 # nearest-neighbour distances (ID structures lie within ~0.05 widths of the range)

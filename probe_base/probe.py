@@ -23,14 +23,20 @@ from sklearn.base import BaseEstimator, clone
 from .artifact import ProbeArtifact, save_probe
 from .atom_errors import AtomErrorModel
 from .classifier import ProbeClassifier
-from .decision import DEFAULT_FALSE_ALARM, DecisionError, DecisionRule, fit_rule, min_reliable_calibration
+from .decision import (
+    DEFAULT_CALIBRATION_FRACTION,
+    DEFAULT_FALSE_ALARM,
+    DecisionError,
+    DecisionRule,
+    fit_rule,
+    min_reliable_calibration,
+)
 from .domain import SCALARS, DomainError, DomainModel, min_calibration_size
 from .errors import InputError
 from .labels import LabelSpec
 from .scoring import score
 from .training import stratified_split
 
-DEFAULT_CALIBRATION_FRACTION = 0.25
 #: the fewest finite per-atom force errors the force-error head is fitted on
 MIN_ATOM_ERRORS = 10
 

@@ -15,14 +15,14 @@ from .artifact import atomic_write, load_probe
 from .atom_errors import atom_map_quality
 from .baselines import ReferenceBaselines
 from .classifier import ProbeClassifier
-from .decision import DEFAULT_FALSE_ALARM
-from .domain import DEFAULT_ALPHA, DomainModel
+from .decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
+from .domain import DomainModel
 from .errors import FingerprintMismatch, InputError
 from .labels import LabelSpec
 from .metrics import evaluate_signals, format_table
 from .operating_point import decision_table, format_decisions, paired_differences
 from .paths import check_output_file
-from .probe import DEFAULT_CALIBRATION_FRACTION, Probe
+from .probe import Probe
 from .scoring import score
 from .selective import selective_evaluation
 from .store import check_store_values, load_store, require_labels

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# the library's defaults and choices (light modules: numpy only), so the CLI states no number twice
+from ..decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
+from ..labels import DEFAULT_TOLERANCES, OFFSET_SIGNIFICANCE, TARGETS, UNITS
+
 EXAMPLES = """
 typical run (a MACE model, DFT data in extxyz):
   probe extract --adapter mace --model my.model m2.model m3.model m4.model \\
@@ -130,7 +134,7 @@ def build_parser():
     p.add_argument(
         "--target",
         default="energy",
-        choices=["energy", "energy_per_atom", "force_rmse", "force_max"],
+        choices=list(TARGETS),
         help="which error defines reliability (default: total energy error, as in the paper)",
     )
     group = p.add_mutually_exclusive_group()
@@ -139,8 +143,7 @@ def build_parser():
         type=POSITIVE,
         default=None,
         help="the tolerance: reliable = error <= threshold, in the target's unit (eV, eV/atom, eV/Å). "
-        "Default: energy 0.0434 eV (1 kcal/mol), energy_per_atom 0.005 eV/atom, force_rmse 0.1 eV/Å, "
-        "force_max 0.5 eV/Å",
+        "Default: " + ", ".join(f"{t} {v:g} {UNITS[t]}" for t, v in DEFAULT_TOLERANCES.items()),
     )
     group.add_argument(
         "--quantile",
@@ -157,8 +160,8 @@ def build_parser():
         dest="offset",
         default="auto",
         help="energy targets: always subtract the fitting set's mean signed error first. Default: "
-        "subtract it when it is significant (> 3 standard errors), since a constant shift changes "
-        "neither forces nor relative energies",
+        f"subtract it when it is significant (> {OFFSET_SIGNIFICANCE:g} standard errors), since a constant "
+        "shift changes neither forces nor relative energies",
     )
     offset.add_argument(
         "--keep-offset",
@@ -170,15 +173,16 @@ def build_parser():
     p.add_argument(
         "--false-alarm",
         type=RATE,
-        default=0.05,
-        help="the share of reliable in-distribution structures the decision may flag (default 0.05); "
+        default=DEFAULT_FALSE_ALARM,
+        help=f"the share of reliable in-distribution structures the decision may flag (default {DEFAULT_FALSE_ALARM:g}); "
         "its cut on P(reliable) is set on --calibration-fraction of the fitting set (split-conformal)",
     )
     p.add_argument(
         "--calibration-fraction",
         type=_number(float, 0, 1, low_open=True, high_open=True, what="a fraction in (0, 1)"),
-        default=0.25,
-        help="share of the fitting set held out of the network's training to set the decision cut (default 0.25)",
+        default=DEFAULT_CALIBRATION_FRACTION,
+        help="share of the fitting set held out of the network's training to set the decision cut "
+        f"(default {DEFAULT_CALIBRATION_FRACTION:g})",
     )
     p.add_argument(
         "--reference",
@@ -190,9 +194,9 @@ def build_parser():
     p.add_argument(
         "--alpha",
         type=RATE,
-        default=0.02,
+        default=DEFAULT_ALPHA,
         help="the domain test's false-alarm rate: at most this fraction of in-distribution "
-        "structures is flagged as outside the domain (split-conformal; default 0.02)",
+        f"structures is flagged as outside the domain (split-conformal; default {DEFAULT_ALPHA:g})",
     )
     p.add_argument(
         "--attention",
