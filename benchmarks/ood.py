@@ -159,12 +159,121 @@ def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
             "n_calibration": artifact.domain.n_calibration_,
             "sets": sets,
         }
+    result["scalar_ablation"] = scalar_ablation(stores, alpha, split_seed)
     result["wall_seconds"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ood_{backbone}.json").write_text(json.dumps(result, indent=1, default=float))
     plot(result, RESULTS / f"ood_{backbone}.png")
     write_markdown(RESULTS / f"ood_{backbone}.md", markdown([result]))
     return result
+
+
+SCALAR_VARIANTS = {
+    "atoms only": (),
+    "+ energy per atom": ("energy_per_atom",),
+    "+ atom count": ("n_atoms",),
+    "+ both (default)": ("energy_per_atom", "n_atoms"),
+}
+SCALAR_WEIGHTS = (5.0, 10.0, 20.0, 40.0, 80.0)
+
+
+def scalar_ablation(stores, alpha=0.02, split_seed=0, label_args=None):
+    """The domain test with and without each structure-scalar rule (energy per atom, atom
+    count), on the energy-tolerance label. Each OOD set is split in two halves (seeded):
+    the scalar weight of each variant is chosen on the *validation* halves (highest mean
+    detection of unreliable structures, ties to the smaller weight), and every figure is
+    reported on the other halves only. Reference: the backbone's training set; calibration:
+    the fitting half of the held-out set (as ``probe fit --reference``)."""
+    from probe_base.domain import DomainModel
+    from probe_base.labels import LabelSpec
+    from probe_base.store import load_store
+    from probe_base.workflow import split_holdout
+
+    reference = load_store(stores["train"])
+    heldout = load_store(stores["heldout"])
+    fit_idx, eval_idx = split_holdout(len(heldout), 0.5, split_seed)
+    calibration, in_distribution = heldout.subset(fit_idx), heldout.subset(eval_idx)
+    label = LabelSpec(**(label_args or LABELS["energy_tolerance"])).resolved_on(calibration)
+    halves = {}
+    for name in SETS:
+        data = load_store(stores[name])
+        order = np.random.default_rng(split_seed).permutation(len(data))
+        cut = len(data) // 2
+        unreliable = label.errors(data) > label.threshold
+        halves[name] = {
+            half: (data.subset(np.sort(rows)), unreliable[np.sort(rows)])
+            for half, rows in (("validation", order[:cut]), ("report", order[cut:]))
+        }
+
+    def rates(domain, half):
+        out = {}
+        for name, parts in halves.items():
+            data, bad = parts[half]
+            outside = ~domain.in_domain(data)
+            out[name] = {
+                "unreliable_flagged": float(outside[bad].mean()) if bad.any() else None,
+                "reliable_flagged": float(outside[~bad].mean()) if (~bad).any() else None,
+                "n_unreliable": int(bad.sum()),
+                "n_reliable": int((~bad).sum()),
+            }
+        return out
+
+    def mean_detection(r):
+        values = [v["unreliable_flagged"] for v in r.values() if v["unreliable_flagged"] is not None]
+        return float(np.mean(values)) if values else float("nan")
+
+    result = {"label": label.to_dict(), "weights_tried": list(SCALAR_WEIGHTS), "variants": {}}
+    for variant, scalars in SCALAR_VARIANTS.items():
+        weights = SCALAR_WEIGHTS if scalars else (SCALAR_WEIGHTS[0],)  # no scalar: the weight is unused
+        tried = {}
+        for weight in weights:
+            domain = DomainModel(alpha=alpha, scalars=scalars, seed=split_seed, scalar_weight=weight)
+            domain.fit(reference, calibration=calibration)
+            tried[weight] = (mean_detection(rates(domain, "validation")), domain)
+        best = max(tried, key=lambda w: (tried[w][0], -w))
+        domain = tried[best][1]
+        reported = rates(domain, "report")
+        result["variants"][variant] = {
+            "scalars": list(scalars),
+            "weight": best if scalars else None,
+            "validation_mean_detection": {str(w): v for w, (v, _) in tried.items()},
+            "report": reported,
+            "report_mean_detection": mean_detection(reported),
+            "in_distribution_flagged": float((~domain.in_domain(in_distribution)).mean()),
+        }
+        print(
+            f"scalar ablation {variant}: weight {best if scalars else '-'} (validation), report halves: "
+            f"mean detection {100 * mean_detection(reported):.0f} %, held-out flagged "
+            f"{100 * result['variants'][variant]['in_distribution_flagged']:.1f} %",
+            flush=True,
+        )
+    return result
+
+
+def ablation_markdown(ablation) -> list[str]:
+    variants = ablation["variants"]
+    sets = list(next(iter(variants.values()))["report"])
+    lines = [
+        f"### Domain test: each structure-scalar rule on and off (label {ablation['label']['target']} "
+        f"> {ablation['label']['threshold']:.4g}; weights {ablation['weights_tried']} chosen on the "
+        "validation halves of the OOD sets, figures on the other halves)",
+        "",
+        "Cell: % of the half's unreliable structures outside the domain (reliable ones flagged in brackets).",
+        "",
+        "| variant | weight | held-out flagged | " + " | ".join(n.removeprefix("ood_") for n in sets) + " | mean |",
+        "|---" * (len(sets) + 4) + "|",
+    ]
+    for variant, v in variants.items():
+        cells = [
+            f"{_pct(r['unreliable_flagged'])} ({_pct(r['reliable_flagged'])})" for r in (v["report"][n] for n in sets)
+        ]
+        lines.append(
+            f"| {variant} | {v['weight'] if v['weight'] is not None else '-'} | "
+            f"{100 * v['in_distribution_flagged']:.1f} | "
+            + " | ".join(cells)
+            + f" | {_pct(v['report_mean_detection'])} |"
+        )
+    return lines + [""]
 
 
 def _pct(x):
@@ -235,6 +344,8 @@ def markdown(results) -> str:
                     f"{q['spearman']:.2f}"
                 )
             lines.append("")
+        if result.get("scalar_ablation"):
+            lines += [f"## {result['backbone']}: scalar rules", ""] + ablation_markdown(result["scalar_ablation"])
     return "\n".join(lines)
 
 

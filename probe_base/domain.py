@@ -97,8 +97,10 @@ class DomainModel(BaseEstimator):
         seed=0,
         exact_max_atoms=EXACT_MAX_ATOMS,
         nprobe=None,
+        scalar_weight=SCALAR_WEIGHT,
     ):
         self.n_neighbors = n_neighbors
+        self.scalar_weight = scalar_weight
         self.max_reference_atoms = max_reference_atoms
         self.exact_max_atoms = exact_max_atoms
         self.nprobe = nprobe
@@ -269,7 +271,7 @@ class DomainModel(BaseEstimator):
             return np.zeros(0), atom
         structure = np.maximum.reduceat(atom, X.offsets[:-1])
         for excess in self.range_excess(X).values():
-            structure = np.maximum(structure, SCALAR_WEIGHT * excess)
+            structure = np.maximum(structure, self.scalar_weight * excess)
         return structure, atom
 
     def novelty_of_one(self, features, search, energy):
@@ -284,7 +286,7 @@ class DomainModel(BaseEstimator):
         structure = float(atom.max()) if n else 0.0
         scalars = self._scalars_of(np.array([float(energy)]), np.array([float(n)]))
         for excess in self._excess(scalars).values():
-            structure = max(structure, SCALAR_WEIGHT * float(excess[0]))
+            structure = max(structure, self.scalar_weight * float(excess[0]))
         return structure / self.threshold_, atom / self.threshold_
 
     def novelty(self, X):
@@ -372,7 +374,7 @@ class DomainModel(BaseEstimator):
         values, excess = self._scalar_values(one), self.range_excess(one)
         out = []
         for name, v in values.items():
-            if SCALAR_WEIGHT * excess[name][0] > self.threshold_:
+            if self.scalar_weight * excess[name][0] > self.threshold_:
                 lo, hi = self.ranges_[name]
                 out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
         return out

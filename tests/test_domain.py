@@ -64,6 +64,11 @@ def test_structures_outside_the_reference_size_or_energy_range_are_outside():
     assert not domain.in_domain(hot).any() and inside.mean() > 0.9
     size_free = DomainModel(scalars=("energy_per_atom",)).fit(reference, calibration)
     assert size_free.in_domain(big).mean() > 0.5  # force labels: size alone is no reason
+    # the scalar weight is a parameter (the OOD benchmark chooses it on validation sets):
+    # at weight 0 a range excess no longer counts
+    unweighted = DomainModel(scalar_weight=0.0).fit(reference, calibration)
+    assert unweighted.in_domain(big).mean() > 0.5
+    assert DomainModel.from_state(*unweighted.state_dict()).scalar_weight == 0.0
 
 
 def test_bad_alpha_and_too_small_calibration_sets_are_refused_with_the_count():
