@@ -31,6 +31,7 @@ EXPERIMENTS = (
     "sevenn_attach_cost",  # sevenn-attach-cost
     "reference_scale",  # reference-scale
     "lammps_cost",  # lammps-cost
+    "torchsim_cost",  # torchsim-cost
 )
 
 DESCRIPTION = """The benchmarks of PROBE on frozen MLIP features (benchmarks/).

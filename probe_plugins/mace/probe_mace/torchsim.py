@@ -512,8 +512,11 @@ def run_torchsim(
         raise InputError("policy='collect' needs collect_path= (an extxyz file for the frames to label)")
     probed_class = _probed_class()
     if isinstance(model, probed_class):
-        if probe is not None:
-            raise InputError("model is already a ProbedMaceModel with its probe; leave probe= out")
+        if probe is not None or threshold is not None:
+            raise InputError(
+                "model is already a ProbedMaceModel with its probe and rule; leave probe= and threshold= "
+                "out (or give them to ProbedMaceModel)"
+            )
         probed = model
     else:
         if probe is None:
