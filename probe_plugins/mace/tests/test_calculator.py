@@ -11,43 +11,6 @@ from probe_mace import MACEAdapter, MACECalculator
 from probe_base import UnreliablePrediction
 
 
-@pytest.fixture(scope="module")
-def probe_file(model_paths, tmp_path_factory):
-    """A small probe fitted on the first member's features of rattled ethanols."""
-    from ase.build import molecule
-
-    from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
-    from probe_base.labels import LabelSpec
-    from probe_base.store import FeatureSet
-
-    rng = np.random.default_rng(5)
-    structures = []
-    for scale in np.linspace(0.0, 0.25, 48):
-        atoms = molecule("CH3CH2OH")
-        atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
-        structures.append(atoms)
-    adapter = MACEAdapter(model_paths[:1])
-    out = adapter.run(structures, members=False)
-    n = np.array([len(a) for a in structures])
-    X = FeatureSet(
-        np.concatenate(out.features),
-        np.concatenate([a.numbers for a in structures]),
-        np.concatenate([[0], np.cumsum(n)]),
-        out.energies,
-    )
-    y = (np.arange(len(structures)) < 24).astype(int)  # small rattles are "reliable"
-    clf = ProbeClassifier(hidden=16, heads=2, max_epochs=5, patience=5, seed=0).fit(X, y)
-    paths = {}
-    for name, threshold in (("plain", 0.5), ("strict", 1.01)):
-        path = tmp_path_factory.mktemp("probe") / f"{name}.probe"
-        save_probe(
-            path, clf, LabelSpec("energy", threshold=0.1), adapter.fingerprint(), {"decision_threshold": threshold}
-        )
-        paths[name] = path
-    return paths, clf, X
-
-
 def test_probe_results_from_the_same_pass(model_paths, structures, probe_file):
     paths, clf, _ = probe_file
     plain = MACECalculator(model_paths=[str(p) for p in model_paths[:2]], device="cpu")
