@@ -1,12 +1,15 @@
-"""``probe md``: molecular dynamics in an engine (LAMMPS) with the probed backbone.
+"""``probe md``: molecular dynamics in an engine (LAMMPS, TorchSim) with the probed backbone.
 
     probe md --engine lammps --in in.lmp --adapter mace --model my.model --probe my.probe \\
              --elements C H O --policy stop --patience 3 --collect to_label.xyz
+    probe md --engine torchsim --structures batch.xyz --adapter mace --model my.model \\
+             --probe my.probe --steps 1000 --temperature 300 --policy stop --collect to_label.xyz
 
-The backbone runs through its adapter (energy and forces of the first ``--model``), the
-probe reads its features, and ``probe_base.lammps_md.run_lammps`` runs the input. Exit
-status 0 when the run ends, 3 when ``--policy stop`` ended it (the message names the step and
-the atoms), 2 on an error.
+LAMMPS: the backbone runs through its adapter (energy and forces of the first ``--model``),
+the probe reads its features, and ``probe_base.lammps_md.run_lammps`` runs the input.
+TorchSim: ``probe_mace.torchsim.run_torchsim`` runs the structures as one batch (Langevin
+NVT), the features hooked in TorchSim's own MACE pass. Exit status 0 when the run ends, 3
+when ``--policy stop`` ended it (the message names the step and the atoms), 2 on an error.
 """
 
 from __future__ import annotations
@@ -38,7 +41,18 @@ def adapter_calculator(adapter):
     return AdapterCalculator()
 
 
+def _require(args, engine, **flags):
+    from ..errors import InputError
+
+    missing = [flag for flag, value in flags.items() if value is None]
+    if missing:
+        raise InputError(f"probe md --engine {engine} needs {', '.join(missing)}")
+
+
 def run_md(args):
+    if args.engine == "torchsim":
+        return run_torchsim_md(args)
+    _require(args, "lammps", **{"--in": args.lammps_input, "--elements": args.elements})
     from ..artifact import load_probe
     from ..calculator import ProbedCalculator
     from ..data import check_input_file
@@ -84,4 +98,61 @@ def run_md(args):
     if run.last_trusted is not None and args.trusted is not None:
         kept += f" written to {args.trusted}"
     print(f"stopped at step {run.stopped['step']}{kept}; {len(run.skipped)} input command(s) after it not run")
+    return STOPPED
+
+
+def run_torchsim_md(args):
+    """``probe md --engine torchsim``: the structures as one TorchSim batch (MACE only)."""
+    import ase.io
+
+    from ..data import check_input_file
+    from ..errors import InputError
+    from ..paths import check_output_file
+
+    _require(args, "torchsim", **{"--structures": args.structures, "--steps": args.steps})
+    if args.adapter != "mace":
+        raise InputError(f"probe md --engine torchsim runs MACE models (--adapter mace), not {args.adapter!r}")
+    check_input_file(args.structures, "--structures")
+    inputs = [args.structures, args.probe, *args.model]
+    for flag, path in (("--collect", args.collect), ("--trusted", args.trusted)):
+        if path is not None:
+            check_output_file(path, "extxyz", inputs, flag)
+    try:
+        from probe_mace.torchsim import run_torchsim
+    except ImportError as exc:
+        raise InputError(
+            f"--engine torchsim needs probe-mace with TorchSim ({exc}): pip install 'probe-mace[torchsim]'"
+        ) from None
+    systems = ase.io.read(args.structures, ":")
+    run = run_torchsim(
+        systems,
+        str(args.model[0]),
+        str(args.probe),
+        n_steps=args.steps,
+        timestep_fs=args.timestep,
+        temperature_K=args.temperature,
+        policy=args.policy,
+        patience=args.patience,
+        threshold=args.threshold,
+        collect_path=args.collect,
+        trusted_path=args.trusted,
+        seed=args.seed,
+        device=args.device,
+        allow_mismatch=args.allow_backbone_mismatch,
+    )
+    p = run.reliability
+    print(
+        f"probe md: {len(systems)} systems, {run.n_steps} steps, {len(run.steps)} scored; "
+        + (f"P(reliable) min {p.min():.3f}" if p.size else "no step scored"),
+        f"{len(run.events)} unreliable stretch(es)"
+        + (f", {run.n_collected} frames written to {args.collect}" if run.n_collected else ""),
+        sep="; ",
+    )
+    if run.stopped is None:
+        return 0
+    print(run.stopped["message"])
+    print(
+        f"stopped at step {run.stopped['step']}"
+        + (f"; last trusted frames written to {args.trusted}" if args.trusted else "")
+    )
     return STOPPED

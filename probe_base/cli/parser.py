@@ -372,23 +372,44 @@ def add_md_parser(subparsers):
     """`probe md`: run by ``probe_base.cli.md.run_md``."""
     p = subparsers.add_parser(
         "md",
-        help="run a LAMMPS input with the probed backbone: P(reliable) in thermo, per-atom "
-        "reliability in dump, a run that warns or stops itself outside the domain",
+        help="MD with the probed backbone in LAMMPS (an input file: P(reliable) in thermo, per-atom "
+        "reliability in dump) or TorchSim (a batch of structures, MACE); a run that warns or stops "
+        "itself outside the domain",
     )
-    p.add_argument("--engine", choices=["lammps"], default="lammps", help="MD engine (default lammps)")
+    p.add_argument(
+        "--engine",
+        choices=["lammps", "torchsim"],
+        default="lammps",
+        help="MD engine (default lammps); torchsim: batched MD of --structures (MACE, probe-mace[torchsim])",
+    )
     p.add_argument(
         "--in",
         dest="lammps_input",
-        required=True,
+        default=None,
         type=Path,
         metavar="IN.LMP",
-        help="LAMMPS input (units metal, box, atoms, masses, fixes; no pair_style needed); "
+        help="lammps: the input (units metal, box, atoms, masses, fixes; no pair_style needed); "
         "thermo_style may use v_probe_reliability v_probe_novelty, dump custom d_probe_novelty d_probe_error",
     )
+    p.add_argument(
+        "--structures",
+        type=Path,
+        default=None,
+        help="torchsim: extxyz (or any ASE format) of the systems run together as one batch",
+    )
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="torchsim: MD steps")
+    p.add_argument("--timestep", type=POSITIVE, default=1.0, help="torchsim: time step in fs (default 1)")
+    p.add_argument(
+        "--temperature", type=POSITIVE, default=300.0, help="torchsim: Langevin NVT temperature in K (default 300)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="torchsim: seed of the momenta and the Langevin noise")
     _add_backbone_args(p, several=False)
     p.add_argument("--probe", required=True, type=Path, help="probe file from `probe fit`")
     p.add_argument(
-        "--elements", nargs="+", required=True, help="element of each LAMMPS atom type, in type order (e.g. C H O)"
+        "--elements",
+        nargs="+",
+        default=None,
+        help="lammps: element of each LAMMPS atom type, in type order (e.g. C H O)",
     )
     p.add_argument(
         "--policy",
@@ -412,7 +433,7 @@ def add_md_parser(subparsers):
     p.add_argument(
         "--trusted", type=Path, default=None, help="extxyz of the last trusted frame, written when a stop ends the run"
     )
-    p.add_argument("--log", type=Path, default=Path("log.lammps"), help="LAMMPS log file (default log.lammps)")
+    p.add_argument("--log", type=Path, default=Path("log.lammps"), help="lammps: log file (default log.lammps)")
     p.add_argument(
         "--no-virial",
         action="store_true",
