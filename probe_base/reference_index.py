@@ -52,7 +52,14 @@ import numpy as np
 from .errors import ProbeError
 from .neighbours import ExactNeighbors
 
-EXACT_MAX_ATOMS = 50_000  # per element: exact at or below, IVF-PQ above
+EXACT_MAX_ATOMS = 50_000  # per element: exact at or below, IVF-SQ above
+APPROXIMATE = "ivfsq"  # the approximate kind a new index gets (IVF-PQ: still built on request, and loaded)
+APPROXIMATE_KINDS = ("ivfsq", "ivfpq")
+RECALL_TARGET = 0.9  # auto nprobe: the fewest cells whose recall@RECALL_K on validation atoms reaches this
+RECALL_K = 5
+VALIDATION_ATOMS = 256  # reference atoms per element the nprobe is tuned on (each with itself excluded)
+NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+EF_SEARCH_MIN = 16
 HNSW_QUANTIZER_CELLS = 1024  # from this many cells the centroids are searched by HNSW
 TRAIN_PER_CELL = 32  # k-means training atoms per IVF cell (FAISS warns below 39: 32 is enough here)
 TRAIN_MAX = 1 << 17  # at most this many training atoms per element
@@ -77,15 +84,28 @@ def _faiss():
 
 
 # ---- parameters --------------------------------------------------------------------------
-def index_params(n: int, n_features: int, exact_max_atoms=EXACT_MAX_ATOMS, nprobe=None) -> dict:
+def index_params(n: int, n_features: int, exact_max_atoms=EXACT_MAX_ATOMS, nprobe=None, kind=APPROXIMATE) -> dict:
     """The index an element of ``n`` reference atoms gets: exact at or below
-    ``exact_max_atoms``, else IVF-PQ with nlist ~ 2 sqrt(n) cells (a power of two, 64 to
-    16384), m = the largest divisor of the width up to min(64, width / 2) sub-vectors
-    (2+ features per byte) and ``nprobe`` (default 16) cells scanned per query."""
+    ``exact_max_atoms``, else ``kind``: ``"ivfsq"`` (default: residual 8-bit scalar codes)
+    or ``"ivfpq"`` (m = the largest divisor of the width up to min(64, width / 2) 8-bit
+    sub-vectors), both with nlist ~ 2 sqrt(n) cells (a power of two, 64 to 16384) and
+    ``nprobe`` cells scanned per query: given, or (``None``) for IVF-SQ the fewest that
+    reach ``RECALL_TARGET`` on validation atoms of the reference (``ElementIndex.tune``),
+    for IVF-PQ 16."""
     if n <= exact_max_atoms:
         return {"kind": "flat"}
+    if kind not in APPROXIMATE_KINDS:
+        raise ReferenceError(f"unknown approximate index kind {kind!r}; choose from {APPROXIMATE_KINDS}")
     nlist = int(min(16384, max(64, 2 ** round(math.log2(2 * math.sqrt(n))))))
     nlist = min(nlist, max(1, n // TRAIN_PER_CELL))
+    if kind == "ivfsq":
+        return {
+            "kind": "ivfsq",
+            "nlist": nlist,
+            "nbits": 8,
+            "nprobe": None if nprobe is None else int(nprobe),
+            "hnsw_quantizer": nlist >= HNSW_QUANTIZER_CELLS,
+        }
     m = max(d for d in range(1, max(1, min(64, n_features // 2)) + 1) if n_features % d == 0)
     return {
         "kind": "ivfpq",
@@ -98,7 +118,10 @@ def index_params(n: int, n_features: int, exact_max_atoms=EXACT_MAX_ATOMS, nprob
 
 
 def bytes_per_atom(params: dict, n_features: int) -> int:
-    return 4 * n_features if params["kind"] == "flat" else params["m"] + 8
+    """The index's bytes per atom: its code and its 8-byte id (exact: the features)."""
+    if params["kind"] == "flat":
+        return 4 * n_features
+    return (n_features if params["kind"] == "ivfsq" else params["m"]) + 8
 
 
 def training_size(params: dict, n: int) -> int:
@@ -106,6 +129,47 @@ def training_size(params: dict, n: int) -> int:
     if params["kind"] == "flat":
         return 0
     return int(min(n, TRAIN_MAX, TRAIN_PER_CELL * params["nlist"]))
+
+
+def ef_search(params: dict) -> int:
+    """HNSW candidate list over the cell centroids: at least 2 nprobe cells; IVF-SQ from 16
+    (the tuned nprobe's recall is measured with it), IVF-PQ from 64 (as it was built)."""
+    return max(EF_SEARCH_MIN if params["kind"] == "ivfsq" else 64, 2 * int(params["nprobe"] or 1))
+
+
+def recall_excluding_self(found, truth, self_ids, k) -> float:
+    """Mean recall@k of ``found`` (an index's labels, k + 1 per row) against ``truth`` (the
+    exact k + 1 nearest), each row's own atom ``self_ids`` dropped first (else the last)."""
+    total = 0
+    for f, t, me in zip(np.asarray(found), np.asarray(truth), np.asarray(self_ids)):
+        t = [i for i in t if i != me and i >= 0][:k]
+        f = [i for i in f if i != me and i >= 0][:k]
+        total += len(set(t) & set(f)) / max(len(t), 1)
+    return total / max(len(self_ids), 1)
+
+
+class ExactTruth:
+    """The exact k + 1 nearest (labels, squared distances) of validation atoms among an
+    element's reference atoms, merged chunk by chunk as the atoms stream into its index."""
+
+    def __init__(self, queries, self_ids, k):
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.self_ids, self.take = np.asarray(self_ids, dtype=np.int64), int(k) + 1
+        self.labels = np.full((len(self.queries), self.take), -1, dtype=np.int64)
+        self.squared = np.full((len(self.queries), self.take), np.inf, dtype=np.float32)
+        self.seen = 0
+
+    def offer(self, points):
+        """The next ``points`` of the element, in the order they enter its index."""
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        if len(points) and len(self.queries):
+            squared, labels = _faiss().knn(self.queries, points, min(self.take, len(points)))
+            labels = np.where(labels >= 0, labels + self.seen, -1)
+            d = np.concatenate([self.squared, squared], 1)
+            i = np.concatenate([self.labels, labels], 1)
+            order = np.argsort(d, axis=1, kind="stable")[:, : self.take]
+            self.squared, self.labels = np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+        self.seen += len(points)
 
 
 # ---- one element's index -----------------------------------------------------------------
@@ -131,44 +195,76 @@ class ElementIndex:
 
     @classmethod
     def trained(cls, params: dict, training_points) -> ElementIndex:
-        """An empty IVF-PQ index trained on ``training_points`` (standardised)."""
+        """An empty IVF-SQ / IVF-PQ index trained on ``training_points`` (standardised)."""
         faiss = _faiss()
         training_points = np.ascontiguousarray(training_points, dtype=np.float32)
         d = training_points.shape[1]
         quantizer = "_HNSW32" if params["hnsw_quantizer"] else ""
-        index = faiss.index_factory(d, f"IVF{params['nlist']}{quantizer},PQ{params['m']}x{params['nbits']}")
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # the IndexIVFPQ (owned by index)
+        # IVF-SQ: each atom's residual to its cell's centroid, 8 bits per feature (FAISS's
+        # IndexIVFScalarQuantizer, by_residual); IVF-PQ: the residual's m 8-bit sub-codes
+        codes = "SQ8" if params["kind"] == "ivfsq" else f"PQ{params['m']}x{params['nbits']}"
+        index = faiss.index_factory(d, f"IVF{params['nlist']}{quantizer},{codes}")
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # owned by index
         ivf.cp.niter = 10  # k-means: 10 iterations move the novelty by < 0.1 % (25 is FAISS's default)
         ivf.cp.seed = int(params.get("seed", 1234))
         ivf.cp.max_points_per_centroid = TRAIN_MAX  # the sample is already drawn: no resampling
-        # polysemous training (FAISS's default) reorders codes for Hamming pre-filtering, which
-        # this search does not use; it is 90 % of the training time
-        ivf.do_polysemous_training = False
-        ivf.pq.cp.niter = 10
+        if params["kind"] == "ivfpq":
+            # polysemous training (FAISS's default) reorders codes for Hamming pre-filtering,
+            # which this search does not use; it is 90 % of the training time
+            ivf.do_polysemous_training = False
+            ivf.pq.cp.niter = 10
         index.train(training_points)
         return cls(params, d, index=index)
 
     @classmethod
     def build(cls, points, params: dict, seed=0, chunk=CHUNK_ATOMS) -> ElementIndex:
-        """The index of ``points`` (standardised, in memory): exact, or IVF-PQ trained on a
-        seeded sample then filled in chunks."""
+        """The index of ``points`` (standardised, in memory): exact, or IVF trained on a
+        seeded sample, filled in chunks, its nprobe tuned on validation atoms if not given."""
         if params["kind"] == "flat":
             return cls.flat(points)
+        points = np.ascontiguousarray(points, dtype=np.float32)
         rng = np.random.default_rng(seed)
         take = training_size(params, len(points))
         sample = points[np.sort(rng.choice(len(points), take, replace=False))] if take < len(points) else points
         out = cls.trained(params, sample)
         for start in range(0, len(points), chunk):
             out.add(points[start : start + chunk])
+        if out.params["nprobe"] is None:
+            rows = np.sort(
+                np.random.default_rng([seed, 3]).choice(len(points), min(VALIDATION_ATOMS, len(points)), replace=False)
+            )
+            truth = ExactTruth(points[rows], rows, RECALL_K)
+            for start in range(0, len(points), chunk):
+                truth.offer(points[start : start + chunk])
+            out.tune(truth)
         return out
+
+    def tune(self, truth: ExactTruth, target=RECALL_TARGET):
+        """Set nprobe to the fewest cells of ``NPROBE_LADDER`` whose recall@k on the
+        validation atoms of ``truth`` (reference atoms, each with itself excluded) reaches
+        ``target`` (none does: the best, the fewest cells among equals); recorded in the
+        params with the recall measured."""
+        k = truth.take - 1
+        measured = []
+        for nprobe in [p for p in NPROBE_LADDER if p <= self.params["nlist"]]:
+            self.params["nprobe"] = nprobe
+            self._set_search_parameters()
+            found = self.index.search(truth.queries, min(truth.take, len(self)))[1]
+            measured.append((nprobe, recall_excluding_self(found, truth.labels, truth.self_ids, k)))
+            if measured[-1][1] >= target:
+                break
+        nprobe, recall = next(((p, r) for p, r in measured if r >= target), max(measured, key=lambda m: (m[1], -m[0])))
+        self.params.update(nprobe=int(nprobe), validation_recall=float(recall), validation_atoms=len(truth.queries))
+        self._set_search_parameters()
+        return self
 
     def _set_search_parameters(self):
         faiss = _faiss()
         ivf = faiss.extract_index_ivf(self.index)
-        ivf.nprobe = int(self.params["nprobe"])
+        ivf.nprobe = int(self.params["nprobe"] or 1)  # None: not tuned yet (being filled)
         if self.params.get("hnsw_quantizer"):
             # the centroid graph must return at least nprobe cells
-            faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(64, 2 * ivf.nprobe)
+            faiss.downcast_index(ivf.quantizer).hnsw.efSearch = ef_search(self.params)
 
     def add(self, points):
         self.index.add(np.ascontiguousarray(points, dtype=np.float32))
@@ -179,21 +275,21 @@ class ElementIndex:
     @property
     def points(self) -> np.ndarray:
         if self.exact is None:
-            raise ReferenceError("an approximate (IVF-PQ) reference keeps codes, not its atoms' features")
+            raise ReferenceError(f"an approximate ({self.kind}) reference keeps codes, not its atoms' features")
         return self.exact.points
 
     def nbytes(self) -> int:
         return len(self) * bytes_per_atom(self.params, self.n_features)
 
     def cells(self, points) -> np.ndarray:
-        """The IVF cell of each point (IVF-PQ only)."""
+        """The IVF cell of each point (approximate kinds only)."""
         ivf = _faiss().extract_index_ivf(self.index)
         return ivf.quantizer.search(np.ascontiguousarray(points, dtype=np.float32), 1)[1][:, 0]
 
     def mean_distance(self, queries, k, exclude_nearest=False) -> np.ndarray:
         """Mean distance of each query to its k nearest reference atoms (``exclude_nearest``:
         the nearest is dropped first, the query itself when it is in the reference).
-        IVF-PQ: asymmetric distances to the atoms' codes in the ``nprobe`` nearest cells; a
+        IVF-SQ / IVF-PQ: distances to the atoms' decoded codes in the ``nprobe`` nearest cells; a
         query whose cells hold fewer than k atoms averages those found (none: UNSEEN)."""
         if self.exact is not None:
             return self.exact.mean_distance(queries, k, exclude_nearest)
@@ -241,7 +337,9 @@ class ElementIndex:
         except RuntimeError as exc:
             raise ReferenceError(f"{where}: FAISS cannot read it ({str(exc).splitlines()[0]})") from None
         n, d, kind = int(meta["n"]), int(meta["n_features"]), meta["kind"]
-        want = faiss.IndexFlatL2 if kind == "flat" else faiss.IndexIVFPQ
+        want = {"flat": faiss.IndexFlatL2, "ivfpq": faiss.IndexIVFPQ, "ivfsq": faiss.IndexIVFScalarQuantizer}.get(kind)
+        if want is None:
+            raise ReferenceError(f"{where}: unknown index kind {kind!r} (written by a newer mlip-probe?)")
         if not isinstance(index, want) or index.d != d or index.ntotal != n:
             raise ReferenceError(
                 f"{where}: holds a {type(index).__name__} of {index.ntotal} atoms x {index.d} features, "
@@ -508,12 +606,15 @@ def build_reference(
     nprobe=None,
     seed=0,
     progress=True,
+    kind=APPROXIMATE,
 ) -> BuiltReference:
     """Build the domain's reference from ``source`` (``StoreSource`` / ``ArraySource``: a
     ``chunks(features)`` generator, ``n_features``, ``structure_scalars()``) in three
     streaming passes. ``memory_budget``: bytes the indexes may take together; above it every
     element keeps the same fraction of its atoms as a stratified k-means coreset (module
-    docstring)."""
+    docstring). ``kind``: the approximate index of elements above ``exact_max_atoms``;
+    ``nprobe`` None: tuned per element on validation atoms (``ElementIndex.tune``) whose
+    exact neighbours pass 3 finds as the atoms stream in."""
     from tqdm.auto import tqdm
 
     faiss = _faiss()
@@ -531,7 +632,7 @@ def build_reference(
             b.update(len(z))
     if not counts:
         raise ReferenceError("the reference has no atoms")
-    params = {z: index_params(n, d, exact_max_atoms, nprobe) for z, n in counts.items()}
+    params = {z: index_params(n, d, exact_max_atoms, nprobe, kind) for z, n in counts.items()}
     need = {z: n * bytes_per_atom(params[z], d) for z, n in counts.items()}
     fraction = 1.0 if memory_budget is None else min(1.0, float(memory_budget) / sum(need.values()))
     target = {z: int(counts[z] * fraction) for z in counts}
@@ -541,7 +642,7 @@ def build_reference(
             f"(the full reference needs {sum(need.values()) / 1e6:.3g} MB): raise --memory-budget"
         )
     thinned = {z for z in counts if target[z] < counts[z]}
-    cells_for = {z: params[z]["nlist"] if params[z]["kind"] == "ivfpq" else None for z in counts}
+    cells_for = {z: params[z].get("nlist") for z in counts}
     for z in thinned:  # an exact element thinned by budget: sqrt(n) k-means cells on its sample
         if cells_for[z] is None:
             cells_for[z] = int(max(1, min(1024, math.sqrt(counts[z]), counts[z] // TRAIN_PER_CELL)))
@@ -586,13 +687,13 @@ def build_reference(
     indexes, kmeans, rates = {}, {}, {}
     for z in sorted(counts):
         pos, points = samples[z]
-        if params[z]["kind"] == "ivfpq":
+        if params[z]["kind"] != "flat":
             params[z]["seed"] = seed
             take = training_size(params[z], counts[z])
             chosen = np.sort(np.argsort(_priority(pos, seed + 2))[:take])
             indexes[z] = ElementIndex.trained(params[z], points[chosen])
         if z in thinned:
-            if params[z]["kind"] == "ivfpq":
+            if params[z]["kind"] != "flat":
                 cells = indexes[z].cells(points)
             else:
                 kmeans[z] = faiss.Kmeans(d, cells_for[z], niter=10, seed=seed, max_points_per_centroid=1 << 30)
@@ -606,6 +707,18 @@ def build_reference(
             return np.ones(len(x), dtype=bool)
         cells = kmeans[z].index.search(x, 1)[1][:, 0] if z in kmeans else indexes[z].cells(x)
         return _priority(positions, seed + 1) < rates[z][cells]
+
+    # the atoms an approximate element's nprobe is tuned on: sampled atoms the index keeps,
+    # their exact neighbours found in pass 3 (each will find itself: excluded when tuning)
+    validation, truths, added = {}, {}, {z: 0 for z in counts}
+    for z in sorted(counts):
+        if params[z]["kind"] != "flat" and params[z]["nprobe"] is None:
+            pos, points = samples[z]
+            mine = kept(z, points, pos)
+            pos, points = pos[mine], points[mine]
+            chosen = np.sort(np.argsort(_priority(pos, seed + 3), kind="stable")[:VALIDATION_ATOMS])
+            validation[z] = (pos[chosen], np.full(len(chosen), -1, dtype=np.int64))
+            truths[z] = ExactTruth(points[chosen], validation[z][1], RECALL_K)
 
     # pass 3: the standardised atoms into the indexes (exact elements: kept in memory, at
     # most exact_max_atoms each)
@@ -624,10 +737,20 @@ def build_reference(
                     flat_parts[element].append(points)
                 else:
                     indexes[element].add(points)
+                if element in validation:  # their ids in the index, their exact neighbours so far
+                    wanted, ids = validation[element]
+                    at = np.searchsorted(wanted, positions[mine[keep]])
+                    hit = (at < len(wanted)) & (wanted[np.minimum(at, len(wanted) - 1)] == positions[mine[keep]])
+                    ids[at[hit]] = added[element] + np.flatnonzero(hit)
+                    truths[element].offer(points)
+                added[element] += len(points)
             position += len(z)
             b.update(len(z))
     for z, parts in flat_parts.items():
         indexes[z] = ElementIndex.flat(np.concatenate(parts))
+    for z, truth in truths.items():
+        truth.self_ids = validation[z][1]
+        indexes[z].tune(truth)
 
     # the scale: from the sampled atoms the index kept
     scales = {}
