@@ -203,7 +203,7 @@ class DomainModel(BaseEstimator):
             self._fit_reference(reference, rows=rest)
             scores[held] = self._raw_structure_novelty(reference.subset(held))[0]
         self._fit_reference(reference)
-        self.out_of_fold_scores_ = scores  # in the reference's order (not saved)
+        self.out_of_fold_scores_ = scores  # in the reference's order
         return scores
 
     # ---- scoring -------------------------------------------------------------------------
@@ -311,6 +311,8 @@ class DomainModel(BaseEstimator):
         """(arrays, JSON metadata): everything ``from_state`` needs, no pickle."""
         _check_fitted(self)
         arrays = {"mean": self.mean_, "std": self.std_, "calibration_scores": self.calibration_scores_}
+        if getattr(self, "out_of_fold_scores_", None) is not None:  # self-calibrated: per reference structure
+            arrays["out_of_fold_scores"] = np.asarray(self.out_of_fold_scores_, dtype=np.float64)
         ranges = {name: list(r) for name, r in self.ranges_.items()}
         indexes = {}
         for z, index in self.reference_.items():
@@ -336,6 +338,8 @@ class DomainModel(BaseEstimator):
         model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
         model.std_ = np.asarray(arrays["std"], dtype=np.float32)
         model.calibration_scores_ = np.asarray(arrays["calibration_scores"], dtype=np.float64)
+        if "out_of_fold_scores" in arrays:
+            model.out_of_fold_scores_ = np.asarray(arrays["out_of_fold_scores"], dtype=np.float64)
         model.threshold_ = float(meta["threshold"])
         model.n_calibration_ = int(meta["n_calibration"])
         model.n_features_in_ = int(meta["n_features"])

@@ -203,7 +203,7 @@ def evaluate_probe(
         at_calibration = score(artifact, calibration)
         calibration_scores = {"PROBE network alone": 1 - at_calibration.p_network}
         if at_calibration.novelty is not None:
-            calibration_scores[NOVELTY] = at_calibration.novelty
+            calibration_scores[NOVELTY] = _calibration_novelty(artifact, info, at_calibration.novelty)
         if baselines is not None:
             calibration_scores.update(baselines.score(calibration))
         calibration_reliable = artifact.label.errors(calibration) <= artifact.label.threshold
@@ -263,6 +263,20 @@ def evaluate_probe(
             "data": data,
         },
     }
+
+
+def _calibration_novelty(artifact, info, in_sample):
+    """The novelty of the decision's calibration structures as a new structure would get it.
+    Without a reference store they are part of the domain's reference (the fitting set):
+    their cross-fitted novelty (against the other folds), stored in the probe, not the
+    in-sample one (their own atoms their nearest neighbours)."""
+    out_of_fold = getattr(artifact.domain, "out_of_fold_scores_", None)
+    fit_indices = info.get("fit_indices") or []
+    if info.get("reference_store") or out_of_fold is None or len(out_of_fold) != len(fit_indices):
+        return in_sample
+    position = {int(index): k for k, index in enumerate(fit_indices)}
+    rows = [position[int(index)] for index in info["calibration_indices"]]
+    return np.asarray(out_of_fold)[rows] / artifact.domain.threshold_
 
 
 def per_element_mean_map(fit_data, data):

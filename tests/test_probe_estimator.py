@@ -83,3 +83,21 @@ def test_the_decision_is_cut_on_out_of_fold_novelty_when_the_fitting_set_is_its_
 
 def load_store_fingerprint(data):
     return data.fingerprint
+
+
+def test_evaluate_cuts_novelty_on_the_stored_out_of_fold_scores(fitted, toy_data, tmp_path):
+    """Every method is cut on the calibration structures; for the novelty those are in the
+    domain's reference, so the cut reads their stored cross-fitted novelty (in-sample it is
+    too small, and a cut there flags far more than the stated rate)."""
+    from probe_base.workflow import _calibration_novelty
+
+    path = fitted.save(tmp_path / "toy.probe", toy_data.fingerprint)
+    loaded = load_probe(path)
+    np.testing.assert_array_equal(loaded.domain.out_of_fold_scores_, fitted.domain_.out_of_fold_scores_)
+    calibration = fitted.calibration_positions_
+    info = {"fit_indices": list(range(len(toy_data))), "calibration_indices": calibration.tolist()}
+    in_sample = score(loaded, toy_data.subset(calibration)).novelty
+    used = _calibration_novelty(loaded, info, in_sample)
+    np.testing.assert_allclose(used, fitted.domain_.out_of_fold_scores_[calibration] / fitted.domain_.threshold_)
+    assert used.mean() > 1.2 * in_sample.mean()
+    assert _calibration_novelty(loaded, {**info, "reference_store": "train.h5"}, in_sample) is in_sample
