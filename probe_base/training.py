@@ -155,11 +155,19 @@ def _local_logits(net, X, extras, indices, batch_size, device="cpu"):
 
 
 def check_class_sizes(y, needed):
-    smaller = int(min(np.bincount(y, minlength=2)))
+    counts = np.bincount(y, minlength=2)
+    smaller = int(counts.min())
     if smaller < needed:
+        which = "unreliable" if counts[0] <= counts[1] else "reliable"
+        hint = (
+            "the backbone is within the tolerance almost everywhere here: label structures where it is not "
+            "(hotter MD, strained or unusual geometries) or set a tighter --threshold"
+            if which == "unreliable"
+            else "the backbone misses the tolerance almost everywhere here: set a looser --threshold"
+        )
         raise LabelError(
-            f"only {smaller} structures in the smaller class; PROBE needs at least {needed} of each: "
-            "use more data or a threshold nearer the median error"
+            f"only {smaller} {which} structure{'s' if smaller != 1 else ''} of {int(counts.sum())}; PROBE needs "
+            f"at least {needed} of each class: {hint}"
         )
 
 
