@@ -57,6 +57,7 @@ APPROXIMATE = "ivfsq"  # the approximate kind a new index gets (IVF-PQ: still bu
 APPROXIMATE_KINDS = ("ivfsq", "ivfpq")
 RECALL_TARGET = 0.9  # auto nprobe: the fewest cells whose recall@RECALL_K on validation atoms reaches this
 RECALL_K = 5
+RECALL_PLATEAU = 0.01  # ... or, where no nprobe reaches it, within this of the best recall any nprobe reaches
 VALIDATION_ATOMS = 256  # reference atoms per element the nprobe is tuned on (each with itself excluded)
 NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 EF_SEARCH_MIN = 16
@@ -242,8 +243,9 @@ class ElementIndex:
     def tune(self, truth: ExactTruth, target=RECALL_TARGET):
         """Set nprobe to the fewest cells of ``NPROBE_LADDER`` whose recall@k on the
         validation atoms of ``truth`` (reference atoms, each with itself excluded) reaches
-        ``target`` (none does: the best, the fewest cells among equals); recorded in the
-        params with the recall measured."""
+        ``target``, or, where the codes cap the recall below it (more cells stop helping),
+        comes within ``RECALL_PLATEAU`` of the best any nprobe reaches; recorded in the
+        params with the recall measured and the best."""
         k = truth.take - 1
         measured = []
         for nprobe in [p for p in NPROBE_LADDER if p <= self.params["nlist"]]:
@@ -253,8 +255,15 @@ class ElementIndex:
             measured.append((nprobe, recall_excluding_self(found, truth.labels, truth.self_ids, k)))
             if measured[-1][1] >= target:
                 break
-        nprobe, recall = next(((p, r) for p, r in measured if r >= target), max(measured, key=lambda m: (m[1], -m[0])))
-        self.params.update(nprobe=int(nprobe), validation_recall=float(recall), validation_atoms=len(truth.queries))
+        best = max(r for _, r in measured)
+        reach = target if best >= target else best - RECALL_PLATEAU
+        nprobe, recall = next((p, r) for p, r in measured if r >= reach)
+        self.params.update(
+            nprobe=int(nprobe),
+            validation_recall=float(recall),
+            validation_recall_best=float(best),
+            validation_atoms=len(truth.queries),
+        )
         self._set_search_parameters()
         return self
 

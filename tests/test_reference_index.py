@@ -76,7 +76,9 @@ def test_approximate_and_exact_agree_on_small_references(monkeypatch, kind):
     for z, index in approx.reference_.items():
         if kind == "ivfsq":  # nprobe tuned on the reference's own atoms (itself excluded)
             assert index.params["nprobe"] in ri.NPROBE_LADDER
-            assert index.params["validation_recall"] >= ri.RECALL_TARGET
+            assert index.params["validation_recall"] >= min(
+                ri.RECALL_TARGET, index.params["validation_recall_best"] - ri.RECALL_PLATEAU
+            )
         points = exact.reference_[z].points
         queries = exact._standardise(test.features[test.atomic_numbers == z])
         truth = np.argsort(((queries[:, None] - points[None]) ** 2).sum(-1), axis=1)[:, :5]
@@ -118,8 +120,10 @@ def test_the_tuned_nprobe_is_the_fewest_cells_reaching_the_recall_target():
         index._set_search_parameters()
         found = index.index.search(points[rows], 6)[1]
         recall[nprobe] = ri.recall_excluding_self(found, truth.labels, rows, 5)
-    assert recall[chosen] >= ri.RECALL_TARGET
-    assert all(r < ri.RECALL_TARGET for p, r in recall.items() if p < chosen)
+    best = max(recall.values())
+    reach = ri.RECALL_TARGET if best >= ri.RECALL_TARGET else best - ri.RECALL_PLATEAU
+    assert recall[chosen] >= reach and index.params["validation_recall"] == pytest.approx(recall[chosen])
+    assert all(r < reach for p, r in recall.items() if p < chosen)
 
 
 def test_streamed_build_equals_the_in_memory_fit():
@@ -342,7 +346,7 @@ def test_cli_build_from_several_stores_then_fit_against_it(heldout_store, tmp_pa
     built = BuiltReference.load(out)
     assert {ix.kind for ix in built.indexes.values()} == {"ivfsq"}
     # the streamed build tuned nprobe on its own atoms' exact neighbours (found as they streamed)
-    assert all(ix.params["validation_recall"] >= ri.RECALL_TARGET for ix in built.indexes.values())
+    assert all(ix.params["validation_recall"] >= ri.RECALL_TARGET - ri.RECALL_PLATEAU for ix in built.indexes.values())
     probe = tmp_path / "p.probe"
     fit = ["fit", "--store", str(heldout_store), "--output", str(probe), "--reference", str(out), "--epochs", "3"]
     fit += ["--quantile", "0.5"]
