@@ -30,3 +30,19 @@ def write_markdown(path: Path, text: str, echo: bool = True) -> str:
     if echo:
         print(text)
     return text
+
+
+def write_result_files(folder: Path, name: str, result: dict, text: str, plot=None) -> None:
+    """``name.json``, ``name.md`` and (``plot(result, path)``) ``name.png`` in ``folder``, each
+    written atomically; the Markdown printed."""
+    import json
+
+    from probe_base.paths import atomic_write
+
+    folder = Path(folder)
+    atomic_write(folder / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    atomic_write(folder / f"{name}.md", lambda tmp: Path(tmp).write_text(text))
+    if plot is not None:
+        plot(result, folder / f"{name}.png")
+    print(text)
+    print(f"wrote {folder / name}.json, .md" + (", .png" if plot is not None else ""))

@@ -30,7 +30,6 @@ Writes ``benchmarks/results/torchsim_cost.{json,md,png}``.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -310,18 +309,12 @@ def plot(result: dict, path: Path):
 
 
 def torchsim_cost(args) -> int:
-    from probe_base.artifact import atomic_write
+    from benchmarks.report import write_result_files
 
     os.environ["OMP_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory(prefix="torchsim-cost-") as tmp:
         result = measure(args.batches, args.steps, args.rounds, Path(tmp))
-    out = Path(args.output_dir)
-    atomic_write(out / "torchsim_cost.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
-    text = markdown(result)
-    atomic_write(out / "torchsim_cost.md", lambda tmp: Path(tmp).write_text(text))
-    plot(result, out / "torchsim_cost.png")
-    print(text)
-    print(f"wrote {out / 'torchsim_cost.json'}, .md, .png")
+    write_result_files(Path(args.output_dir), "torchsim_cost", result, markdown(result), plot)
     return 0
 
 

@@ -41,6 +41,15 @@ def adapter_calculator(adapter):
     return AdapterCalculator()
 
 
+def _print_summary(head, run, collect):
+    print(
+        head,
+        f"{len(run.events)} unreliable stretch(es)"
+        + (f", {run.n_collected} frames written to {collect}" if run.n_collected else ""),
+        sep="; ",
+    )
+
+
 def _require(args, engine, **flags):
     from ..errors import InputError
 
@@ -85,11 +94,10 @@ def run_md(args):
         log=args.log,
     )
     p = run.reliability
-    print(
+    _print_summary(
         f"probe md: {len(run.steps)} steps scored, P(reliable) min {min(p):.3f}" if p else "probe md: no step scored",
-        f"{len(run.events)} unreliable stretch(es)"
-        + (f", {run.n_collected} frames written to {args.collect}" if run.n_collected else ""),
-        sep="; ",
+        run,
+        args.collect,
     )
     if run.stopped is None:
         return 0
@@ -141,12 +149,11 @@ def run_torchsim_md(args):
         allow_mismatch=args.allow_backbone_mismatch,
     )
     p = run.reliability
-    print(
+    _print_summary(
         f"probe md: {len(systems)} systems, {run.n_steps} steps, {len(run.steps)} scored; "
         + (f"P(reliable) min {p.min():.3f}" if p.size else "no step scored"),
-        f"{len(run.events)} unreliable stretch(es)"
-        + (f", {run.n_collected} frames written to {args.collect}" if run.n_collected else ""),
-        sep="; ",
+        run,
+        args.collect,
     )
     if run.stopped is None:
         return 0
