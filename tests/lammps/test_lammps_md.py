@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ase import units
 from ase.cluster import Icosahedron
-from conftest import read_dump, write_data
+from lammps_files import read_dump, write_data
 
 from probe_base.errors import InputError, ProbeError
 from probe_base.lammps_md import LammpsInputError, run_lammps

