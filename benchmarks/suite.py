@@ -19,8 +19,9 @@ benchmarks`` runs ``--all`` once per backbone environment and then ``report``):
 4. AUROC, AUPRC, AURC, E-AURC, Spearman, ECE with 95 % bootstrap intervals for PROBE,
    ensemble energy std, ensemble force std, latent distance and random; every method at
    one operating point (PROBE's decision rule, 5 % false alarms set on its calibration
-   structures; each baseline cut at the same rate on the same structures: measured false
-   alarms and detection, paired differences); the cost table.
+   structures, a quarter of the fitting half or more where that holds fewer than 20 reliable
+   ones; each baseline cut at the same rate on the same structures: measured false alarms
+   and detection, paired differences); the cost table.
 
     python -m benchmarks run --backbone mace --dataset ethanol
     python -m benchmarks run --backbone mace --dataset 3bpa --size large
@@ -83,6 +84,22 @@ def ood_file(dataset):
     return path
 
 
+def calibration_fraction(store, label, eval_fraction=0.5, split_seed=0, false_alarm=0.05):
+    """The share of the fitting half that sets the decision cut: the default 0.25, or more
+    (at most 0.5) where that leaves too few reliable calibration structures for the rate.
+    Chosen from the fitting half's label counts alone."""
+    from probe_base.decision import DEFAULT_CALIBRATION_FRACTION, min_reliable_calibration
+    from probe_base.store import load_store
+    from probe_base.workflow import split_holdout
+
+    data = load_store(store)
+    fit = data.subset(split_holdout(len(data), eval_fraction, split_seed)[0])
+    resolved = label.resolved_on(fit)
+    n_reliable = int((resolved.errors(fit) <= resolved.threshold).sum())
+    needed = min_reliable_calibration(false_alarm) + 1
+    return float(min(0.5, max(DEFAULT_CALIBRATION_FRACTION, needed / max(n_reliable, 1))))
+
+
 def backbone_errors(data, models):
     """Held-out errors of the backbones, from the extraction this run made: energy MAE and
     mean signed error of every seed, force MAE (per atom component norm) and RMSE of seed 1."""
@@ -104,6 +121,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     import torch
 
     from probe_base.classifier import ProbeClassifier
+    from probe_base.decision import DecisionError
     from probe_base.errors import LabelError
     from probe_base.labels import LabelSpec
     from probe_base.plugins import get_adapter_class
@@ -143,8 +161,9 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
                 ProbeClassifier(seed=0),
                 eval_fraction=0.5,
                 split_seed=0,
+                calibration_fraction=calibration_fraction(stores["held-out"], LabelSpec(**label_args)),
             ).classifier_
-        except LabelError as error:  # e.g. every structure within chemical accuracy
+        except (LabelError, DecisionError) as error:  # e.g. every structure within chemical accuracy
             skipped[label_name] = str(error).split("\n")[0]
             print(f"{name} {label_name}: skipped: {skipped[label_name]}", flush=True)
             continue
