@@ -1,10 +1,15 @@
 """The domain's reference at scale (issue 28): per-element FAISS index build time, memory
 per reference atom, recall@5 against exact k-NN, query time per atom and per MD step, at
 10^4 to 10^7 reference atoms; the domain test's false-alarm and OOD flag rates with the
-exact and the approximate index side by side.
+exact and the approximate index side by side. Each size is built with every ``--kinds``
+(IVF-SQ with the tuned nprobe, the earlier IVF-PQ with nprobe 16) and the MD step's query
+(one 140-atom structure, ``novelty_of_one``) is timed for all of them in interleaved
+rounds (minima: the machine may be shared), split into the FAISS search and its coarse
+quantiser. Up to ``--exact-compare`` atoms the exact index of the same reference is fitted
+too: flag rates side by side, each within two binomial standard errors of exact.
 
-    python -m benchmarks reference-scale                     # 10^4 .. 10^7 (~30 min, ~3 GB)
-    python -m benchmarks reference-scale --sizes 10000 100000
+    python -m benchmarks reference-scale                     # 10^4 .. 10^7 (~40 min, ~4 GB)
+    python -m benchmarks reference-scale --sizes 10000 100000 --kinds ivfsq
 
 Features: TinyMLIP (``probe_base/toy.py``, 64 features: two interaction blocks of 32),
 trained on 120 EMT Cu clusters, read on ``--base`` real EMT Cu clusters (13/19/38 atoms,
@@ -31,6 +36,13 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (10**4, 10**5, 10**6, 10**7)
+SEVENN_STEP_SECONDS = 0.488  # SevenNet-0, 99 atoms, one CPU thread: results/step_cost_sevenn.json (an earlier run)
+
+
+# approximate vs exact flag rate, same reference and structures: apart by at most two binomial
+# standard errors of the exact rate on that set's structures (at least 1 percentage point)
+def flag_tolerance(rate: float, n_structures: int) -> float:
+    return max(0.01, 2.0 * float(np.sqrt(rate * (1.0 - rate) / n_structures)))
 
 
 def _features(model, frames):
@@ -164,69 +176,100 @@ def run(args):
     rng = np.random.default_rng(1)
     query_atoms = test_sets["in distribution"].features
     queries_raw = query_atoms[np.sort(rng.choice(len(query_atoms), args.queries, replace=False))]
+    step_z = np.full(step_atoms, 29)
     for n in args.sizes:
         source = ReplicatedSource(real, z, energies, counts, n, args.noise)
-        rss_before = _rss_gb()
-        start = time.perf_counter()
-        built = build_reference(source, progress=True)
-        build_s = time.perf_counter() - start
-        index = built.indexes[29]
-        data, meta = index.state()
-        q = ((queries_raw - built.mean_) / built.std_).astype(np.float32)
-        start = time.perf_counter()
-        exact_i, exact_d = _exact_neighbours(source, q, 5, built.mean_, built.std_)
-        exact_s = time.perf_counter() - start
-        if index.kind == "flat":
-            found = exact_i
-            approx_mean = index.mean_distance(q, 5)
-        else:
-            found = index.index.search(q, 5)[1]
-            approx_mean = index.mean_distance(q, 5)
-        recall = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_i, found)]))
-        exact_mean = np.sqrt(np.maximum(exact_d, 0)).mean(1)
-        novelty_error = float(np.median(np.abs(approx_mean / exact_mean - 1)))
-        start = time.perf_counter()
-        index.mean_distance(q, 5)
-        per_atom = (time.perf_counter() - start) / len(q)
-        domain = DomainModel().fit(built, calibration)
-        step_times = []
-        for _ in range(20):
+        built, domains, size_rows = {}, {}, []
+        for kind in args.kinds:
+            if n <= 50_000 and kind != args.kinds[0]:
+                continue  # exact at this size whatever the approximate kind
+            rss_before = _rss_gb()
             start = time.perf_counter()
-            domain.novelty_of_one(md_queries, domain.one_structure_search(np.full(step_atoms, 29)), 0.0)
-            step_times.append(time.perf_counter() - start)
-        md_step = float(np.median(step_times[3:]))
-        flags = {name: float(1 - domain.in_domain(X).mean()) for name, X in test_sets.items()}
-        row = {
-            "reference_atoms": n,
-            "index": index.kind,
-            "params": {k: v for k, v in index.params.items() if k != "seed"},
-            "build_seconds": build_s,
-            "index_bytes": int(len(data)),
-            "bytes_per_atom": len(data) / n,
-            "peak_rss_gb_after": _rss_gb(),
-            "peak_rss_gb_before": rss_before,
-            "recall_at_5": recall,
-            "median_relative_novelty_error": novelty_error,
-            "query_seconds_per_atom_batch": per_atom,
-            "domain_seconds_per_md_step": md_step,
-            "md_step_atoms": step_atoms,
-            "domain_share_of_backbone_step": md_step / backbone_step,
-            "exact_knn_seconds_for_queries": exact_s,
-            "threshold": domain.threshold_,
-            "flag_rates": flags,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if n <= args.exact_compare:  # the same reference exact, side by side
+            built[kind] = build_reference(source, progress=True, kind=kind)
+            build_s = time.perf_counter() - start
+            domains[kind] = DomainModel().fit(built[kind], calibration)
+            size_rows.append({"kind": kind, "build_seconds": build_s, "rss_before": rss_before, "rss": _rss_gb()})
+        first = built[next(iter(built))]
+        q = ((queries_raw - first.mean_) / first.std_).astype(np.float32)
+        start = time.perf_counter()
+        exact_i, exact_d = _exact_neighbours(source, q, 5, first.mean_, first.std_)
+        exact_s = time.perf_counter() - start
+        exact_mean = np.sqrt(np.maximum(exact_d, 0)).mean(1)
+        # the domain query of one MD step (140 atoms, one element) with each kind: interleaved
+        # rounds, the minimum of each (the machine is shared: minima are the least disturbed)
+        searches = {kind: domains[kind].one_structure_search(step_z) for kind in domains}
+        standardised = ((md_queries - first.mean_) / first.std_).astype(np.float32)
+        times = {kind: {"md_step": [], "faiss_search": [], "coarse_quantizer": []} for kind in domains}
+        for _ in range(args.rounds):
+            for kind, domain in domains.items():
+                index = domain.reference_[29]
+                t = time.perf_counter()
+                domain.novelty_of_one(md_queries, searches[kind], 0.0)
+                times[kind]["md_step"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                index.mean_distance(standardised, 5)
+                times[kind]["faiss_search"].append(time.perf_counter() - t)
+                if index.kind != "flat":
+                    ivf = faiss.extract_index_ivf(index.index)
+                    t = time.perf_counter()
+                    ivf.quantizer.search(standardised, ivf.nprobe)
+                    times[kind]["coarse_quantizer"].append(time.perf_counter() - t)
+        for info in size_rows:
+            kind = info["kind"]
+            domain, index = domains[kind], domains[kind].reference_[29]
+            data, _ = index.state()
+            found = exact_i if index.kind == "flat" else index.index.search(q, 5)[1]
+            recall = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_i, found)]))
+            approx_mean = index.mean_distance(q, 5)
+            start = time.perf_counter()
+            index.mean_distance(q, 5)
+            per_atom = (time.perf_counter() - start) / len(q)
+            md_step = float(min(times[kind]["md_step"]))
+            row = {
+                "reference_atoms": n,
+                "index": index.kind,
+                "params": {k: v for k, v in index.params.items() if k != "seed"},
+                "build_seconds": info["build_seconds"],
+                "index_bytes": int(len(data)),
+                "bytes_per_atom": len(data) / n,
+                "peak_rss_gb_after": info["rss"],
+                "peak_rss_gb_before": info["rss_before"],
+                "recall_at_5": recall,
+                "median_relative_novelty_error": float(np.median(np.abs(approx_mean / exact_mean - 1))),
+                "query_seconds_per_atom_batch": per_atom,
+                "domain_seconds_per_md_step": md_step,
+                "md_step_profile_seconds": {
+                    "novelty_of_one": md_step,
+                    "index_search": float(min(times[kind]["faiss_search"])),
+                    "coarse_quantizer": float(min(times[kind]["coarse_quantizer"]))
+                    if times[kind]["coarse_quantizer"]
+                    else 0.0,
+                },
+                "md_step_atoms": step_atoms,
+                "domain_share_of_backbone_step": md_step / backbone_step,
+                "domain_share_of_sevenn_step": md_step / SEVENN_STEP_SECONDS,
+                "exact_knn_seconds_for_queries": exact_s,
+                "threshold": domain.threshold_,
+                "flag_rates": {name: float(1 - domain.in_domain(X).mean()) for name, X in test_sets.items()},
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if n <= args.exact_compare and any(k != "flat" for k in (d.reference_[29].kind for d in domains.values())):
             exact_ref = build_reference(source, exact_max_atoms=10**12, progress=False)
             exact_domain = DomainModel().fit(exact_ref, calibration)
-            side_by_side[str(n)] = {
-                "approximate": flags,
-                "exact": {name: float(1 - exact_domain.in_domain(X).mean()) for name, X in test_sets.items()},
-                "approximate_index": index.kind,
+            both = {"exact": {name: float(1 - exact_domain.in_domain(X).mean()) for name, X in test_sets.items()}}
+            both["exact_threshold"] = exact_domain.threshold_
+            for kind, domain in domains.items():
+                both[kind] = {name: float(1 - domain.in_domain(X).mean()) for name, X in test_sets.items()}
+            both["tolerance"] = {name: flag_tolerance(both["exact"][name], len(X)) for name, X in test_sets.items()}
+            both["within_tolerance"] = {
+                kind: all(abs(both[kind][name] - both["exact"][name]) <= both["tolerance"][name] for name in test_sets)
+                for kind in domains
             }
-            print(json.dumps(side_by_side[str(n)]), flush=True)
-        del built, index, data, domain
+            side_by_side[str(n)] = both
+            print(json.dumps(both), flush=True)
+            del exact_ref, exact_domain
+        del built, domains, searches
         _write(args, rows, side_by_side, backbone_step, step_atoms, len(real))
     return 0
 
@@ -240,9 +283,13 @@ def _write(args, rows, side_by_side, backbone_step, step_atoms, n_real):
         f"real atoms replicated with Gaussian noise {args.noise} x feature std",
         "threads": 1,
         "machine": platform.processor() or platform.machine(),
+        "shared_machine": "2 cores shared with other jobs (a MACE training, test runs) while this ran; "
+        "times are minima over interleaved rounds, compare them as ratios within this run",
+        "load_average_at_end": list(os.getloadavg()),
         "backbone_step_seconds": backbone_step,
         "backbone_step_atoms": step_atoms,
-        "sevenn_step_seconds_99_atoms_from_step_cost_sevenn_json": 0.488,
+        "sevenn_step_seconds_99_atoms_from_step_cost_sevenn_json": SEVENN_STEP_SECONDS,
+        "flag_rate_tolerance": "approximate within max(1 point, 2 binomial standard errors of the exact rate)",
         "rows": rows,
         "exact_vs_approximate_flag_rates": side_by_side,
     }
@@ -252,34 +299,57 @@ def _write(args, rows, side_by_side, backbone_step, step_atoms, n_real):
         "# Domain reference at scale (benchmarks/reference_scale.py)",
         "",
         out["features"] + "; one thread. Backbone step (TinyMLIP energy + forces, "
-        f"{step_atoms} atoms): {1e3 * backbone_step:.2f} ms.",
+        f"{step_atoms} atoms): {1e3 * backbone_step:.2f} ms. " + out["shared_machine"] + ".",
         "",
-        "| reference atoms | index | build s | bytes/atom | recall@5 | novelty err | query us/atom | "
-        "domain ms/MD step | / toy step | / SevenNet-0 step | ID flagged | hot | strained | vacancy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "ivfsq: IVF with residual 8-bit scalar codes, nprobe tuned per element: the fewest cells with recall@5 "
+        ">= 0.9, or within 0.01 of the best recall where none reaches 0.9, on 256 "
+        "validation atoms of the reference (each with itself excluded); ivfpq: the earlier IVF-PQ (m = 32, "
+        "8 bits, nprobe 16). Recall@5 and the novelty error are on held-out in-distribution query atoms "
+        "(never used for tuning). MD step: the domain query of one 140-atom structure (`novelty_of_one`).",
+        "",
+        "| reference atoms | index | nprobe | build s | bytes/atom | recall@5 | novelty err | query us/atom | "
+        "domain ms/MD step | of which FAISS search / coarse quantizer ms | / toy step | / SevenNet-0 step | "
+        "ID flagged | hot | strained | vacancy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        f = r["flag_rates"]
+        f, prof = r["flag_rates"], r["md_step_profile_seconds"]
         lines.append(
-            f"| {r['reference_atoms']:.0e} | {r['index']} | {r['build_seconds']:.1f} | {r['bytes_per_atom']:.1f} | "
+            f"| {r['reference_atoms']:.0e} | {r['index']} | {r['params'].get('nprobe', '-')} | "
+            f"{r['build_seconds']:.1f} | {r['bytes_per_atom']:.1f} | "
             f"{r['recall_at_5']:.3f} | {100 * r['median_relative_novelty_error']:.2f} % | "
             f"{1e6 * r['query_seconds_per_atom_batch']:.1f} | {1e3 * r['domain_seconds_per_md_step']:.2f} | "
-            f"{r['domain_share_of_backbone_step']:.2f} | {r['domain_seconds_per_md_step'] / 0.488:.4f} | "
+            f"{1e3 * prof['index_search']:.2f} / {1e3 * prof['coarse_quantizer']:.2f} | "
+            f"{r['domain_share_of_backbone_step']:.2f} | {100 * r['domain_share_of_sevenn_step']:.2f} % | "
             f"{100 * f['in distribution']:.1f} % | {100 * f['hot']:.1f} % | {100 * f['strained']:.1f} % | "
             f"{100 * f['vacancy']:.1f} % |"
         )
     if side_by_side:
-        lines += ["", "Exact vs approximate index, same reference (flag rates):", ""]
-        lines += ["| reference atoms | index | ID flagged | hot | strained | vacancy |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Exact vs approximate index, same reference (flag rates; tolerance: each rate within two binomial "
+            "standard errors of the exact rate on that set's structures, at least 1 percentage point; 1000 ID, "
+            "300 per OOD set; thresholds are calibrated with each index's own distances, alpha = 0.02):",
+            "",
+        ]
+        lines += [
+            "| reference atoms | index | ID flagged | hot | strained | vacancy | within tolerance |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n, both in side_by_side.items():
-            for kind in ("exact", "approximate"):
+            for kind in ["exact", *both["within_tolerance"]]:
                 f = both[kind]
-                label = kind if kind == "exact" else f"approximate ({both['approximate_index']})"
+                ok = "-" if kind == "exact" else ("yes" if both["within_tolerance"][kind] else "no")
                 lines.append(
-                    f"| {int(n):.0e} | {label} | {100 * f['in distribution']:.1f} % | {100 * f['hot']:.1f} % | "
-                    f"{100 * f['strained']:.1f} % | {100 * f['vacancy']:.1f} % |"
+                    f"| {int(n):.0e} | {kind} | {100 * f['in distribution']:.1f} % | {100 * f['hot']:.1f} % | "
+                    f"{100 * f['strained']:.1f} % | {100 * f['vacancy']:.1f} % | {ok} |"
                 )
-    lines += ["", "SevenNet-0 step at 99 atoms: 0.488 s CPU, from results/step_cost_sevenn.json (an earlier run)."]
+            t = both["tolerance"]
+            lines.append(
+                f"| {int(n):.0e} | tolerance +- | {100 * t['in distribution']:.1f} | {100 * t['hot']:.1f} | "
+                f"{100 * t['strained']:.1f} | {100 * t['vacancy']:.1f} | |"
+            )
+    lines += ["", f"SevenNet-0 step at 99 atoms: {SEVENN_STEP_SECONDS} s CPU, from results/step_cost_sevenn.json."]
     (RESULTS / "reference_scale.md").write_text("\n".join(lines) + "\n")
     _plot(rows)
 
@@ -290,16 +360,22 @@ def _plot(rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = [r["reference_atoms"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].loglog(n, [r["build_seconds"] for r in rows], "o-")
+    for kind, marker in (("ivfsq", "o"), ("ivfpq", "s")):
+        mine = [r for r in rows if r["index"] in (kind, "flat")]
+        if not any(r["index"] == kind for r in mine):
+            continue
+        n = [r["reference_atoms"] for r in mine]
+        axes[0].loglog(n, [r["build_seconds"] for r in mine], marker + "-", label=kind)
+        axes[1].semilogx(n, [r["bytes_per_atom"] for r in mine], marker + "-", label=kind)
+        axes[2].loglog(n, [100 * r["domain_share_of_sevenn_step"] for r in mine], marker + "-", label=kind)
     axes[0].set(xlabel="reference atoms", ylabel="build s")
-    axes[1].semilogx(n, [r["bytes_per_atom"] for r in rows], "o-")
     axes[1].set(xlabel="reference atoms", ylabel="index bytes / atom")
-    axes[2].loglog(n, [1e6 * r["query_seconds_per_atom_batch"] for r in rows], "o-", label="query us/atom")
-    axes[2].loglog(n, [1e3 * r["domain_seconds_per_md_step"] for r in rows], "s-", label="ms per MD step")
-    axes[2].set(xlabel="reference atoms")
-    axes[2].legend()
+    axes[2].axhline(2.0, color="grey", ls="--", lw=1, label="2 % target")
+    axes[2].set(xlabel="reference atoms", ylabel="domain query / SevenNet-0 step (%)")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "reference_scale.png", dpi=110)
 
@@ -310,5 +386,9 @@ def register(sub):
     s.add_argument("--base", type=int, default=2000, help="real EMT clusters read by the backbone")
     s.add_argument("--noise", type=float, default=0.1, help="replica noise, in feature standard deviations")
     s.add_argument("--queries", type=int, default=300, help="query atoms for recall and query time")
-    s.add_argument("--exact-compare", type=int, default=10**5, help="also the exact index up to this size")
+    s.add_argument("--exact-compare", type=int, default=10**6, help="also the exact index up to this size")
+    s.add_argument(
+        "--kinds", nargs="+", default=["ivfsq", "ivfpq"], choices=["ivfsq", "ivfpq"], help="approximate kinds built"
+    )
+    s.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds of the MD step's query")
     s.set_defaults(handler=run)

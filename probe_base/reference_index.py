@@ -2,22 +2,44 @@
 reference from one or many feature stores.
 
 Per element, the reference is exact below ``EXACT_MAX_ATOMS`` atoms and approximate
-above: an inverted file with product-quantised codes (FAISS ``IndexIVFPQ``, a k-means
-coarse quantiser of ``nlist`` cells, an HNSW graph over the cell centroids above
-``HNSW_QUANTIZER_CELLS`` cells, 8-bit codes of ``m`` sub-vectors), scanning ``nprobe``
-cells per query. Memory per atom: ``4 * n_features`` bytes exact, ``m + 8`` bytes
-IVF-PQ (the code and its id): 40 bytes at 64 features instead of 256.
+above: an inverted file (a k-means coarse quantiser of ``nlist`` cells, an HNSW graph over
+the cell centroids above ``HNSW_QUANTIZER_CELLS`` cells) scanning ``nprobe`` cells per
+query, of one of two kinds:
 
-Why FAISS and IVF-PQ (``benchmarks/reference_scale.py``, ``results/reference_scale*``):
-FAISS is the maintained library (Meta; PyPI and conda-forge wheels; serialisation to bytes
-without pickle) with exact and compressed indexes behind one interface. An HNSW graph (the
-hnswlib algorithm, measured as FAISS's ``IndexHNSWFlat`` M=32 at 10^5 atoms of 64 features)
-answered 2x faster with recall@5 0.99 against IVF-PQ's 0.84, but kept 528 bytes per atom
-against 42: 5 GB at 10^7 atoms, more with wider features, and its graph is built atom by
-atom. IVF-PQ trains on a sample, adds atoms in chunks and keeps ~40 bytes per atom (10^7
-atoms: 404 MB, built in 8.5 min on one core), so a foundation model's training atoms fit one
-machine; its distances are approximate (median 3-7 % on the mean k-NN distance), which the
-conformal threshold absorbs because calibration uses the same index.
+* ``ivfsq`` (new indexes): each atom's residual to its cell's centroid in 8 bits per
+  feature (FAISS ``IndexIVFScalarQuantizer``, by residual): ``n_features + 8`` bytes per
+  atom (72 at 64 features, exact: 256). ``nprobe`` is tuned per element at build time:
+  the fewest cells of ``NPROBE_LADDER`` whose recall@5 against exact k-NN reaches
+  ``RECALL_TARGET`` on ``VALIDATION_ATOMS`` sampled reference atoms (each queried with
+  itself excluded; their exact neighbours are found as the atoms stream into the index),
+  or, where the codes cap the recall below it, comes within ``RECALL_PLATEAU`` of the best.
+* ``ivfpq`` (the earlier kind, still loaded and built on request): 8-bit codes of ``m``
+  sub-vectors (FAISS ``IndexIVFPQ``), ``m + 8`` bytes per atom, ``nprobe`` 16.
+
+Why FAISS: the maintained library (Meta; PyPI and conda-forge wheels; serialisation to
+bytes without pickle) with exact and compressed indexes behind one interface. An HNSW graph
+over the atoms (FAISS ``IndexHNSWFlat`` M=32, 10^5 atoms of 64 features) answered 2x faster
+than IVF-PQ with recall@5 0.99 against 0.84, but kept 528 bytes per atom (5 GB at 10^7) and
+is built atom by atom; an IVF index trains on a sample and adds atoms in chunks.
+
+Why IVF-SQ over IVF-PQ (``benchmarks/reference_scale.py``, ``results/reference_scale*``;
+features of the benchmark, 10^6 reference atoms, one shared core): the query of one MD step
+is the scan of the probed cells' codes. IVF-PQ's table look-ups cost ~35 ns per code and its
+recall stops at ~0.90 whatever nprobe (the codes' error); 8-bit residual scalar codes cost
+~25 ns per code and keep the distances within ~1 % (recall@5 0.95-1.0), so fewer cells reach
+the same recall. FAISS's SIMD fast-scan (``IVF...,PQ32x4fs(r)``, 4-bit codes, 2-7 ns per code)
+found recall@5 0.43-0.53 on these features (a dense cloud of near neighbours that 16 levels
+per sub-vector cannot order), 0.79 with a re-ranking of 16x the candidates by scalar codes of
+the atoms (``Refine(SQ8)``: 90 bytes per atom, no faster: FAISS re-ranks by reconstructing
+each candidate). The distances of either kind are approximate, which the conformal threshold
+absorbs because calibration uses the same index.
+
+Measured (``results/reference_scale.md``, one shared core, 140-atom MD step): 10^6 atoms,
+IVF-SQ (tuned nprobe 6) 27 ms per step against IVF-PQ's 90 ms, recall@5 0.95 against 0.90;
+10^7 atoms, the validation atoms (the benchmark's noisy replicas, harder than its held-out
+queries) needed 48 cells to come within 0.01 of their best recall, 0.89: 275 ms per step
+against IVF-PQ's 174 ms (held-out recall@5 0.96 against 0.90). Neither meets 2 % of a
+SevenNet-0 step (10 ms) at 10^7: the scan of the probed cells is ~all of the time.
 
 The exact kind is stored as a FAISS ``IndexFlatL2`` (one file format for both kinds) and
 searched with ``ExactNeighbors``: the same vectors, the same numbers as before this index
