@@ -3,7 +3,7 @@
 Per-atom novelty = mean distance of an atom's standardised backbone features to its k
 nearest reference atoms *of the same element* (per element a FAISS index,
 ``probe_base.reference_index``: exact Euclidean k-NN up to ``exact_max_atoms`` reference
-atoms, IVF-PQ above), divided by that element's typical reference distance. Structure novelty = the largest per-atom
+atoms, IVF-SQ above), divided by that element's typical reference distance. Structure novelty = the largest per-atom
 novelty, so one odd atom (a bond pulled apart, a fragment's dangling end) is enough.
 
 The reference atoms come from the backbone's training set (``probe fit --reference``) or,
@@ -26,11 +26,11 @@ approximate index the threshold is the conformal quantile of the approximate nov
 false-alarm bound holds for what is actually computed.
 
 Memory: an exact element keeps ``4 * n_features`` bytes per atom (50 000 atoms x 256
-features = 51 MB), an IVF-PQ one ``m + 8`` (``reference_index``); the same goes into the
+features = 51 MB), an IVF-SQ one ``n_features + 8`` (``reference_index``); the same goes into the
 ``.probe`` file, each index as FAISS's serialised bytes with its sha256. Optionally at most
 ``max_reference_atoms`` atoms per element (a random subsample). Time per scored atom: exact,
 one matrix-vector product with its element's reference (a 9-atom step against 3 000
-reference atoms per element: ~0.1 ms); IVF-PQ, ``nprobe`` cells' codes.
+reference atoms per element: ~0.1 ms); IVF-SQ / IVF-PQ, ``nprobe`` cells' codes.
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ class DomainModel(BaseEstimator):
 
     def summary(self) -> str:
         counts = ", ".join(
-            f"Z={z}: {len(p)}{'' if p.kind == 'flat' else ' (IVF-PQ)'}" for z, p in self.reference_.items()
+            f"Z={z}: {len(p)}{'' if p.kind == 'flat' else f' ({p.kind.upper()})'}" for z, p in self.reference_.items()
         )
         ranges = ", ".join(f"{name} {lo:.4g}..{hi:.4g}" for name, (lo, hi) in self.ranges_.items())
         return (
