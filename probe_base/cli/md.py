@@ -50,6 +50,18 @@ def _print_summary(head, run, collect):
     )
 
 
+def _check_files(args, source, flag):
+    """The engine's input file exists; --collect / --trusted overwrite none of the inputs."""
+    from ..data import check_input_file
+    from ..paths import check_output_file
+
+    check_input_file(source, flag)
+    inputs = [source, args.probe, *args.model]
+    for option, path in (("--collect", args.collect), ("--trusted", args.trusted)):
+        if path is not None:
+            check_output_file(path, "extxyz", inputs, option)
+
+
 def _require(args, engine, **flags):
     from ..errors import InputError
 
@@ -64,16 +76,10 @@ def run_md(args):
     _require(args, "lammps", **{"--in": args.lammps_input, "--elements": args.elements})
     from ..artifact import load_probe
     from ..calculator import ProbedCalculator
-    from ..data import check_input_file
     from ..lammps_md import load_lammps, run_lammps
-    from ..paths import check_output_file
     from ..plugins import get_adapter_class
 
-    check_input_file(args.lammps_input, "--in")
-    inputs = [args.lammps_input, args.probe, *args.model]
-    for flag, path in (("--collect", args.collect), ("--trusted", args.trusted)):
-        if path is not None:
-            check_output_file(path, "extxyz", inputs, flag)
+    _check_files(args, args.lammps_input, "--in")
     load_lammps()  # a missing LAMMPS is said before the backbone loads
     adapter = get_adapter_class(args.adapter)(args.model, layers=args.layers, device=args.device)
     artifact = load_probe(args.probe)
@@ -113,18 +119,12 @@ def run_torchsim_md(args):
     """``probe md --engine torchsim``: the structures as one TorchSim batch (MACE only)."""
     import ase.io
 
-    from ..data import check_input_file
     from ..errors import InputError
-    from ..paths import check_output_file
 
     _require(args, "torchsim", **{"--structures": args.structures, "--steps": args.steps})
     if args.adapter != "mace":
         raise InputError(f"probe md --engine torchsim runs MACE models (--adapter mace), not {args.adapter!r}")
-    check_input_file(args.structures, "--structures")
-    inputs = [args.structures, args.probe, *args.model]
-    for flag, path in (("--collect", args.collect), ("--trusted", args.trusted)):
-        if path is not None:
-            check_output_file(path, "extxyz", inputs, flag)
+    _check_files(args, args.structures, "--structures")
     try:
         from probe_mace.torchsim import run_torchsim
     except ImportError as exc:
