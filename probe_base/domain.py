@@ -44,6 +44,7 @@ from .decision import DEFAULT_ALPHA
 from .errors import ProbeError
 from .neighbours import ExactNeighbors
 from .reference_index import EXACT_MAX_ATOMS, SCALE_SAMPLE, BuiltReference, ElementIndex, element_scale, index_params
+from .step_neighbours import StepNeighbours
 
 SCALARS = ("energy_per_atom", "n_atoms")
 # one range width beyond the reference's range weighs as much as this many typical
@@ -53,6 +54,7 @@ UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
 # one structure's atoms x every element's reference atoms: one product up to this many
 # (beyond it the per-element searches' smaller selections win over saved calls)
 ONE_STRUCTURE_DISTANCES = 1 << 16
+KEPT_SHARE = 0.5  # MD steps: an atom's unproven kept novelty below this share of the threshold is not searched again
 
 
 class DomainError(ProbeError):
@@ -251,9 +253,23 @@ class DomainModel(BaseEstimator):
     def one_structure_search(self, atomic_numbers) -> OneStructureSearch | list:
         """What ``novelty_of_one`` needs for structures of these atomic numbers: one search
         against every element's reference at once where that product is small (tens of
-        atoms against a few thousand reference atoms), else ``element_groups``."""
+        atoms against a few thousand reference atoms), else ``element_groups`` with each
+        approximate element's search kept across steps (``StepNeighbours``)."""
         search = OneStructureSearch(self, atomic_numbers)
-        return search if search.usable else self.element_groups(atomic_numbers)
+        if search.usable:
+            return search
+        # an approximate element keeps its atoms' candidates across steps (step_neighbours.py)
+        return [
+            (
+                rows,
+                StepNeighbours(knn, keep_below=KEPT_SHARE * self.threshold_ * scale)
+                if knn is not None and knn.kind != "flat"
+                else knn,
+                k,
+                scale,
+            )
+            for rows, knn, k, scale in self.element_groups(atomic_numbers)
+        ]
 
     def _raw_atom_novelty(self, features, atomic_numbers=None, groups=None):
         """Scaled k-NN distance of every atom to same-element reference atoms (UNSEEN for an

@@ -1,0 +1,94 @@
+"""The k-NN of one structure's atoms in an approximate reference index across MD steps,
+without a FAISS search per atom per step.
+
+Between two MD steps an atom's features move a little. ``StepNeighbours`` keeps, per atom,
+the ``candidates`` nearest reference atoms (decoded codes) that FAISS found at an anchor
+point ``a``, and ``r``, the distance from ``a`` to the farthest of them. At a new point
+``q`` with ``|q - a| = m``, every atom the anchor's search ranked beyond the candidates is
+at least ``r - m`` from ``q`` (triangle inequality). So where the k-th nearest candidate is
+within ``r - m`` of ``q``, the k nearest candidates are the k nearest of everything that
+search saw, and their distances are computed directly (one small product per atom).
+Elsewhere the atom is searched again and re-anchored. The cached answer is therefore the
+exact k-NN among the atoms the anchor's probed cells hold, where a fresh search would use
+``q``'s probed cells: the same kind of approximation, never a guess from a stale answer
+(``tests/test_step_neighbours.py``: with every cell probed both are equal at every step).
+
+Measured (``python -m benchmarks reference-scale``, results/reference_scale.md): the MD
+step's domain query against 10^7 reference atoms, with the fraction of atoms searched again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .reference_index import SEARCH_ROWS, UNSEEN
+
+CANDIDATES = 64  # decoded reference atoms kept per query atom (a fresh search costs the same for 5 or 64)
+
+
+class StepNeighbours:
+    """``mean_distance(queries, k)`` of one element's atoms of one structure, the rows in the
+    same order every step (``ElementIndex.mean_distance``'s numbers, see the module doc)."""
+
+    def __init__(self, index, candidates=CANDIDATES, keep_below=0.0):
+        self.index = index
+        self.keep_below = float(keep_below)  # an unproven kept mean distance at most this needs no search
+        self.take = int(min(candidates, len(index)))
+        self.anchor = None  # (atoms, features) where each atom's candidates were found
+        self.points = None  # (atoms, take, features) the candidates' decoded features
+        self.radius = None  # (atoms,) distance from the anchor to its farthest candidate
+        self.steps = 0
+        self.searched = 0  # atom searches so far, the first step's included
+
+    def __len__(self):
+        return len(self.index)
+
+    @property
+    def kind(self) -> str:
+        return self.index.kind
+
+    def mean_distance(self, queries, k, exclude_nearest=False) -> np.ndarray:
+        if exclude_nearest:
+            raise ValueError("StepNeighbours serves MD steps; a reference atom's own novelty needs ElementIndex")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = int(min(k, self.take))
+        self.steps += 1
+        if self.anchor is None or self.anchor.shape != queries.shape:
+            n, d = queries.shape
+            self.anchor = np.zeros((n, d), np.float32)
+            self.points = np.zeros((n, self.take, d), np.float32)
+            self.radius = np.zeros(n)
+            self._search(queries, np.arange(n))
+        nearest = self._nearest(queries, np.arange(len(queries)), k)
+        moved = np.linalg.norm(queries - self.anchor, axis=1)
+        # the k-th candidate not provably nearer than every atom beyond the candidates: search again
+        proven = nearest.max(1) + moved <= self.radius
+        # unproven, yet the kept mean is an upper bound of the true one (the candidates are
+        # reference atoms): far enough inside the domain, it cannot change the decision
+        harmless = nearest.mean(1) <= self.keep_below
+        stale = np.flatnonzero(~(proven | harmless))
+        if len(stale):
+            self._search(queries[stale], stale)
+            nearest[stale] = self._nearest(queries[stale], stale, k)
+        found = np.isfinite(nearest)
+        out = np.where(found, nearest, 0.0).sum(1) / np.maximum(found.sum(1), 1)
+        return np.where(found.any(1), out, UNSEEN)
+
+    def _nearest(self, queries, rows, k) -> np.ndarray:
+        """The k smallest distances of each query to its row's candidates (inf: none there)."""
+        diff = self.points[rows] - queries[:, None, :]
+        squared = np.einsum("nkd,nkd->nk", diff, diff)
+        return np.sqrt(np.partition(squared, k - 1, axis=1)[:, :k])
+
+    def _search(self, queries, rows):
+        """Fresh candidates (FAISS search and decode) for ``rows``, anchored at ``queries``."""
+        for start in range(0, len(rows), SEARCH_ROWS):
+            part, q = rows[start : start + SEARCH_ROWS], queries[start : start + SEARCH_ROWS]
+            squared, labels, decoded = self.index.index.search_and_reconstruct(q, self.take)
+            missing = labels < 0
+            # a cell short of candidates: the missing ones infinitely far, the radius that of the found
+            decoded[missing] = np.inf
+            self.points[part], self.anchor[part] = decoded, q
+            far = np.where(missing, -np.inf, squared).max(1)
+            self.radius[part] = np.sqrt(np.maximum(far, 0.0))
+        self.searched += len(rows)
