@@ -561,15 +561,22 @@ def report(args=None):
     return 0
 
 
-def readme_section(results):
-    """Every suite result in ``results``, one verdict line per row, and the small vs large table."""
+def is_current(payload) -> bool:
+    """A result of this suite's labels and decision rule (every label it ran is one of
+    ``LABELS``, and its held-out rows carry the operating point); else an earlier protocol's."""
+    labels = payload.get("labels") or []
+    held = [ev for key, ev in payload["evaluations"].items() if key.endswith("/ held-out")]
+    return bool(labels) and set(labels) <= set(LABELS) and all("decisions" in ev for ev in held)
+
+
+def _suite_rows(payloads):
     rows = [
         "| backbone | dataset | size | label / set | PROBE AUROC | ensemble AUROC | PROBE AURC | "
         "ensemble AURC | verdict (ensemble signal named) | at one operating point: false alarms, detected "
         "(PROBE; ensemble) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for payload in suite_payloads(results):
+    for payload in payloads:
         for key, ev in payload["evaluations"].items():
             if "ood_detection" in ev:  # OOD vs held-out structures as the classes
                 m = ev["ood_detection"]["metrics"]
@@ -593,20 +600,42 @@ def readme_section(results):
                     f"{interval(m['PROBE']['aurc'])} | {interval(ens['aurc'])} | {verdict(m, against)} | "
                     f"{_operating_cell(ev.get('decisions'), against)} |"
                 )
-    return (
+    return rows
+
+
+def readme_section(results):
+    """Every suite result in ``results``, one verdict line per row: this protocol's first,
+    an earlier protocol's apart (never in one table with them), and the small vs large
+    table of this protocol's pairs."""
+    payloads = list(suite_payloads(results))
+    current = [p for p in payloads if is_current(p)]
+    earlier = [p for p in payloads if not is_current(p)]
+    text = (
         "# Benchmark suite results\n\nOne row per backbone x dataset x size x label x evaluation "
-        "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`.\n\n"
-        + "\n".join(rows)
+        "set; details, all metrics and cost tables in `<backbone>_<dataset>[_<size>].md`. Labels: "
+        + ", ".join(LABELS)
+        + "; every method cut at PROBE's measured false-alarm rate on the same calibration structures.\n\n"
+        + "\n".join(_suite_rows(current))
         + "\n\n"
-        + expressiveness_table(results)
+        + expressiveness_table(current)
         + "\n"
     )
+    if earlier:
+        names = ", ".join(sorted({f"{p['backbone']}_{p['dataset']}_{p['size']}" for p in earlier}))
+        text += (
+            "## Earlier protocol (not re-run: compare nothing here with the table above)\n\n"
+            f"{names}: the median and chemical-accuracy labels and the decision rule before this one "
+            "(the large backbones were trained on a GPU, which later sessions did not have). "
+            "Re-run with `python -m benchmarks run --backbone B --dataset D --size large` on a machine with the "
+            "models.\n\n" + "\n".join(_suite_rows(earlier)) + "\n"
+        )
+    return text
 
 
-def expressiveness_table(results):
-    """Small vs large backbone, held-out set: does the PROBE signal strengthen with the more
+def expressiveness_table(payloads):
+    """Small vs large backbone (of ``payloads``), held-out set: does the PROBE signal strengthen with the more
     expressive backbone, and more than the ensemble's?"""
-    payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in suite_payloads(results)}
+    payloads = {(p["backbone"], p["dataset"], p["size"]): p for p in payloads}
     lines = [
         "## Expressiveness: small vs large backbone (held-out set, AUROC)",
         "",
@@ -628,6 +657,8 @@ def expressiveness_table(results):
                     m = payload["evaluations"][key]["metrics"].get(method)
                     cells.append(f"{m['auroc'][0]:.3f}" if m else "-")
             lines.append(f"| {backbone} | {dataset} | {label} | " + " | ".join(cells) + " |")
+    if len(lines) == 4:
+        lines.append("| no small and large pair run with these labels yet | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ def test_verdict_names_a_win_only_when_the_intervals_are_apart():
     assert "it beats PROBE on AURC (intervals do not overlap)" in text
 
 
-def payload(backbone, size, probe_auroc, ensemble_auroc):
+def payload(backbone, size, probe_auroc, ensemble_auroc, current=True):
     evaluation = {
         "label": {"target": "energy", "threshold": 0.1},
         "n_structures": 100,
@@ -45,10 +45,13 @@ def payload(backbone, size, probe_auroc, ensemble_auroc):
             ),
         },
     }
+    if current:  # this protocol: its labels, and the operating point on the held-out rows
+        evaluation["decisions"] = {"PROBE": {"reliable_flagged": 0.04, "unreliable_flagged": 0.3, "rule": "P < 0.7"}}
     return {
         "backbone": backbone,
         "dataset": "ethanol",
         "size": size,
+        "labels": ["energy_median"] if current else ["energy_median", "energy_chemical_accuracy"],
         "models": ["a", "b"],
         "evaluations": {"energy_median / held-out": evaluation},
         "skipped": {},
@@ -126,3 +129,16 @@ def test_markdown_shows_backbone_errors_and_wall_time():
     assert "| seed1.model | 12.3 | -5.0 | 45.6 | 30.0 |" in text
     assert "| seed2.model | 15.0 | +2.0 | - | - |" in text
     assert "Wall time of this run: 10.0 min (training 0.0, extraction 5.0" in text
+
+
+def test_an_earlier_protocols_result_is_kept_apart_from_this_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    (tmp_path / "toy_ethanol.json").write_text(json.dumps(payload("toy", "small", 0.61, 0.70)))
+    (tmp_path / "toy_ethanol_large.json").write_text(json.dumps(payload("toy", "large", 0.83, 0.72, current=False)))
+    suite.report()
+    text = (tmp_path / "README.md").read_text()
+    current, earlier = text.split("## Earlier protocol")
+    assert "| toy | ethanol | small | energy_median / held-out | 0.610" in current
+    assert "| large |" not in current and "no small and large pair run with these labels yet" in current
+    assert "| toy | ethanol | large | energy_median / held-out | 0.830" in earlier and "toy_ethanol_large" in earlier
+    assert "(before the decision rule)" in earlier
