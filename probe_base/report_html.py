@@ -74,7 +74,7 @@ def write_report(evaluation, output_dir, plots=(), n_structures=N_LEAST_TRUSTED)
         _selective_section(evaluation.get("selective")),
         _plots_section(plots),
         "<h2>Least-trusted structures</h2>"
-        + _atom_maps_section(evaluation.get("atom_maps"))
+        + _atom_maps_section(evaluation.get("atom_maps"), evaluation.get("atom_maps_skipped"))
         + least_trusted_section(evaluation, arrays, n_structures),
         "</body></html>",
     ]
@@ -195,10 +195,15 @@ def _decisions_section(decisions) -> str:
     )
 
 
-def _atom_maps_section(atom_maps) -> str:
-    """How well each per-atom map finds the atoms whose forces are worst."""
+def _atom_maps_section(atom_maps, skipped=None) -> str:
+    """How well each per-atom map finds the atoms whose forces are worst (and which maps
+    could not be scored, and why)."""
     if not atom_maps:
         return ""
+    not_scored = "".join(
+        f'<p class="muted">Not scored: {html.escape(name)}: {html.escape(why)}.</p>'
+        for name, why in (skipped or {}).items()
+    )
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{_pct(q['hit_rate'])}</td><td>{_pct(q['random_rate'])}</td>"
         f"<td>{q['spearman']:.2f}</td><td>{q['n_structures']}</td></tr>"
@@ -210,7 +215,7 @@ def _atom_maps_section(atom_maps) -> str:
         "column), and the rank correlation within a structure.</p>"
         '<table id="atom-maps"><thead><tr><th>per-atom map</th><th>top atom among worst 3</th>'
         "<th>random atom</th><th>Spearman</th><th>structures</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        f"<tbody>{rows}</tbody></table>{not_scored}"
     )
 
 

@@ -215,7 +215,7 @@ def evaluate_probe(
     metrics = evaluate_signals(
         scores, unreliable, errs, {k: v for k, v in probabilities.items() if k in scores}, n_bootstrap, seed
     )
-    atom_maps = {}
+    atom_maps, atom_maps_skipped = {}, {}
     if data.atom_force_error is not None and np.isfinite(data.atom_force_error).any():
         if result.atom_error is not None:
             atom_maps["predicted force error"] = atom_map_quality(
@@ -227,6 +227,11 @@ def evaluate_probe(
         element_mean = per_element_mean_map(fit_data, data)
         if element_mean is not None:  # the baseline a map must beat: "H atoms err most"
             atom_maps["per-element mean error"] = atom_map_quality(element_mean, data.atom_force_error, data.offsets)
+        force_map, why_not = predicted_force_map(data)
+        if force_map is not None:  # the simplest baseline: atoms under large forces err most
+            atom_maps[PREDICTED_FORCE] = atom_map_quality(force_map, data.atom_force_error, data.offsets)
+        else:
+            atom_maps_skipped[PREDICTED_FORCE] = why_not
     domain = None
     if artifact.domain is not None:
         domain = {
@@ -247,6 +252,7 @@ def evaluate_probe(
         "decisions": decisions,
         "paired_at_operating_point": paired_differences(flags, unreliable, n_bootstrap, seed),
         "atom_maps": atom_maps,
+        "atom_maps_skipped": atom_maps_skipped,  # map name: why it could not be scored
         "selective": selective_evaluation(artifact, data, result.p_reliable, unreliable),
         "arrays": {
             "errors": errs,
@@ -293,6 +299,28 @@ def per_element_mean_map(fit_data, data):
     means = {int(z): float(errors[finite & (z_fit == z)].mean()) for z in np.unique(z_fit[finite])}
     per_atom = np.array([means.get(int(z), overall) for z in data.atomic_numbers])
     return [per_atom[data.offsets[i] : data.offsets[i + 1]] for i in range(len(data))]
+
+
+PREDICTED_FORCE = "predicted |F|"
+
+
+def predicted_force_map(data):
+    """Per structure of ``data``, per atom: the backbone's predicted force magnitude |F_pred|,
+    or (None, why) where the store cannot give it."""
+    magnitudes = data.atom_force_pred_norm
+    if magnitudes is None:
+        return None, (
+            "the store was written before predicted forces were kept (store format 3); "
+            "re-extract it with `probe extract --overwrite` to score this baseline"
+        )
+    known = np.isfinite(data.atom_force_error)
+    if not np.isfinite(magnitudes[known]).all():
+        return None, (
+            "the store holds NaN or inf predicted force magnitudes on atoms whose force error is known; "
+            "re-extract it with `probe extract --overwrite`"
+        )
+    magnitudes = np.asarray(magnitudes, dtype=float)
+    return [magnitudes[data.offsets[i] : data.offsets[i + 1]] for i in range(len(data))], None
 
 
 def write_evaluation(evaluation, output_dir) -> Path:
@@ -345,6 +373,8 @@ def metrics_table(evaluation) -> str:
             f"{100 * q['hit_rate']:.0f}% (random {100 * q['random_rate']:.0f}%), "
             f"within-structure Spearman {q['spearman']:.2f}"
         )
+    for name, why in (evaluation.get("atom_maps_skipped") or {}).items():
+        lines.append(f"per-atom map '{name}': not scored: {why}")
     return "\n".join(lines)
 
 

@@ -72,7 +72,7 @@ class FeatureSet:
         )
 
 
-PER_ATOM_FIELDS = {"features", "atomic_numbers", "atom_force_error"}
+PER_ATOM_FIELDS = {"features", "atomic_numbers", "atom_force_error", "atom_force_pred_norm"}
 
 
 @dataclass
@@ -83,6 +83,9 @@ class StoredDataset(FeatureSet):
     force_rmse: np.ndarray = None  # (n_structures,) NaN without reference forces
     force_max_error: np.ndarray = None  # (n_structures,)
     atom_force_error: np.ndarray | None = None  # (n_atoms_total,) |F_pred - F_ref|
+    # (n_atoms_total,) |F_pred| of the backbone, NaN where forces were not computed; None
+    # for a store written before format 3 (which did not keep it)
+    atom_force_pred_norm: np.ndarray | None = None
     source_index: np.ndarray = None  # (n_structures,) index in the input file
     member_energies: np.ndarray | None = None  # (n_structures, n_members)
     member_force_std: np.ndarray | None = None  # (n_structures,) mean per-atom force std

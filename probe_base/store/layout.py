@@ -15,7 +15,11 @@ import numpy as np
 from ..errors import StoreError
 from .dataset import PER_ATOM_FIELDS
 
-FORMAT_VERSION = 2  # 2: frame digests and the input's content hash
+# 2: frame digests and the input's content hash; 3: the per-atom predicted force magnitude
+# (stores of 1 and 2 are read as they are: the readers check for the datasets they lack)
+FORMAT_VERSION = 3
+#: datasets format 3 added: a store or a resumed ``.partial`` of format 2 has none of them
+ADDED_IN_FORMAT_3 = ("atom_force_pred_norm",)
 
 
 class _WriterLock:
@@ -50,7 +54,11 @@ def _create(h5, n_features, dtype, n_members, identity):
     h5.create_dataset(
         "features", (0, n_features), maxshape=(None, n_features), dtype=dtype, chunks=atom_chunk, fletcher32=True
     )
-    for name, dt in [("atomic_numbers", np.int16), ("atom_force_error", np.float32)]:
+    for name, dt in [
+        ("atomic_numbers", np.int16),
+        ("atom_force_error", np.float32),
+        ("atom_force_pred_norm", np.float32),
+    ]:
         h5.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(4096,), fletcher32=True)
     for name, dt in [
         ("n_atoms", np.int32),

@@ -117,6 +117,7 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
                     features=None,
                     atomic_numbers=None,
                     atom_force_error=None,
+                    atom_force_pred_norm=None,
                     rows=np.arange(len(n_atoms)),
                     reader=reader,
                     **per_structure,
@@ -125,6 +126,8 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
                 features=h5["features"][:].astype(np.float32),
                 atomic_numbers=h5["atomic_numbers"][:].astype(np.int64),
                 atom_force_error=h5["atom_force_error"][:],
+                # stores before format 3 did not keep it: None, and the map baseline says so
+                atom_force_pred_norm=h5["atom_force_pred_norm"][:] if "atom_force_pred_norm" in h5 else None,
                 **per_structure,
             )
     except (OSError, KeyError) as exc:

@@ -20,17 +20,23 @@ def write_virtual_store(store_path, shard_paths, identity) -> Path:
     virtual dataset that concatenates the shards in the given order. Shard paths are kept
     relative to the store, so the store and its ``.shards`` folder can move together."""
     store_path = Path(store_path)
-    shards = []
+    shards, versions = [], []
     for path in map(Path, shard_paths):
         with h5py.File(path, "r") as h5:
             if not h5.attrs.get("complete"):
                 raise StoreError(f"{path}: shard is unfinished; run the extraction again")
             shapes = {name: (ds.shape, ds.dtype) for name, ds in h5.items()}
             shards.append((os.path.relpath(path, store_path.parent), int(h5.attrs["n_done"]), shapes))
+            versions.append(int(h5.attrs.get("format_version", 1)))
+    # a shard resumed from a .partial of an older format lacks the datasets added since:
+    # the store gets the datasets every shard has, and the oldest shard's format version
+    common = set.intersection(*(set(shapes) for _, _, shapes in shards)) if shards else set()
     tmp = store_path.with_name(f".{store_path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w", libver="latest") as h5:
             for name, (shape, dtype) in shards[0][2].items():
+                if name not in common:
+                    continue
                 total = sum(shapes[name][0][0] for _, _, shapes in shards)
                 layout = h5py.VirtualLayout((total,) + shape[1:], dtype=dtype)
                 start = 0
@@ -41,7 +47,7 @@ def write_virtual_store(store_path, shard_paths, identity) -> Path:
                     start += rows
                 h5.create_virtual_dataset(name, layout)
             h5.attrs["identity"] = json.dumps(identity)
-            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["format_version"] = min(versions, default=FORMAT_VERSION)
             h5.attrs["n_done"] = sum(n for _, n, _ in shards)
             h5.attrs["complete"] = True
             h5.attrs["shards"] = json.dumps([{"path": rel, "n_structures": n} for rel, n, _ in shards])

@@ -16,6 +16,7 @@ from ..data import check_input_file, iter_structures, selected_frames
 from ..errors import InputError, StoreError
 from .identity import InputChanged, _content_sha256, _identity, _read_options, check_input_unchanged, frame_digest
 from .layout import (
+    ADDED_IN_FORMAT_3,
     METADATA_RESERVE,
     _append,
     _bytes_needed,
@@ -166,6 +167,9 @@ def _write_partial(
 def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size, chunk_structures, progress, partial):
     labels, with_forces = identity.get("labels", True), identity["with_forces"]
     stored_digests = h5["frame_digest"][:n_done]
+    # a .partial begun before format 3 is finished in its own layout: its first rows have no
+    # predicted force magnitudes, so the store reads as format 2 (the field None), never half-filled
+    not_in_file = {name for name in ADDED_IN_FORMAT_3 if name not in h5}
     pending_rows: list[dict] = []
     pending_count = 0
 
@@ -203,7 +207,8 @@ def _stream_into(h5, adapter, input_path, identity, n_done, n_total, batch_size,
                     f"{input_path}: structure {item.index}: the backbone gave per-atom features with {problem}; "
                     "check this structure (overlapping atoms, absurd cell) or the model file"
                 )
-        pending_rows.append(_rows_from_batch(batch, output, with_forces, labels))
+        rows = _rows_from_batch(batch, output, with_forces, labels)
+        pending_rows.append({k: v for k, v in rows.items() if k not in not_in_file})
         pending_count += len(batch)
 
     bar = tqdm(total=n_total, initial=n_done, unit="struct", desc="extract", disable=not progress)
@@ -260,6 +265,12 @@ def _rows_from_batch(batch, output, with_forces, labels=True):
     }
     n_members = output.member_energies.shape[1] if output.member_energies is not None else 1
     rows["member_energies"] = output.member_energies if output.member_energies is not None else output.energies[:, None]
+    if with_forces:  # also without labels: the predicted-|F| map needs no reference
+        rows["atom_force_pred_norm"] = np.concatenate([np.linalg.norm(f, axis=1) for f in output.forces]).astype(
+            np.float32
+        )
+    else:
+        rows["atom_force_pred_norm"] = np.full(rows["atomic_numbers"].shape[0], np.nan, dtype=np.float32)
     if with_forces and labels:
         atom_err = [np.linalg.norm(f_pred - s.forces, axis=1) for f_pred, s in zip(output.forces, batch)]
         rows["atom_force_error"] = np.concatenate(atom_err).astype(np.float32)
