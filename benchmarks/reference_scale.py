@@ -100,8 +100,11 @@ class ReplicatedSource:
             x[noisy] += (rng.standard_normal((int(noisy.sum()), self.n_features), dtype=np.float32)) * self.sigma
         return x, self.z[rows]
 
-    def chunks(self, features=True):
-        for start in range(0, self.n, self.chunk):
+    def identity(self):
+        return {"replicated": self.n, "real_atoms": len(self.real), "seed": self.seed, "chunk_atoms": self.chunk}
+
+    def chunks(self, features=True, skip=0):
+        for start in range(skip * self.chunk, self.n, self.chunk):
             x, z = self.block(start, min(self.n, start + self.chunk))
             yield (x if features else None), z
 
@@ -205,7 +208,7 @@ def run(args):
 
     from probe_base import toy
     from probe_base.domain import DomainModel
-    from probe_base.reference_index import build_reference
+    from probe_base.reference_build import build_reference
     from probe_base.store import FeatureSet
 
     torch.set_num_threads(1)

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from probe_base import reference_build as rb
 from probe_base import reference_index as ri
 from probe_base.artifact import load_probe, save_probe
 from probe_base.domain import DomainModel
 from probe_base.errors import ArtifactError
-from probe_base.reference_index import ArraySource, BuiltReference, ReferenceError, StoreSource, build_reference
+from probe_base.reference_build import ArraySource, StoreSource, build_reference
+from probe_base.reference_index import BuiltReference, ReferenceError
 from probe_base.store import FeatureSet, load_store
 
 faiss = pytest.importorskip("faiss")
@@ -211,7 +213,7 @@ def _tiled_store(store, path, times, seed=0):
 def test_building_reads_one_chunk_at_a_time_and_holds_no_whole_reference(heldout_store, tmp_path, monkeypatch):
     """A small chunk size bounds every read, and the build's Python-side peak stays far
     below the reference's features (IVF-PQ codes live in FAISS)."""
-    monkeypatch.setattr(ri, "SCALE_SAMPLE", 500)
+    monkeypatch.setattr(rb, "SCALE_SAMPLE", 500)  # the build's samples
     monkeypatch.setattr(ri, "TRAIN_MAX", 2000)
     source = StoreSource([_tiled_store(heldout_store, tmp_path / "big.h5", 12)], chunk_atoms=1000)
     full_bytes = source.n_atoms * source.n_features * 4

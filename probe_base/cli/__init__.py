@@ -72,6 +72,13 @@ def interrupted_state(args) -> str:
             saved = "the structures extracted so far are" if n is None else f"{n} structures are"
             return f"{saved} saved in {partial}; run the same command again to resume after them"
         return f"nothing was saved; run the same command again to start {args.output}"
+    if args.command == "reference":
+        from .reference import checkpoint_path
+
+        partial = checkpoint_path(args.output)
+        if partial.exists():
+            return f"the build so far is saved in {partial}; run the same command again to resume it"
+        return f"nothing was saved; run the same command again to build {args.output}"
     name = OUTPUTS.get(args.command, (None, None))[0]
     output = getattr(args, name, None) if name else None
     if output is None:

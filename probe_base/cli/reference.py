@@ -16,7 +16,8 @@ def add_reference_parser(subparsers):
     b = verbs.add_parser(
         "build",
         help="stream one or many stores (`probe extract --no-labels`) into a .reference file: "
-        "per element exact up to --exact-max-atoms atoms, IVF-PQ above",
+        "per element exact up to --exact-max-atoms atoms, IVF-SQ above; interrupted, it resumes from "
+        "<output>.partial when run again",
     )
     b.add_argument("--store", nargs="+", required=True, type=Path, help="feature stores of the training set")
     b.add_argument("--output", required=True, type=Path, help=".reference file to write")
@@ -39,17 +40,17 @@ def add_reference_parser(subparsers):
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def checkpoint_path(output) -> Path:
+    """Where ``probe reference build --output X`` keeps its resumable state: ``X.partial``."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
 def run_reference(args):
     from ..errors import OutputError
     from ..paths import check_writable_folder, same_file
-    from ..reference_index import (
-        CHUNK_ATOMS,
-        EXACT_MAX_ATOMS,
-        StoreSource,
-        build_reference,
-        is_reference_file,
-        parse_bytes,
-    )
+    from ..reference_build import StoreSource, build_reference, parse_bytes
+    from ..reference_index import CHUNK_ATOMS, EXACT_MAX_ATOMS, is_reference_file
 
     output = Path(args.output)
     for store in args.store:
@@ -64,6 +65,9 @@ def run_reference(args):
     check_writable_folder(output.parent, "--output")
     budget = None if args.memory_budget is None else parse_bytes(args.memory_budget)
     source = StoreSource(args.store, args.chunk_atoms or CHUNK_ATOMS)
+    checkpoint = checkpoint_path(output)
+    if checkpoint.exists():
+        print(f"resuming the build saved in {checkpoint}", flush=True)
     built = build_reference(
         source,
         n_neighbors=args.neighbors,
@@ -72,6 +76,7 @@ def run_reference(args):
         nprobe=args.nprobe,
         seed=args.seed,
         progress=not args.no_progress,
+        checkpoint=checkpoint,
     )
     built.save(output)
     print(built.summary())
