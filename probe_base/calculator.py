@@ -8,12 +8,16 @@ capture the per-atom features during that same pass, and the probe adds to ``res
 per-atom head) and ``atom_importance`` (attention received, sums to 1). The same values
 go to ``atoms.info["probe_*"]`` and ``atoms.arrays["probe_*"]`` so extxyz trajectories
 carry them.
+
+Each plugin's drop-in calculator (``probe_mace.MACECalculator``, ...) is a ``DropInCalculator``:
+the framework's own calculator without ``probe=``, a ``ProbedCalculator`` over it with one.
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
+from abc import ABCMeta
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -110,7 +114,39 @@ def write_scores(results: dict, scores, i=0, atoms=None, rule=None):
             atoms.arrays["probe_atom_error"] = results["atom_error"].copy()
 
 
-class ProbedCalculator(Calculator):
+class PolicyParameters:
+    """``policy`` and ``threshold`` read from ``self.parameters`` (ASE's contract) into one
+    ``ReliabilityPolicy``; for ``ProbedCalculator`` and probed calculators outside ASE
+    (aimnet's dict interface). Needs ``self.artifact`` and ``self.parameters``."""
+
+    @staticmethod
+    def _check_policy(kwargs):
+        if "policy" in kwargs and kwargs["policy"] not in POLICIES:  # before anything changes
+            raise ValueError(f"policy must be one of {POLICIES}, not {kwargs['policy']!r}")
+
+    def _policy_from_parameters(self):
+        rule = decision_rule(self.artifact, self.parameters["threshold"])
+        self.reliability_policy = ReliabilityPolicy(self.parameters["policy"], rule=rule)
+
+    @property
+    def policy(self):
+        return self.reliability_policy.policy
+
+    @policy.setter
+    def policy(self, value):
+        self.set(policy=value)
+
+    @property
+    def threshold(self):
+        return self.reliability_policy.threshold
+
+    @property
+    def rule(self):
+        """The decision rule this calculator flags with (the probe file's unless overridden)."""
+        return self.reliability_policy.rule
+
+
+class ProbedCalculator(PolicyParameters, Calculator):
     """An ASE calculator that adds PROBE's reliability to another calculator's results.
     Its ``parameters`` (ASE's contract): ``policy``, ``threshold`` (None: the probe's
     decision rule) and ``use_domain``; ``calc.set(policy="raise")`` changes them."""
@@ -137,29 +173,12 @@ class ProbedCalculator(Calculator):
     def set(self, **kwargs):
         if "use_domain" in kwargs and kwargs["use_domain"] != self.parameters.get("use_domain", True):
             raise ValueError("use_domain is fixed when the probe is attached: attach again with use_domain=...")
-        if "policy" in kwargs and kwargs["policy"] not in POLICIES:  # before anything changes
-            raise ValueError(f"policy must be one of {POLICIES}, not {kwargs['policy']!r}")
+        self._check_policy(kwargs)
         changed = super().set(**kwargs)
-        rule = decision_rule(self.artifact, self.parameters.threshold)
-        self.reliability_policy = ReliabilityPolicy(self.parameters.policy, rule=rule)
+        self._policy_from_parameters()
+        if changed:
+            self.reset()  # cached results carry the old flag and escaped the new policy
         return changed
-
-    @property
-    def policy(self):
-        return self.reliability_policy.policy
-
-    @policy.setter
-    def policy(self, value):
-        self.set(policy=value)
-
-    @property
-    def threshold(self):
-        return self.reliability_policy.threshold
-
-    @property
-    def rule(self):
-        """The decision rule this calculator flags with (the probe file's unless overridden)."""
-        return self.reliability_policy.rule
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -183,6 +202,25 @@ class ProbedCalculator(Calculator):
         policy.apply(message, p, self.results["atom_importance"], before_raise=self.reset)
 
 
+def probe_backbone(probe, adapter_class, models, allow_mismatch=False, source=None):
+    """The loaded probe and the adapter on ``models`` that reads its layers; raises
+    ``FingerprintMismatch`` unless ``models`` are the backbone it was fitted on (unless
+    ``allow_mismatch``). ``probe``: a ``.probe`` path or a loaded ``ProbeArtifact``."""
+    artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
+    backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
+    artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(source or probe))
+    return artifact, backbone
+
+
+def _models_of(calculator, adapter_class):
+    models = adapter_class.models_of_calculator(calculator)
+    if models is None:
+        raise ProbeError(
+            f"adapter {adapter_class.name!r} does not know calculators of type {type(calculator).__name__}"
+        )
+    return models
+
+
 def attach(
     calculator, probe, *, adapter=None, policy="warn", threshold=None, allow_mismatch=False, use_domain=True
 ) -> ProbedCalculator:
@@ -195,20 +233,64 @@ def attach(
     """
     artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
     adapter_class = _find_adapter_class(calculator, adapter, artifact.fingerprint.get("adapter"))
-    models = adapter_class.models_of_calculator(calculator)
-    if models is None:
-        raise ProbeError(
-            f"adapter {adapter_class.name!r} does not know calculators of type {type(calculator).__name__}"
-        )
-    backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
-    artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
+    models = _models_of(calculator, adapter_class)
+    _, backbone = probe_backbone(artifact, adapter_class, models, allow_mismatch, source=probe)
     return ProbedCalculator(calculator, artifact, backbone, policy, threshold, use_domain)
 
 
 def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None, **attach_options):
-    """What every plugin's drop-in calculator does with its ``probe=`` keywords: the
+    """The ``probe=`` keywords of a plugin's calculator factory (nequip's classmethods): the
     framework's own calculator unchanged without a probe, else ``attach``-ed to it. One
     spelling everywhere: ``probe``, ``probe_policy``, ``probe_threshold``."""
     if probe is None:
         return calculator
     return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold, **attach_options)
+
+
+class DropInType(ABCMeta):
+    """Metaclass of the drop-ins: without a probe a drop-in returns the framework's own
+    calculator, type unchanged, so ``isinstance(calc, MACECalculator)`` also holds for an
+    instance of ``framework_types()``. ``issubclass`` is left alone: widening it would make
+    ``isinstance(mace_calc, ProbedCalculator)`` true through ``ABCMeta``'s subclass walk."""
+
+    def __instancecheck__(cls, instance):
+        return super().__instancecheck__(instance) or isinstance(instance, cls.framework_types())
+
+
+class DropIn(metaclass=DropInType):
+    """A plugin's calculator class that stands in for its framework's: ``Cls(...)`` without
+    ``probe`` returns ``framework_calculator(...)`` itself (``__init__`` does not run: it is
+    not a ``Cls`` by type); with ``probe``, a ``Cls`` whose ``__init__`` wraps that calculator."""
+
+    @classmethod
+    def framework_types(cls) -> tuple[type, ...]:
+        """The framework's own calculator class(es); import the framework in here (lazily)."""
+        return ()
+
+    @classmethod
+    def framework_calculator(cls, *args, **kwargs):
+        """The framework's calculator made from the user's arguments (its first type's)."""
+        return cls.framework_types()[0](*args, **kwargs)
+
+    def __new__(cls, *args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
+        if probe is None:
+            return cls.framework_calculator(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __getnewargs_ex__(self):
+        # copy and pickle call __new__ with these: the probed form, not a new framework calculator
+        return (), {"probe": self.artifact}
+
+
+class DropInCalculator(DropIn, ProbedCalculator):
+    """A plugin's drop-in ASE calculator: ``Cls(<the framework calculator's arguments>,
+    probe=None, probe_policy="warn", probe_threshold=None)``. A subclass sets ``adapter``
+    (its adapter class) and ``framework_types`` (and ``framework_calculator`` where making
+    the calculator is more than calling its class)."""
+
+    adapter: type | None = None
+
+    def __init__(self, *args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
+        calculator = self.framework_calculator(*args, **kwargs)
+        artifact, backbone = probe_backbone(probe, self.adapter, _models_of(calculator, self.adapter))
+        super().__init__(calculator, artifact, backbone, probe_policy, probe_threshold)

@@ -148,3 +148,65 @@ def test_policy_and_threshold_are_ase_parameters(toy_files, fitted_probe):
     with pytest.raises(ValueError, match="policy must be one of"):
         calc.set(policy="explode")
     assert calc.parameters["policy"] == "ignore" and calc.policy == "ignore"
+
+
+def test_set_acts_on_the_structure_already_computed(toy_files, fitted_probe):
+    """``set`` discards the cached results: their flag and the policy's verdict on them
+    belong to the old parameters, so the same atoms are judged again."""
+    atoms = ase.io.read(toy_files["heldout"], "0")
+    atoms.calc = attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")
+    atoms.get_potential_energy()
+    assert atoms.calc.set(policy="ignore") == {}  # nothing changed: results kept
+    assert "reliability" in atoms.calc.results
+    atoms.calc.set(policy="raise", threshold=1.01)  # no P reaches 1.01
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()
+    atoms.calc.set(policy="ignore", threshold=0.0)
+    atoms.get_potential_energy()
+    # a cut of 0 flags only what is outside the domain: the flag was recomputed
+    assert atoms.calc.results["unreliable"] == (not atoms.calc.results["in_domain"])
+
+
+def test_drop_in_is_the_frameworks_calculator_without_probe_and_probed_with_one(toy_files, fitted_probe):
+    """``DropInCalculator`` (what every plugin's calculator class is), on the toy backbone:
+    one class for both forms under ``isinstance``; without a probe, exactly the framework's
+    calculator; with one, a ``ProbedCalculator`` whose options are ASE parameters."""
+    import copy
+
+    from probe_base.calculator import DropInCalculator, ProbedCalculator
+    from probe_base.toy import ToyAdapter
+
+    class ToyDropIn(DropInCalculator):
+        adapter = ToyAdapter
+
+        @classmethod
+        def framework_types(cls):
+            return (ToyCalculator,)
+
+    model = toy_files["models"][0]
+    plain = ToyDropIn(model, probe_policy="raise")  # the probe's keywords do nothing without a probe
+    assert type(plain) is ToyCalculator and isinstance(plain, ToyDropIn)
+    assert not isinstance(plain, ProbedCalculator) and not issubclass(ToyCalculator, ToyDropIn)
+    assert not isinstance(attach(ToyCalculator(model), fitted_probe), ToyDropIn)  # another class's wrapper
+    with pytest.raises(TypeError):
+        ToyDropIn(model, "extra")  # the framework's signature, with or without a probe
+    with pytest.raises(TypeError):
+        ToyDropIn(model, "extra", probe=fitted_probe)
+    with pytest.raises(FingerprintMismatch):
+        ToyDropIn(toy_files["models"][1], probe=fitted_probe)
+
+    probed = ToyDropIn(model, probe=fitted_probe, probe_policy="ignore")
+    assert type(probed) is ToyDropIn and isinstance(probed, ProbedCalculator)
+    assert isinstance(probed.calculator, ToyCalculator)
+    assert probed.parameters["policy"] == "ignore" and probed.parameters["threshold"] is None
+    atoms = ase.io.read(toy_files["heldout"], "0")
+    atoms.calc = probed
+    energy = atoms.get_potential_energy()
+    atoms.calc = ToyCalculator(model)
+    assert atoms.get_potential_energy() == pytest.approx(energy)
+    twin = copy.copy(probed)  # made through __new__ alone: the probed form again
+    assert type(twin) is ToyDropIn and twin.calculator is probed.calculator
+    probed.set(policy="raise", threshold=1.01)
+    atoms.calc = probed
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()

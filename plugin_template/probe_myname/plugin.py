@@ -47,6 +47,20 @@ class MyNameAdapter(Adapter):
         # forces (n_atoms_in_batch, 3) in eV/Å or None).
         raise NotImplementedError
 
+    # ---- the ASE calculator (calculator.py's MyNameCalculator wraps it) -------------
+    @classmethod
+    def calculator_class(cls):
+        # Your framework's own ASE calculator class, imported here (not at module level).
+        # MyNameCalculator(...) makes one from the user's arguments.
+        raise NotImplementedError
+
+    @classmethod
+    def models_of_calculator(cls, calculator):
+        # The torch models (primary first) inside a calculator_class() instance, e.g.
+        # [calculator.model], or None for any other calculator: probe_base.attach asks
+        # every installed adapter, so this must not raise.
+        return None
+
     # ---- optional -----------------------------------------------------------------
     def default_layers(self) -> list[str]:
         # The layer(s) read when the user names none (default: the last declared one).
@@ -54,12 +68,6 @@ class MyNameAdapter(Adapter):
 
     def supported_elements(self) -> set[int] | None:
         # Atomic numbers every model was trained on (None: anything).
-        return None
-
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        # The torch models (primary first) inside this framework's ASE calculator, or
-        # None for any other calculator (used by probe_base.attach).
         return None
 
 

@@ -1,4 +1,4 @@
-"""The two fixtures the conformance suites need. Fill them in for MyName."""
+"""The fixtures the conformance suites need. Fill them in for MyName."""
 
 import pytest
 import torch
@@ -17,3 +17,10 @@ def adapter():
 def structures():
     # A few (3-5) small ase.Atoms of elements the models know, >= 2 atoms each.
     raise NotImplementedError("fill in: a few small ase.Atoms")
+
+
+@pytest.fixture()
+def make_calculator(adapter):
+    # (**probe keywords) -> MyNameCalculator on the adapter's first model, e.g.
+    #     return lambda **kw: MyNameCalculator(adapter.model_paths[0], device="cpu", **kw)
+    raise NotImplementedError("fill in: a MyNameCalculator on adapter.model_paths[0]")

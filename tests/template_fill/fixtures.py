@@ -1,5 +1,6 @@
-"""The two fixtures a third party fills in the rendered template's tests (see
-tests/template_fill/plugin.py): two small TinyMLIP models and a few copper clusters."""
+"""The fixtures a third party fills in the rendered template's tests (see
+tests/template_fill/plugin.py): two small TinyMLIP models, a few copper clusters and the
+drop-in calculator on the first model."""
 
 import pytest
 
@@ -31,3 +32,10 @@ def adapter(tmp_path_factory):
 @pytest.fixture(scope="class")
 def structures():
     return toy.emt_clusters(4, seed=1)
+
+
+@pytest.fixture()
+def make_calculator(adapter):
+    from probe_foo import FooCalculator
+
+    return lambda **kw: FooCalculator(adapter.model_paths[0], **kw)

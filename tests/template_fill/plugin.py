@@ -1,6 +1,7 @@
 """What a third party writes into the rendered template's ``probe_foo/plugin.py``: a
-minimal real adapter, here over the core's TinyMLIP (``probe_base/toy.py``), so that
-``nox -s template`` can render the template the way its README says and run its tests."""
+minimal real adapter, here over the core's TinyMLIP (``probe_base/toy.py``) and its ASE
+calculator (``ToyCalculator``, which ``FooCalculator`` wraps), so that ``nox -s template``
+can render the template the way its README says and run its tests."""
 
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ class FooAdapter(Adapter):
         from probe_base.toy import ELEMENTS
 
         return set(ELEMENTS)
+
+    @classmethod
+    def calculator_class(cls):
+        from probe_base.toy import ToyCalculator
+
+        return ToyCalculator
+
+    @classmethod
+    def models_of_calculator(cls, calculator):
+        return [calculator.model] if isinstance(calculator, cls.calculator_class()) else None
 
 
 @hookimpl

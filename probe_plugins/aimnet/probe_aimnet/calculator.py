@@ -4,8 +4,9 @@
     atoms.calc = AIMNet2ASE("seed1.pt", probe="seed1.probe")
     atoms.get_potential_energy(); atoms.calc.results["reliability"]
 
-Without ``probe`` both return aimnet's own objects (several models: an
-``AIMNet2Ensemble`` with ``energy_std``/``forces_std``/``charges_std``).
+Without ``probe`` both make aimnet's own objects (several models: an ``AIMNet2Ensemble``
+with ``energy_std``/``forces_std``/``charges_std``), which count as instances of these
+classes (``isinstance``); with ``probe``, an instance of the class itself.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.calculators.calculator import Parameters
+
+from probe_base.calculator import DropIn, DropInCalculator, PolicyParameters, probe_backbone
 
 from .ensemble import AIMNet2Ensemble
+from .plugin import AIMNet2Adapter
 
 ENSEMBLE_KEYS = ("energy_std", "forces_std", "charges_std", "energy_members")
 
@@ -28,63 +33,6 @@ def _base_calculator(model, **kwargs):
     if isinstance(model, (_AIMNet2Calculator, AIMNet2Ensemble)):
         return model
     return _AIMNet2Calculator(str(model) if isinstance(model, Path) else model, **kwargs)
-
-
-def _backbone(models, probe, allow_mismatch=False):
-    from probe_base.artifact import ProbeArtifact, load_probe
-
-    from .plugin import AIMNet2Adapter
-
-    artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
-    backbone = AIMNet2Adapter.from_models(models, layers=artifact.fingerprint["layers"])
-    artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(probe))
-    return artifact, backbone
-
-
-def AIMNet2Calculator(
-    model="aimnet2",
-    *,
-    probe=None,
-    probe_policy="warn",
-    probe_threshold=None,  # noqa: N802
-    **kwargs,
-):
-    """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
-    models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
-    output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
-    one per structure), ``in_domain``, ``novelty`` and per atom ``atom_importance``,
-    ``atom_novelty``, ``atom_error`` (0 for padding atoms). ``probe_threshold``: P(reliable)
-    below which ``probe_policy`` acts (default: the probe's)."""
-    calculator = _base_calculator(model, **kwargs)
-    if probe is None:
-        return calculator
-    return ProbedAIMNet2Calculator(calculator, probe, policy=probe_policy, threshold=probe_threshold)
-
-
-def AIMNet2ASE(
-    base_calc="aimnet2",
-    charge=0,
-    mult=1,
-    *,
-    probe=None,
-    probe_policy="warn",  # noqa: N802
-    probe_threshold=None,
-    **kwargs,
-):
-    """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
-    model file or name, or a list of them (an ensemble: ``results`` then also hold
-    ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
-    ``results`` hold ``reliability`` and ``atom_importance`` from the same forward pass
-    (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise"."""
-    base = _base_calculator(base_calc)
-    cls = ensemble_ase_class() if isinstance(base, AIMNet2Ensemble) else _aimnet_ase()
-    from probe_base.calculator import with_probe
-
-    from .plugin import AIMNet2Adapter
-
-    return with_probe(
-        cls(base, charge=charge, mult=mult, **kwargs), AIMNet2Adapter, probe, probe_policy, probe_threshold
-    )
 
 
 def _aimnet_ase():
@@ -130,25 +78,67 @@ def ensemble_ase_class():
     return _ENSEMBLE_ASE
 
 
-class ProbedAIMNet2Calculator:
+class AIMNet2ASE(DropInCalculator):
+    """``aimnet.calculators.AIMNet2ASE`` with ``probe=``. ``base_calc``: a calculator, a
+    model file or name, or a list of them (an ensemble: ``results`` then also hold
+    ``energy_std``, ``forces_std``, ``charges_std`` and ``energy_members``). With a probe,
+    ``results`` hold ``reliability`` and ``atom_importance`` from the same forward pass
+    (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise";
+    ``probe_threshold``: P(reliable) below which it acts. Both are ASE ``parameters``.
+
+    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe`` the
+    object made is aimnet's own ``AIMNet2ASE`` (or its ensemble subclass), unchanged, and
+    ``isinstance(calc, AIMNet2ASE)`` holds for it; with ``probe``, this class (a ``ProbedCalculator``)."""
+
+    adapter = AIMNet2Adapter
+
+    def __init__(
+        self, base_calc="aimnet2", charge=0, mult=1, *, probe=None, probe_policy="warn", probe_threshold=None, **kwargs
+    ):
+        # spelled out for the signature; DropInCalculator does the work
+        super().__init__(
+            base_calc, charge, mult, probe=probe, probe_policy=probe_policy, probe_threshold=probe_threshold, **kwargs
+        )
+
+    @classmethod
+    def framework_types(cls):
+        return (_aimnet_ase(),)
+
+    @classmethod
+    def framework_calculator(cls, base_calc="aimnet2", charge=0, mult=1, **kwargs):
+        base = _base_calculator(base_calc)
+        ase_class = ensemble_ase_class() if isinstance(base, AIMNet2Ensemble) else _aimnet_ase()
+        return ase_class(base, charge=charge, mult=mult, **kwargs)
+
+
+class ProbedAIMNet2Calculator(PolicyParameters):
     """An ``AIMNet2Calculator`` (or ensemble) whose outputs carry PROBE's reliability.
 
     Every other attribute is the wrapped calculator's. Features are read by hooks on the
-    first model during the call that gives energies and forces."""
+    first model during the call that gives energies and forces. ``parameters`` holds
+    ``policy`` and ``threshold`` as an ASE calculator's would; ``set`` changes them."""
 
     def __init__(self, calculator, probe, policy="warn", threshold=None, allow_mismatch=False):
-        from probe_base.calculator import ReliabilityPolicy
-        from probe_base.scoring import decision_rule
-
-        models = getattr(calculator, "models", None) or [calculator.model]
         from .plugin import _CALCULATORS
 
+        models = getattr(calculator, "models", None) or [calculator.model]
         for calc in getattr(calculator, "calculators", [calculator]):
             _CALCULATORS[calc.model] = calc
         self.calculator = calculator
-        self.artifact, self.adapter = _backbone(models, probe, allow_mismatch)
-        self.reliability_policy = ReliabilityPolicy(policy, rule=decision_rule(self.artifact, threshold))
-        self.policy, self.threshold = policy, self.reliability_policy.threshold
+        self.artifact, self.adapter = probe_backbone(probe, AIMNet2Adapter, models, allow_mismatch)
+        self.parameters = Parameters(policy="warn", threshold=None)
+        self.set(policy=policy, threshold=threshold)
+
+    def set(self, **kwargs):
+        """``calc.set(policy="raise", threshold=0.8)``: the next call acts on them."""
+        unknown = sorted(set(kwargs) - set(self.parameters))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; this calculator has {sorted(self.parameters)}")
+        self._check_policy(kwargs)
+        changed = {key: value for key, value in kwargs.items() if self.parameters[key] != value}
+        self.parameters.update(kwargs)
+        self._policy_from_parameters()
+        return changed
 
     def __getattr__(self, name):
         if name == "calculator":
@@ -215,3 +205,31 @@ class ProbedAIMNet2Calculator:
         if len(bad) > 1:
             message += f" (and {len(bad) - 1} more: structures {bad[1:10]})"
         policy.apply(message, scores.p_reliable)
+
+
+class AIMNet2Calculator(DropIn, ProbedAIMNet2Calculator):
+    """``aimnet.calculators.AIMNet2Calculator`` with ``probe=``; ``model`` may be a list of
+    models (an ``AIMNet2Ensemble``, the first is the probed backbone). With a probe, the
+    output dict of ``calc(data, forces=True)`` also holds ``reliability`` (P(reliable),
+    one per structure), ``in_domain``, ``novelty`` and per atom ``atom_importance``,
+    ``atom_novelty``, ``atom_error`` (0 for padding atoms). ``probe_threshold``: P(reliable)
+    below which ``probe_policy`` acts (default: the probe's); both are in ``parameters``.
+
+    One class, two forms (``probe_base.calculator.DropIn``): without ``probe`` the object
+    made is aimnet's ``AIMNet2Calculator`` (or an ``AIMNet2Ensemble``), unchanged, and
+    ``isinstance(calc, AIMNet2Calculator)`` holds for it; with ``probe``, this class."""
+
+    def __init__(self, model="aimnet2", *, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
+        super().__init__(
+            self.framework_calculator(model, **kwargs), probe, policy=probe_policy, threshold=probe_threshold
+        )
+
+    @classmethod
+    def framework_types(cls):
+        from aimnet.calculators import AIMNet2Calculator as _AIMNet2Calculator
+
+        return (_AIMNet2Calculator, AIMNet2Ensemble)
+
+    @classmethod
+    def framework_calculator(cls, model="aimnet2", **kwargs):
+        return _base_calculator(model, **kwargs)

@@ -146,3 +146,47 @@ def test_md_run_with_probe_flag_records_reliability_and_raise_stops_it(trained_p
     dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, fixcm=False)
     with pytest.raises(UnreliablePrediction, match="most attended atoms"):
         dyn.run(20)
+
+
+def test_one_class_with_and_without_probe(trained_paths, structures, probe_file):
+    """Issue 27: ``isinstance`` holds for both forms of both drop-ins, and the probe's
+    options are ``parameters`` that ``set`` changes."""
+    from probe_aimnet import ProbedAIMNet2Calculator
+
+    from probe_base.calculator import ProbedCalculator
+
+    paths, _, _ = probe_file
+    model = str(trained_paths[0])
+    plain_ase, plain = AIMNet2ASE(model), AIMNet2Calculator(model)
+    assert isinstance(plain_ase, AIMNet2ASE) and isinstance(plain, AIMNet2Calculator)
+    assert not isinstance(plain, AIMNet2ASE) and not isinstance(plain_ase, AIMNet2Calculator)
+    assert not isinstance(plain_ase, ProbedCalculator)
+    assert isinstance(AIMNet2Calculator([model, str(trained_paths[1])]), AIMNet2Calculator)  # an ensemble
+    probed_ase = AIMNet2ASE(model, probe=paths["plain"], probe_policy="ignore")
+    assert isinstance(probed_ase, AIMNet2ASE) and isinstance(probed_ase, ProbedCalculator)
+    atoms = structures[0].copy()
+    atoms.calc = probed_ase
+    atoms.get_potential_energy()
+    probed_ase.set(policy="raise", threshold=1.01)  # no P reaches 1.01: the same atoms raise now
+    with pytest.raises(UnreliablePrediction):
+        atoms.get_potential_energy()
+
+    probed = AIMNet2Calculator(model, probe=paths["plain"], probe_policy="ignore")
+    assert isinstance(probed, AIMNet2Calculator) and isinstance(probed, ProbedAIMNet2Calculator)
+    assert probed.parameters == {"policy": "ignore", "threshold": None}
+    data = {
+        "coord": atoms.positions,
+        "numbers": atoms.numbers,
+        "charge": np.zeros(1),
+        "mol_idx": np.zeros(len(atoms), dtype=int),
+    }
+    probed(data, forces=True)
+    assert probed.set(policy="raise", threshold=1.01) == {"policy": "raise", "threshold": 1.01}
+    assert probed.policy == "raise" and probed.threshold == 1.01
+    with pytest.raises(UnreliablePrediction):
+        probed(data, forces=True)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        probed.set(policy="explode")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        probed.set(use_domain=False)
+    assert probed.parameters["policy"] == "raise"

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from probe_base.calculator import DropInCalculator
 
-def MACECalculator(*args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):  # noqa: N802
+from .plugin import MACEAdapter
+
+
+class MACECalculator(DropInCalculator):
     """``mace.calculators.MACECalculator`` with three extra keywords.
 
+    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe``
+    the object made is mace's own ``MACECalculator``, unchanged, and ``isinstance(calc,
+    MACECalculator)`` holds for it; with ``probe`` it is this class, a ``ProbedCalculator``.
+
     ``probe``: a probe file (or loaded probe) trained on the first model of
-    ``model_paths``. Without it, mace's own calculator is returned unchanged. With it,
-    the calculator is wrapped by ``probe_base.attach``: ``results`` also hold
-    ``reliability`` (P(reliable)) and ``atom_importance``; features are read from the
-    same forward pass that gives energies and forces.
-    ``probe_policy``: "ignore", "warn" (default) or "raise" (``UnreliablePrediction``).
-    ``probe_threshold``: P(reliable) below which the policy acts (default: the probe's).
+    ``model_paths``. With it, ``results`` also hold ``reliability`` (P(reliable)) and
+    ``atom_importance``; features are read from the same forward pass that gives energies
+    and forces. ``probe_policy``: "ignore", "warn" (default) or "raise"
+    (``UnreliablePrediction``). ``probe_threshold``: P(reliable) below which the policy acts
+    (default: the probe's). Both are ASE ``parameters`` (``calc.set(policy="raise")``).
     All other arguments are mace's, e.g. ``MACECalculator(model_paths=[...], device="cpu")``.
     """
-    from mace.calculators import MACECalculator as _MACECalculator
 
-    from probe_base.calculator import with_probe
+    adapter = MACEAdapter
 
-    from .plugin import MACEAdapter
+    @classmethod
+    def framework_types(cls):
+        from mace.calculators import MACECalculator as _MACECalculator
 
-    return with_probe(_MACECalculator(*args, **kwargs), MACEAdapter, probe, probe_policy, probe_threshold)
+        return (_MACECalculator,)

@@ -14,9 +14,10 @@ class NequIPCalculator(_NequIPCalculator):
 
     ``probe``: a probe file (or loaded probe) trained on this model. Without it a factory
     returns this calculator, which behaves exactly as nequip's. With it, the calculator is
-    wrapped by ``probe_base.attach`` (through ``probe_base.calculator.with_probe``, as every
-    plugin's calculator is): ``results`` also hold ``reliability`` (P(reliable)) and
-    ``atom_importance``, read from the same forward pass that gives energies and forces;
+    wrapped by ``probe_base.attach`` (through ``probe_base.calculator.with_probe``, the
+    factory form of the other plugins' ``DropInCalculator``, a ``ProbedCalculator``):
+    ``results`` also hold ``reliability`` (P(reliable)) and ``atom_importance``, read from
+    the same forward pass that gives energies and forces;
     ``atoms.info`` / ``atoms.arrays`` carry them into extxyz trajectories.
     ``probe_policy``: "ignore", "warn" (default) or "raise" (``UnreliablePrediction``).
     ``probe_threshold``: P(reliable) below which the policy acts (default: the probe's).

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from probe_base.calculator import DropInCalculator
 
-def SevenNetCalculator(*args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):  # noqa: N802
+from .plugin import SevenNetAdapter
+
+
+class SevenNetCalculator(DropInCalculator):
     """``sevenn.calculator.SevenNetCalculator`` with three extra keywords.
 
-    ``probe``: a probe file (or loaded probe) trained on this model. Without it, sevenn's
-    own calculator is returned unchanged. With it, the calculator is wrapped by
-    ``probe_base.attach``: ``results`` also hold ``reliability`` (P(reliable)) and
-    ``atom_importance``, read from the same forward pass that gives energies and forces.
-    ``probe_policy``: "ignore", "warn" (default) or "raise" (``UnreliablePrediction``).
-    ``probe_threshold``: P(reliable) below which the policy acts (default: the probe's).
+    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe``
+    the object made is sevenn's own ``SevenNetCalculator``, unchanged, and ``isinstance(calc,
+    SevenNetCalculator)`` holds for it; with ``probe`` it is this class, a ``ProbedCalculator``.
+
+    ``probe``: a probe file (or loaded probe) trained on this model. With it, ``results``
+    also hold ``reliability`` (P(reliable)) and ``atom_importance``, read from the same
+    forward pass that gives energies and forces. ``probe_policy``: "ignore", "warn"
+    (default) or "raise" (``UnreliablePrediction``). ``probe_threshold``: P(reliable) below
+    which the policy acts (default: the probe's). Both are ASE ``parameters``
+    (``calc.set(policy="raise")``).
     All other arguments are sevenn's, e.g. ``SevenNetCalculator("7net-0", device="cpu")``.
     """
-    from sevenn.calculator import SevenNetCalculator as _SevenNetCalculator
 
-    from probe_base.calculator import with_probe
+    adapter = SevenNetAdapter
 
-    from .plugin import SevenNetAdapter
+    @classmethod
+    def framework_types(cls):
+        from sevenn.calculator import SevenNetCalculator as _SevenNetCalculator
 
-    return with_probe(_SevenNetCalculator(*args, **kwargs), SevenNetAdapter, probe, probe_policy, probe_threshold)
+        return (_SevenNetCalculator,)
