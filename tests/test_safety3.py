@@ -136,7 +136,7 @@ def test_fit_never_writes_a_probe_its_loader_rejects(heldout_store, tmp_path, mo
 # ---- 3. Ctrl-C and SIGTERM during extract ---------------------------------------------------
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_extract_says_what_was_saved_and_resumes(toy_files, tmp_path, signum, status):
-    frames = ase.io.read(toy_files["heldout"], ":") * 8  # 3200 structures: a few seconds of work
+    frames = ase.io.read(toy_files["heldout"], ":") * 16  # 6400 structures: ~15 s of work on a quiet machine
     source = write_frames(tmp_path / "many.xyz", frames)
     output = tmp_path / "many.h5"
     command = [
@@ -156,8 +156,13 @@ def test_interrupted_extract_says_what_was_saved_and_resumes(toy_files, tmp_path
     partial = tmp_path / "many.h5.partial"
     deadline = time.time() + 120
     while not partial.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    time.sleep(2.0)  # past the first flushed chunk
+        time.sleep(0.05)
+    # the signal once the file has grown (structures flushed; the writer holds it open, so it
+    # cannot be read now): a fixed sleep raced a fast machine
+    created = partial.stat().st_size if partial.exists() else 0
+    while time.time() < deadline and process.poll() is None and partial.stat().st_size <= created:
+        time.sleep(0.05)
+    assert process.poll() is None, "the extraction ended before it could be interrupted"
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
     assert process.returncode == status, err[-2000:]
