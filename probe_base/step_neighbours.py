@@ -8,13 +8,19 @@ point ``a``, and ``r``, the distance from ``a`` to the farthest of them. At a ne
 at least ``r - m`` from ``q`` (triangle inequality). So where the k-th nearest candidate is
 within ``r - m`` of ``q``, the k nearest candidates are the k nearest of everything that
 search saw, and their distances are computed directly (one small product per atom).
-Elsewhere the atom is searched again and re-anchored. The cached answer is therefore the
+Elsewhere the atom is searched again and re-anchored, unless its kept mean distance, an
+upper bound of the true one (the candidates are reference atoms), is at most ``keep_below``
+(the domain passes half its threshold): that atom is inside the domain either way and
+reports the bound (at most 0.5 in threshold units). A proven cached answer is the
 exact k-NN among the atoms the anchor's probed cells hold, where a fresh search would use
 ``q``'s probed cells: the same kind of approximation, never a guess from a stale answer
 (``tests/test_step_neighbours.py``: with every cell probed both are equal at every step).
 
-Measured (``python -m benchmarks reference-scale``, results/reference_scale.md): the MD
-step's domain query against 10^7 reference atoms, with the fraction of atoms searched again.
+Measured (``python -m benchmarks reference-scale``, results/reference_scale.md; 100 steps of
+a 140-atom in-distribution structure, one thread on a shared machine): against 10^7
+reference atoms the domain query takes 17 ms a step (IVF-SQ) instead of 343 ms with a fresh
+search, 4.3 % of the atoms searched again per step, the atoms' decision the same as a fresh
+search's at every step; 10^6: 4.6 ms instead of 49 ms.
 """
 
 from __future__ import annotations
