@@ -18,6 +18,13 @@ METADATA_KEY = "mlip_probe"  # the safetensors metadata entry that makes a file 
 KIND_NAMES = {"store": "feature store (HDF5)", "probe": "probe file", "extxyz": "text structure file"}
 
 
+def partial_path(path) -> Path:
+    """Where an unfinished output of ``path`` (a store's extraction, a reference's build)
+    keeps what is done so far, to resume from: ``path.partial``."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
 def same_file(a, b) -> bool:
     a, b = Path(a), Path(b)
     if a.resolve() == b.resolve():

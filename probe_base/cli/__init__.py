@@ -64,7 +64,9 @@ def main(argv=None):
 def interrupted_state(args) -> str:
     """One line: what an interrupted command left on disk and how to go on."""
     if args.command == "extract":
-        partial = args.output.with_name(args.output.name + ".partial")
+        from ..paths import partial_path
+
+        partial = partial_path(args.output)
         if partial.exists():
             from ..store import stored_count
 

@@ -42,8 +42,9 @@ def add_reference_parser(subparsers):
 
 def checkpoint_path(output) -> Path:
     """Where ``probe reference build --output X`` keeps its resumable state: ``X.partial``."""
-    output = Path(output)
-    return output.with_name(output.name + ".partial")
+    from ..paths import partial_path
+
+    return partial_path(output)
 
 
 def run_reference(args):

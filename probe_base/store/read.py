@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError, StoreError
+from ..paths import partial_path
 from .dataset import StoredDataset
 from .shards import _check_shards
 
@@ -80,7 +81,7 @@ def load_store(path, lazy: bool = False) -> StoredDataset:
     the per-atom arrays on disk and return a ``StoreView``."""
     path = Path(path)
     if not path.exists():
-        partial = path.with_name(path.name + ".partial")
+        partial = partial_path(path)
         if partial.exists():
             raise StoreError(
                 f"{path}: extraction is unfinished ({partial} exists); run `probe extract` again to resume it"

@@ -64,7 +64,7 @@ def extract(
     are NaN). ``overwrite``: the new store is written beside the old one and replaces it
     only when complete; an unfinished extraction of the same input is resumed.
     ``allow_empty``: an empty selection gives an empty store (a torchrun shard)."""
-    from ..paths import check_output_file
+    from ..paths import check_output_file, partial_path
 
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, not {dtype!r}")
@@ -73,7 +73,7 @@ def extract(
     check_output_file(store_path, "store", inputs=[input_path, *adapter.model_paths])
     # refuses an unreadable selection, and an empty one unless a torchrun shard's block is empty
     n_total = len(selected_frames(input_path, index, allow_empty))
-    partial = store_path.with_name(store_path.name + ".partial")
+    partial = partial_path(store_path)
     identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with _WriterLock(store_path):
