@@ -30,6 +30,7 @@ EXPERIMENTS = (
     "sevenn_signal",  # sevenn-signal
     "sevenn_attach_cost",  # sevenn-attach-cost
     "reference_scale",  # reference-scale
+    "evaluate_scale",  # evaluate-scale
     "lammps_cost",  # lammps-cost
     "torchsim_cost",  # torchsim-cost
 )

@@ -54,7 +54,10 @@ UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
 # one structure's atoms x every element's reference atoms: one product up to this many
 # (beyond it the per-element searches' smaller selections win over saved calls)
 ONE_STRUCTURE_DISTANCES = 1 << 16
-KEPT_SHARE = 0.5  # MD steps: an atom's unproven kept novelty below this share of the threshold is not searched again
+# scoring: an atom whose novelty is bounded (by a one-cell search, or by the candidates an MD
+# step kept) at most this share of the threshold reports that bound, searched no further; it
+# is inside the domain whatever the full search would find, so no decision changes
+SETTLED_SHARE = 0.5
 
 
 class DomainError(ProbeError):
@@ -254,35 +257,41 @@ class DomainModel(BaseEstimator):
         """What ``novelty_of_one`` needs for structures of these atomic numbers: one search
         against every element's reference at once where that product is small (tens of
         atoms against a few thousand reference atoms), else ``element_groups`` with each
-        approximate element's search kept across steps (``StepNeighbours``)."""
+        each element's search kept across steps (``StepNeighbours``)."""
         search = OneStructureSearch(self, atomic_numbers)
         if search.usable:
             return search
-        # an approximate element keeps its atoms' candidates across steps (step_neighbours.py)
+        # each element keeps its atoms' candidates across steps (step_neighbours.py)
         return [
             (
                 rows,
-                StepNeighbours(knn, keep_below=KEPT_SHARE * self.threshold_ * scale)
-                if knn is not None and knn.kind != "flat"
-                else knn,
+                StepNeighbours(knn, keep_below=SETTLED_SHARE * self.threshold_ * scale) if knn is not None else None,
                 k,
                 scale,
             )
             for rows, knn, k, scale in self.element_groups(atomic_numbers)
         ]
 
-    def _raw_atom_novelty(self, features, atomic_numbers=None, groups=None):
+    def _raw_atom_novelty(self, features, atomic_numbers=None, groups=None, settle=False):
         """Scaled k-NN distance of every atom to same-element reference atoms (UNSEEN for an
-        element the reference never had). ``groups``: ``element_groups(atomic_numbers)``."""
+        element the reference never had). ``groups``: ``element_groups(atomic_numbers)``.
+        ``settle`` (fitted: scoring, never calibration): an approximate element's atom whose
+        one-cell search already bounds its novelty at ``SETTLED_SHARE`` of the threshold
+        reports that bound (``ElementIndex.mean_distance(settle_below=...)``)."""
         out = np.full(len(features), UNSEEN)
         points = self._standardise(features)
         for rows, knn, k, scale in self.element_groups(atomic_numbers) if groups is None else groups:
-            if knn is not None:  # else an unseen element: novel by definition
-                out[rows] = knn.mean_distance(points[rows], k) / scale
+            if knn is None:  # an unseen element: novel by definition
+                continue
+            if settle and isinstance(knn, ElementIndex):
+                distance = knn.mean_distance(points[rows], k, settle_below=SETTLED_SHARE * self.threshold_ * scale)
+            else:  # StepNeighbours keeps its own bound
+                distance = knn.mean_distance(points[rows], k)
+            out[rows] = distance / scale
         return out
 
-    def _raw_structure_novelty(self, X):
-        atom = self._raw_atom_novelty(X.features, X.atomic_numbers)
+    def _raw_structure_novelty(self, X, settle=False):
+        atom = self._raw_atom_novelty(X.features, X.atomic_numbers, settle=settle)
         if len(X) == 0:
             return np.zeros(0), atom
         structure = np.maximum.reduceat(atom, X.offsets[:-1])
@@ -298,7 +307,7 @@ class DomainModel(BaseEstimator):
         if isinstance(search, OneStructureSearch):
             atom = search(self._standardise(features))
         else:
-            atom = self._raw_atom_novelty(features, groups=search)
+            atom = self._raw_atom_novelty(features, groups=search, settle=True)
         structure = float(atom.max()) if n else 0.0
         scalars = self._scalars_of(np.array([float(energy)]), np.array([float(n)]))
         for excess in self._excess(scalars).values():
@@ -307,14 +316,16 @@ class DomainModel(BaseEstimator):
 
     def novelty(self, X):
         """(structure novelty (n,), per-atom novelty list), both divided by the conformal
-        threshold: > 1 = outside the domain."""
+        threshold: > 1 = outside the domain. Against an approximate reference an atom's
+        value at most ``SETTLED_SHARE`` (0.5) may be an upper bound of it (one cell
+        searched: ``_raw_atom_novelty``); every value above is the full search's."""
         _check_fitted(self)
         if X.n_features != self.n_features_in_:
             raise DomainError(
                 f"features have width {X.n_features}, the domain model "
                 f"{self.n_features_in_}: another backbone or other layers"
             )
-        structure, atom = self._raw_structure_novelty(X)
+        structure, atom = self._raw_structure_novelty(X, settle=True)
         atom = atom / self.threshold_
         per_atom = [atom[X.offsets[i] : X.offsets[i + 1]] for i in range(len(X))]
         return structure / self.threshold_, per_atom

@@ -80,6 +80,7 @@ TRAIN_MAX = 1 << 17  # at most this many training atoms per element
 SCALE_SAMPLE = 50_000  # the element's scale from at most this many of its atoms (all of an exact one)
 CHUNK_ATOMS = 1 << 18  # atoms read from a store at a time
 SEARCH_ROWS = 4096  # queries per FAISS search call (bounds the result arrays)
+SETTLE_NPROBE = 1  # cells of the first, bounding search of ``mean_distance(settle_below=...)``
 UNSEEN = 1e6  # raw novelty of an atom no reference atom was found for
 FORMAT = "mlip-probe-reference/1"
 METADATA_KEY = "mlip_probe_reference"
@@ -195,6 +196,7 @@ class ElementIndex:
     def __init__(self, params: dict, n_features: int, exact=None, index=None):
         self.params, self.n_features = dict(params), int(n_features)
         self.exact, self.index = exact, index
+        self._points = None
         if index is not None:
             self._set_search_parameters()
 
@@ -308,24 +310,67 @@ class ElementIndex:
         ivf = _faiss().extract_index_ivf(self.index)
         return ivf.quantizer.search(np.ascontiguousarray(points, dtype=np.float32), 1)[1][:, 0]
 
-    def mean_distance(self, queries, k, exclude_nearest=False) -> np.ndarray:
+    def candidates(self, queries, take, nprobe=None) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances (n, take), features (n, take, n_features)) of each query's
+        ``take`` nearest reference atoms, as the search sees them: exact, all atoms; IVF, the
+        decoded codes in the probed cells (``nprobe``: this many instead of the tuned number;
+        cells short of atoms: the missing ones +inf)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.exact is not None:
+            squared = self.exact.squared_distances(queries)
+            labels = np.argpartition(squared, take - 1, axis=1)[:, :take] if take < len(self) else None
+            if labels is None:
+                labels = np.broadcast_to(np.arange(len(self)), squared.shape)
+            if self._points is None:
+                self._points = self.exact.points  # one copy, kept: an MD step re-searches a few atoms
+            return np.take_along_axis(squared, labels, axis=1), self._points[labels]
+        params = None if nprobe is None else _faiss().SearchParametersIVF(nprobe=int(nprobe))
+        squared, labels, decoded = self.index.search_and_reconstruct(queries, take, params=params)
+        missing = labels < 0
+        decoded[missing], squared[missing] = np.inf, np.inf
+        return squared, decoded
+
+    def mean_distance(self, queries, k, exclude_nearest=False, settle_below=None) -> np.ndarray:
         """Mean distance of each query to its k nearest reference atoms (``exclude_nearest``:
         the nearest is dropped first, the query itself when it is in the reference).
         IVF-SQ / IVF-PQ: distances to the atoms' decoded codes in the ``nprobe`` nearest cells; a
-        query whose cells hold fewer than k atoms averages those found (none: UNSEEN)."""
+        query whose cells hold fewer than k atoms averages those found (none: UNSEEN).
+
+        ``settle_below`` (approximate kinds): every query is first searched in its nearest
+        ``SETTLE_NPROBE`` cell(s) only; where that finds k atoms whose mean distance is at
+        most ``settle_below``, that mean, an upper bound of the exact k-NN mean (they are
+        reference atoms), is the answer, and only the other queries get the full search.
+        The domain passes a share of its threshold, so no decision changes and a query deep
+        inside the reference costs one cell instead of ``nprobe``."""
         if self.exact is not None:
             return self.exact.mean_distance(queries, k, exclude_nearest)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if settle_below is None or exclude_nearest or self.params["nprobe"] <= SETTLE_NPROBE:
+            return self._searched_mean(queries, k, exclude_nearest)
+        cheap = self._searched_mean(queries, k, False, nprobe=SETTLE_NPROBE, complete=True)
+        rest = np.flatnonzero(~(cheap <= settle_below))
+        if len(rest):
+            cheap[rest] = self._searched_mean(queries[rest], k, False)
+        return cheap
+
+    def _searched_mean(self, queries, k, exclude_nearest, nprobe=None, complete=False) -> np.ndarray:
+        """The mean distance to the k nearest codes FAISS finds (``nprobe``: this many cells
+        instead of the tuned number; ``complete``: a query with fewer than k found is +inf)."""
+        faiss = _faiss()
         take = min(k + int(exclude_nearest), len(self))
+        params = None if nprobe is None else faiss.SearchParametersIVF(nprobe=int(nprobe))
         out = np.empty(len(queries))
         for start in range(0, len(queries), SEARCH_ROWS):
-            squared, labels = self.index.search(queries[start : start + SEARCH_ROWS], take)
+            squared, labels = self.index.search(queries[start : start + SEARCH_ROWS], take, params=params)
             distance = np.where(labels >= 0, np.sqrt(np.maximum(squared, 0.0)), np.nan)
             if exclude_nearest:
                 distance = distance[:, 1:]
             found = np.isfinite(distance).sum(1)
             total = np.nansum(distance, axis=1)
-            out[start : start + len(distance)] = np.where(found > 0, total / np.maximum(found, 1), UNSEEN)
+            mean = np.where(found > 0, total / np.maximum(found, 1), UNSEEN)
+            if complete:
+                mean[found < distance.shape[1]] = np.inf
+            out[start : start + len(distance)] = mean
         return out
 
     # ---- persistence ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reference_index import SEARCH_ROWS, UNSEEN
+from .reference_index import SEARCH_ROWS, SETTLE_NPROBE, UNSEEN
 
 CANDIDATES = 64  # decoded reference atoms kept per query atom (a fresh search costs the same for 5 or 64)
 
@@ -44,7 +44,8 @@ class StepNeighbours:
         self.points = None  # (atoms, take, features) the candidates' decoded features
         self.radius = None  # (atoms,) distance from the anchor to its farthest candidate
         self.steps = 0
-        self.searched = 0  # atom searches so far, the first step's included
+        self.searched = 0  # atom searches so far (the tuned one), the first step's included
+        self.settle_searched = 0  # ... and bounding searches of SETTLE_NPROBE cells
 
     def __len__(self):
         return len(self.index)
@@ -64,18 +65,18 @@ class StepNeighbours:
             self.anchor = np.zeros((n, d), np.float32)
             self.points = np.zeros((n, self.take, d), np.float32)
             self.radius = np.zeros(n)
-            self._search(queries, np.arange(n))
+            self.full = np.zeros(n, bool)  # candidates from the tuned search (else a bounding one)
+            self._research(queries, np.arange(n), k)
         nearest = self._nearest(queries, np.arange(len(queries)), k)
         moved = np.linalg.norm(queries - self.anchor, axis=1)
-        # the k-th candidate not provably nearer than every atom beyond the candidates: search again
-        proven = nearest.max(1) + moved <= self.radius
+        # the k-th candidate provably nearer than every atom beyond the candidates
+        proven = self.full & (nearest.max(1) + moved <= self.radius)
         # unproven, yet the kept mean is an upper bound of the true one (the candidates are
         # reference atoms): far enough inside the domain, it cannot change the decision
         harmless = nearest.mean(1) <= self.keep_below
         stale = np.flatnonzero(~(proven | harmless))
         if len(stale):
-            self._search(queries[stale], stale)
-            nearest[stale] = self._nearest(queries[stale], stale, k)
+            nearest[stale] = self._research(queries[stale], stale, k)
         found = np.isfinite(nearest)
         out = np.where(found, nearest, 0.0).sum(1) / np.maximum(found.sum(1), 1)
         return np.where(found.any(1), out, UNSEEN)
@@ -86,15 +87,34 @@ class StepNeighbours:
         squared = np.einsum("nkd,nkd->nk", diff, diff)
         return np.sqrt(np.partition(squared, k - 1, axis=1)[:, :k])
 
-    def _search(self, queries, rows):
-        """Fresh candidates (FAISS search and decode) for ``rows``, anchored at ``queries``."""
+    def _research(self, queries, rows, k) -> np.ndarray:
+        """New candidates for ``rows``: first from the nearest ``SETTLE_NPROBE`` cell(s), kept
+        where their k-NN mean is at most ``keep_below`` (a bound: no proof from them later);
+        the tuned search for the others. Returns the rows' k nearest candidate distances."""
+        rows = np.asarray(rows)
+        approximate = self.index.kind != "flat" and self.index.params["nprobe"] > SETTLE_NPROBE
+        if approximate and self.keep_below > 0:
+            self._search(queries, rows, nprobe=SETTLE_NPROBE)
+            nearest = self._nearest(queries, rows, k)
+            settled = np.isfinite(nearest).all(1) & (nearest.mean(1) <= self.keep_below)
+            self.full[rows[settled]] = False
+            rest = ~settled
+        else:
+            nearest, rest = np.empty((len(rows), k)), np.ones(len(rows), bool)
+        if rest.any():
+            self._search(queries[rest], rows[rest])
+            self.full[rows[rest]] = True
+            nearest[rest] = self._nearest(queries[rest], rows[rest], k)
+        return nearest
+
+    def _search(self, queries, rows, nprobe=None):
+        """Fresh candidates (``ElementIndex.candidates``) for ``rows``, anchored at ``queries``."""
         for start in range(0, len(rows), SEARCH_ROWS):
             part, q = rows[start : start + SEARCH_ROWS], queries[start : start + SEARCH_ROWS]
-            squared, labels, decoded = self.index.index.search_and_reconstruct(q, self.take)
-            missing = labels < 0
-            # a cell short of candidates: the missing ones infinitely far, the radius that of the found
-            decoded[missing] = np.inf
+            squared, decoded = self.index.candidates(q, self.take, nprobe=nprobe)
             self.points[part], self.anchor[part] = decoded, q
-            far = np.where(missing, -np.inf, squared).max(1)
+            # a cell short of candidates: the radius that of the found ones
+            far = np.where(np.isfinite(squared), squared, -np.inf).max(1)
             self.radius[part] = np.sqrt(np.maximum(far, 0.0))
-        self.searched += len(rows)
+        self.searched += len(rows) if nprobe is None else 0
+        self.settle_searched += len(rows) if nprobe is not None else 0

@@ -118,3 +118,36 @@ def test_an_unproven_atom_is_kept_only_while_its_upper_bound_is_below_keep_below
     for q in steps:
         strict.mean_distance(q, 5)
     assert tracked.searched < strict.searched
+
+
+@pytest.mark.parametrize("scale", [0.003, 0.3])
+def test_an_exact_element_keeps_its_candidates_and_gives_the_exact_answer_at_every_step(scale):
+    """A flat (exact) reference: the kept candidates are the exact nearest atoms, so a proven
+    answer is the exact k-NN, and an unproven atom is searched again (keep_below 0)."""
+    _, points, _ = _index(n=8000)
+    exact = ri.ElementIndex.flat(points)
+    tracked = StepNeighbours(exact)
+    for q in _walk(points, 30, scale, seed=4):
+        np.testing.assert_allclose(tracked.mean_distance(q, 5), exact.mean_distance(q, 5), rtol=1e-4, atol=1e-5)
+    if scale < 0.01:
+        assert tracked.searched < 0.2 * 30 * 40
+    else:
+        assert tracked.searched > 0.5 * 30 * 40  # jumps: mostly searched again
+
+
+def test_a_settled_batch_query_changes_no_value_above_the_bound_and_no_decision():
+    """``mean_distance(settle_below=b)``: a query whose one-cell search bounds its k-NN mean
+    at most ``b`` reports that bound (never below the full search's: its atoms are a subset),
+    every value above ``b`` is the full search's, and ``<= b`` holds for both alike."""
+    index, points, _ = _index(nprobe=8)
+    rng = np.random.default_rng(5)
+    q = (points[rng.choice(len(points), 500, replace=False)] + rng.normal(size=(500, 16)) * 0.5).astype(np.float32)
+    q[:100] += 4.0  # far from the reference: never settled
+    full = index.mean_distance(q, 5)
+    bound = float(np.median(full))
+    settled = index.mean_distance(q, 5, settle_below=bound)
+    assert np.all(settled >= full * (1 - 1e-6))
+    above = settled > bound
+    np.testing.assert_allclose(settled[above], full[above], rtol=1e-6)
+    assert np.array_equal(settled <= bound, full <= bound)
+    assert 0 < np.sum(settled != full) < 500  # some settled by one cell, the far ones searched fully
