@@ -2,7 +2,11 @@
 
 A subclass fills in five methods (``load_model``, ``feature_layers``, ``layer_module``,
 ``invariant_features``, ``predict``) and may override ``default_layers`` and
-``supported_elements``. The base class does the rest: hooks are registered with
+``supported_elements``; its backbone options (a MACE head, a SevenNet modal) are declared
+with their defaults in ``default_parameters``, as ASE calculators do, set as keywords
+(``MyAdapter(paths, head="omat")``, ``probe ... --adapter-option head=omat``) and read from
+``self.parameters``. For ASE calculators it names ``calculator_class`` and, where the
+models are not ``calculator.model``, ``models_of_calculator``. The base class does the rest: hooks are registered with
 ``register_forward_hook`` on the primary model, features are captured during the SAME
 forward pass that computes energies and forces, and the hooks are removed afterwards.
 """
@@ -10,6 +14,8 @@ forward pass that computes energies and forces, and the hooks are removed afterw
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +99,17 @@ class Adapter:
     ``model_paths``: one model file, or several (an ensemble; the first one is the
     backbone the probe reads, the others only give energies and forces for
     ensemble-disagreement baselines). ``layers``: names from ``feature_layers()``;
-    ``None`` takes ``default_layers()``.
+    ``None`` takes ``default_layers()``. Other keywords: the options of
+    ``default_parameters`` (an unknown one is refused, naming the known ones).
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
+    #: option -> default; what differs from the default is part of the fingerprint
+    default_parameters: ClassVar[dict] = {}
 
-    def __init__(self, model_paths, layers: Sequence[str] | None = None, device: str = "cpu"):
+    def __init__(self, model_paths, layers: Sequence[str] | None = None, device: str = "cpu", **options):
+        self.parameters = self.resolve_parameters(options)
         if isinstance(model_paths, (str, Path)):
             model_paths = [model_paths]
         self.model_paths = [Path(p) for p in model_paths]
@@ -113,13 +123,23 @@ class Adapter:
         self._setup(models, layers)
 
     @classmethod
-    def from_models(cls, models: Sequence[torch.nn.Module], layers=None, device="cpu"):
+    def from_models(cls, models: Sequence[torch.nn.Module], layers=None, device="cpu", **options):
         """Wrap models that are already in memory (e.g. those of an ASE calculator)."""
         adapter = cls.__new__(cls)
+        adapter.parameters = cls.resolve_parameters(options)
         adapter.model_paths = []
         adapter.device = torch.device(device)
         adapter._setup(list(models), layers)
         return adapter
+
+    @classmethod
+    def resolve_parameters(cls, options: dict) -> dict:
+        """``default_parameters`` updated with ``options``; an unknown option is refused."""
+        unknown = sorted(set(options) - set(cls.default_parameters))
+        if unknown:
+            known = ", ".join(f"{k}={v!r}" for k, v in cls.default_parameters.items()) or "none"
+            raise InputError(f"{cls.name}: unknown adapter option(s) {', '.join(unknown)}; its options: {known}")
+        return {**cls.default_parameters, **options}
 
     def _setup(self, models, layers):
         self.models = models
@@ -269,14 +289,43 @@ class Adapter:
             "model_files_sha256": [file_sha256(p) for p in self.model_paths],
             "layers": list(self.layers),
             "widths": [int(w) for w in self.widths],
+            "parameters": self.changed_parameters(),
         }
 
+    def changed_parameters(self) -> dict:
+        """The options that differ from ``default_parameters`` (JSON-able values)."""
+        return {k: v for k, v in self.parameters.items() if v != self.default_parameters.get(k)}
+
     # ---- ASE calculators (optional) ----------------------------------------------
+    #: "module:Class" of the framework's own ASE calculator (the plugin's drop-in
+    #: calculator makes one of these); None: the adapter has no calculator
+    ase_calculator: ClassVar[str | None] = None
+
+    @classmethod
+    def calculator_class(cls) -> type | None:
+        """The class ``ase_calculator`` names (importing the framework), or None."""
+        if cls.ase_calculator is None:
+            return None
+        module, _, name = cls.ase_calculator.partition(":")
+        return getattr(importlib.import_module(module), name)
+
     @classmethod
     def models_of_calculator(cls, calculator) -> list[torch.nn.Module] | None:
-        """The torch models inside an ASE calculator of this framework (primary first),
-        or None if this adapter does not know that calculator."""
-        return None
+        """The torch models inside an ASE calculator of this framework (primary first), or
+        None for any other calculator. ``attach`` asks every installed adapter, so this
+        never imports a framework the process has not imported (then the calculator cannot
+        be one of its) and never raises."""
+        if cls.ase_calculator is None or cls.ase_calculator.partition(":")[0] not in sys.modules:
+            return None
+        if not isinstance(calculator, cls.calculator_class()):
+            return None
+        return cls.calculator_models(calculator)
+
+    @classmethod
+    def calculator_models(cls, calculator) -> list[torch.nn.Module]:
+        """The models of a ``calculator_class()`` instance, primary first (override where
+        they are not ``calculator.model``)."""
+        return [calculator.model]
 
     @classmethod
     def example_models(cls, train_file: Path, workdir: Path, n_members: int, retrain=False) -> list[Path]:

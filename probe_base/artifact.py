@@ -298,6 +298,11 @@ def check_fingerprint(probe_fp: dict, backbone_fp: dict, allow_mismatch=False, s
             f"feature layers {probe_fp.get('layers')} {probe_fp.get('widths')} vs "
             f"{backbone_fp.get('layers')} {backbone_fp.get('widths')}"
         )
+    if probe_fp.get("parameters", {}) != backbone_fp.get("parameters", {}):
+        problems.append(
+            f"adapter options {probe_fp.get('parameters', {})} vs {backbone_fp.get('parameters', {})} "
+            "(--adapter-option)"
+        )
     if not problems:
         return
     message = (

@@ -207,7 +207,9 @@ def probe_backbone(probe, adapter_class, models, allow_mismatch=False, source=No
     ``FingerprintMismatch`` unless ``models`` are the backbone it was fitted on (unless
     ``allow_mismatch``). ``probe``: a ``.probe`` path or a loaded ``ProbeArtifact``."""
     artifact = probe if isinstance(probe, ProbeArtifact) else load_probe(probe)
-    backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"])
+    # the adapter options the probe was fitted with (a MACE head, a SevenNet modal)
+    options = artifact.fingerprint.get("parameters", {})
+    backbone = adapter_class.from_models(models, layers=artifact.fingerprint["layers"], **options)
     artifact.check_backbone(backbone.fingerprint(), allow_mismatch, source=str(source or probe))
     return artifact, backbone
 
@@ -238,15 +240,6 @@ def attach(
     return ProbedCalculator(calculator, artifact, backbone, policy, threshold, use_domain)
 
 
-def with_probe(calculator, adapter, probe=None, probe_policy="warn", probe_threshold=None, **attach_options):
-    """The ``probe=`` keywords of a plugin's calculator factory (nequip's classmethods): the
-    framework's own calculator unchanged without a probe, else ``attach``-ed to it. One
-    spelling everywhere: ``probe``, ``probe_policy``, ``probe_threshold``."""
-    if probe is None:
-        return calculator
-    return attach(calculator, probe, adapter=adapter, policy=probe_policy, threshold=probe_threshold, **attach_options)
-
-
 class DropInType(ABCMeta):
     """Metaclass of the drop-ins: without a probe a drop-in returns the framework's own
     calculator, type unchanged, so ``isinstance(calc, MACECalculator)`` also holds for an
@@ -262,10 +255,14 @@ class DropIn(metaclass=DropInType):
     ``probe`` returns ``framework_calculator(...)`` itself (``__init__`` does not run: it is
     not a ``Cls`` by type); with ``probe``, a ``Cls`` whose ``__init__`` wraps that calculator."""
 
+    adapter: type | None = None  # the plugin's adapter class
+
     @classmethod
     def framework_types(cls) -> tuple[type, ...]:
-        """The framework's own calculator class(es); import the framework in here (lazily)."""
-        return ()
+        """The framework's own calculator class(es), imported lazily: by default the
+        adapter's ``calculator_class()``."""
+        found = cls.adapter.calculator_class() if cls.adapter is not None else None
+        return (found,) if found is not None else ()
 
     @classmethod
     def framework_calculator(cls, *args, **kwargs):
@@ -285,10 +282,9 @@ class DropIn(metaclass=DropInType):
 class DropInCalculator(DropIn, ProbedCalculator):
     """A plugin's drop-in ASE calculator: ``Cls(<the framework calculator's arguments>,
     probe=None, probe_policy="warn", probe_threshold=None)``. A subclass sets ``adapter``
-    (its adapter class) and ``framework_types`` (and ``framework_calculator`` where making
-    the calculator is more than calling its class)."""
-
-    adapter: type | None = None
+    (its adapter class, whose ``ase_calculator`` names the framework's calculator); it
+    overrides ``framework_calculator`` where making the calculator is more than calling its
+    class, ``framework_types`` where several classes count as the framework's."""
 
     def __init__(self, *args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
         calculator = self.framework_calculator(*args, **kwargs)

@@ -205,6 +205,28 @@ class CalculatorConformance:
         calc = make_calculator()
         assert "reliability" not in calc.implemented_properties
 
+    def test_one_class_with_and_without_probe(self, make_calculator, structures, probe_path):
+        """The plugin's calculator is one class (a ``DropInCalculator``): ``isinstance``
+        holds for the framework's own calculator it makes without a probe and for the
+        ``ProbedCalculator`` it is with one, whose policy and threshold are ASE
+        ``parameters`` that ``set`` changes."""
+        from .calculator import DropInCalculator, ProbedCalculator
+        from .errors import UnreliablePrediction
+
+        probed = make_calculator(probe=probe_path, probe_policy="ignore", probe_threshold=0.25)
+        drop_in = type(probed)
+        assert issubclass(drop_in, DropInCalculator), "the plugin's calculator must derive from DropInCalculator"
+        plain = make_calculator()
+        assert isinstance(plain, drop_in) and isinstance(plain, drop_in.framework_types())
+        assert not isinstance(plain, ProbedCalculator) and type(plain) is not drop_in
+        assert probed.parameters["policy"] == "ignore" and probed.parameters["threshold"] == 0.25
+        atoms = structures[0].copy()
+        atoms.calc = probed
+        atoms.get_potential_energy()
+        probed.set(policy="raise", threshold=1.01)  # no P reaches 1.01: the next pass raises
+        with pytest.raises(UnreliablePrediction):
+            atoms.get_potential_energy()
+
     def test_probe_results_come_from_the_same_pass(self, make_calculator, adapter, structures, probe_path):
         from .artifact import load_probe
         from .scoring import score

@@ -182,6 +182,7 @@ class ToyAdapter(Adapter):
 
     name = "toy"
     version = "1"
+    ase_calculator = "probe_base.toy:ToyCalculator"
 
     def load_model(self, path: Path):
         return load_model(path).to(self.device)
@@ -205,10 +206,6 @@ class ToyAdapter(Adapter):
 
     def supported_elements(self):
         return set(ELEMENTS)
-
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        return [calculator.model] if isinstance(calculator, ToyCalculator) else None
 
     @classmethod
     def example_models(cls, train_file, workdir, n_members, retrain=False):

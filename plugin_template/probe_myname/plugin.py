@@ -20,6 +20,11 @@ class MyNameAdapter(Adapter):
 
     name = "myname"  # the --adapter value
     version = "1"  # bump when the features read from a model change
+    # Backbone options and their defaults, read as self.parameters["head"]; users set them
+    # with MyNameAdapter(paths, head="x") or `probe ... --adapter-option head=x`.
+    default_parameters = {}
+    # "module:Class" of your framework's own ASE calculator: MyNameCalculator makes one.
+    ase_calculator = None
 
     def load_model(self, path: Path) -> torch.nn.Module:
         # The nn.Module in `path`, on self.device, in eval mode. Raise
@@ -47,20 +52,6 @@ class MyNameAdapter(Adapter):
         # forces (n_atoms_in_batch, 3) in eV/Å or None).
         raise NotImplementedError
 
-    # ---- the ASE calculator (calculator.py's MyNameCalculator wraps it) -------------
-    @classmethod
-    def calculator_class(cls):
-        # Your framework's own ASE calculator class, imported here (not at module level).
-        # MyNameCalculator(...) makes one from the user's arguments.
-        raise NotImplementedError
-
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        # The torch models (primary first) inside a calculator_class() instance, e.g.
-        # [calculator.model], or None for any other calculator: probe_base.attach asks
-        # every installed adapter, so this must not raise.
-        return None
-
     # ---- optional -----------------------------------------------------------------
     def default_layers(self) -> list[str]:
         # The layer(s) read when the user names none (default: the last declared one).
@@ -69,6 +60,11 @@ class MyNameAdapter(Adapter):
     def supported_elements(self) -> set[int] | None:
         # Atomic numbers every model was trained on (None: anything).
         return None
+
+    @classmethod
+    def calculator_models(cls, calculator) -> list[torch.nn.Module]:
+        # The torch models (primary first) inside an ase_calculator instance.
+        return [calculator.model]
 
 
 @hookimpl

@@ -3,14 +3,11 @@ when they run, so one command does not pay for another's imports."""
 
 from __future__ import annotations
 
+import json
+
+from .backbone import backbone_adapter as _adapter
 from .md import run_md
 from .reference import run_reference
-
-
-def _adapter(args, model_paths):
-    from ..plugins import get_adapter_class
-
-    return get_adapter_class(args.adapter)(model_paths, layers=args.layers, device=args.device)
 
 
 def cmd_plugins(args):
@@ -35,6 +32,9 @@ def cmd_plugins(args):
         line = f"{info.name:<12} {info.distribution} {info.version}"
         if args.verbose:
             line += f"  ({info.adapter_class.__module__}.{info.adapter_class.__qualname__})"
+            options = info.adapter_class.default_parameters
+            if options:
+                line += "  --adapter-option " + " ".join(f"{k}={json.dumps(v)}" for k, v in options.items())
         print(line)
     for plugin, error in problems.broken.items():
         print(f"{plugin:<12} BROKEN: {error}")

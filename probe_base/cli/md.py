@@ -77,11 +77,11 @@ def run_md(args):
     from ..artifact import load_probe
     from ..calculator import ProbedCalculator
     from ..lammps_md import load_lammps, run_lammps
-    from ..plugins import get_adapter_class
+    from .backbone import backbone_adapter
 
     _check_files(args, args.lammps_input, "--in")
     load_lammps()  # a missing LAMMPS is said before the backbone loads
-    adapter = get_adapter_class(args.adapter)(args.model, layers=args.layers, device=args.device)
+    adapter = backbone_adapter(args, args.model)
     artifact = load_probe(args.probe)
     artifact.check_backbone(adapter.fingerprint(), args.allow_backbone_mismatch, source=str(args.probe))
     calculator = ProbedCalculator(
@@ -124,6 +124,8 @@ def run_torchsim_md(args):
     _require(args, "torchsim", **{"--structures": args.structures, "--steps": args.steps})
     if args.adapter != "mace":
         raise InputError(f"probe md --engine torchsim runs MACE models (--adapter mace), not {args.adapter!r}")
+    if args.adapter_option:
+        raise InputError("probe md --engine torchsim: TorchSim's MaceModel takes no --adapter-option; drop it")
     _check_files(args, args.structures, "--structures")
     try:
         from probe_mace.torchsim import run_torchsim

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 # the library's defaults and choices (light modules: numpy only), so the CLI states no number twice
@@ -74,6 +75,27 @@ def _add_backbone_args(parser, several=True):
         help="feature layers to read (default: the adapter's choice; see `probe plugins -v`)",
     )
     parser.add_argument("--device", default="cpu", help="torch device for the backbone (cpu, cuda)")
+    parser.add_argument(
+        "--adapter-option",
+        action="append",
+        type=_adapter_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backbone option of the adapter, e.g. head=omat (MACE), modal=mpa (SevenNet), "
+        "charge=-1 (AIMNet2); repeat for several; VALUE is read as JSON where it parses "
+        "(numbers, true, null, {...}), else as text. `probe plugins -v` lists each adapter's options",
+    )
+
+
+def _adapter_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. head=omat)")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def build_parser():

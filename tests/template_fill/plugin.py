@@ -1,15 +1,10 @@
-"""What a third party writes into the rendered template's ``probe_foo/plugin.py``: a
-minimal real adapter, here over the core's TinyMLIP (``probe_base/toy.py``) and its ASE
-calculator (``ToyCalculator``, which ``FooCalculator`` wraps), so that ``nox -s template``
-can render the template the way its README says and run its tests."""
+"""A minimal real adapter, what a third party writes into the rendered template's
+``probe_foo/plugin.py``: TinyMLIP (``probe_base/toy.py``) and its ASE calculator, for
+``nox -s template``. With the template's ``calculator.py``: the whole plugin."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from probe_base import Adapter, FeatureLayer, hookimpl
+from probe_base import Adapter, FeatureLayer, hookimpl, toy
 
 
 class FooAdapter(Adapter):
@@ -17,44 +12,26 @@ class FooAdapter(Adapter):
 
     name = "foo"
     version = "1"
+    ase_calculator = "probe_base.toy:ToyCalculator"
 
-    def load_model(self, path: Path) -> torch.nn.Module:
-        from probe_base.toy import load_model
+    def load_model(self, path):
+        return toy.load_model(path).to(self.device).eval()
 
-        return load_model(path).to(self.device).eval()
-
-    def feature_layers(self) -> list[FeatureLayer]:
+    def feature_layers(self):
         config = self.models[0].config
-        return [
-            FeatureLayer(f"interactions.{i}", config["hidden"], "after interaction block")
-            for i in range(config["n_interactions"])
-        ]
+        return [FeatureLayer(f"interactions.{i}", config["hidden"]) for i in range(config["n_interactions"])]
 
-    def layer_module(self, model: torch.nn.Module, layer: str) -> torch.nn.Module:
+    def layer_module(self, model, layer):
         return model.get_submodule(layer)
 
-    def invariant_features(self, layer: str, output) -> torch.Tensor:
+    def invariant_features(self, layer, output):
         return output
 
-    def predict(self, model, atoms_list, compute_forces: bool):
-        from probe_base.toy import energies_and_forces
+    def predict(self, model, atoms_list, compute_forces):
+        return toy.energies_and_forces(model, atoms_list, compute_forces)
 
-        return energies_and_forces(model, atoms_list, compute_forces)
-
-    def supported_elements(self) -> set[int] | None:
-        from probe_base.toy import ELEMENTS
-
-        return set(ELEMENTS)
-
-    @classmethod
-    def calculator_class(cls):
-        from probe_base.toy import ToyCalculator
-
-        return ToyCalculator
-
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        return [calculator.model] if isinstance(calculator, cls.calculator_class()) else None
+    def supported_elements(self):
+        return set(toy.ELEMENTS)
 
 
 @hookimpl

@@ -21,7 +21,6 @@ dense path while any hook is registered (the same equations, module by module).
 
 from __future__ import annotations
 
-import sys
 import weakref
 from pathlib import Path
 
@@ -52,8 +51,8 @@ class AIMNet2Adapter(Adapter):
 
     name = "aimnet"
     version = "1"
-    charge: float = 0.0
-    mult: float = 1.0
+    default_parameters = {"charge": 0.0, "mult": 1.0}
+    ase_calculator = "aimnet.calculators.aimnet2ase:AIMNet2ASE"
 
     def load_model(self, path: Path) -> torch.nn.Module:
         if path.suffix.lower() == ".jpt":
@@ -130,11 +129,11 @@ class AIMNet2Adapter(Adapter):
         data = {
             "coord": torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=torch.float32),
             "numbers": torch.as_tensor(np.concatenate([a.numbers for a in atoms_list]), dtype=torch.int64),
-            "charge": torch.tensor([float(a.info.get("charge", self.charge)) for a in atoms_list]),
+            "charge": torch.tensor([float(a.info.get("charge", self.parameters["charge"])) for a in atoms_list]),
             "mol_idx": torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)),
         }
         if calc.is_nse:
-            data["mult"] = torch.tensor([float(a.info.get("mult", self.mult)) for a in atoms_list])
+            data["mult"] = torch.tensor([float(a.info.get("mult", self.parameters["mult"])) for a in atoms_list])
         if atoms_list[0].pbc.any():
             data["cell"], data["pbc"] = atoms_list[0].cell.array, atoms_list[0].pbc
         with torch.enable_grad():
@@ -151,13 +150,7 @@ class AIMNet2Adapter(Adapter):
         return float(results["energy"])
 
     @classmethod
-    def models_of_calculator(cls, calculator):
-        if "aimnet.calculators" not in sys.modules:
-            return None  # aimnet never imported: cannot be an AIMNet2ASE
-        from aimnet.calculators.aimnet2ase import AIMNet2ASE
-
-        if not isinstance(calculator, AIMNet2ASE):
-            return None
+    def calculator_models(cls, calculator):
         calculators = getattr(calculator.base_calc, "calculators", [calculator.base_calc])
         for calc in calculators:
             _CALCULATORS[calc.model] = calc

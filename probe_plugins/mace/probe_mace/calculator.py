@@ -24,9 +24,3 @@ class MACECalculator(DropInCalculator):
     """
 
     adapter = MACEAdapter
-
-    @classmethod
-    def framework_types(cls):
-        from mace.calculators import MACECalculator as _MACECalculator
-
-        return (_MACECalculator,)

@@ -39,7 +39,8 @@ class MACEAdapter(Adapter):
 
     name = "mace"
     version = "1"
-    head: str | None = None
+    default_parameters = {"head": None}
+    ase_calculator = "mace.calculators:MACECalculator"
 
     def load_model(self, path: Path) -> torch.nn.Module:
         _mace_modules()
@@ -100,10 +101,13 @@ class MACEAdapter(Adapter):
     # ---- forward ----------------------------------------------------------------
     def _head(self, model) -> str:
         heads = list(getattr(model, "heads", None) or ["Default"])
-        if self.head is not None:
-            if self.head not in heads:
-                raise InputError(f"mace: head {self.head!r} not in the model's heads {heads}")
-            return self.head
+        head = self.parameters["head"]
+        if head is not None:
+            if head not in heads:
+                raise InputError(
+                    f"mace: head {head!r} not in the model's heads {heads}; pass --adapter-option head=<one>"
+                )
+            return head
         if len(heads) == 1:
             return heads[0]
         named_default = [h for h in heads if h.lower() == "default"]
@@ -159,16 +163,8 @@ class MACEAdapter(Adapter):
         return example_models(train_file, workdir, n_members, retrain=retrain)
 
     @classmethod
-    def models_of_calculator(cls, calculator):
-        import sys
-
-        if "mace.calculators" not in sys.modules:
-            return None  # mace never imported: cannot be a MACECalculator
-        from mace.calculators import MACECalculator
-
-        if isinstance(calculator, MACECalculator):
-            return list(calculator.models)
-        return None
+    def calculator_models(cls, calculator):
+        return list(calculator.models)  # a committee: the first is the probed one
 
 
 @hookimpl

@@ -6,56 +6,57 @@ import torch
 from ase.calculators.calculator import all_changes
 from nequip.integrations.ase import NequIPCalculator as _NequIPCalculator
 
-from .plugin import _default_dtype
+from probe_base.calculator import DropInCalculator
+from probe_base.errors import InputError
+
+from .plugin import OPAQUE, NequIPAdapter, _default_dtype
 
 
-class NequIPCalculator(_NequIPCalculator):
+class Float64NequIPCalculator(_NequIPCalculator):
+    """nequip's calculator, computing with nequip's float64 default dtype for its data
+    whatever default the process uses."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        with _default_dtype(torch.float64):
+            super().calculate(atoms, list(properties), system_changes)
+
+
+class NequIPCalculator(DropInCalculator):
     """``nequip.integrations.ase.NequIPCalculator`` whose factories take three extra keywords.
 
-    ``probe``: a probe file (or loaded probe) trained on this model. Without it a factory
-    returns this calculator, which behaves exactly as nequip's. With it, the calculator is
-    wrapped by ``probe_base.attach`` (through ``probe_base.calculator.with_probe``, the
-    factory form of the other plugins' ``DropInCalculator``, a ``ProbedCalculator``):
-    ``results`` also hold ``reliability`` (P(reliable)) and ``atom_importance``, read from
-    the same forward pass that gives energies and forces;
-    ``atoms.info`` / ``atoms.arrays`` carry them into extxyz trajectories.
-    ``probe_policy``: "ignore", "warn" (default) or "raise" (``UnreliablePrediction``).
-    ``probe_threshold``: P(reliable) below which the policy acts (default: the probe's).
+    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe`` a
+    factory returns nequip's own calculator (``isinstance(calc, NequIPCalculator)`` holds);
+    with ``probe`` this class, a ``ProbedCalculator`` whose ``results`` also hold
+    ``reliability`` (P(reliable)) and ``atom_importance``, read from the same forward pass
+    that gives energies and forces. ``probe_policy``: "ignore", "warn" (default) or "raise"
+    (``UnreliablePrediction``). ``probe_threshold``: P(reliable) below which the policy acts
+    (default: the probe's). Both are ASE ``parameters`` (``calc.set(policy="raise")``).
 
     The probe needs the eager model: ``NequIPCalculator.from_saved_model("m.nequip.zip",
     probe=...)`` (or ``_from_saved_model``, nequip's name). A compiled model
     (``from_compiled_model``) is opaque and is refused.
     """
 
+    adapter = NequIPAdapter
+
     @classmethod
-    def from_saved_model(cls, model_path, device="cpu", **kwargs):
+    def framework_calculator(cls, calculator):
+        return calculator  # made by a factory below: nequip has no plain constructor form
+
+    @classmethod
+    def from_saved_model(cls, model_path, device="cpu", *, probe=None, probe_policy="warn", probe_threshold=None, **kw):
         """The eager model of a ``.nequip.zip`` package or a ``.ckpt`` checkpoint (nequip's
         ``_from_saved_model``); the form a probe can read."""
-        return cls._from_saved_model(model_path, device=device, **kwargs)
+        calculator = Float64NequIPCalculator._from_saved_model(model_path, device=device, **kw)
+        return cls(calculator, probe=probe, probe_policy=probe_policy, probe_threshold=probe_threshold)
 
-    @classmethod
-    def _from_saved_model(cls, model_path, *args, probe=None, probe_policy="warn", probe_threshold=None, **kwargs):
-        from probe_base.calculator import with_probe
-
-        from .plugin import NequIPAdapter
-
-        calculator = super()._from_saved_model(model_path, *args, **kwargs)
-        return with_probe(calculator, NequIPAdapter, probe, probe_policy, probe_threshold)
+    _from_saved_model = from_saved_model
 
     @classmethod
     def from_compiled_model(cls, compile_path, *args, probe=None, **kwargs):
         if probe is not None:
-            from probe_base.errors import InputError
-
-            from .plugin import OPAQUE
-
             raise InputError(
                 f"{compile_path}: cannot carry a probe; {OPAQUE}. "
                 "Load it with NequIPCalculator.from_saved_model(..., probe=...)"
             )
-        return super().from_compiled_model(compile_path, *args, **kwargs)
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        # nequip's global float64 default dtype for its data, whatever the process uses
-        with _default_dtype(torch.float64):
-            super().calculate(atoms, list(properties), system_changes)
+        return Float64NequIPCalculator.from_compiled_model(compile_path, *args, **kwargs)

@@ -18,7 +18,6 @@ back to the process; each pass runs under nequip's float64 default dtype.
 from __future__ import annotations
 
 import random
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,26 +96,16 @@ class NequIPAdapter(Adapter):
 
     name = "nequip"
     version = "1"
-    species_map: dict | None = None
-    model_key: str | None = None
-
-    def __init__(
-        self,
-        model_paths,
-        layers=None,
-        device="cpu",
-        chemical_species_to_atom_type_map: dict | None = None,
-        model_key: str | None = None,
-    ):
-        self.species_map, self.model_key = chemical_species_to_atom_type_map, model_key
-        super().__init__(model_paths, layers, device)
+    default_parameters = {"chemical_species_to_atom_type_map": None, "model_key": None}
+    ase_calculator = "nequip.integrations.ase:NequIPCalculator"
 
     def load_model(self, path: Path) -> torch.nn.Module:
         if path.name.endswith(COMPILED_SUFFIXES):
             raise InputError(f"{path}: {OPAQUE}")
         from nequip.model.saved_models.load_utils import load_saved_model
 
-        kwargs = {"model_key": self.model_key} if self.model_key else {}
+        model_key = self.parameters["model_key"]
+        kwargs = {"model_key": model_key} if model_key else {}
         try:
             # packages and checkpoints are unpickled by nequip: use only files you trust
             with nequip_state(), _default_dtype(torch.float64):
@@ -162,7 +151,8 @@ class NequIPAdapter(Adapter):
 
     def _species_map(self, model) -> dict[str, str]:
         types = model.metadata["type_names"].split(" ")
-        return dict(self.species_map) if self.species_map else {t: t for t in types}
+        species_map = self.parameters["chemical_species_to_atom_type_map"]
+        return dict(species_map) if species_map else {t: t for t in types}
 
     def supported_elements(self) -> set[int] | None:
         from ase.data import atomic_numbers
@@ -209,15 +199,6 @@ class NequIPAdapter(Adapter):
         energies = out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().to(torch.float64).reshape(-1)
         forces = out[AtomicDataDict.FORCE_KEY].detach().to(torch.float64) if compute_forces else None
         return energies, forces
-
-    # ---- ASE ------------------------------------------------------------------------
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        if "nequip.integrations.ase" not in sys.modules:
-            return None  # never imported: cannot be a NequIPCalculator
-        from nequip.integrations.ase import NequIPCalculator
-
-        return [calculator.model] if isinstance(calculator, NequIPCalculator) else None
 
 
 @hookimpl

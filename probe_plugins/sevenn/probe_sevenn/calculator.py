@@ -24,9 +24,3 @@ class SevenNetCalculator(DropInCalculator):
     """
 
     adapter = SevenNetAdapter
-
-    @classmethod
-    def framework_types(cls):
-        from sevenn.calculator import SevenNetCalculator as _SevenNetCalculator
-
-        return (_SevenNetCalculator,)

@@ -17,7 +17,6 @@ afterwards: another framework in the process (nequip sets float64) does not brea
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,13 +58,13 @@ class SevenNetAdapter(Adapter):
 
     name = "sevenn"
     version = "1"
-    modal: str | None = None
+    default_parameters = {"modal": None}
+    ase_calculator = "sevenn.calculator:SevenNetCalculator"
 
-    def __init__(self, model_paths, layers=None, device="cpu", modal: str | None = None):
-        self.modal = modal
+    def __init__(self, model_paths, layers=None, device="cpu", **options):
         if isinstance(model_paths, (str, Path)):
             model_paths = [model_paths]
-        super().__init__([resolve_model(m) for m in model_paths], layers, device)
+        super().__init__([resolve_model(m) for m in model_paths], layers, device, **options)
 
     def load_model(self, path: Path) -> torch.nn.Module:
         from sevenn.util import load_checkpoint
@@ -130,9 +129,11 @@ class SevenNetAdapter(Adapter):
         for atoms in atoms_list:
             graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, float(model.cutoff)))
             if model.modal_map:
-                if self.modal not in model.modal_map:
-                    raise InputError(f"sevenn: pass modal= one of {list(model.modal_map)}")
-                graph[KEY.DATA_MODALITY] = self.modal
+                if self.parameters["modal"] not in model.modal_map:
+                    raise InputError(
+                        f"sevenn: a multi-fidelity model; pass --adapter-option modal=<one of {list(model.modal_map)}>"
+                    )
+                graph[KEY.DATA_MODALITY] = self.parameters["modal"]
             graphs.append(graph)
         parameter = next(model.parameters())
         batch = Batch.from_data_list(graphs).to(parameter.device)
@@ -146,14 +147,6 @@ class SevenNetAdapter(Adapter):
         energies = out[KEY.PRED_TOTAL_ENERGY].detach().to(torch.float64).reshape(-1)
         forces = out[KEY.PRED_FORCE].detach().to(torch.float64) if compute_forces else None
         return energies, forces
-
-    @classmethod
-    def models_of_calculator(cls, calculator):
-        if "sevenn.calculator" not in sys.modules:
-            return None  # sevenn never imported: cannot be a SevenNetCalculator
-        from sevenn.calculator import SevenNetCalculator
-
-        return [calculator.model] if isinstance(calculator, SevenNetCalculator) else None
 
 
 @hookimpl
