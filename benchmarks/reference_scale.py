@@ -422,7 +422,7 @@ def _write(args, rows, side_by_side, backbone_step, step_atoms, n_real, sevenn_s
         f"real atoms replicated with Gaussian noise {args.noise} x feature std",
         "threads": 1,
         "machine": platform.processor() or platform.machine(),
-        "shared_machine": "2 cores shared with other jobs (a MACE training, test runs) while this ran; "
+        "shared_machine": "2 cores, other jobs (test runs) may have shared them while this ran (load average at the end in the JSON); "
         "times are minima over interleaved rounds, compare them as ratios within this run",
         "load_average_at_end": list(os.getloadavg()),
         "backbone_step_seconds": backbone_step,

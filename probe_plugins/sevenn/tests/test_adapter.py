@@ -102,9 +102,11 @@ def test_multi_fidelity_model_needs_a_modal(structures):
     adapter = SevenNetAdapter("7net-mf-0")  # SevenNet_MF_0, bundled with sevenn
     with pytest.raises(InputError, match="modal"):
         adapter.run(structures[:1])
-    adapter.modal = sorted(adapter.models[0].modal_map)[0]
+    modal = sorted(adapter.models[0].modal_map)[0]
+    adapter = SevenNetAdapter("7net-mf-0", modal=modal)  # or --adapter-option modal=...
+    assert adapter.fingerprint()["parameters"] == {"modal": modal}
     out = adapter.run(structures[:2])
-    calc = Original("7net-mf-0", device="cpu", modal=adapter.modal)
+    calc = Original("7net-mf-0", device="cpu", modal=modal)
     for atoms, energy in zip(structures[:2], out.energies):
         atoms = atoms.copy()
         atoms.calc = calc
