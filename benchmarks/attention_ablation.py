@@ -28,12 +28,12 @@ from benchmarks import speed
 from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
+from probe_base.model import ATTENTIONS
 
 LABELS = {
     "energy_median": dict(target="energy", quantile=0.5),
     "force_rmse_median": dict(target="force_rmse", quantile=0.5),
 }
-ATTENTIONS = ("self", "pooling")
 
 
 XTB_STORES = {f"{b}-xtb-ethanol": b for b in ("mace", "nequip", "aimnet")}

@@ -23,9 +23,9 @@ LOG_FLOOR = 1e-4  # eV/Å: below any force error that matters
 class AtomErrorModel(BaseEstimator):
     """Predicted per-atom force error from per-atom features and the element."""
 
-    def __init__(self, hidden=64, alpha=1e-3, max_iter=200, max_atoms=200_000, seed=0):
+    def __init__(self, hidden=64, l2=1e-3, max_iter=200, max_atoms=200_000, seed=0):
         self.hidden = hidden
-        self.alpha = alpha
+        self.l2 = l2  # the MLP's L2 penalty (scikit-learn's MLPRegressor alpha)
         self.max_iter = max_iter
         self.max_atoms = max_atoms
         self.seed = seed
@@ -57,7 +57,7 @@ class AtomErrorModel(BaseEstimator):
         self.target_mean_, self.target_std_ = float(target.mean()), float(target.std() + 1e-9)
         net = MLPRegressor(
             hidden_layer_sizes=(self.hidden,),
-            alpha=self.alpha,
+            alpha=self.l2,
             max_iter=self.max_iter,
             early_stopping=True,
             random_state=self.seed,
@@ -96,7 +96,7 @@ class AtomErrorModel(BaseEstimator):
         meta = {
             "params": {
                 "hidden": self.hidden,
-                "alpha": self.alpha,
+                "l2": self.l2,
                 "max_iter": self.max_iter,
                 "max_atoms": self.max_atoms,
                 "seed": self.seed,
@@ -109,7 +109,10 @@ class AtomErrorModel(BaseEstimator):
 
     @classmethod
     def from_state(cls, arrays, meta):
-        model = cls(**meta["params"])
+        params = dict(meta["params"])
+        if "alpha" in params:  # files before the rename: alpha was the L2 penalty
+            params["l2"] = params.pop("alpha")
+        model = cls(**params)
         model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
         model.std_ = np.asarray(arrays["std"], dtype=np.float32)
         model.elements_ = np.asarray(arrays["elements"], dtype=np.int64)

@@ -7,7 +7,7 @@ training set when the probe was fitted with ``--reference``, else the fitting se
 - LLPR, last-layer prediction rigidity (Bigi et al., MLST 2024; metatrain): structure
   features f = sum over atoms of the standardised per-atom features (the energy is a sum
   of per-atom readouts), covariance C = F^T F over the reference structures, variance
-  alpha^2 f^T (C + zeta I)^-1 f; alpha and zeta by Gaussian NLL of the fitting set's
+  s^2 f^T (C + zeta I)^-1 f (the paper's alpha^2); s^2 and zeta by Gaussian NLL of the fitting set's
   energy errors (the paper's calibration). Only zeta changes the ranking.
 - GMM (Zhu et al., JCP 2023; nequip): negative log-likelihood of per-atom features under
   a Gaussian mixture fitted on reference atoms; a structure scores its worst atom.
@@ -60,17 +60,17 @@ class LLPR:
         if calibration is not None and np.isfinite(getattr(calibration, "energy_ref", np.nan)).all():
             errors = calibration.energy_pred - calibration.energy_ref
         if errors is None or len(errors) < 5:
-            self.zeta_, self.alpha2_ = float(grid[8]), 1.0
+            self.zeta_, self.variance_scale_ = float(grid[8]), 1.0
             return self
         f_cal = _summed_features(calibration, self.mean_, self.std_)
         best = None
         for zeta in grid:
             u = self._rigidity(f_cal, zeta)
-            alpha2 = float(np.mean(errors**2 / u))
-            nll = float(np.mean(np.log(alpha2 * u) + errors**2 / (alpha2 * u)))
+            scale = float(np.mean(errors**2 / u))
+            nll = float(np.mean(np.log(scale * u) + errors**2 / (scale * u)))
             if best is None or nll < best[0]:
-                best = (nll, float(zeta), alpha2)
-        _, self.zeta_, self.alpha2_ = best
+                best = (nll, float(zeta), scale)
+        _, self.zeta_, self.variance_scale_ = best
         return self
 
     def _rigidity(self, f, zeta):
@@ -80,7 +80,7 @@ class LLPR:
     def std(self, X) -> np.ndarray:
         """Predicted energy standard deviation, eV."""
         f = _summed_features(X, self.mean_, self.std_)
-        return np.sqrt(self.alpha2_ * self._rigidity(f, self.zeta_))
+        return np.sqrt(self.variance_scale_ * self._rigidity(f, self.zeta_))
 
 
 class GMM:
@@ -151,5 +151,5 @@ def random_scores(n, seed=0) -> np.ndarray:
 
 def all_baselines(reference, eval_data, seed=0, calibration=None) -> dict[str, np.ndarray]:
     """Every baseline that the data allows (the single-pass ones need a reference set).
-    ``calibration``: labelled in-distribution structures for LLPR's alpha/zeta."""
+    ``calibration``: labelled in-distribution structures for LLPR's variance scale and zeta."""
     return ReferenceBaselines().fit(reference, calibration, seed).score(eval_data)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 
-METHODS = ("temperature", "isotonic")
+from .recipes import CALIBRATIONS as METHODS
 
 
 def sigmoid(z):

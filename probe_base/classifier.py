@@ -36,37 +36,13 @@ from .ensemble import MemberEnsemble
 from .errors import LabelError
 from .inputs import EXTRAS, LatentNeighbours, extra_inputs, normalisation, pooled_features, streamed_normalisation
 from .model import ProbeNet
+from .recipes import ATTENTIONS, AUTO_POOLING_ATOMS, NET_ATTENTIONS, PRESETS
 from .stacked import StackedProbe
 from .training import MemberTrainer
 
 # names other modules import from here: the inputs moved to probe_base.inputs
 __all__ = ["EXTRAS", "PRESETS", "ProbeClassifier", "pooled_features"]
 
-PRESETS = {
-    # what isayevlab/PROBE does: last layer, no element identity, loss-based selection
-    "paper": dict(
-        hidden=128,
-        heads=4,
-        attention_layers=1,
-        dropout=0.1,
-        element_embedding=False,
-        attention="self",
-        selection="loss",
-        cv_folds=1,
-        n_seeds=1,
-        extras=("energy_per_atom", "log_n_atoms"),
-        lr=1e-3,
-        batch_size=64,
-        patience=20,
-    ),
-}
-
-
-ATTENTIONS = ("auto", "self", "pooling")
-# "auto" fits the linear-time pooling probe above this many atoms per structure: on AIMNet2
-# (the fastest backbone here) self-attention costs 6.4 % of a pass at 99 atoms, 23 % at 999,
-# pooling 3.4 % and 1.2 % (benchmarks/results/scaling_aimnet.md)
-AUTO_POOLING_ATOMS = 250
 LARGE_FOR_SELF_ATTENTION = 2000  # scoring a self-attention probe beyond this warns
 
 
@@ -258,7 +234,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
 
     def state_dict(self) -> dict:
         """Everything prediction needs, as arrays, tensors, lists of them and scalars:
-        ``n_features``, ``members`` (state dicts), ``pool_mean`` / ``pool_std``,
+        ``attention`` (as fitted), ``n_features``, ``members`` (state dicts), ``pool_mean`` / ``pool_std``,
         ``knn_reference`` (with the latent-distance input), ``temperature``,
         ``prior_log_odds`` and ``isotonic_x`` / ``isotonic_y`` (isotonic calibration).
         ``classes_`` is always [0, 1]; the training diagnostics (``history_``,
@@ -266,6 +242,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         part of it."""
         check_is_fitted(self, "ensemble_")
         state = {
+            "attention": self.attention_,  # "auto" resolved at fit time
             "n_features": int(self.n_features_in_),
             "members": self.ensemble_.state_dict(),
             "pool_mean": np.asarray(self.pool_mean_, dtype=np.float32),
@@ -284,9 +261,16 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         estimator = cls(**params)
         estimator.n_features_in_ = int(state["n_features"])
         estimator.classes_ = np.array([0, 1])
-        # "auto" was resolved at fit time; the members' weights say to what
+        # "auto" was resolved at fit time and saved; files before that: the members' weights say to what
         pooling = any(key.startswith("pool.") for key in state["members"][0]) if state["members"] else False
-        estimator.attention_ = "pooling" if pooling else "self"
+        weights_say = "pooling" if pooling else "self"
+        estimator.attention_ = state.get("attention", weights_say)
+        if estimator.attention_ not in NET_ATTENTIONS:
+            raise ValueError(f"fitted attention {estimator.attention_!r} is none of {NET_ATTENTIONS}")
+        if estimator.attention_ != weights_say:
+            raise ValueError(
+                f"the fitted attention is {estimator.attention_!r} but the members are {weights_say}-attention nets"
+            )
         if params.get("attention", "auto") not in ("auto", estimator.attention_):
             raise ValueError(
                 f"the members are {estimator.attention_}-attention nets, the parameters say {params['attention']!r}"

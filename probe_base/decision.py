@@ -8,9 +8,9 @@ never reads as reliable: fail closed).
 
 ``probe fit`` chooses the cut by split-conformal calibration on structures that trained
 neither the network nor its temperature: with n *reliable* calibration structures and a
-false-alarm rate alpha, the cut is the k-th smallest of their (domain-gated) P(reliable),
-k = floor(alpha (n + 1)), and a prediction is flagged when P < cut. For a new reliable
-structure exchangeable with them, P(flagged) = (k - 1 + ties) / (n + 1) <= alpha
+false-alarm rate r (``false_alarm``), the cut is the k-th smallest of their (domain-gated)
+P(reliable), k = floor(r (n + 1)), and a prediction is flagged when P < cut. For a new reliable
+structure exchangeable with them, P(flagged) = (k - 1 + ties) / (n + 1) <= r
 (Vovk et al. 2005; Angelopoulos & Bates 2021, section 1), averaged over calibration draws.
 The same rule cuts every label-free baseline at the same rate on the same structures
 (``baseline_cut``), so a decision table compares like with like.
@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ProbeError
 
 #: the defaults of ``probe fit`` (the CLI reads them here): the decision's false-alarm rate,
-#: the share of the fitting set that sets its cut, the domain test's false-alarm rate
+#: the share of the fitting set that sets its cut, the domain test's false-alarm rate (``alpha``: the only meaning of that name here)
 DEFAULT_FALSE_ALARM = 0.05
 DEFAULT_CALIBRATION_FRACTION = 0.25
 DEFAULT_ALPHA = 0.02
@@ -38,7 +38,7 @@ class DecisionError(ProbeError, ValueError):
 
 def min_reliable_calibration(false_alarm: float) -> int:
     """The fewest reliable calibration structures for which the rule can flag anything at
-    rate ``false_alarm``: floor(alpha (n + 1)) >= 1  <=>  n >= 1/alpha - 1."""
+    rate ``false_alarm``: floor(r (n + 1)) >= 1  <=>  n >= 1/r - 1 (r = ``false_alarm``)."""
     return int(math.ceil(1.0 / false_alarm - 1.0 - 1e-9))
 
 

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .recipes import NET_ATTENTIONS as ATTENTIONS
+
 MAX_Z = 119
 QUERY_CHUNK = 1024
-ATTENTIONS = ("pooling", "self")
 
 
 def _chunked_attention(q, k, v, key_mask, want_received):

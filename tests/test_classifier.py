@@ -162,3 +162,46 @@ def test_auto_attention_is_self_for_small_structures_and_pooling_for_large(tmp_p
             large.predict_proba(X.subset([0]))  # linear already: nothing to say
     finally:
         classifier_module.LARGE_FOR_SELF_ATTENTION = saved
+
+
+def test_fitted_attention_is_saved_and_checked_against_the_weights(tmp_path):
+    from probe_base.artifact import load_probe, save_probe
+    from probe_base.labels import LabelSpec
+
+    X, y = synthetic_features(80)
+    fitted = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2, attention="pooling").fit(X, y)
+    state = fitted.state_dict()
+    assert state["attention"] == "pooling"
+    save_probe(tmp_path / "p.probe", fitted, LabelSpec("energy", threshold=1.0), {"adapter": "toy"})
+    assert load_probe(tmp_path / "p.probe").info["attention"] == "pooling"  # the header, as written
+    params = fitted.get_params()
+    with pytest.raises(ValueError, match="fitted attention is 'self' but the members are pooling"):
+        ProbeClassifier.from_state({**params, "attention": "auto"}, {**state, "attention": "self"})
+    with pytest.raises(ValueError, match="none of"):
+        ProbeClassifier.from_state(params, {**state, "attention": "global"})
+    old = {k: v for k, v in state.items() if k != "attention"}  # files before it was saved
+    assert ProbeClassifier.from_state(params, old).attention_ == "pooling"
+
+
+def test_fit_options_override_the_preset_only_where_given():
+    from probe_base.cli.commands import classifier_of_args
+    from probe_base.cli.parser import build_parser
+    from probe_base.recipes import ATTENTIONS, CALIBRATIONS, PRESETS
+
+    def classifier(*options):
+        return classifier_of_args(
+            build_parser().parse_args(["fit", "--store", "s.h5", "--output", "p.probe", *options])
+        )
+
+    paper = classifier("--preset", "paper")
+    assert paper.attention == PRESETS["paper"]["attention"] == "self"  # not "auto": the paper's recipe
+    assert paper.hidden == PRESETS["paper"]["hidden"] and paper.calibration == "temperature"
+    assert classifier("--preset", "paper", "--attention", "pooling").attention == "pooling"
+    assert classifier().attention == ProbeClassifier().attention == "auto"
+    assert classifier("--calibration", "none").calibration is None
+    for attention in ATTENTIONS:
+        assert classifier("--attention", attention).attention == attention
+    for method in CALIBRATIONS:
+        assert classifier("--calibration", method).calibration == method
+    with pytest.raises(SystemExit):
+        classifier("--attention", "global")

@@ -104,6 +104,10 @@ def test_atom_error_head_locates_the_atoms_with_wrong_forces():
     assert shuffled["hit_rate"] < 0.6
     again = AtomErrorModel.from_state(*head.state_dict())
     np.testing.assert_allclose(np.concatenate(again.predict(test)), np.concatenate(head.predict(test)), rtol=1e-5)
+    arrays, meta = head.state_dict()
+    meta["params"]["alpha"] = meta["params"].pop("l2")  # a file written before the L2 penalty's rename
+    old = AtomErrorModel.from_state(arrays, meta)
+    assert old.l2 == head.l2 and "alpha" not in old.get_params()
 
 
 def test_llpr_and_gmm_rank_far_structures_above_near_ones():

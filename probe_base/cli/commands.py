@@ -83,27 +83,31 @@ def cmd_fit(args):
         _fit(args, group)
 
 
-def _fit(args, group):
+def classifier_of_args(args, progress=False):
+    """The ``ProbeClassifier`` that ``probe fit`` trains: the preset, overridden only by the
+    options the user gave."""
     from ..classifier import ProbeClassifier
-    from ..labels import LabelSpec
-    from ..workflow import fit_probe
 
-    rank0 = group is None or group.rank == 0
-    overrides = {
-        "seed": args.seed,
-        "progress": rank0,
-        "attention": args.attention,
-        "calibration": None if args.calibration == "none" else args.calibration,
-    }
+    overrides = {"seed": args.seed, "progress": progress}
+    if args.attention is not None:
+        overrides["attention"] = args.attention
+    if args.calibration is not None:
+        overrides["calibration"] = None if args.calibration == "none" else args.calibration
     if args.seeds:
         overrides["n_seeds"] = args.seeds
     if args.epochs:
         overrides["max_epochs"] = args.epochs
-    classifier = (
-        ProbeClassifier(**overrides)
-        if args.preset == "default"
-        else ProbeClassifier.from_preset(args.preset, **overrides)
-    )
+    if args.preset == "default":
+        return ProbeClassifier(**overrides)
+    return ProbeClassifier.from_preset(args.preset, **overrides)
+
+
+def _fit(args, group):
+    from ..labels import LabelSpec
+    from ..workflow import fit_probe
+
+    rank0 = group is None or group.rank == 0
+    classifier = classifier_of_args(args, progress=rank0)
     label = LabelSpec(args.target, args.threshold, args.quantile, remove_offset=args.offset)
     if args.reference is None and not args.no_domain and rank0:
         print(

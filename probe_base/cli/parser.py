@@ -10,6 +10,7 @@ from pathlib import Path
 # the library's defaults and choices (light modules: numpy only), so the CLI states no number twice
 from ..decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
 from ..labels import DEFAULT_TOLERANCES, OFFSET_SIGNIFICANCE, TARGETS, UNITS
+from ..recipes import ATTENTIONS, AUTO_POOLING_ATOMS, CALIBRATIONS, PRESETS
 
 EXAMPLES = """
 typical run (a MACE model, DFT data in extxyz):
@@ -222,11 +223,12 @@ def build_parser():
     )
     p.add_argument(
         "--attention",
-        choices=["auto", "self", "pooling"],
-        default="auto",
+        choices=ATTENTIONS,
+        default=None,
         help="self: attention among all atoms (time quadratic in atoms); pooling: a few "
-        "learned queries attend to the atoms (linear: for 10^3-10^5 atoms); auto "
-        "(default): pooling if a fitting structure has more than 250 atoms, else self",
+        "learned queries attend to the atoms (linear: for 10^3-10^5 atoms); auto: pooling if a "
+        f"fitting structure has more than {AUTO_POOLING_ATOMS} atoms, else self. Default: the "
+        "preset's (auto for ours, self for the paper's)",
     )
     p.add_argument(
         "--no-domain",
@@ -241,11 +243,19 @@ def build_parser():
         help="fraction of the store kept out of fitting for `probe evaluate` (default 0)",
     )
     p.add_argument(
-        "--preset", choices=["default", "paper"], default="default", help="probe recipe: ours (default) or the paper's"
+        "--preset",
+        choices=["default", *PRESETS],
+        default="default",
+        help="probe recipe: ours (default) or the paper's; options given here override it",
     )
     p.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of probe seeds averaged (>= 1)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="maximum epochs (>= 1)")
-    p.add_argument("--calibration", choices=["temperature", "isotonic", "none"], default="temperature")
+    p.add_argument(
+        "--calibration",
+        choices=[*CALIBRATIONS, "none"],
+        default=None,
+        help="how P(reliable) is calibrated on held-out logits (default: the preset's, temperature)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (fixes splits and training)")
     p.add_argument(
         "--device",
@@ -334,14 +344,19 @@ def build_parser():
         help="labelled feature store not used for fitting (the fitting store: half of its "
         "held-out part is used, the other half stays for `probe evaluate`)",
     )
-    p.add_argument("--target-risk", required=True, type=RATE, help="alpha, e.g. 0.1")
+    p.add_argument(
+        "--target-risk",
+        required=True,
+        type=RATE,
+        help="the largest share of unreliable structures among the accepted ones, e.g. 0.1",
+    )
     p.add_argument("--delta", type=RATE, default=0.05, help="allowed failure probability (default 0.05)")
     p.add_argument(
         "--method",
         choices=["sgr", "crc"],
         default="sgr",
-        help="sgr: selective risk <= alpha w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
-        "conformal risk control, expected rate of accepted-and-unreliable <= alpha",
+        help="sgr: selective risk <= --target-risk w.p. >= 1-delta (Geifman & El-Yaniv 2017); crc: "
+        "conformal risk control, expected rate of accepted-and-unreliable <= --target-risk",
     )
     p.add_argument(
         "--output",
