@@ -34,13 +34,13 @@ the atoms (``Refine(SQ8)``: 90 bytes per atom, no faster: FAISS re-ranks by reco
 each candidate). The distances of either kind are approximate, which the conformal threshold
 absorbs because calibration uses the same index.
 
-Measured (``results/reference_scale.md``, one shared core, 140-atom MD step): 10^6 atoms,
-IVF-SQ (tuned nprobe 6) 27 ms per step against IVF-PQ's 90 ms, recall@5 0.95 against 0.90;
-10^7 atoms, the validation atoms (the benchmark's noisy replicas, harder than its held-out
-queries) needed 48 cells to come within 0.01 of their best recall, 0.89: 275 ms per step
-against IVF-PQ's 174 ms (held-out recall@5 0.96 against 0.90): the scan of the probed cells
-is ~all of the time. An MD step does not search afresh: ``step_neighbours.StepNeighbours``
-keeps each atom's candidates across steps (17 ms a step at 10^7, IVF-SQ).
+Measured (``results/reference_scale.md``, one core, one fresh 140-atom query): 10^6 atoms,
+IVF-SQ (tuned nprobe 6) 8.1 ms against IVF-PQ's 17 ms, recall@5 0.95 against 0.90; 10^7
+atoms, the validation atoms (the benchmark's noisy replicas, harder than its held-out
+queries) needed 64 cells to come within 0.01 of their best recall, 0.90: 22 ms against
+IVF-PQ's 28 ms (held-out recall@5 0.96 against 0.90): the scan of the probed cells is ~all of
+the time. An MD step does not search afresh: ``step_neighbours.StepNeighbours`` keeps each
+atom's candidates across steps (4.0 ms a later step at 10^7, IVF-SQ).
 
 The exact kind is stored as a FAISS ``IndexFlatL2`` (one file format for both kinds) and
 searched with ``ExactNeighbors``: the same vectors, the same numbers as before this index
