@@ -177,6 +177,19 @@ def test_a_reference_built_from_several_stores_equals_one_built_at_once(heldout_
     several = build_reference(StoreSource(parts, chunk_atoms=1000), **kwargs)
     one = build_reference(StoreSource([heldout_store], chunk_atoms=4096), **kwargs)
     assert several.summary() == one.summary()
+    # the store `probe extract` writes under torchrun: virtual datasets over the ranks' shards
+    import json
+
+    import h5py
+
+    from probe_base.store import write_virtual_store
+
+    with h5py.File(heldout_store, "r") as h5:
+        identity = json.loads(h5.attrs["identity"])
+    sharded = write_virtual_store(tmp_path / "sharded.h5", parts, identity)
+    from_shards = build_reference(StoreSource([sharded], chunk_atoms=1000), **kwargs)
+    assert from_shards.summary() == one.summary() and from_shards.ranges == one.ranges
+    np.testing.assert_allclose(from_shards.mean_, one.mean_, rtol=1e-6)
     np.testing.assert_allclose(several.mean_, one.mean_, rtol=1e-6)
     np.testing.assert_allclose(several.std_, one.std_, rtol=1e-6)
     assert several.ranges == one.ranges
