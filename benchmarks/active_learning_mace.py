@@ -74,8 +74,8 @@ def prepare(threads):
     import torch
 
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.selection import select_file
     from probe_base.store import load_store
 

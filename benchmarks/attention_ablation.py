@@ -28,7 +28,7 @@ from benchmarks import speed
 from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
-from probe_base.model import ATTENTIONS
+from probe_base.net.model import ATTENTIONS
 
 LABELS = {
     "energy_median": dict(target="energy", quantile=0.5),
@@ -82,8 +82,8 @@ def paired_run(store, label_name, seed, n_eval_timing=200):
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import load_store
     from probe_base.workflow import split_holdout
 

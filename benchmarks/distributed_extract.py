@@ -106,7 +106,7 @@ def run_ranks(args):
     """MACE (seed1, the first ethanol backbone) on ethanol test_MD.xyz: 1 process vs 2 ranks."""
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    from probe_base.data import count_structures
+    from probe_base.io.data import count_structures
 
     n = count_structures(args.input)
     runs = []

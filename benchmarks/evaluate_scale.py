@@ -58,7 +58,7 @@ def _prepare(args, timings):
 
     from benchmarks.reference_scale import ReplicatedSource
     from probe_base import toy
-    from probe_base.reference_build import build_reference
+    from probe_base.domain.reference_build import build_reference
     from probe_base.store import extract, load_store
 
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -109,8 +109,8 @@ def _domain_only(probe_path, store_path, threads):
     """Batch novelty of the evaluated store: with the settling search and without."""
     import faiss
 
-    from probe_base import domain as domain_module
     from probe_base.artifact import load_probe
+    from probe_base.domain import model as domain_module
     from probe_base.store import load_store
 
     faiss.omp_set_num_threads(threads)

@@ -4,7 +4,7 @@ and the same MD in ASE.
 The toy backbone of the core (``probe_base.toy``, trained in seconds on EMT copper
 clusters) drives NVE dynamics of Cu icosahedra (13, 55, 147 atoms) four ways:
 
-``lammps``          LAMMPS (``probe_base.lammps_md.run_lammps``) with the plain calculator
+``lammps``          LAMMPS (``probe_base.integrations.lammps_md.run_lammps``) with the plain calculator
 ``lammps + probe``  the same with the probed calculator: P(reliable) and novelty in thermo,
                     per-atom novelty and predicted force error written to LAMMPS every step
 ``ase``             ASE's VelocityVerlet with the plain calculator
@@ -45,8 +45,8 @@ def _backbone_and_probe(folder: Path):
     import ase.io
 
     from probe_base import toy
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import extract
     from probe_base.workflow import fit_probe
 
@@ -86,7 +86,7 @@ def _data_file(path: Path, atoms):
 
 def _lammps_step(calc, data: Path, steps: int, log: Path, probed: bool) -> tuple[float, float]:
     """(wall, CPU) seconds per step of the timed run: LAMMPS's loop time and its CPU use."""
-    from probe_base.lammps_md import run_lammps
+    from probe_base.integrations.lammps_md import run_lammps
 
     thermo = "step pe ke etotal" + (" v_probe_reliability v_probe_novelty v_probe_max_error" if probed else "")
     commands = [
@@ -132,8 +132,8 @@ def measure(sizes, steps, rounds, folder: Path) -> dict:
     from tqdm.auto import tqdm
 
     from probe_base import toy
-    from probe_base.calculator import attach
-    from probe_base.lammps_md import load_lammps
+    from probe_base.integrations.calculator import attach
+    from probe_base.integrations.lammps_md import load_lammps
 
     torch.set_num_threads(1)
     load_lammps()

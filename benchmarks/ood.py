@@ -78,7 +78,7 @@ def paired_difference(unreliable, score_a, score_b, n_bootstrap=1000, seed=0):
     bootstrap interval (both scores resampled together)."""
     from sklearn.metrics import roc_auc_score
 
-    from probe_base.metrics import aurc
+    from probe_base.report.metrics import aurc
 
     rng = np.random.default_rng(seed)
     n = len(unreliable)
@@ -100,9 +100,9 @@ def paired_difference(unreliable, score_a, score_b, n_bootstrap=1000, seed=0):
 
 def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
     from probe_base.artifact import load_probe
-    from probe_base.baselines import ReferenceBaselines
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
+    from probe_base.report.baselines import ReferenceBaselines
     from probe_base.store import load_store
     from probe_base.workflow import evaluate_probe, fit_probe
 
@@ -192,7 +192,7 @@ def scalar_ablation(stores, alpha=0.02, split_seed=0, label_args=None):
     detection of unreliable structures, ties to the smaller weight), and every figure is
     reported on the other halves only. Reference: the backbone's training set; calibration:
     the fitting half of the held-out set (as ``probe fit --reference``)."""
-    from probe_base.domain import DomainModel
+    from probe_base.domain.model import DomainModel
     from probe_base.labels import LabelSpec
     from probe_base.store import load_store
     from probe_base.workflow import split_holdout

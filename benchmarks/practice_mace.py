@@ -52,8 +52,8 @@ def fitted_probe(dataset, seed=0, quantile=0.5):
     """PROBE fitted on 40 % of the dataset's held-out store; (probe path, store, adapter,
     rest indices, P(reliable) and labels of the rest)."""
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import load_store
     from probe_base.workflow import split_holdout
 
@@ -217,9 +217,9 @@ def md(args):
     from probe_mace import MACEAdapter, MACECalculator
 
     from probe_base.artifact import load_probe
+    from probe_base.integrations.watchdog import ReliabilityWatchdog, UnreliableTrajectory
     from probe_base.scoring import decision_threshold
     from probe_base.selective import calibrate_probe
-    from probe_base.watchdog import ReliabilityWatchdog, UnreliableTrajectory
 
     torch.set_num_threads(args.threads)
     probe_path, store_path, _, _, _, _, _ = fitted_probe("ethanol", quantile=args.quantile)

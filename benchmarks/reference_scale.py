@@ -7,7 +7,7 @@ exact and the approximate index side by side. Each size is built with every ``--
 rounds (minima: the machine may be shared), split into the FAISS search and its coarse
 quantiser: once with a fresh search per step, and over a real MD run (``--md-steps``
 steps of Cu clusters moving as at 300 K, ``_md_trajectory``) with the search a calculator keeps across steps
-(``probe_base/step_neighbours.py``), with the share of atoms searched afresh and the
+(``probe_base/domain/step_neighbours.py``), with the share of atoms searched afresh and the
 largest change of an atom's novelty against a fresh search. Up to ``--exact-compare`` atoms the exact index of the same reference is fitted
 too: flag rates side by side, each within two binomial standard errors of exact.
 
@@ -252,8 +252,8 @@ def run(args):
     from ase.cluster import Octahedron
 
     from probe_base import toy
-    from probe_base.domain import DomainModel
-    from probe_base.reference_build import build_reference
+    from probe_base.domain.model import DomainModel
+    from probe_base.domain.reference_build import build_reference
     from probe_base.store import FeatureSet
 
     torch.set_num_threads(1)
@@ -498,7 +498,7 @@ def _write(args, rows, side_by_side, backbone_step, step_atoms, n_real, sevenn_s
             f"MD run: the domain query of each of {m['steps']} steps of a {m['atoms']}-atom in-distribution "
             "structure (five Cu clusters moving as Cu at 300 K in 2 fs steps, `_md_trajectory`), through the search a calculator keeps across steps "
             "(`one_structure_search`: every element keeps 64 candidates per atom (decoded codes, or the exact "
-            "atoms), probe_base/step_neighbours.py) and through a fresh FAISS search per step. ms per step: the mean "
+            "atoms), probe_base/domain/step_neighbours.py) and through a fresh FAISS search per step. ms per step: the mean "
             "over the run with the first step, the first step alone, and the mean of the later steps (what each step "
             "of a long run costs; minima over interleaved rounds). Searched afresh: atoms searched with the tuned "
             "nprobe / with one cell (settling: a bound at most half the threshold ends it). Novelty difference: the "

@@ -37,7 +37,7 @@ def write_result_files(folder: Path, name: str, result: dict, text: str, plot=No
     written atomically; the Markdown printed."""
     import json
 
-    from probe_base.paths import atomic_write
+    from probe_base.io.paths import atomic_write
 
     folder = Path(folder)
     atomic_write(folder / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))

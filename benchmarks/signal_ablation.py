@@ -35,11 +35,11 @@ from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, DATASETS, RESULTS, heldout_path
 from benchmarks.report import table, write_markdown
 from benchmarks.suite import cost_table
-from probe_base.baselines import LatentDistance
-from probe_base.classifier import ProbeClassifier
 from probe_base.labels import LabelSpec, errors
-from probe_base.metrics import aurc, ece, evaluate_signal
+from probe_base.net.classifier import ProbeClassifier
 from probe_base.plugins import get_adapter_class
+from probe_base.report.baselines import LatentDistance
+from probe_base.report.metrics import aurc, ece, evaluate_signal
 from probe_base.store import extract, load_store
 from probe_base.workflow import split_holdout
 

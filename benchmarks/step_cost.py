@@ -142,8 +142,8 @@ def fit_probe(backbone, model, output, attention=None, domain=None):
     """A probe on 100 labelled ethanol structures: the fitting half of a 200-structure store.
     ``attention``, ``domain`` (the domain test and per-atom error head): options of this
     tree's code, left out for the baseline's."""
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.plugins import get_adapter_class
     from probe_base.store import extract
     from probe_base.workflow import fit_probe as fit

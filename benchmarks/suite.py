@@ -120,10 +120,10 @@ def backbone_errors(data, models):
 def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     import torch
 
-    from probe_base.classifier import ProbeClassifier
     from probe_base.decision import DecisionError
     from probe_base.errors import LabelError
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.plugins import get_adapter_class
     from probe_base.store import extract, load_store
     from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
@@ -321,7 +321,7 @@ def remeasure_cost(backbone, dataset, size, rounds=5):
 def ood_detection(in_arrays, ood_arrays, n_bootstrap):
     """Each signal as a detector of out-of-distribution structures (positive class: OOD),
     on the held-out evaluation half + the OOD set; and how many PROBE's decision rule flags."""
-    from probe_base.metrics import evaluate_signal
+    from probe_base.report.metrics import evaluate_signal
 
     is_ood = np.r_[np.zeros(len(in_arrays["p_reliable"])), np.ones(len(ood_arrays["p_reliable"]))]
     result = {

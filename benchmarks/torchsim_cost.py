@@ -94,10 +94,10 @@ def _backbone_and_probe(folder: Path):
     from probe_mace import MACEAdapter
 
     from probe_base.artifact import save_probe
-    from probe_base.atom_errors import AtomErrorModel
-    from probe_base.classifier import ProbeClassifier
-    from probe_base.domain import DomainModel
+    from probe_base.domain.model import DomainModel
     from probe_base.labels import LabelSpec
+    from probe_base.net.atom_errors import AtomErrorModel
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import FeatureSet
 
     paths = []

@@ -5,7 +5,7 @@ and the ``probe`` command's start-up stay free of torch, scikit-learn and ASE un
 name that needs them is touched.
 """
 
-from .errors import (
+from probe_base.errors import (
     ArtifactError,
     FingerprintMismatch,
     InputError,
@@ -14,7 +14,7 @@ from .errors import (
     StoreError,
     UnreliablePrediction,
 )
-from .hookspecs import hookimpl
+from probe_base.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
@@ -23,11 +23,11 @@ _LAZY = {
     "Adapter": "adapter",
     "BackboneOutput": "adapter",
     "FeatureLayer": "adapter",
-    "attach": "calculator",
-    "ProbeClassifier": "classifier",
+    "attach": "integrations.calculator",
+    "ProbeClassifier": "net.classifier",
     "Probe": "probe",
     "LabelSpec": "labels",
-    "DomainModel": "domain",
+    "DomainModel": "domain.model",
     "load_probe": "artifact",
 }
 

@@ -24,7 +24,7 @@ from typing import ClassVar, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, ProbeError
+from probe_base.errors import InputError, ProbeError
 
 
 @dataclass(frozen=True)

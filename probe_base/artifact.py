@@ -23,13 +23,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atom_errors import AtomErrorModel
-from .classifier import ProbeClassifier
-from .decision import DecisionRule
-from .domain import DomainModel
-from .errors import ArtifactError, FingerprintMismatch, ProbeError
-from .labels import LabelSpec
-from .paths import METADATA_KEY, atomic_write  # noqa: F401 - atomic_write: callers import it from here
+from probe_base.decision import DecisionRule
+from probe_base.domain.model import DomainModel
+from probe_base.errors import ArtifactError, FingerprintMismatch, ProbeError
+from probe_base.io.paths import METADATA_KEY, atomic_write  # noqa: F401 - atomic_write: callers import it from here
+from probe_base.labels import LabelSpec
+from probe_base.net.atom_errors import AtomErrorModel
+from probe_base.net.classifier import ProbeClassifier
 
 FORMAT = "mlip-probe/1"
 # sha256 of the metadata and every tensor: a flipped byte anywhere is refused, never read as

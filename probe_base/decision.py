@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import ProbeError
+from probe_base.errors import ProbeError
 
 #: the defaults of ``probe fit`` (the CLI reads them here): the decision's false-alarm rate,
 #: the share of the fitting set that sets its cut, the domain test's false-alarm rate (``alpha``: the only meaning of that name here)

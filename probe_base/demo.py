@@ -14,12 +14,12 @@ from pathlib import Path
 
 import ase.io
 
-from . import toy
-from .classifier import ProbeClassifier
-from .labels import LabelSpec
-from .plugins import get_adapter_class
-from .store import extract
-from .workflow import evaluate_probe, fit_probe, metrics_table, predict_file, write_evaluation
+from probe_base import toy
+from probe_base.labels import LabelSpec
+from probe_base.net.classifier import ProbeClassifier
+from probe_base.plugins import get_adapter_class
+from probe_base.store import extract
+from probe_base.workflow import evaluate_probe, fit_probe, metrics_table, predict_file, write_evaluation
 
 TRAIN_SEED, HELDOUT_SEED = 0, 1
 
@@ -89,7 +89,7 @@ def _write_chemiscope(evaluation, path):
 
     if importlib.util.find_spec("chemiscope") is None:
         return None
-    from .chemiscope_export import chemiscope_from_evaluation
+    from probe_base.report.chemiscope import chemiscope_from_evaluation
 
     chemiscope_from_evaluation(evaluation, path)
     return path

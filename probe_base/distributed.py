@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from probe_base.errors import InputError
 
 
 class Local:
@@ -189,7 +189,7 @@ def _selection(input_path, index):
     """(first frame, step, count) of the frames that ``index`` selects in ``input_path``."""
     from ase.io.formats import string2index
 
-    from .data import count_structures
+    from probe_base.io.data import count_structures
 
     selection = string2index(index)
     if isinstance(selection, int) or (selection.step or 1) < 0:
@@ -226,7 +226,7 @@ def extract_sharded(
     the virtual store over all shards. Every rank returns once the store is complete."""
     import h5py
 
-    from .store import StoreError, _identity, check_input_unchanged, extract, write_virtual_store
+    from probe_base.store import StoreError, _identity, check_input_unchanged, extract, write_virtual_store
 
     store_path = Path(store_path)
     identity = _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels)

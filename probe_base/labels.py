@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import LabelError
+from probe_base.errors import LabelError
 
 TARGETS = {
     "energy": "absolute total-energy error |E_pred - E_ref| (eV), the paper's per-molecule error",

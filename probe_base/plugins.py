@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from . import hookspecs
-from .errors import ProbeError
+from probe_base import hookspecs
+from probe_base.errors import ProbeError
 
 ENTRY_POINT_GROUP = "probe"
 PLUGINS_ENV_VAR = "PROBE_PLUGINS"

@@ -20,10 +20,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from .artifact import ProbeArtifact, save_probe
-from .atom_errors import AtomErrorModel
-from .classifier import ProbeClassifier
-from .decision import (
+from probe_base.artifact import ProbeArtifact, save_probe
+from probe_base.decision import (
     DEFAULT_CALIBRATION_FRACTION,
     DEFAULT_FALSE_ALARM,
     DecisionError,
@@ -31,11 +29,13 @@ from .decision import (
     fit_rule,
     min_reliable_calibration,
 )
-from .domain import SCALARS, DomainError, DomainModel, min_calibration_size
-from .errors import InputError
-from .labels import LabelSpec
-from .scoring import score
-from .training import stratified_split
+from probe_base.domain.model import SCALARS, DomainError, DomainModel, min_calibration_size
+from probe_base.errors import InputError
+from probe_base.labels import LabelSpec
+from probe_base.net.atom_errors import AtomErrorModel
+from probe_base.net.classifier import ProbeClassifier
+from probe_base.net.training import stratified_split
+from probe_base.scoring import score
 
 #: the fewest finite per-atom force errors the force-error head is fitted on
 MIN_ATOM_ERRORS = 10

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .decision import DecisionRule
-from .errors import ProbeError
-from .stacked import TRACE_MAX_ATOMS
-from .store import FeatureSet
+from probe_base.decision import DecisionRule
+from probe_base.errors import ProbeError
+from probe_base.net.stacked import TRACE_MAX_ATOMS
+from probe_base.store import FeatureSet
 
 
 @dataclass

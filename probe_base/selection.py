@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from probe_base.errors import InputError
 
 
 def farthest_point_sampling(embeddings, n, start=0) -> np.ndarray:
@@ -66,10 +66,10 @@ def score_pool(artifact, adapter, input_path, index=":", batch_size=32, progress
     energies, with the structures themselves."""
     from tqdm.auto import tqdm
 
-    from .classifier import pooled_features
-    from .data import count_structures, iter_batches
-    from .scoring import score as score_structures
-    from .store import FeatureSet
+    from probe_base.io.data import count_structures, iter_batches
+    from probe_base.net.classifier import pooled_features
+    from probe_base.scoring import score as score_structures
+    from probe_base.store import FeatureSet
 
     classifier = artifact.classifier
     atoms_all, source, scores_all, embeddings, energies = [], [], [], [], []
@@ -123,8 +123,8 @@ def select_file(
     (extxyz). Returns the written structures, in pick order."""
     import ase.io
 
-    from .artifact import atomic_write, load_probe
-    from .calculator import write_scores
+    from probe_base.artifact import atomic_write, load_probe
+    from probe_base.integrations.calculator import write_scores
 
     artifact = load_probe(probe_path)
     artifact.check_backbone(adapter.fingerprint(), allow_mismatch, source=str(probe_path))

@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import beta
 
-from .decision import DecisionRule
-from .errors import InputError
-from .scoring import decision_threshold
+from probe_base.decision import DecisionRule
+from probe_base.errors import InputError
+from probe_base.scoring import decision_threshold
 
 METHODS = ("sgr", "crc")
 #: threshold that rejects every prediction (P(reliable) <= 1 always)
@@ -196,7 +196,7 @@ def min_calibration_size(target_risk: float, delta: float) -> int:
 # ---- the .probe file ---------------------------------------------------------------------
 def update_probe_info(path, updates: dict, output=None) -> Path:
     """``probe_base.artifact.rewrite_info``: ``updates`` merged into the file's ``info``."""
-    from .artifact import rewrite_info
+    from probe_base.artifact import rewrite_info
 
     return rewrite_info(path, updates, output)
 
@@ -239,9 +239,9 @@ def calibrate_probe(
     probe with it as its decision rule to ``output`` (None: the probe file itself; the CLI
     asks for --output or --overwrite). A target no threshold meets writes nothing: the probe
     keeps its rule."""
-    from .artifact import load_probe
-    from .scoring import score
-    from .store import load_store, require_labels
+    from probe_base.artifact import load_probe
+    from probe_base.scoring import score
+    from probe_base.store import load_store, require_labels
 
     artifact = load_probe(probe_path)
     data = require_labels(load_store(store_path), store_path, "calibrate")

@@ -35,8 +35,8 @@ import numpy as np
 import pytest
 import torch
 
-from .adapter import Adapter
-from .errors import InputError
+from probe_base.adapter import Adapter
+from probe_base.errors import InputError
 
 
 def skip_outside_ci(missing: str, ci_provides: str):
@@ -117,8 +117,8 @@ class AdapterConformance:
         np.testing.assert_allclose(permuted, base[order], atol=self.atol, rtol=1e-4)
 
     def test_reliability_does_not_depend_on_atom_order(self, adapter, structures):
-        from .classifier import ProbeClassifier
-        from .store import FeatureSet
+        from probe_base.net.classifier import ProbeClassifier
+        from probe_base.store import FeatureSet
 
         out = adapter.run(structures, members=False)
         X = FeatureSet.from_backbone_output(out, structures)
@@ -174,11 +174,11 @@ class CalculatorConformance:
     @pytest.fixture()
     def probe_path(self, adapter, structures, tmp_path_factory):
         """A small probe with the domain test, fitted on rattled copies of ``structures``."""
-        from .artifact import save_probe
-        from .classifier import ProbeClassifier
-        from .domain import DomainModel
-        from .labels import LabelSpec
-        from .store import FeatureSet
+        from probe_base.artifact import save_probe
+        from probe_base.domain.model import DomainModel
+        from probe_base.labels import LabelSpec
+        from probe_base.net.classifier import ProbeClassifier
+        from probe_base.store import FeatureSet
 
         rng = np.random.default_rng(0)
         frames = []
@@ -210,8 +210,8 @@ class CalculatorConformance:
         holds for the framework's own calculator it makes without a probe and for the
         ``ProbedCalculator`` it is with one, whose policy and threshold are ASE
         ``parameters`` that ``set`` changes."""
-        from .calculator import DropInCalculator, ProbedCalculator
-        from .errors import UnreliablePrediction
+        from probe_base.errors import UnreliablePrediction
+        from probe_base.integrations.calculator import DropInCalculator, ProbedCalculator
 
         probed = make_calculator(probe=probe_path, probe_policy="ignore", probe_threshold=0.25)
         drop_in = type(probed)
@@ -228,9 +228,9 @@ class CalculatorConformance:
             atoms.get_potential_energy()
 
     def test_probe_results_come_from_the_same_pass(self, make_calculator, adapter, structures, probe_path):
-        from .artifact import load_probe
-        from .scoring import score
-        from .store import FeatureSet
+        from probe_base.artifact import load_probe
+        from probe_base.scoring import score
+        from probe_base.store import FeatureSet
 
         atoms = structures[0].copy()
         atoms.calc = make_calculator()
@@ -254,7 +254,7 @@ class CalculatorConformance:
     def test_policies_and_threshold(self, make_calculator, structures, probe_path):
         import warnings
 
-        from .errors import UnreliablePrediction
+        from probe_base.errors import UnreliablePrediction
 
         atoms = structures[0].copy()
         atoms.calc = make_calculator(probe=probe_path, probe_policy="raise", probe_threshold=1.01)

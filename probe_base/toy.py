@@ -17,8 +17,8 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
-from .adapter import Adapter, FeatureLayer
-from .hookspecs import hookimpl
+from probe_base.adapter import Adapter, FeatureLayer
+from probe_base.hookspecs import hookimpl
 
 ELEMENTS = (28, 29, 46, 47, 78, 79)  # Ni Cu Pd Ag Pt Au: what ASE's EMT covers well
 
@@ -262,6 +262,6 @@ def register_toy_adapter():
     ``ToyCalculator``): this module registered as a plugin through the plugin manager."""
     import sys
 
-    from .plugins import register_plugin
+    from probe_base.plugins import register_plugin
 
     register_plugin(sys.modules[__name__], name="toy")

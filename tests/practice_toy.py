@@ -15,8 +15,8 @@ import torch
 
 from probe_base import toy
 from probe_base.artifact import save_probe
-from probe_base.classifier import ProbeClassifier
 from probe_base.labels import LabelSpec
+from probe_base.net.classifier import ProbeClassifier
 from probe_base.store import FeatureSet
 
 _CACHE = {}

@@ -8,12 +8,12 @@ import pytest
 
 from probe_base import toy
 from probe_base.artifact import load_probe, save_probe
-from probe_base.calculator import probe_backbone
-from probe_base.classifier import ProbeClassifier
 from probe_base.cli import main
 from probe_base.cli.parser import build_parser
 from probe_base.errors import FingerprintMismatch, InputError
+from probe_base.integrations.calculator import probe_backbone
 from probe_base.labels import LabelSpec
+from probe_base.net.classifier import ProbeClassifier
 from probe_base.store import FeatureSet, load_store
 
 

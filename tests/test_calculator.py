@@ -7,8 +7,8 @@ from ase import units
 from ase.md.langevin import Langevin
 
 from probe_base import attach
-from probe_base.calculator import UnreliableWarning
 from probe_base.errors import FingerprintMismatch, ProbeError, UnreliablePrediction
+from probe_base.integrations.calculator import UnreliableWarning
 from probe_base.toy import ToyCalculator
 
 
@@ -173,7 +173,7 @@ def test_drop_in_is_the_frameworks_calculator_without_probe_and_probed_with_one(
     calculator; with one, a ``ProbedCalculator`` whose options are ASE parameters."""
     import copy
 
-    from probe_base.calculator import DropInCalculator, ProbedCalculator
+    from probe_base.integrations.calculator import DropInCalculator, ProbedCalculator
     from probe_base.toy import ToyAdapter
 
     class ToyDropIn(DropInCalculator):

@@ -9,8 +9,8 @@ import ase.io
 import numpy as np
 import pytest
 
-from probe_base.chemiscope_export import chemiscope_from_evaluation, structure_map
 from probe_base.cli import main
+from probe_base.report.chemiscope import chemiscope_from_evaluation, structure_map
 from probe_base.workflow import evaluate_probe
 
 

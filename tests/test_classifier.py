@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_features
 
-from probe_base.classifier import ProbeClassifier
 from probe_base.errors import LabelError
-from probe_base.training import member_logits
+from probe_base.net.classifier import ProbeClassifier
+from probe_base.net.training import member_logits
 
 
 def _fit(n=240, **kw):
@@ -49,7 +49,7 @@ def test_single_split_probe_seed_ensemble_averages_members():
 
 @pytest.mark.parametrize("method", ["temperature", "isotonic"])
 def test_calibration_improves_or_keeps_ece(method):
-    from probe_base.metrics import ece
+    from probe_base.report.metrics import ece
 
     X, y, raw = _fit(n=600, calibration=None)
     _, _, cal = _fit(n=600, calibration=method)
@@ -130,10 +130,10 @@ def test_auto_attention_is_self_for_small_structures_and_pooling_for_large(tmp_p
 
     from conftest import synthetic_features
 
-    from probe_base import classifier as classifier_module
     from probe_base.artifact import load_probe, save_probe
-    from probe_base.classifier import ProbeClassifier, resolve_attention
     from probe_base.labels import LabelSpec
+    from probe_base.net import classifier as classifier_module
+    from probe_base.net.classifier import ProbeClassifier, resolve_attention
 
     assert resolve_attention("auto", np.array([12, 250])) == "self"
     assert resolve_attention("auto", np.array([12, 251])) == "pooling"
@@ -186,7 +186,7 @@ def test_fitted_attention_is_saved_and_checked_against_the_weights(tmp_path):
 def test_fit_options_override_the_preset_only_where_given():
     from probe_base.cli.commands import classifier_of_args
     from probe_base.cli.parser import build_parser
-    from probe_base.recipes import ATTENTIONS, CALIBRATIONS, PRESETS
+    from probe_base.net.recipes import ATTENTIONS, CALIBRATIONS, PRESETS
 
     def classifier(*options):
         return classifier_of_args(

@@ -13,7 +13,7 @@ from probe_base.decision import (
     min_reliable_calibration,
 )
 from probe_base.labels import DEFAULT_TOLERANCES, LabelSpec
-from probe_base.operating_point import decision_table, paired_differences
+from probe_base.report.operating_point import decision_table, paired_differences
 from probe_base.store import StoredDataset
 
 

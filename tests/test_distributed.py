@@ -10,9 +10,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from probe_base import distributed
-from probe_base.classifier import ProbeClassifier
 from probe_base.errors import StoreError
-from probe_base.inputs import normalisation, streamed_normalisation
+from probe_base.net.classifier import ProbeClassifier
+from probe_base.net.inputs import normalisation, streamed_normalisation
 from probe_base.store import _content_sha256, _identity, load_store
 from probe_base.workflow import evaluate_probe
 

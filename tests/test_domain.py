@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from probe_base.atom_errors import AtomErrorModel, atom_map_quality
-from probe_base.baselines import GMM, LLPR
-from probe_base.domain import DomainError, DomainModel, conformal_threshold, min_calibration_size
+from probe_base.domain.model import DomainError, DomainModel, conformal_threshold, min_calibration_size
+from probe_base.net.atom_errors import AtomErrorModel, atom_map_quality
+from probe_base.report.baselines import GMM, LLPR
 from probe_base.store import FeatureSet
 
 
@@ -185,8 +185,8 @@ def test_atom_map_quality_equals_the_structure_by_structure_definition():
 def test_exact_neighbours_match_scikit_learn():
     from sklearn.neighbors import NearestNeighbors
 
-    from probe_base import neighbours as neighbours_module
-    from probe_base.neighbours import ExactNeighbors
+    from probe_base.domain import neighbours as neighbours_module
+    from probe_base.domain.neighbours import ExactNeighbors
 
     rng = np.random.default_rng(0)
     points = rng.normal(size=(700, 24)).astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from probe_base.atom_errors import atom_map_quality
+from probe_base.net.atom_errors import atom_map_quality
 from probe_base.store import extract, load_store
 from probe_base.workflow import PREDICTED_FORCE, evaluate_probe, metrics_table, write_evaluation
 

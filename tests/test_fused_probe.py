@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from probe_base import stacked as stacked_module
-from probe_base.model import ProbeNet
-from probe_base.stacked import StackedProbe
+from probe_base.net import stacked as stacked_module
+from probe_base.net.model import ProbeNet
+from probe_base.net.stacked import StackedProbe
 
 
 def _members(attention, n=3, **kw):
@@ -113,7 +113,7 @@ def test_unknown_attention_is_refused():
 def test_one_structure_path_equals_the_batched_path(attention):
     from conftest import synthetic_features
 
-    from probe_base.classifier import ProbeClassifier
+    from probe_base.net.classifier import ProbeClassifier
 
     X, y = synthetic_features(120)
     clf = ProbeClassifier(max_epochs=3, patience=2, cv_folds=2, attention=attention).fit(X, y)
@@ -128,8 +128,8 @@ def test_probe_files_from_before_the_pooling_probe_load_as_self_attention(tmp_pa
     from conftest import synthetic_features
 
     from probe_base.artifact import load_probe, save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
 
     X, y = synthetic_features(80)
     clf = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2, attention="self").fit(X, y)

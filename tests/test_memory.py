@@ -7,7 +7,7 @@ import sys
 CODE = r"""
 import resource, torch, numpy as np
 torch.set_num_threads(1)
-from probe_base.classifier import ProbeClassifier
+from probe_base.net.classifier import ProbeClassifier
 from probe_base.store import FeatureSet
 from conftest import synthetic_features
 X, y = synthetic_features(120, n_features=64)

@@ -7,8 +7,15 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from probe_base import metrics
-from probe_base.metrics import aurc, bootstrap_counts, evaluate_signal, resampled_metrics, risk_coverage, selective_risk
+from probe_base.report import metrics
+from probe_base.report.metrics import (
+    aurc,
+    bootstrap_counts,
+    evaluate_signal,
+    resampled_metrics,
+    risk_coverage,
+    selective_risk,
+)
 
 
 def _tied_inputs(n, seed):
@@ -150,7 +157,7 @@ def test_single_class_resamples_are_left_out_of_the_interval():
 
 
 def test_several_signals_share_resamples_and_match_one_at_a_time():
-    from probe_base.metrics import evaluate_signals
+    from probe_base.report.metrics import evaluate_signals
 
     rng = np.random.default_rng(3)
     n = 300

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from probe_base import model as model_module
-from probe_base.model import ProbeNet
+from probe_base.net import model as model_module
+from probe_base.net.model import ProbeNet
 
 
 def _net(seed=0, **kw):

@@ -1,13 +1,13 @@
-"""The folded single-structure network (probe_base/one_structure.py) gives what the fused
+"""The folded single-structure network (probe_base/net/one_structure.py) gives what the fused
 members give (StackedProbe's padded forward, itself checked against each ProbeNet)."""
 
 import numpy as np
 import pytest
 import torch
 
-from probe_base.model import ProbeNet
-from probe_base.one_structure import OneStructureNet
-from probe_base.stacked import StackedProbe
+from probe_base.net.model import ProbeNet
+from probe_base.net.one_structure import OneStructureNet
+from probe_base.net.stacked import StackedProbe
 
 
 def _members(attention, per_element_norm, element_embedding, n_features=12, members=3, layers=1):
@@ -119,8 +119,8 @@ def test_structure_scorer_gives_what_score_gives(toy_files, fitted_probe):
 def test_one_structure_domain_search_equals_the_per_element_one(distances, monkeypatch):
     """novelty_of_one (what a calculator's step calls) gives ``novelty``'s numbers, with an
     element the reference never had (Z = 9) among the atoms."""
-    from probe_base import domain as domain_module
-    from probe_base.domain import DomainModel, OneStructureSearch
+    from probe_base.domain import model as domain_module
+    from probe_base.domain.model import DomainModel, OneStructureSearch
     from probe_base.store import FeatureSet
 
     monkeypatch.setattr(domain_module, "ONE_STRUCTURE_DISTANCES", distances)

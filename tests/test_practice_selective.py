@@ -166,8 +166,8 @@ def test_invalid_arguments():
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A feature store of the toy backbone and a probe fitted on part of it."""
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import extract
     from probe_base.workflow import fit_probe
 
@@ -184,8 +184,8 @@ def fitted(tmp_path_factory):
 
 def test_calibrate_evaluate_attach(fitted, capsys):
     from probe_base.artifact import load_probe
-    from probe_base.calculator import attach
     from probe_base.cli import main
+    from probe_base.integrations.calculator import attach
     from probe_base.toy import ToyCalculator
 
     before = load_probe(fitted["probe"])

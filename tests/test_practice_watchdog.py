@@ -1,4 +1,4 @@
-"""The MD watchdog (probe_base.watchdog) on real Langevin dynamics of the toy backbone."""
+"""The MD watchdog (probe_base.integrations.watchdog) on real Langevin dynamics of the toy backbone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ase import units
 from ase.md.langevin import Langevin
 
 from probe_base.errors import UnreliablePrediction
-from probe_base.watchdog import (
+from probe_base.integrations.watchdog import (
     ReliabilityWatchdog,
     UnreliableTrajectory,
     UnreliableTrajectoryWarning,
@@ -33,7 +33,7 @@ def toy():
 
 def md(toy, policy="ignore", temperature_K=300, seed=0):
     """A fresh cluster with the probed toy calculator and its (seeded) dynamics."""
-    from probe_base.calculator import attach
+    from probe_base.integrations.calculator import attach
     from probe_base.toy import ToyCalculator
 
     atoms = toy["train_set"][0].copy()
@@ -146,7 +146,7 @@ def test_collect_appends_offending_frames(toy, tmp_path):
 
 
 def test_calculator_instead_of_atoms_and_policy_warning(toy):
-    from probe_base.calculator import attach
+    from probe_base.integrations.calculator import attach
     from probe_base.toy import ToyCalculator
 
     atoms, dyn = md(toy)

@@ -1,13 +1,13 @@
 """A reference build interrupted in its last pass resumes from its checkpoint and gives the
-same reference, bit for bit, as one uninterrupted build (probe_base/reference_build.py);
+same reference, bit for bit, as one uninterrupted build (probe_base/domain/reference_build.py);
 a checkpoint of other options or a damaged one is refused with a one-line error."""
 
 import numpy as np
 import pytest
 
-from probe_base import reference_build as rb
-from probe_base.reference_build import ArraySource, StoreSource, build_reference
-from probe_base.reference_index import ReferenceError
+from probe_base.domain import reference_build as rb
+from probe_base.domain.reference_build import ArraySource, StoreSource, build_reference
+from probe_base.domain.reference_index import ReferenceError
 from probe_base.store import FeatureSet
 
 faiss = pytest.importorskip("faiss")
@@ -106,7 +106,7 @@ def test_a_store_build_skips_the_saved_chunks_unread(heldout_store):
 def test_cli_resumes_an_interrupted_build_and_says_where_it_is_saved(heldout_store, tmp_path, capsys):
     from probe_base.cli import interrupted_state, main
     from probe_base.cli.reference import checkpoint_path
-    from probe_base.reference_index import BuiltReference
+    from probe_base.domain.reference_index import BuiltReference
 
     output = tmp_path / "train.reference"
     args = type("Args", (), {"command": "reference", "output": output})()

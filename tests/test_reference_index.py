@@ -1,4 +1,4 @@
-"""The domain's reference as FAISS indexes (probe_base/reference_index.py): the approximate
+"""The domain's reference as FAISS indexes (probe_base/domain/reference_index.py): the approximate
 index agrees with the exact one, a build streamed from several stores equals one from
 their concatenation, a damaged index is refused, and a build holds one chunk at a time."""
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from probe_base import reference_build as rb
-from probe_base import reference_index as ri
 from probe_base.artifact import load_probe, save_probe
-from probe_base.domain import DomainModel
+from probe_base.domain import reference_build as rb
+from probe_base.domain import reference_index as ri
+from probe_base.domain.model import DomainModel
+from probe_base.domain.reference_build import ArraySource, StoreSource, build_reference
+from probe_base.domain.reference_index import BuiltReference, ReferenceError
 from probe_base.errors import ArtifactError
-from probe_base.reference_build import ArraySource, StoreSource, build_reference
-from probe_base.reference_index import BuiltReference, ReferenceError
 from probe_base.store import FeatureSet, load_store
 
 faiss = pytest.importorskip("faiss")
@@ -51,7 +51,7 @@ def test_index_kind_is_chosen_by_size():
 
 def _with_kind(monkeypatch, kind):
     """DomainModel's approximate elements of ``kind`` (its fit asks index_params)."""
-    import probe_base.domain as domain_module
+    import probe_base.domain.model as domain_module
 
     monkeypatch.setattr(domain_module, "index_params", functools.partial(ri.index_params, kind=kind))
 

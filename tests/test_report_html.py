@@ -12,8 +12,8 @@ from headless_browser import chromium, full_page_screenshot
 from matplotlib.colors import Normalize
 from matplotlib.patches import Circle
 
-from probe_base.report_html import N_LEAST_TRUSTED, write_report
-from probe_base.report_structures import MAP_COLORS, ColourBar, draw_atoms, least_trusted, view_of
+from probe_base.report.html import N_LEAST_TRUSTED, write_report
+from probe_base.report.structures import MAP_COLORS, ColourBar, draw_atoms, least_trusted, view_of
 from probe_base.workflow import evaluate_probe, write_evaluation
 
 

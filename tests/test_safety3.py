@@ -18,10 +18,10 @@ from probe_base import attach
 from probe_base.artifact import load_probe
 from probe_base.cli import main
 from probe_base.errors import ArtifactError, StoreError, UnreliablePrediction
+from probe_base.integrations.watchdog import ReliabilityWatchdog
 from probe_base.scoring import score
 from probe_base.store import extract, load_store
 from probe_base.toy import ToyCalculator
-from probe_base.watchdog import ReliabilityWatchdog
 
 
 def predict(capsys, toy_files, probe, source, output, *extra):
@@ -116,8 +116,8 @@ def test_absurd_features_are_refused_by_fit_and_evaluate(heldout_store, fitted_p
 
 
 def test_fit_never_writes_a_probe_its_loader_rejects(heldout_store, tmp_path, monkeypatch):
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.workflow import fit_probe
 
     original = ProbeClassifier.state_dict

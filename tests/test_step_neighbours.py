@@ -1,13 +1,13 @@
-"""An MD step's k-NN against an approximate reference (probe_base/step_neighbours.py): the
+"""An MD step's k-NN against an approximate reference (probe_base/domain/step_neighbours.py): the
 candidates kept from an earlier step give a fresh search's numbers where the triangle
 inequality proves them, and the atom is searched again where it does not."""
 
 import numpy as np
 import pytest
 
-from probe_base import reference_index as ri
-from probe_base.domain import DomainModel
-from probe_base.step_neighbours import StepNeighbours
+from probe_base.domain import reference_index as ri
+from probe_base.domain.model import DomainModel
+from probe_base.domain.step_neighbours import StepNeighbours
 from probe_base.store import FeatureSet
 
 faiss = pytest.importorskip("faiss")

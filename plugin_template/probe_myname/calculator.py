@@ -4,7 +4,7 @@ fill in: it makes the calculator ``MyNameAdapter.ase_calculator`` names."""
 
 from __future__ import annotations
 
-from probe_base.calculator import DropInCalculator
+from probe_base.integrations.calculator import DropInCalculator
 
 from .plugin import MyNameAdapter
 

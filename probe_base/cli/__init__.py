@@ -12,10 +12,10 @@ from __future__ import annotations
 import signal
 import sys
 
-from ..errors import ProbeError
-from .checks import OUTPUTS, check_before_work, check_device
-from .commands import COMMANDS
-from .parser import build_parser
+from probe_base.cli.checks import OUTPUTS, check_before_work, check_device
+from probe_base.cli.commands import COMMANDS
+from probe_base.cli.parser import build_parser
+from probe_base.errors import ProbeError
 
 __all__ = ["build_parser", "check_before_work", "check_device", "main"]
 
@@ -64,18 +64,18 @@ def main(argv=None):
 def interrupted_state(args) -> str:
     """One line: what an interrupted command left on disk and how to go on."""
     if args.command == "extract":
-        from ..paths import partial_path
+        from probe_base.io.paths import partial_path
 
         partial = partial_path(args.output)
         if partial.exists():
-            from ..store import stored_count
+            from probe_base.store import stored_count
 
             n = stored_count(partial)
             saved = "the structures extracted so far are" if n is None else f"{n} structures are"
             return f"{saved} saved in {partial}; run the same command again to resume after them"
         return f"nothing was saved; run the same command again to start {args.output}"
     if args.command == "reference":
-        from .reference import checkpoint_path
+        from probe_base.cli.reference import checkpoint_path
 
         partial = checkpoint_path(args.output)
         if partial.exists():

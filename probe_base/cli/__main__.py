@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from probe_base.cli import main
 
 sys.exit(main())

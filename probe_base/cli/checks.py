@@ -3,7 +3,7 @@ the input files and selections, fractions, and the output path."""
 
 from __future__ import annotations
 
-from ..errors import InputError
+from probe_base.errors import InputError
 
 # which argument each command writes, and of which kind (None: a folder)
 OUTPUTS = {
@@ -23,8 +23,8 @@ def check_before_work(args):
     device, the input files and --index, --eval-fraction, and the output path."""
     if args.command == "plugins":
         return  # nothing to check, and nothing heavy to import for it
-    from ..data import check_input_file, selected_frames
-    from ..paths import check_output_dir, check_output_file
+    from probe_base.io.data import check_input_file, selected_frames
+    from probe_base.io.paths import check_output_dir, check_output_file
 
     if getattr(args, "device", None):
         check_device(args.device)
@@ -71,7 +71,7 @@ def check_before_work(args):
 
 
 def _check_probe_exists(path):
-    from ..errors import ArtifactError
+    from probe_base.errors import ArtifactError
 
     if not path.exists():
         raise ArtifactError(f"{path}: probe file not found; train one with `probe fit`")

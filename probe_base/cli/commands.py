@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-from .backbone import backbone_adapter as _adapter
-from .md import run_md
-from .reference import run_reference
+from probe_base.cli.backbone import backbone_adapter as _adapter
+from probe_base.cli.md import run_md
+from probe_base.cli.reference import run_reference
 
 
 def cmd_plugins(args):
-    from ..plugins import available_adapters, installed_plugins, plugin_problems
+    from probe_base.plugins import available_adapters, installed_plugins, plugin_problems
 
     if not args.verbose:  # metadata only: loading the plugins would import torch
         plugins = installed_plugins()
@@ -43,8 +43,8 @@ def cmd_plugins(args):
 
 
 def cmd_extract(args):
-    from ..distributed import extract_sharded, session
-    from ..store import extract
+    from probe_base.distributed import extract_sharded, session
+    from probe_base.store import extract
 
     with session(args.device) as group:  # None unless launched by torchrun with >1 process
         if group is not None:
@@ -74,7 +74,7 @@ def cmd_extract(args):
 
 
 def cmd_fit(args):
-    from ..distributed import Local, session
+    from probe_base.distributed import Local, session
 
     with session(args.device) as group:  # None unless launched by torchrun with >1 process
         if group is None and args.device != "cpu":
@@ -86,7 +86,7 @@ def cmd_fit(args):
 def classifier_of_args(args, progress=False):
     """The ``ProbeClassifier`` that ``probe fit`` trains: the preset, overridden only by the
     options the user gave."""
-    from ..classifier import ProbeClassifier
+    from probe_base.net.classifier import ProbeClassifier
 
     overrides = {"seed": args.seed, "progress": progress}
     if args.attention is not None:
@@ -103,8 +103,8 @@ def classifier_of_args(args, progress=False):
 
 
 def _fit(args, group):
-    from ..labels import LabelSpec
-    from ..workflow import fit_probe
+    from probe_base.labels import LabelSpec
+    from probe_base.workflow import fit_probe
 
     rank0 = group is None or group.rank == 0
     classifier = classifier_of_args(args, progress=rank0)
@@ -150,7 +150,7 @@ def _offset_line(offset, label) -> str:
     """What ``probe fit`` found of a constant energy offset, and what the label did with it."""
     if offset is None:
         return "energy offset: not applicable (force label)"
-    from ..labels import UNITS
+    from probe_base.labels import UNITS
 
     unit = UNITS[label.target]
     found = f"energy offset (mean of E_pred - E_ref): {offset['mean']:+.4g} {unit} ± {offset['standard_error']:.2g}"
@@ -162,10 +162,10 @@ def _offset_line(offset, label) -> str:
 
 
 def cmd_evaluate(args):
-    from ..workflow import evaluate_probe, metrics_table, write_evaluation
+    from probe_base.workflow import evaluate_probe, metrics_table, write_evaluation
 
     if args.chemiscope:
-        from ..chemiscope_export import require_chemiscope
+        from probe_base.report.chemiscope import require_chemiscope
 
         require_chemiscope(args.chemiscope)  # fail before the evaluation, not after
     evaluation = evaluate_probe(
@@ -177,26 +177,26 @@ def cmd_evaluate(args):
     )
     print(metrics_table(evaluation))
     if evaluation.get("selective"):
-        from ..selective import format_selective
+        from probe_base.selective import format_selective
 
         print(format_selective(evaluation["selective"]))
     folder = write_evaluation(evaluation, args.output_dir)
     print(f"metrics and plots in {folder}; the report: {folder / 'report.html'}")
     if args.chemiscope:
-        from ..chemiscope_export import chemiscope_from_evaluation
+        from probe_base.report.chemiscope import chemiscope_from_evaluation
 
         missing = chemiscope_from_evaluation(evaluation, args.chemiscope)
         print(f"wrote {args.chemiscope}" + (f" (the map only: {missing})" if missing else ""))
 
 
 def cmd_predict(args):
-    from ..artifact import load_probe
-    from ..workflow import predict_file
+    from probe_base.artifact import load_probe
+    from probe_base.workflow import predict_file
 
     adapter = _adapter(args, args.model)
     collector = None
     if args.chemiscope:
-        from ..chemiscope_export import PredictionCollector
+        from probe_base.report.chemiscope import PredictionCollector
 
         collector = PredictionCollector(args.chemiscope)  # checks before the run
     artifact = load_probe(args.probe)
@@ -218,14 +218,14 @@ def cmd_predict(args):
         f"backbone's domain; rule: {artifact.decision.describe()}); wrote {args.output}"
     )
     if args.chemiscope:
-        from ..chemiscope_export import chemiscope_from_predictions
+        from probe_base.report.chemiscope import chemiscope_from_predictions
 
         print(f"wrote {chemiscope_from_predictions(annotated, collector, args.chemiscope)}")
 
 
 def cmd_calibrate(args):
-    from ..errors import ProbeError
-    from ..selective import calibrate_probe, min_calibration_size
+    from probe_base.errors import ProbeError
+    from probe_base.selective import calibrate_probe, min_calibration_size
 
     output = args.probe if args.overwrite else args.output
     control = calibrate_probe(
@@ -265,7 +265,7 @@ def cmd_calibrate(args):
 
 
 def cmd_select(args):
-    from ..selection import select_file
+    from probe_base.selection import select_file
 
     adapter = _adapter(args, args.model)
     picked = select_file(
@@ -288,7 +288,7 @@ def cmd_select(args):
 
 
 def cmd_demo(args):
-    from ..demo import run_demo
+    from probe_base.demo import run_demo
 
     run_demo(args.output_dir, args.backbone, args.members, args.retrain)
 

@@ -6,7 +6,7 @@
              --probe my.probe --steps 1000 --temperature 300 --policy stop --collect to_label.xyz
 
 LAMMPS: the backbone runs through its adapter (energy and forces of the first ``--model``),
-the probe reads its features, and ``probe_base.lammps_md.run_lammps`` runs the input.
+the probe reads its features, and ``probe_base.integrations.lammps_md.run_lammps`` runs the input.
 TorchSim: ``probe_mace.torchsim.run_torchsim`` runs the structures as one batch (Langevin
 NVT), the features hooked in TorchSim's own MACE pass. Exit status 0 when the run ends, 3
 when ``--policy stop`` ended it (the message names the step and the atoms), 2 on an error.
@@ -23,7 +23,7 @@ def adapter_calculator(adapter):
     import numpy as np
     from ase.calculators.calculator import Calculator, all_changes
 
-    from ..adapter import _numpy
+    from probe_base.adapter import _numpy
 
     class AdapterCalculator(Calculator):
         implemented_properties = ["energy", "free_energy", "forces"]
@@ -52,8 +52,8 @@ def _print_summary(head, run, collect):
 
 def _check_files(args, source, flag):
     """The engine's input file exists; --collect / --trusted overwrite none of the inputs."""
-    from ..data import check_input_file
-    from ..paths import check_output_file
+    from probe_base.io.data import check_input_file
+    from probe_base.io.paths import check_output_file
 
     check_input_file(source, flag)
     inputs = [source, args.probe, *args.model]
@@ -63,7 +63,7 @@ def _check_files(args, source, flag):
 
 
 def _require(args, engine, **flags):
-    from ..errors import InputError
+    from probe_base.errors import InputError
 
     missing = [flag for flag, value in flags.items() if value is None]
     if missing:
@@ -74,10 +74,10 @@ def run_md(args):
     if args.engine == "torchsim":
         return run_torchsim_md(args)
     _require(args, "lammps", **{"--in": args.lammps_input, "--elements": args.elements})
-    from ..artifact import load_probe
-    from ..calculator import ProbedCalculator
-    from ..lammps_md import load_lammps, run_lammps
-    from .backbone import backbone_adapter
+    from probe_base.artifact import load_probe
+    from probe_base.cli.backbone import backbone_adapter
+    from probe_base.integrations.calculator import ProbedCalculator
+    from probe_base.integrations.lammps_md import load_lammps, run_lammps
 
     _check_files(args, args.lammps_input, "--in")
     load_lammps()  # a missing LAMMPS is said before the backbone loads
@@ -119,7 +119,7 @@ def run_torchsim_md(args):
     """``probe md --engine torchsim``: the structures as one TorchSim batch (MACE only)."""
     import ase.io
 
-    from ..errors import InputError
+    from probe_base.errors import InputError
 
     _require(args, "torchsim", **{"--structures": args.structures, "--steps": args.steps})
     if args.adapter != "mace":

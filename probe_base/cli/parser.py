@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 # the library's defaults and choices (light modules: numpy only), so the CLI states no number twice
-from ..decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
-from ..labels import DEFAULT_TOLERANCES, OFFSET_SIGNIFICANCE, TARGETS, UNITS
-from ..recipes import ATTENTIONS, AUTO_POOLING_ATOMS, CALIBRATIONS, PRESETS
+from probe_base.decision import DEFAULT_ALPHA, DEFAULT_CALIBRATION_FRACTION, DEFAULT_FALSE_ALARM
+from probe_base.labels import DEFAULT_TOLERANCES, OFFSET_SIGNIFICANCE, TARGETS, UNITS
+from probe_base.net.recipes import ATTENTIONS, AUTO_POOLING_ATOMS, CALIBRATIONS, PRESETS
 
 EXAMPLES = """
 typical run (a MACE model, DFT data in extxyz):
@@ -397,7 +397,7 @@ def build_parser():
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="structures per backbone pass (>= 1)")
     p.add_argument("--allow-backbone-mismatch", action="store_true")
 
-    from .reference import add_reference_parser  # `probe reference build` (its own file)
+    from probe_base.cli.reference import add_reference_parser  # `probe reference build` (its own file)
 
     add_reference_parser(sub)
 

@@ -42,16 +42,16 @@ def add_reference_parser(subparsers):
 
 def checkpoint_path(output) -> Path:
     """Where ``probe reference build --output X`` keeps its resumable state: ``X.partial``."""
-    from ..paths import partial_path
+    from probe_base.io.paths import partial_path
 
     return partial_path(output)
 
 
 def run_reference(args):
-    from ..errors import OutputError
-    from ..paths import check_writable_folder, same_file
-    from ..reference_build import StoreSource, build_reference, parse_bytes
-    from ..reference_index import CHUNK_ATOMS, EXACT_MAX_ATOMS, is_reference_file
+    from probe_base.domain.reference_build import StoreSource, build_reference, parse_bytes
+    from probe_base.domain.reference_index import CHUNK_ATOMS, EXACT_MAX_ATOMS, is_reference_file
+    from probe_base.errors import OutputError
+    from probe_base.io.paths import check_writable_folder, same_file
 
     output = Path(args.output)
     for store in args.store:

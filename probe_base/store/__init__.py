@@ -19,17 +19,17 @@ The modules, by role (``from probe_base.store import X`` gives every name below)
 - ``shards``: the one store over torchrun shards (``write_virtual_store``).
 """
 
-from ..errors import StoreError
-from .dataset import PER_ATOM_FIELDS, FeatureSet, StoredDataset
+from probe_base.errors import StoreError
+from probe_base.store.dataset import PER_ATOM_FIELDS, FeatureSet, StoredDataset
 
 # the private helpers re-exported below ("as" themselves) are used by the torchrun extraction
 # (probe_base.distributed) and the tests
-from .identity import InputChanged, check_input_unchanged, frame_digest
-from .identity import _content_sha256 as _content_sha256
-from .identity import _identity as _identity
-from .layout import FORMAT_VERSION, DiskFull, reserve_space
-from .layout import _WriterLock as _WriterLock
-from .read import (
+from probe_base.store.identity import InputChanged, check_input_unchanged, frame_digest
+from probe_base.store.identity import _content_sha256 as _content_sha256
+from probe_base.store.identity import _identity as _identity
+from probe_base.store.layout import FORMAT_VERSION, DiskFull, reserve_space
+from probe_base.store.layout import _WriterLock as _WriterLock
+from probe_base.store.read import (
     FEATURE_LIMIT,
     StoreView,
     check_store_values,
@@ -38,8 +38,8 @@ from .read import (
     require_labels,
     stored_count,
 )
-from .shards import write_virtual_store
-from .write import extract
+from probe_base.store.shards import write_virtual_store
+from probe_base.store.write import extract
 
 __all__ = [
     "FEATURE_LIMIT",

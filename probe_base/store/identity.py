@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapter import file_sha256
-from ..data import iter_structures
-from ..errors import InputError, StoreError
+from probe_base.adapter import file_sha256
+from probe_base.errors import InputError, StoreError
+from probe_base.io.data import iter_structures
 
 
 def _identity(adapter, input_path, index, energy_key, forces_key, with_forces, dtype, labels=True):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StoreError
-from .dataset import PER_ATOM_FIELDS
+from probe_base.errors import StoreError
+from probe_base.store.dataset import PER_ATOM_FIELDS
 
 # 2: frame digests and the input's content hash; 3: the per-atom predicted force magnitude
 # (stores of 1 and 2 are read as they are: the readers check for the datasets they lack)

@@ -10,10 +10,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import InputError, StoreError
-from ..paths import partial_path
-from .dataset import StoredDataset
-from .shards import _check_shards
+from probe_base.errors import InputError, StoreError
+from probe_base.io.paths import partial_path
+from probe_base.store.dataset import StoredDataset
+from probe_base.store.shards import _check_shards
 
 
 class _AtomReader:

@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import StoreError
-from .identity import _content_sha256
-from .layout import FORMAT_VERSION
+from probe_base.errors import StoreError
+from probe_base.store.identity import _content_sha256
+from probe_base.store.layout import FORMAT_VERSION
 
 
 def write_virtual_store(store_path, shard_paths, identity) -> Path:

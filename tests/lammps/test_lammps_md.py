@@ -1,4 +1,4 @@
-"""probe_base.lammps_md on real LAMMPS: the callback's energy, forces and virial against
+"""probe_base.integrations.lammps_md on real LAMMPS: the callback's energy, forces and virial against
 ASE for the same structure and calculator, NVE dynamics, the probe's thermo and dump
 output, the stop policy, and the one-line errors."""
 
@@ -14,8 +14,8 @@ from ase.cluster import Icosahedron
 from lammps_files import read_dump, write_data
 
 from probe_base.errors import InputError, ProbeError
-from probe_base.lammps_md import LammpsInputError, run_lammps
-from probe_base.watchdog import UnreliableTrajectoryWarning
+from probe_base.integrations.lammps_md import LammpsInputError, run_lammps
+from probe_base.integrations.watchdog import UnreliableTrajectoryWarning
 
 HEADER = ["units metal", "atom_style atomic"]
 
@@ -186,7 +186,7 @@ def hot_commands(tmp_path):
 
 
 def test_hot_run_stops_at_the_step_and_names_the_atoms(lammps_module, probed_toy, tmp_path):
-    from probe_base.calculator import attach
+    from probe_base.integrations.calculator import attach
 
     commands = hot_commands(tmp_path)
     free = run_lammps(commands, probed_toy, ["Cu"], policy="ignore", screen=False)
@@ -311,7 +311,7 @@ def test_periodic_box_needs_stress(lammps_module, probed_toy, tmp_path):
 def test_missing_lammps_is_one_line(monkeypatch):
     import sys
 
-    from probe_base import lammps_md
+    from probe_base.integrations import lammps_md
 
     monkeypatch.setitem(sys.modules, "lammps", None)  # `import lammps` fails as if not installed
     monkeypatch.setattr(lammps_md, "_preload_mpi", lambda: None)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Parameters
 
-from probe_base.calculator import DropIn, DropInCalculator, PolicyParameters, probe_backbone
+from probe_base.integrations.calculator import DropIn, DropInCalculator, PolicyParameters, probe_backbone
 
 from .ensemble import AIMNet2Ensemble
 from .plugin import AIMNet2Adapter
@@ -86,7 +86,7 @@ class AIMNet2ASE(DropInCalculator):
     (``probe_base.attach``); ``probe_policy``: "ignore", "warn" (default) or "raise";
     ``probe_threshold``: P(reliable) below which it acts. Both are ASE ``parameters``.
 
-    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe`` the
+    One class, two forms (``probe_base.integrations.calculator.DropInCalculator``): without ``probe`` the
     object made is aimnet's own ``AIMNet2ASE`` (or its ensemble subclass), unchanged, and
     ``isinstance(calc, AIMNet2ASE)`` holds for it; with ``probe``, this class (a ``ProbedCalculator``)."""
 
@@ -215,7 +215,7 @@ class AIMNet2Calculator(DropIn, ProbedAIMNet2Calculator):
     ``atom_novelty``, ``atom_error`` (0 for padding atoms). ``probe_threshold``: P(reliable)
     below which ``probe_policy`` acts (default: the probe's); both are in ``parameters``.
 
-    One class, two forms (``probe_base.calculator.DropIn``): without ``probe`` the object
+    One class, two forms (``probe_base.integrations.calculator.DropIn``): without ``probe`` the object
     made is aimnet's ``AIMNet2Calculator`` (or an ``AIMNet2Ensemble``), unchanged, and
     ``isinstance(calc, AIMNet2Calculator)`` holds for it; with ``probe``, this class."""
 

@@ -24,8 +24,8 @@ def _features(adapter, structures):
 def probe_file(trained_paths, tmp_path_factory):
     """A small probe on the first trained model's `aim` + charges of rattled ethanols."""
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
 
     structures = rattled_ethanols(48, seed=5, scale=np.linspace(0.0, 0.25, 48))
     adapter = AIMNet2Adapter(trained_paths[:1], layers=["charges", "aim"])
@@ -153,7 +153,7 @@ def test_one_class_with_and_without_probe(trained_paths, structures, probe_file)
     options are ``parameters`` that ``set`` changes."""
     from probe_aimnet import ProbedAIMNet2Calculator
 
-    from probe_base.calculator import ProbedCalculator
+    from probe_base.integrations.calculator import ProbedCalculator
 
     paths, _, _ = probe_file
     model = str(trained_paths[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probe_base.calculator import DropInCalculator
+from probe_base.integrations.calculator import DropInCalculator
 
 from .plugin import MACEAdapter
 
@@ -10,7 +10,7 @@ from .plugin import MACEAdapter
 class MACECalculator(DropInCalculator):
     """``mace.calculators.MACECalculator`` with three extra keywords.
 
-    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe``
+    One class, two forms (``probe_base.integrations.calculator.DropInCalculator``): without ``probe``
     the object made is mace's own ``MACECalculator``, unchanged, and ``isinstance(calc,
     MACECalculator)`` holds for it; with ``probe`` it is this class, a ``ProbedCalculator``.
 

@@ -17,7 +17,7 @@ It works with ``ts.integrate`` as well (``model.history``: one record per model 
 integrators call it once per step, call 0 being the initial state); ``run_torchsim`` runs the
 integrator's own init/step functions so that a policy can end the run at any step.
 
-Policies as ``probe_base.watchdog`` and ``probe_base.lammps_md``, per system of the batch:
+Policies as ``probe_base.integrations.watchdog`` and ``probe_base.integrations.lammps_md``, per system of the batch:
 after ``patience`` consecutive unreliable scored steps (outside the backbone's domain, or
 P(reliable) below the probe's decision cut) ``warn`` warns once per stretch naming the step,
 the system and its atoms, and goes on; ``stop`` ends the run cleanly at that step, keeps each
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from probe_base.errors import InputError, ProbeError
-from probe_base.watchdog import UnreliableTrajectoryWarning
+from probe_base.integrations.watchdog import UnreliableTrajectoryWarning
 
 POLICIES = ("ignore", "warn", "stop", "collect")
 INTEGRATORS = {"nvt_langevin": "nvt", "nve": "nve", "nvt_nose_hoover": "nvt"}  # name -> torch_sim.integrators module
@@ -363,7 +363,7 @@ class _Monitor:
                 kept[rows] = value.detach()[rows]
 
     def frame(self, i, step, state, scores):
-        from probe_base.calculator import write_scores
+        from probe_base.integrations.calculator import write_scores
 
         atoms = _state_atoms(state, [i])[0]  # no calculator: the MLIP's energies are not reference labels
         write_scores({}, scores, i, atoms, self.model.rule)
@@ -500,7 +500,7 @@ def run_torchsim(
     stop ends the run. ``seed``: seeds the initial momenta and torch's global generator (the
     Langevin noise) for a reproducible run.
     """
-    from probe_base.paths import atomic_write
+    from probe_base.io.paths import atomic_write
 
     ts = load_torch_sim()
     if policy not in POLICIES:

@@ -99,8 +99,8 @@ def probe_file(model_paths, tmp_path_factory):
     from ase.build import molecule
 
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import FeatureSet
 
     rng = np.random.default_rng(5)

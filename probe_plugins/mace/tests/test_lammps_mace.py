@@ -1,4 +1,4 @@
-"""MACE with a probe inside real LAMMPS (``probe_base.lammps_md``, the core's ``lammps``
+"""MACE with a probe inside real LAMMPS (``probe_base.integrations.lammps_md``, the core's ``lammps``
 extra, installed by the nox session ``mace``): energy, forces and the probe's thermo
 output equal the drop-in ``MACECalculator`` in ASE for a molecule of three atom types, and
 a strict probe stops an NVE run at its first step with the frame written for labelling."""
@@ -19,7 +19,7 @@ ELEMENTS = ["O", "C", "H"]  # LAMMPS types 1, 2, 3: not the order of the atoms
 @pytest.fixture(scope="module")
 def lammps_module():
     from probe_base.errors import ProbeError
-    from probe_base.lammps_md import load_lammps
+    from probe_base.integrations.lammps_md import load_lammps
 
     try:
         return load_lammps()
@@ -48,7 +48,7 @@ def commands(data, run="run 0"):
 
 
 def test_mace_in_lammps_gives_the_ase_energy_forces_and_reliability(lammps_module, model_paths, probe_file, tmp_path):
-    from probe_base.lammps_md import run_lammps
+    from probe_base.integrations.lammps_md import run_lammps
 
     paths, _, _ = probe_file
     atoms = ethanol_data(tmp_path / "ethanol.data")
@@ -74,7 +74,7 @@ def test_mace_in_lammps_gives_the_ase_energy_forces_and_reliability(lammps_modul
 
 
 def test_a_strict_probe_stops_the_mace_run_and_keeps_the_frame(lammps_module, model_paths, probe_file, tmp_path):
-    from probe_base.lammps_md import run_lammps
+    from probe_base.integrations.lammps_md import run_lammps
 
     paths, _, _ = probe_file
     ethanol_data(tmp_path / "ethanol.data")

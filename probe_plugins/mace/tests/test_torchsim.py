@@ -18,9 +18,9 @@ from probe_mace import MACEAdapter  # noqa: E402
 from probe_mace.torchsim import ProbedMaceModel, load_torch_sim, run_torchsim  # noqa: E402
 
 from probe_base.errors import FingerprintMismatch, ProbeError  # noqa: E402
+from probe_base.integrations.watchdog import UnreliableTrajectoryWarning  # noqa: E402
 from probe_base.scoring import score  # noqa: E402
 from probe_base.store import FeatureSet  # noqa: E402
-from probe_base.watchdog import UnreliableTrajectoryWarning  # noqa: E402
 
 CUT = 0.3  # the probe's decision cut: its tiny network gives P(reliable) ~0.45 in the domain
 
@@ -32,10 +32,10 @@ def probe(model_paths, tmp_path_factory):
     from sklearn.exceptions import ConvergenceWarning
 
     from probe_base.artifact import save_probe
-    from probe_base.atom_errors import AtomErrorModel
-    from probe_base.classifier import ProbeClassifier
-    from probe_base.domain import DomainModel
+    from probe_base.domain.model import DomainModel
     from probe_base.labels import LabelSpec
+    from probe_base.net.atom_errors import AtomErrorModel
+    from probe_base.net.classifier import ProbeClassifier
 
     rng = np.random.default_rng(5)
     scales = np.linspace(0.0, 0.25, 48)

@@ -6,8 +6,8 @@ import torch
 from ase.calculators.calculator import all_changes
 from nequip.integrations.ase import NequIPCalculator as _NequIPCalculator
 
-from probe_base.calculator import DropInCalculator
 from probe_base.errors import InputError
+from probe_base.integrations.calculator import DropInCalculator
 
 from .plugin import OPAQUE, NequIPAdapter, _default_dtype
 
@@ -24,7 +24,7 @@ class Float64NequIPCalculator(_NequIPCalculator):
 class NequIPCalculator(DropInCalculator):
     """``nequip.integrations.ase.NequIPCalculator`` whose factories take three extra keywords.
 
-    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe`` a
+    One class, two forms (``probe_base.integrations.calculator.DropInCalculator``): without ``probe`` a
     factory returns nequip's own calculator (``isinstance(calc, NequIPCalculator)`` holds);
     with ``probe`` this class, a ``ProbedCalculator`` whose ``results`` also hold
     ``reliability`` (P(reliable)) and ``atom_importance``, read from the same forward pass

@@ -154,11 +154,11 @@ class ProbeCallback(Callback):
         )
 
     def evaluate(self, index, data) -> dict:
-        from probe_base.baselines import all_baselines
-        from probe_base.classifier import ProbeClassifier
-        from probe_base.domain import DomainModel, min_calibration_size
-        from probe_base.metrics import evaluate_signal, format_table
+        from probe_base.domain.model import DomainModel, min_calibration_size
+        from probe_base.net.classifier import ProbeClassifier
         from probe_base.probe import Probe
+        from probe_base.report.baselines import all_baselines
+        from probe_base.report.metrics import evaluate_signal, format_table
         from probe_base.workflow import split_holdout
 
         fit_idx, eval_idx = split_holdout(len(data), self.eval_fraction, self.seed)
@@ -243,7 +243,7 @@ class ProbeCallback(Callback):
             flush=True,
         )
         if self.out_dir is not None:
-            from probe_base.paths import atomic_write
+            from probe_base.io.paths import atomic_write
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             result["probe_file"] = str(self.out_dir / f"test{index}.probe")

@@ -11,16 +11,16 @@ import pytest
 from probe_nequip import NequIPAdapter, NequIPCalculator
 
 from probe_base import UnreliablePrediction, attach
-from probe_base.calculator import ProbedCalculator
 from probe_base.errors import FingerprintMismatch, InputError
+from probe_base.integrations.calculator import ProbedCalculator
 from probe_base.store import FeatureSet
 
 
 @pytest.fixture(scope="module")
 def probe_file(adapter, ethanol, tmp_path_factory):
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
 
     frames = ethanol(40, start=200)
     backbone = NequIPAdapter.from_models(adapter.models[:1])  # the package

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probe_base.calculator import DropInCalculator
+from probe_base.integrations.calculator import DropInCalculator
 
 from .plugin import SevenNetAdapter
 
@@ -10,7 +10,7 @@ from .plugin import SevenNetAdapter
 class SevenNetCalculator(DropInCalculator):
     """``sevenn.calculator.SevenNetCalculator`` with three extra keywords.
 
-    One class, two forms (``probe_base.calculator.DropInCalculator``): without ``probe``
+    One class, two forms (``probe_base.integrations.calculator.DropInCalculator``): without ``probe``
     the object made is sevenn's own ``SevenNetCalculator``, unchanged, and ``isinstance(calc,
     SevenNetCalculator)`` holds for it; with ``probe`` it is this class, a ``ProbedCalculator``.
 

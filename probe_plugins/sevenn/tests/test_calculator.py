@@ -17,8 +17,8 @@ from probe_base.store import FeatureSet
 @pytest.fixture(scope="module")
 def probe_file(adapter, ethanol, tmp_path_factory):
     from probe_base.artifact import save_probe
-    from probe_base.classifier import ProbeClassifier
     from probe_base.labels import LabelSpec
+    from probe_base.net.classifier import ProbeClassifier
 
     frames = ethanol(40, start=100)
     backbone = SevenNetAdapter.from_models(adapter.models[:1])

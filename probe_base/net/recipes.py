@@ -1,7 +1,7 @@
 """The probe's recipes as plain data (no torch): attention kinds, presets, calibration
 methods. The network, the estimator and the CLI's choices all read them from here."""
 
-NET_ATTENTIONS = ("self", "pooling")  # the network's two kinds of attention (probe_base.model)
+NET_ATTENTIONS = ("self", "pooling")  # the network's two kinds of attention (probe_base.net.model)
 ATTENTIONS = ("auto", *NET_ATTENTIONS)  # what ProbeClassifier(attention=...) accepts
 # "auto" fits the linear-time pooling probe above this many atoms per structure: on AIMNet2
 # (the fastest backbone here) self-attention costs 6.4 % of a pass at 99 atoms, 23 % at 999,

@@ -22,9 +22,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from .distributed import LOCAL
-from .errors import LabelError
-from .inputs import batch_indices, batch_tensors
+from probe_base.distributed import LOCAL
+from probe_base.errors import LabelError
+from probe_base.net.inputs import batch_indices, batch_tensors
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TrainedMembers:
 
 class MemberTrainer:
     """``new_net``: builds an untrained ``ProbeNet``; ``norm``: its normalisation buffers
-    (``probe_base.inputs.normalisation``); ``selection``: "auroc" or "loss" for early
+    (``probe_base.net.inputs.normalisation``); ``selection``: "auroc" or "loss" for early
     stopping."""
 
     def __init__(

@@ -14,7 +14,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from .errors import InputError
+from probe_base.errors import InputError
 
 INDEX_EXAMPLES = "use e.g. ':' (all), '10' (one frame), '100:200' or '::2'"
 

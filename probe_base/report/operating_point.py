@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decision import DEFAULT_FALSE_ALARM, DecisionError, baseline_cut, flags_above
-from .selective import binomial_interval
+from probe_base.decision import DEFAULT_FALSE_ALARM, DecisionError, baseline_cut, flags_above
+from probe_base.selective import binomial_interval
 
 #: scores that need N backbones; the others are single-pass (they read the one backbone)
 ENSEMBLE = ("ensemble E std", "ensemble F std")

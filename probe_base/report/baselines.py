@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classifier import pooled_features
-from .neighbours import ExactNeighbors
+from probe_base.domain.neighbours import ExactNeighbors
+from probe_base.net.classifier import pooled_features
 
 GMM_COMPONENTS = 8
 GMM_MAX_ATOMS = 20_000

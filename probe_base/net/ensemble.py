@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .inputs import batch_indices, batch_tensors
-from .stacked import StackedProbe
+from probe_base.net.inputs import batch_indices, batch_tensors
+from probe_base.net.stacked import StackedProbe
 
 
 class MemberEnsemble:

@@ -2,7 +2,7 @@
 
 Per-atom novelty = mean distance of an atom's standardised backbone features to its k
 nearest reference atoms *of the same element* (per element a FAISS index,
-``probe_base.reference_index``: exact Euclidean k-NN up to ``exact_max_atoms`` reference
+``probe_base.domain.reference_index``: exact Euclidean k-NN up to ``exact_max_atoms`` reference
 atoms, IVF-SQ above), divided by that element's typical reference distance. Structure novelty = the largest per-atom
 novelty, so one odd atom (a bond pulled apart, a fragment's dangling end) is enough.
 
@@ -40,11 +40,18 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .decision import DEFAULT_ALPHA
-from .errors import ProbeError
-from .neighbours import ExactNeighbors
-from .reference_index import EXACT_MAX_ATOMS, SCALE_SAMPLE, BuiltReference, ElementIndex, element_scale, index_params
-from .step_neighbours import StepNeighbours
+from probe_base.decision import DEFAULT_ALPHA
+from probe_base.domain.neighbours import ExactNeighbors
+from probe_base.domain.reference_index import (
+    EXACT_MAX_ATOMS,
+    SCALE_SAMPLE,
+    BuiltReference,
+    ElementIndex,
+    element_scale,
+    index_params,
+)
+from probe_base.domain.step_neighbours import StepNeighbours
+from probe_base.errors import ProbeError
 
 SCALARS = ("energy_per_atom", "n_atoms")
 # one range width beyond the reference's range weighs as much as this many typical

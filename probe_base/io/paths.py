@@ -11,7 +11,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from .errors import OutputError
+from probe_base.errors import OutputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 METADATA_KEY = "mlip_probe"  # the safetensors metadata entry that makes a file a .probe

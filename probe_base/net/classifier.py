@@ -14,10 +14,10 @@ training, model selection and calibration. ``cv_folds=1`` is the paper's single 
 DistributedDataParallel over the ranks of a torchrun job (see that module); X may then be
 a ``StoreView`` whose features are read from disk batch by batch.
 
-The estimator holds the parameters and delegates the work: ``probe_base.inputs`` (extra
-inputs, normalisation, batches, latent neighbours), ``probe_base.training``
-(``MemberTrainer``), ``probe_base.ensemble`` (``MemberEnsemble``: the members at
-inference) and ``probe_base.calibration`` (``Calibrator``). ``state_dict()`` /
+The estimator holds the parameters and delegates the work: ``probe_base.net.inputs`` (extra
+inputs, normalisation, batches, latent neighbours), ``probe_base.net.training``
+(``MemberTrainer``), ``probe_base.net.ensemble`` (``MemberEnsemble``: the members at
+inference) and ``probe_base.net.calibration`` (``Calibrator``). ``state_dict()`` /
 ``from_state()`` carry the fitted state to and from ``probe_base.artifact``.
 """
 
@@ -30,17 +30,24 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
-from .calibration import Calibrator
-from .distributed import LOCAL
-from .ensemble import MemberEnsemble
-from .errors import LabelError
-from .inputs import EXTRAS, LatentNeighbours, extra_inputs, normalisation, pooled_features, streamed_normalisation
-from .model import ProbeNet
-from .recipes import ATTENTIONS, AUTO_POOLING_ATOMS, NET_ATTENTIONS, PRESETS
-from .stacked import StackedProbe
-from .training import MemberTrainer
+from probe_base.distributed import LOCAL
+from probe_base.errors import LabelError
+from probe_base.net.calibration import Calibrator
+from probe_base.net.ensemble import MemberEnsemble
+from probe_base.net.inputs import (
+    EXTRAS,
+    LatentNeighbours,
+    extra_inputs,
+    normalisation,
+    pooled_features,
+    streamed_normalisation,
+)
+from probe_base.net.model import ProbeNet
+from probe_base.net.recipes import ATTENTIONS, AUTO_POOLING_ATOMS, NET_ATTENTIONS, PRESETS
+from probe_base.net.stacked import StackedProbe
+from probe_base.net.training import MemberTrainer
 
-# names other modules import from here: the inputs moved to probe_base.inputs
+# names other modules import from here: the inputs moved to probe_base.net.inputs
 __all__ = ["EXTRAS", "PRESETS", "ProbeClassifier", "pooled_features"]
 
 LARGE_FOR_SELF_ATTENTION = 2000  # scoring a self-attention probe beyond this warns

@@ -6,7 +6,7 @@ structures drawn atom by atom, coloured by the per-atom map. Images are embedded
 base64 data (the plots PNG, the structures SVG) and the style is inline: the page opens offline and can be mailed.
 
 This module writes the page and its sections; the least-trusted structures (their choice,
-table and pictures) are in ``probe_base.report_structures``.
+table and pictures) are in ``probe_base.report.structures``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import atomic_write
-from .labels import TARGETS, UNITS
-from .report_structures import least_trusted_section, png_data_uri
+from probe_base.artifact import atomic_write
+from probe_base.labels import TARGETS, UNITS
+from probe_base.report.structures import least_trusted_section, png_data_uri
 
 N_LEAST_TRUSTED = 12
 #: (key, heading, tooltip, higher is better); columns appear when any method has them

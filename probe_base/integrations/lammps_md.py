@@ -3,7 +3,7 @@ in LAMMPS's own ``thermo`` and ``dump`` output, with a watchdog policy that ends
 leaving the backbone's domain.
 
     from probe_base import attach
-    from probe_base.lammps_md import run_lammps
+    from probe_base.integrations.lammps_md import run_lammps
 
     calc = attach(MACECalculator(model_paths="my.model"), "my.probe", policy="ignore")
     run = run_lammps("in.lmp", calc, elements=["C", "H", "O"], policy="stop", patience=3,
@@ -25,7 +25,7 @@ returns its forces, energy and (periodic cells) virial. LAMMPS atom type i is
 ``d_probe_importance``    per atom (``dump custom``): attention received
 ``d_probe_novelty``       per atom novelty, ``d_probe_error``: predicted force error
 
-Policies as ``probe_base.watchdog.ReliabilityWatchdog``: after ``patience`` consecutive
+Policies as ``probe_base.integrations.watchdog.ReliabilityWatchdog``: after ``patience`` consecutive
 unreliable steps (outside the domain, or P(reliable) below the threshold) ``warn`` logs the
 step and the atoms (LAMMPS ids) and goes on; ``stop`` ends the run at that step through
 ``fix halt`` (LAMMPS ends the run cleanly; the rest of the input is skipped; a stop at a
@@ -49,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ProbeError
-from .watchdog import UnreliableTrajectoryWarning
+from probe_base.errors import InputError, ProbeError
+from probe_base.integrations.watchdog import UnreliableTrajectoryWarning
 
 POLICIES = ("ignore", "warn", "stop", "collect")
 FIX = "probe_ext"
@@ -491,7 +491,7 @@ def run_lammps(
     potential's virial: NVE/NVT only). ``lmp``: an instance from ``new_lammps`` (else one is
     made with ``log``/``screen``; closed at the end unless ``keep_open``, then in ``.lmp``).
     """
-    from .paths import atomic_write
+    from probe_base.io.paths import atomic_write
 
     if policy not in POLICIES:
         raise InputError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")

@@ -62,8 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ProbeError
-from .neighbours import ExactNeighbors
+from probe_base.domain.neighbours import ExactNeighbors
+from probe_base.errors import ProbeError
 
 EXACT_MAX_ATOMS = 50_000  # per element: exact at or below, IVF-SQ above
 APPROXIMATE = "ivfsq"  # the approximate kind a new index gets (IVF-PQ: still built on request, and loaded)
@@ -453,7 +453,7 @@ class BuiltReference:
     def save(self, path):
         from safetensors.numpy import save_file
 
-        from .paths import atomic_write
+        from probe_base.io.paths import atomic_write
 
         arrays, index_meta = {"mean": self.mean_, "std": self.std_}, {}
         for z, index in self.indexes.items():
@@ -521,7 +521,7 @@ def is_reference_file(path) -> bool:
 def load_built_reference(path, fingerprint: dict, fit_store="") -> BuiltReference:
     """A ``.reference`` file for ``probe fit``, refused if built from another backbone's or
     other layers' features than the fitting store's."""
-    from .errors import FingerprintMismatch
+    from probe_base.errors import FingerprintMismatch
 
     built = BuiltReference.load(path)
     mine = built.info.get("fingerprint") or {}

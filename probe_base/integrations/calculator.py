@@ -22,10 +22,10 @@ from abc import ABCMeta
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from .artifact import ProbeArtifact, load_probe
-from .decision import DecisionRule
-from .errors import ProbeError, UnreliablePrediction
-from .scoring import StructureScorer, decision_rule
+from probe_base.artifact import ProbeArtifact, load_probe
+from probe_base.decision import DecisionRule
+from probe_base.errors import ProbeError, UnreliablePrediction
+from probe_base.scoring import StructureScorer, decision_rule
 
 POLICIES = ("ignore", "warn", "raise")
 
@@ -35,7 +35,7 @@ class UnreliableWarning(UserWarning):
 
 
 def _find_adapter_class(calculator, adapter, probe_adapter_name):
-    from .plugins import available_adapters, get_adapter_class
+    from probe_base.plugins import available_adapters, get_adapter_class
 
     if adapter is not None:
         return get_adapter_class(adapter) if isinstance(adapter, str) else adapter

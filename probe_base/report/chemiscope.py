@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .frames import frames_for_structures
-from .labels import TARGETS, UNITS
+from probe_base.errors import InputError
+from probe_base.io.frames import frames_for_structures
+from probe_base.labels import TARGETS, UNITS
 
 
 def require_chemiscope(path=None):

@@ -13,7 +13,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from .data import frame_bytes, frame_numbers, is_extxyz
+from probe_base.io.data import frame_bytes, frame_numbers, is_extxyz
 
 
 def atom_rows(data, row) -> slice:

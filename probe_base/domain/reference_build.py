@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reference_index import (
+from probe_base.domain.reference_index import (
     APPROXIMATE,
     CHUNK_ATOMS,
     EXACT_MAX_ATOMS,
@@ -62,8 +62,8 @@ class StoreSource:
     arrays (energies, atom counts) are read whole: a few numbers per structure."""
 
     def __init__(self, paths, chunk_atoms=CHUNK_ATOMS):
-        from .errors import FingerprintMismatch
-        from .store import load_store
+        from probe_base.errors import FingerprintMismatch
+        from probe_base.store import load_store
 
         self.paths = [Path(p) for p in paths]
         if not self.paths:
@@ -444,7 +444,7 @@ def _save_checkpoint(path, options, state):
     and JSON; written atomically, so an interrupted save leaves the previous checkpoint."""
     from safetensors.numpy import save_file
 
-    from .paths import atomic_write
+    from probe_base.io.paths import atomic_write
 
     tensors = {"mean": state.mean, "std": state.std}
     meta = {

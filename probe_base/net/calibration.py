@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 
-from .recipes import CALIBRATIONS as METHODS
+from probe_base.net.recipes import CALIBRATIONS as METHODS
 
 
 def sigmoid(z):

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import DecisionRule
-from .errors import UnreliablePrediction
+from probe_base.decision import DecisionRule
+from probe_base.errors import UnreliablePrediction
 
 ACTIONS = ("warn", "stop", "collect")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .neighbours import ExactNeighbors
+from probe_base.domain.neighbours import ExactNeighbors
 
 EXTRAS = ("energy_per_atom", "log_n_atoms", "latent_distance")
 N_ELEMENTS = 119  # rows of the per-element moments: atomic numbers 0..118

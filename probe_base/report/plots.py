@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from .metrics import risk_coverage
+from probe_base.report.metrics import risk_coverage
 
 
 def _axes(title, xlabel, ylabel):

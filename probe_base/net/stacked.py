@@ -2,7 +2,7 @@
 
 Each member's weights are stacked on a leading member axis, so one call runs every member
 with batched matrix products (no per-member Python, no vmap). Same outputs as each
-``ProbeNet`` (probe_base.model) in ``eval()``. One unpadded structure (what an MD step
+``ProbeNet`` (probe_base.net.model) in ``eval()``. One unpadded structure (what an MD step
 scores) runs through a graph traced once per atom count. Self-attention without the
 importance map uses torch's fused attention kernel; with it, query chunks share one score
 buffer, so memory stays linear in atoms.
@@ -16,8 +16,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .model import AttentionBlock
-from .one_structure import OneStructureNet
+from probe_base.net.model import AttentionBlock
+from probe_base.net.one_structure import OneStructureNet
 
 # fused members: attention scores computed this many elements at a time (float32: 16 MB)
 SCORE_ELEMENTS = 1 << 22
@@ -27,7 +27,7 @@ TRACED_SIZES = 8  # traced graphs kept (distinct atom counts)
 FOLDED_SELF_ATTENTION_ATOMS = 256
 
 
-# probe_base.model's _chunked_attention does the same for ProbeNet with autograd; this one
+# probe_base.net.model's _chunked_attention does the same for ProbeNet with autograd; this one
 # writes into one buffer in place, which autograd cannot differentiate: inference only
 def _attention_with_received(q, k, v, key_mask):
     """Softmax attention that also returns the attention each key receives from the real

@@ -12,7 +12,7 @@ per atom, atom count) -> logit. Two kinds of attention (``attention=``):
                attention each atom receives in the last block, averaged over heads.
 
 Importance is normalised to sum to one per structure. Both are invariant to atom order
-and padding. ``probe_base.stacked.StackedProbe`` runs every member of a probe in one fused call.
+and padding. ``probe_base.net.stacked.StackedProbe`` runs every member of a probe in one fused call.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipes import NET_ATTENTIONS as ATTENTIONS
+from probe_base.net.recipes import NET_ATTENTIONS as ATTENTIONS
 
 MAX_Z = 119
 QUERY_CHUNK = 1024

@@ -26,8 +26,8 @@ from matplotlib.patches import Circle, Rectangle
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from matplotlib.transforms import ScaledTranslation
 
-from .frames import atom_rows, frames_for_structures
-from .labels import UNITS
+from probe_base.io.frames import atom_rows, frames_for_structures
+from probe_base.labels import UNITS
 
 MAP_COLORS = matplotlib.colormaps["YlOrRd"]
 NOVEL_RING = "#1f4fd6"

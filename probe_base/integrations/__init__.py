@@ -1,0 +1,1 @@
+"""The probe inside MD engines: the ASE calculator, the dynamics watchdog and LAMMPS."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, the .probe artifact, structure input and per-frame output."""
