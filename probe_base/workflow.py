@@ -47,7 +47,7 @@ def split_holdout(n, fraction, seed):
 def load_reference(reference_path, fingerprint, fit_store=""):
     """The backbone's training-set store for the domain (labels optional); refused if it
     was extracted with another backbone or other layers."""
-    from probe_base.domain.reference_index import is_reference_file, load_built_reference
+    from probe_base.domain.reference_file import is_reference_file, load_built_reference
 
     if is_reference_file(reference_path):  # `probe reference build`: per-element indexes, not a store
         return load_built_reference(reference_path, fingerprint, fit_store)
@@ -145,7 +145,7 @@ NOVELTY = "novelty"
 def _reference_for(info, fit_data):
     """The set the label-free baselines measure against: the backbone's training set
     when the probe was fitted with one, else the fitting set."""
-    from probe_base.domain.reference_index import is_reference_file
+    from probe_base.domain.reference_file import is_reference_file
 
     path = info.get("reference_store")
     if path and Path(path).exists() and not is_reference_file(path):  # a .reference holds no structures

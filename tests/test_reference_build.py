@@ -1,13 +1,15 @@
 """A reference build interrupted in its last pass resumes from its checkpoint and gives the
-same reference, bit for bit, as one uninterrupted build (probe_base/domain/reference_build.py);
-a checkpoint of other options or a damaged one is refused with a one-line error."""
+same reference, bit for bit, as one uninterrupted build (probe_base/domain/reference_build.py,
+its checkpoint: build_checkpoint.py); a checkpoint of other options or a damaged one is refused
+with a one-line error."""
 
 import numpy as np
 import pytest
 
-from probe_base.domain import reference_build as rb
-from probe_base.domain.reference_build import ArraySource, StoreSource, build_reference
-from probe_base.domain.reference_index import ReferenceError
+from probe_base.domain import reference_sources as rs
+from probe_base.domain.index_params import ReferenceError
+from probe_base.domain.reference_build import build_reference
+from probe_base.domain.reference_sources import ArraySource, StoreSource
 from probe_base.store import FeatureSet
 
 faiss = pytest.importorskip("faiss")
@@ -99,14 +101,14 @@ def test_a_store_build_skips_the_saved_chunks_unread(heldout_store):
     assert len(rest) == len(every) - 3
     for (f, z), (g, y) in zip(rest, every[3:]):
         assert np.array_equal(f, g) and np.array_equal(z, y)
-    assert rb.StoreSource([heldout_store], 500).identity() == source.identity()
+    assert rs.StoreSource([heldout_store], 500).identity() == source.identity()
     assert source.identity() != StoreSource([heldout_store], chunk_atoms=400).identity()
 
 
 def test_cli_resumes_an_interrupted_build_and_says_where_it_is_saved(heldout_store, tmp_path, capsys):
     from probe_base.cli import interrupted_state, main
     from probe_base.cli.reference import checkpoint_path
-    from probe_base.domain.reference_index import BuiltReference
+    from probe_base.domain.reference_file import BuiltReference
 
     output = tmp_path / "train.reference"
     args = type("Args", (), {"command": "reference", "output": output})()

@@ -12,11 +12,14 @@ import pytest
 import torch
 
 from probe_base.artifact import load_probe, save_probe
+from probe_base.domain import index_params as ip
 from probe_base.domain import reference_build as rb
 from probe_base.domain import reference_index as ri
+from probe_base.domain.index_params import ReferenceError
 from probe_base.domain.model import DomainModel
-from probe_base.domain.reference_build import ArraySource, StoreSource, build_reference
-from probe_base.domain.reference_index import BuiltReference, ReferenceError
+from probe_base.domain.reference_build import build_reference
+from probe_base.domain.reference_file import BuiltReference
+from probe_base.domain.reference_sources import ArraySource, StoreSource
 from probe_base.errors import ArtifactError
 from probe_base.store import FeatureSet, load_store
 
@@ -36,24 +39,24 @@ def _structures(n, seed, n_features=16, atoms=(6, 12), elements=(1, 6)):
 
 
 def test_index_kind_is_chosen_by_size():
-    assert ri.index_params(50_000, 64) == {"kind": "flat"}
-    big = ri.index_params(10**7, 64)
+    assert ip.index_params(50_000, 64) == {"kind": "flat"}
+    big = ip.index_params(10**7, 64)
     assert big["kind"] == "ivfsq" and big["nlist"] == 8192 and big["hnsw_quantizer"] and big["nprobe"] is None
-    assert ri.bytes_per_atom(big, 64) == 72 and ri.bytes_per_atom({"kind": "flat"}, 64) == 256
-    pq = ri.index_params(10**7, 64, kind="ivfpq")  # the earlier kind, on request
+    assert ip.bytes_per_atom(big, 64) == 72 and ip.bytes_per_atom({"kind": "flat"}, 64) == 256
+    pq = ip.index_params(10**7, 64, kind="ivfpq")  # the earlier kind, on request
     assert pq["kind"] == "ivfpq" and pq["m"] == 32 and pq["nlist"] == 8192 and pq["nprobe"] == 16
-    assert ri.bytes_per_atom(pq, 64) == 40
-    assert ri.index_params(10**5, 6, kind="ivfpq")["m"] == 3  # a divisor of the width
-    assert ri.index_params(10**5, 64, nprobe=3)["nprobe"] == 3  # given: not tuned
+    assert ip.bytes_per_atom(pq, 64) == 40
+    assert ip.index_params(10**5, 6, kind="ivfpq")["m"] == 3  # a divisor of the width
+    assert ip.index_params(10**5, 64, nprobe=3)["nprobe"] == 3  # given: not tuned
     with pytest.raises(ReferenceError, match="unknown approximate index kind"):
-        ri.index_params(10**5, 64, kind="hnsw")
+        ip.index_params(10**5, 64, kind="hnsw")
 
 
 def _with_kind(monkeypatch, kind):
     """DomainModel's approximate elements of ``kind`` (its fit asks index_params)."""
     import probe_base.domain.model as domain_module
 
-    monkeypatch.setattr(domain_module, "index_params", functools.partial(ri.index_params, kind=kind))
+    monkeypatch.setattr(domain_module, "index_params", functools.partial(ip.index_params, kind=kind))
 
 
 # Tolerances (3000 reference structures, ~12.9k atoms per element, 256 cells): recall@5 of the
@@ -77,9 +80,9 @@ def test_approximate_and_exact_agree_on_small_references(monkeypatch, kind):
     # recall@5 of the approximate index against brute force, per element, on held-out atoms
     for z, index in approx.reference_.items():
         if kind == "ivfsq":  # nprobe tuned on the reference's own atoms (itself excluded)
-            assert index.params["nprobe"] in ri.NPROBE_LADDER
+            assert index.params["nprobe"] in ip.NPROBE_LADDER
             assert index.params["validation_recall"] >= min(
-                ri.RECALL_TARGET, index.params["validation_recall_best"] - ri.RECALL_PLATEAU
+                ip.RECALL_TARGET, index.params["validation_recall_best"] - ip.RECALL_PLATEAU
             )
         points = exact.reference_[z].points
         queries = exact._standardise(test.features[test.atomic_numbers == z])
@@ -108,22 +111,22 @@ def test_approximate_and_exact_agree_on_small_references(monkeypatch, kind):
 def test_the_tuned_nprobe_is_the_fewest_cells_reaching_the_recall_target():
     reference = _structures(3000, 0, elements=(1,))
     points = ((reference.features - reference.features.mean(0)) / reference.features.std(0)).astype(np.float32)
-    index = ri.ElementIndex.build(points, ri.index_params(len(points), 16, exact_max_atoms=1000))
+    index = ri.ElementIndex.build(points, ip.index_params(len(points), 16, exact_max_atoms=1000))
     chosen = index.params["nprobe"]
-    rows = np.sort(np.random.default_rng([0, 3]).choice(len(points), ri.VALIDATION_ATOMS, replace=False))
-    truth = ri.ExactTruth(points[rows], rows, 5)
+    rows = np.sort(np.random.default_rng([0, 3]).choice(len(points), ip.VALIDATION_ATOMS, replace=False))
+    truth = ip.ExactTruth(points[rows], rows, 5)
     truth.offer(points[:1000])  # streamed in two parts: the same neighbours as at once
     truth.offer(points[1000:])
     whole = faiss.knn(points[rows], points, 6)[1]
     assert (truth.labels == whole).mean() > 0.99  # ties may order differently
     recall = {}
-    for nprobe in [p for p in ri.NPROBE_LADDER if p <= index.params["nlist"]]:
+    for nprobe in [p for p in ip.NPROBE_LADDER if p <= index.params["nlist"]]:
         index.params["nprobe"] = nprobe
         index._set_search_parameters()
         found = index.index.search(points[rows], 6)[1]
-        recall[nprobe] = ri.recall_excluding_self(found, truth.labels, rows, 5)
+        recall[nprobe] = ip.recall_excluding_self(found, truth.labels, rows, 5)
     best = max(recall.values())
-    reach = ri.RECALL_TARGET if best >= ri.RECALL_TARGET else best - ri.RECALL_PLATEAU
+    reach = ip.RECALL_TARGET if best >= ip.RECALL_TARGET else best - ip.RECALL_PLATEAU
     assert recall[chosen] >= reach and index.params["validation_recall"] == pytest.approx(recall[chosen])
     assert all(r < reach for p, r in recall.items() if p < chosen)
 
@@ -227,7 +230,8 @@ def test_building_reads_one_chunk_at_a_time_and_holds_no_whole_reference(heldout
     """A small chunk size bounds every read, and the build's Python-side peak stays far
     below the reference's features (IVF-PQ codes live in FAISS)."""
     monkeypatch.setattr(rb, "SCALE_SAMPLE", 500)  # the build's samples
-    monkeypatch.setattr(ri, "TRAIN_MAX", 2000)
+    monkeypatch.setattr(ip, "TRAIN_MAX", 2000)  # read by training_size ...
+    monkeypatch.setattr(ri, "TRAIN_MAX", 2000)  # ... and by ElementIndex.trained
     source = StoreSource([_tiled_store(heldout_store, tmp_path / "big.h5", 12)], chunk_atoms=1000)
     full_bytes = source.n_atoms * source.n_features * 4
     build_reference(ArraySource(_structures(300, 0, n_features=64)), exact_max_atoms=1000, progress=False)  # imports
@@ -361,7 +365,7 @@ def test_cli_build_from_several_stores_then_fit_against_it(heldout_store, tmp_pa
     built = BuiltReference.load(out)
     assert {ix.kind for ix in built.indexes.values()} == {"ivfsq"}
     # the streamed build tuned nprobe on its own atoms' exact neighbours (found as they streamed)
-    assert all(ix.params["validation_recall"] >= ri.RECALL_TARGET - ri.RECALL_PLATEAU for ix in built.indexes.values())
+    assert all(ix.params["validation_recall"] >= ip.RECALL_TARGET - ip.RECALL_PLATEAU for ix in built.indexes.values())
     probe = tmp_path / "p.probe"
     fit = ["fit", "--store", str(heldout_store), "--output", str(probe), "--reference", str(out), "--epochs", "3"]
     fit += ["--quantile", "0.5"]

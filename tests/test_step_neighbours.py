@@ -5,6 +5,7 @@ inequality proves them, and the atom is searched again where it does not."""
 import numpy as np
 import pytest
 
+from probe_base.domain import index_params as ip
 from probe_base.domain import reference_index as ri
 from probe_base.domain.model import DomainModel
 from probe_base.domain.step_neighbours import StepNeighbours
@@ -18,7 +19,7 @@ def _index(n=20_000, d=16, nprobe=None, seed=0):
     rng = np.random.default_rng(seed)
     modes = rng.normal(size=(16, d)) * 3
     points = (modes[rng.integers(16, size=n)] + rng.normal(size=(n, d))).astype(np.float32)
-    params = ri.index_params(n, d, exact_max_atoms=1000, nprobe=nprobe)
+    params = ip.index_params(n, d, exact_max_atoms=1000, nprobe=nprobe)
     return ri.ElementIndex.build(points, params, seed=seed), points, modes
 
 

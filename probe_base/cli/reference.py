@@ -48,8 +48,10 @@ def checkpoint_path(output) -> Path:
 
 
 def run_reference(args):
-    from probe_base.domain.reference_build import StoreSource, build_reference, parse_bytes
-    from probe_base.domain.reference_index import CHUNK_ATOMS, EXACT_MAX_ATOMS, is_reference_file
+    from probe_base.domain.index_params import CHUNK_ATOMS, EXACT_MAX_ATOMS
+    from probe_base.domain.reference_build import build_reference, parse_bytes
+    from probe_base.domain.reference_file import is_reference_file
+    from probe_base.domain.reference_sources import StoreSource
     from probe_base.errors import OutputError
     from probe_base.io.paths import check_writable_folder, same_file
 

@@ -26,7 +26,7 @@ approximate index the threshold is the conformal quantile of the approximate nov
 false-alarm bound holds for what is actually computed.
 
 Memory: an exact element keeps ``4 * n_features`` bytes per atom (50 000 atoms x 256
-features = 51 MB), an IVF-SQ one ``n_features + 8`` (``reference_index``); the same goes into the
+features = 51 MB), an IVF-SQ one ``n_features + 8`` (``index_params``); the same goes into the
 ``.probe`` file, each index as FAISS's serialised bytes with its sha256. Optionally at most
 ``max_reference_atoms`` atoms per element (a random subsample). Time per scored atom: exact,
 one matrix-vector product with its element's reference (a 9-atom step against 3 000
@@ -41,15 +41,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from probe_base.decision import DEFAULT_ALPHA
+from probe_base.domain.index_params import EXACT_MAX_ATOMS, SCALE_SAMPLE, index_params
 from probe_base.domain.neighbours import ExactNeighbors
-from probe_base.domain.reference_index import (
-    EXACT_MAX_ATOMS,
-    SCALE_SAMPLE,
-    BuiltReference,
-    ElementIndex,
-    element_scale,
-    index_params,
-)
+from probe_base.domain.reference_file import BuiltReference
+from probe_base.domain.reference_index import ElementIndex, element_scale
 from probe_base.domain.step_neighbours import StepNeighbours
 from probe_base.errors import ProbeError
 

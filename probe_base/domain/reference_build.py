@@ -18,209 +18,43 @@ With ``checkpoint`` the build saves its state after pass 2 and then every
 the validation atoms' neighbours so far; safetensors, written atomically, never unpickled).
 Run again with the same stores and options, it goes on after the last chunk saved and
 gives the same reference, bit for bit, as an uninterrupted build (tests/test_reference_build.py).
+
+The sources: ``reference_sources.py``; the coreset's hash, samples and rates:
+``reference_coreset.py``; the build's state and its checkpoint file: ``build_checkpoint.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from probe_base.domain.reference_index import (
+from probe_base.domain.build_checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_SECONDS,
+    _Build,
+    _load_checkpoint,
+    _save_checkpoint,
+)
+from probe_base.domain.index_params import (
     APPROXIMATE,
-    CHUNK_ATOMS,
     EXACT_MAX_ATOMS,
     RECALL_K,
     SCALE_SAMPLE,
     TRAIN_PER_CELL,
     VALIDATION_ATOMS,
-    BuiltReference,
-    ElementIndex,
     ExactTruth,
     ReferenceError,
     _faiss,
     bytes_per_atom,
-    element_scale,
     index_params,
     training_size,
 )
-
-CHECKPOINT_SECONDS = 60.0  # pass 3 saves at most this often (a 10^7-atom build's pass 3 takes minutes)
-CHECKPOINT_FORMAT = "mlip-probe-reference-build/1"
-CHECKPOINT_KEY = "mlip_probe_reference_build"
-
-
-# ---- streaming sources -------------------------------------------------------------------
-class StoreSource:
-    """Reference atoms streamed from one or many finished feature stores (in the order
-    given), ``chunk_atoms`` at a time (whole structures; a structure larger than that is
-    one chunk). The stores must come from the same backbone and layers. The per-structure
-    arrays (energies, atom counts) are read whole: a few numbers per structure."""
-
-    def __init__(self, paths, chunk_atoms=CHUNK_ATOMS):
-        from probe_base.errors import FingerprintMismatch
-        from probe_base.store import load_store
-
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise ReferenceError("no reference store given: pass at least one store of the backbone's training set")
-        self.chunk_atoms = int(chunk_atoms)
-        self.views = [load_store(p, lazy=True) for p in self.paths]
-        first = self.views[0].fingerprint
-        key = ("adapter", "weights_sha256", "layers", "widths")
-        for path, view in zip(self.paths[1:], self.views[1:]):
-            if tuple(view.fingerprint.get(k) for k in key) != tuple(first.get(k) for k in key):
-                raise FingerprintMismatch(
-                    f"{path}: extracted with another backbone or other layers than {self.paths[0]}; "
-                    "extract every reference store with the same --adapter, --model and --layers"
-                )
-        self.fingerprint = first
-        self.n_features = self.views[0].n_features
-        self.max_rows_read = 0  # the most atoms one read returned (the bounded-memory test reads it)
-
-    def identity(self) -> dict:
-        """What a checkpoint of a build from this source must match."""
-        return {
-            "stores": [str(p.resolve()) for p in self.paths],
-            "atoms": [int(v.offsets[-1]) for v in self.views],
-            "content_sha256": [str((v.attrs or {}).get("content_sha256", "")) for v in self.views],
-            "chunk_atoms": self.chunk_atoms,
-        }
-
-    @property
-    def n_atoms(self) -> int:
-        return int(sum(int(v.offsets[-1]) for v in self.views))
-
-    def structure_scalars(self) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted energy, atom count) of every structure."""
-        energy = np.concatenate([np.asarray(v.energy_pred, dtype=np.float64) for v in self.views])
-        counts = np.concatenate([np.diff(v.offsets).astype(np.float64) for v in self.views])
-        return energy, counts
-
-    def chunks(self, features=True, skip=0):
-        """(features float32 (n, F) or None, atomic numbers (n,)) chunk by chunk, the first
-        ``skip`` chunks passed over unread."""
-        import h5py
-
-        number = 0
-        for path, view in zip(self.paths, self.views):
-            offsets = view.offsets
-            with h5py.File(path, "r") as h5:
-                start = 0
-                while start < len(offsets) - 1:
-                    # whole structures up to chunk_atoms atoms (at least one structure)
-                    stop = int(np.searchsorted(offsets, offsets[start] + self.chunk_atoms, side="right")) - 1
-                    stop = max(stop, start + 1)
-                    a, b = int(offsets[start]), int(offsets[stop])
-                    number += 1
-                    if number <= skip:
-                        start = stop
-                        continue
-                    z = h5["atomic_numbers"][a:b].astype(np.int64)
-                    f = h5["features"][a:b].astype(np.float32) if features else None
-                    self.max_rows_read = max(self.max_rows_read, b - a)
-                    yield f, z
-                    start = stop
-
-
-class ArraySource:
-    """Reference atoms already in memory (a FeatureSet), streamed in chunks: the same build
-    as from stores (what the tests compare a store build with)."""
-
-    def __init__(self, data, chunk_atoms=CHUNK_ATOMS):
-        self.data, self.chunk_atoms = data, int(chunk_atoms)
-        self.n_features = data.n_features
-        self.fingerprint = (getattr(data, "attrs", None) or {}).get("fingerprint", {})
-
-    def identity(self) -> dict:
-        digest = hashlib.sha256(np.ascontiguousarray(self.data.features[:: max(1, self.n_atoms // 4096)]).tobytes())
-        return {"atoms": self.n_atoms, "sampled_sha256": digest.hexdigest(), "chunk_atoms": self.chunk_atoms}
-
-    @property
-    def n_atoms(self) -> int:
-        return int(self.data.offsets[-1])
-
-    def structure_scalars(self):
-        return np.asarray(self.data.energy_pred, dtype=np.float64), self.data.n_atoms.astype(np.float64)
-
-    def chunks(self, features=True, skip=0):
-        for start in range(skip * self.chunk_atoms, self.n_atoms, self.chunk_atoms):
-            stop = start + self.chunk_atoms
-            f = np.asarray(self.data.features[start:stop], dtype=np.float32) if features else None
-            yield f, np.asarray(self.data.atomic_numbers[start:stop], dtype=np.int64)
-
-
-def _priority(positions: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform pseudo-random number in [0, 1) per global atom position (splitmix64): the
-    same atom gets the same number however the stores are split or chunked."""
-    with np.errstate(over="ignore"):
-        x = positions.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % (1 << 64))
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-class _Reservoir:
-    """The ``size`` atoms of smallest priority seen so far (order-invariant)."""
-
-    def __init__(self, size):
-        self.size, self.priority, self.positions, self.features = size, np.zeros(0), np.zeros(0, np.int64), None
-
-    def offer(self, priority, positions, features):
-        if self.size == 0:
-            return
-        p = np.concatenate([self.priority, priority])
-        pos = np.concatenate([self.positions, positions])
-        f = features if self.features is None else np.concatenate([self.features, features])
-        if len(p) > self.size:
-            keep = np.argpartition(p, self.size - 1)[: self.size]
-            p, pos, f = p[keep], pos[keep], f[keep]
-        self.priority, self.positions, self.features = p, pos, f
-
-    def sorted(self):
-        """(positions, features) by position."""
-        if self.features is None:
-            return self.positions, None
-        order = np.argsort(self.positions)
-        return self.positions[order], self.features[order]
-
-
-def _coreset_rates(cells_of_sample, n_cells, n_total, target) -> np.ndarray:
-    """Per cell, the fraction of its atoms kept so that each cell keeps at most c atoms in
-    expectation and all cells together ``target``; cell sizes estimated from the sample."""
-    estimate = np.bincount(cells_of_sample, minlength=n_cells) * (n_total / max(len(cells_of_sample), 1))
-    lo, hi = 0.0, float(estimate.max())
-    for _ in range(60):  # bisection on c: sum(min(estimate, c)) = target
-        c = 0.5 * (lo + hi)
-        lo, hi = (c, hi) if np.minimum(estimate, c).sum() < target else (lo, c)
-    c = 0.5 * (lo + hi)
-    return np.where(estimate > 0, np.minimum(1.0, c / np.maximum(estimate, 1e-300)), 1.0)
-
-
-# ---- the streaming build -----------------------------------------------------------------
-class _Build:
-    """What pass 3 needs and fills: written to the checkpoint, read back to resume."""
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-    def standardise(self, x):
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
-
-    def kept(self, z, x, positions):
-        """Which of the element's atoms the budget's coreset keeps (all without one)."""
-        if z not in self.thinned:
-            return np.ones(len(x), dtype=bool)
-        if z in self.centroids:  # an exact element thinned: cells of a k-means on its sample
-            cells = _faiss().knn(np.ascontiguousarray(x, dtype=np.float32), self.centroids[z], 1)[1][:, 0]
-        else:
-            cells = self.indexes[z].cells(x)
-        return _priority(positions, self.seed + 1) < self.rates[z][cells]
+from probe_base.domain.reference_coreset import _coreset_rates, _priority, _Reservoir
+from probe_base.domain.reference_file import BuiltReference
+from probe_base.domain.reference_index import ElementIndex, element_scale
 
 
 def build_reference(
@@ -436,101 +270,6 @@ def _finish(source, state, n_neighbors, memory_budget) -> BuiltReference:
         "stores": [str(p.resolve()) for p in getattr(source, "paths", [])],
     }
     return BuiltReference(state.mean, state.std, indexes, scales, ranges, n_neighbors, info)
-
-
-# ---- the checkpoint ----------------------------------------------------------------------
-def _save_checkpoint(path, options, state):
-    """Everything pass 3 has built so far, as safetensors (arrays, the FAISS indexes' bytes)
-    and JSON; written atomically, so an interrupted save leaves the previous checkpoint."""
-    from safetensors.numpy import save_file
-
-    from probe_base.io.paths import atomic_write
-
-    tensors = {"mean": state.mean, "std": state.std}
-    meta = {
-        "counts": {str(z): n for z, n in state.counts.items()},
-        "thinned": sorted(state.thinned),
-        "seed": state.seed,
-        "position": state.position,
-        "chunks_done": state.chunks_done,
-        "added": {str(z): n for z, n in state.added.items()},
-        "indexes": {},
-        "truths": {},
-        "flat": sorted(state.flat_parts),
-    }
-    for z, (pos, points) in state.samples.items():
-        tensors[f"sample_positions.{z}"] = np.asarray(pos, dtype=np.int64)
-        tensors[f"sample_points.{z}"] = np.asarray(points, dtype=np.float32)
-    for z, index in state.indexes.items():
-        tensors[f"index.{z}"], meta["indexes"][str(z)] = index.state()
-    for z, centroids in state.centroids.items():
-        tensors[f"centroids.{z}"] = centroids
-    for z, rates in state.rates.items():
-        tensors[f"rates.{z}"] = np.asarray(rates, dtype=np.float64)
-    for z, (wanted, ids) in state.validation.items():
-        tensors[f"validation_positions.{z}"], tensors[f"validation_ids.{z}"] = wanted, ids
-        truth = state.truths[z]
-        tensors[f"truth_queries.{z}"], tensors[f"truth_labels.{z}"] = truth.queries, truth.labels
-        tensors[f"truth_squared.{z}"] = truth.squared
-        meta["truths"][str(z)] = {"seen": truth.seen, "take": truth.take}
-    for z, parts in state.flat_parts.items():
-        n_features = len(state.mean)
-        tensors[f"flat.{z}"] = np.concatenate(parts) if parts else np.zeros((0, n_features), np.float32)
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    metadata = {CHECKPOINT_KEY: json.dumps({"options": options, "state": meta})}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def _load_checkpoint(path, options):
-    """The build state a checkpoint holds; None where there is none; a one-line error where
-    it belongs to another source or other options, or cannot be read."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    fix = f"delete {path} to start the build afresh"
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            saved = json.loads(handle.metadata()[CHECKPOINT_KEY])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
-        raise ReferenceError(f"{path}: not a readable reference-build checkpoint (damaged?); {fix}") from None
-    if saved["options"] != json.loads(json.dumps(options)):
-        changed = sorted(k for k in options if saved["options"].get(k) != json.loads(json.dumps(options[k])))
-        raise ReferenceError(
-            f"{path}: a checkpoint of a build with other {', '.join(changed)}; run the same command as "
-            f"before to resume it, or {fix}"
-        )
-    meta = saved["state"]
-    zs = [int(z) for z in meta["counts"]]
-    state = _Build(
-        counts={int(z): n for z, n in meta["counts"].items()},
-        thinned=set(meta["thinned"]),
-        seed=meta["seed"],
-        mean=tensors["mean"],
-        std=tensors["std"],
-        position=meta["position"],
-        chunks_done=meta["chunks_done"],
-        added={int(z): n for z, n in meta["added"].items()},
-    )
-    state.samples = {z: (tensors[f"sample_positions.{z}"], tensors[f"sample_points.{z}"]) for z in zs}
-    state.indexes = {
-        int(z): ElementIndex.from_state(tensors[f"index.{z}"], m, where=f"{path}: element {z}")
-        for z, m in meta["indexes"].items()
-    }
-    state.centroids = {z: tensors[f"centroids.{z}"] for z in zs if f"centroids.{z}" in tensors}
-    state.rates = {z: tensors[f"rates.{z}"] for z in zs if f"rates.{z}" in tensors}
-    state.validation, state.truths = {}, {}
-    for z, t in meta["truths"].items():
-        z = int(z)
-        ids = tensors[f"validation_ids.{z}"].copy()
-        state.validation[z] = (tensors[f"validation_positions.{z}"], ids)
-        truth = ExactTruth(tensors[f"truth_queries.{z}"], ids, t["take"] - 1)
-        truth.labels, truth.squared, truth.seen = tensors[f"truth_labels.{z}"], tensors[f"truth_squared.{z}"], t["seen"]
-        state.truths[z] = truth
-    state.flat_parts = {z: [tensors[f"flat.{z}"]] for z in meta["flat"]}
-    return state
 
 
 def parse_bytes(text: str) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe_base.domain.reference_index import SEARCH_ROWS, SETTLE_NPROBE, UNSEEN
+from probe_base.domain.index_params import SEARCH_ROWS, SETTLE_NPROBE, UNSEEN
 
 CANDIDATES = 64  # decoded reference atoms kept per query atom (a fresh search costs the same for 5 or 64)
 
