@@ -164,7 +164,7 @@ def measure(batches, steps, rounds, folder: Path) -> dict:
     for param in module.parameters():  # frozen, as in mace's calculator and the probed model: like for like
         param.requires_grad_(False)
     plain = MaceModel(module, device=torch.device("cpu"), compute_stress=False)
-    from probe_mace.torchsim import ProbedMaceModel
+    from probe_mace.torchsim_model import ProbedMaceModel
 
     probed = ProbedMaceModel(model_path, probe_path, device="cpu", keep_history=False)
 
@@ -195,12 +195,12 @@ def measure(batches, steps, rounds, folder: Path) -> dict:
 
     # paired, within the probed runs: the probe's own CPU time per step (its forward minus
     # MaceModel's, plus the policy's bookkeeping), free of the load drifts between runs
-    import probe_mace.torchsim as probe_torchsim
+    from probe_mace.torchsim_monitor import BatchMonitor
 
     clock = _Clock()
     clock.wrap(type(probed), "forward", "probed forward")
     clock.wrap(MaceModel, "forward", "mace forward")
-    clock.wrap(probe_torchsim._Monitor, "see", "policy")
+    clock.wrap(BatchMonitor, "see", "policy")
     times = {b: {c: [] for c in CONFIGS} for b in batches}
     probe_own = {b: [] for b in batches}
     bar = tqdm(total=len(batches) * rounds * len(CONFIGS), desc="torchsim-cost", unit="run")

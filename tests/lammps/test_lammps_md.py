@@ -14,7 +14,8 @@ from ase.cluster import Icosahedron
 from lammps_files import read_dump, write_data
 
 from probe_base.errors import InputError, ProbeError
-from probe_base.integrations.lammps_md import LammpsInputError, run_lammps
+from probe_base.integrations.lammps_input import LammpsInputError
+from probe_base.integrations.lammps_md import run_lammps
 from probe_base.integrations.watchdog import UnreliableTrajectoryWarning
 
 HEADER = ["units metal", "atom_style atomic"]

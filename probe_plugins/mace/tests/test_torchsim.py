@@ -15,7 +15,8 @@ pytest.importorskip("torch_sim", reason="the mace nox session installs probe-mac
 import ase.io  # noqa: E402
 from ase.build import molecule  # noqa: E402
 from probe_mace import MACEAdapter  # noqa: E402
-from probe_mace.torchsim import ProbedMaceModel, load_torch_sim, run_torchsim  # noqa: E402
+from probe_mace.torchsim import run_torchsim  # noqa: E402
+from probe_mace.torchsim_model import ProbedMaceModel, load_torch_sim  # noqa: E402
 
 from probe_base.errors import FingerprintMismatch, ProbeError  # noqa: E402
 from probe_base.integrations.watchdog import UnreliableTrajectoryWarning  # noqa: E402
