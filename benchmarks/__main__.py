@@ -14,12 +14,12 @@ import sys
 
 # in the order --help lists them
 EXPERIMENTS = (
-    "suite",  # run, report, cost
+    "suite.cli",  # run, report, cost
     "backbones",  # train <backbone>
     "backbones.aimnet",  # aimnet-hook-overhead
     "signal_ablation",  # signal-ablation, ablation-table
     "ood",  # ood
-    "ood_data",  # ood-data
+    "ood_data.cli",  # ood-data
     "scaling",  # scaling
     "step_cost",  # step-cost
     "speed",  # evaluate-speed, startup

@@ -34,7 +34,7 @@ import torch
 from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, DATASETS, RESULTS, heldout_path
 from benchmarks.report import table, write_markdown
-from benchmarks.suite import cost_table
+from benchmarks.suite.cost import cost_table
 from probe_base.labels import LabelSpec, errors
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.plugins import get_adapter_class
