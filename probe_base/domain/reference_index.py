@@ -22,7 +22,7 @@ over the atoms (FAISS ``IndexHNSWFlat`` M=32, 10^5 atoms of 64 features) answere
 than IVF-PQ with recall@5 0.99 against 0.84, but kept 528 bytes per atom (5 GB at 10^7) and
 is built atom by atom; an IVF index trains on a sample and adds atoms in chunks.
 
-Why IVF-SQ over IVF-PQ (``benchmarks/reference_scale.py``, ``results/reference_scale*``;
+Why IVF-SQ over IVF-PQ (``benchmarks/reference_scale/``, ``results/reference_scale*``;
 features of the benchmark, 10^6 reference atoms, one shared core): the query of one MD step
 is the scan of the probed cells' codes. IVF-PQ's table look-ups cost ~35 ns per code and its
 recall stops at ~0.90 whatever nprobe (the codes' error); 8-bit residual scalar codes cost
