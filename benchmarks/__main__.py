@@ -14,12 +14,12 @@ import sys
 
 # in the order --help lists them
 EXPERIMENTS = (
-    "suite",  # run, report, cost
+    "suite.cli",  # run, report, cost
     "backbones",  # train <backbone>
     "backbones.aimnet",  # aimnet-hook-overhead
-    "signal_ablation",  # signal-ablation, ablation-table
+    "signal_ablation.cli",  # signal-ablation, ablation-table
     "ood",  # ood
-    "ood_data",  # ood-data
+    "ood_data.cli",  # ood-data
     "scaling",  # scaling
     "step_cost",  # step-cost
     "speed",  # evaluate-speed, startup
@@ -29,7 +29,7 @@ EXPERIMENTS = (
     "distributed_extract",  # distributed-extract ranks|gpu|record-gpu
     "sevenn_signal",  # sevenn-signal
     "sevenn_attach_cost",  # sevenn-attach-cost
-    "reference_scale",  # reference-scale
+    "reference_scale.cli",  # reference-scale
     "evaluate_scale",  # evaluate-scale
     "lammps_cost",  # lammps-cost
     "torchsim_cost",  # torchsim-cost

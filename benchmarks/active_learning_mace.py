@@ -42,7 +42,7 @@ from benchmarks.backbones import find_or_train
 from benchmarks.backbones.mace import DATASETS, evaluate, train_command
 from benchmarks.common import CACHE, DATA, RESULTS, heldout_path
 from benchmarks.report import write_markdown
-from benchmarks.signal_ablation import stores_for
+from benchmarks.signal_ablation.stores import stores_for
 
 WORK = CACHE / "active_learning" / "mace_3bpa"
 N_PICK = 50

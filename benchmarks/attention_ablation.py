@@ -43,7 +43,7 @@ def store_path(name) -> Path:
     if name == "toy":
         return speed.toy_store(800, with_probe=False)[0]
     if name in XTB_STORES:  # the OOD benchmark's held-out xTB-labelled ethanol (seed 1 backbone)
-        from benchmarks.ood_data import STORES
+        from benchmarks.ood_data.layout import STORES
 
         path = STORES / f"{XTB_STORES[name]}_heldout.h5"
         if not path.exists():

@@ -3,9 +3,9 @@ structures against a domain reference of ``--reference-atoms`` (10^6) atoms, on 
 machine's two cores, end to end through the CLI.
 
 The backbone is TinyMLIP (``probe_base/toy.py``, 64 features), trained as in
-``reference_scale.py``. Its reference: the features of 2000 real EMT Cu clusters
+``reference_scale/``. Its reference: the features of 2000 real EMT Cu clusters
 (``probe extract --no-labels``), replicated with 0.1 sigma Gaussian noise to the size asked
-(``reference_scale.ReplicatedSource``, streamed into ``build_reference``, saved as a
+(``reference_scale.source.ReplicatedSource``, streamed into ``build_reference``, saved as a
 ``.reference``). ``probe fit --reference --quantile 0.5`` fits the probe on 2000 other labelled clusters (the
 label: worse than their median error; the toy misses any absolute tolerance);
 the evaluated store holds ``--structures`` more (EMT labels): in-distribution clusters and
@@ -56,7 +56,7 @@ def _prepare(args, timings):
     """(reference file, fitting store, evaluated store): built once, cached."""
     import torch
 
-    from benchmarks.reference_scale import ReplicatedSource
+    from benchmarks.reference_scale.source import ReplicatedSource
     from probe_base import toy
     from probe_base.domain.reference_build import build_reference
     from probe_base.store import extract, load_store

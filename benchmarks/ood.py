@@ -1,7 +1,7 @@
 """Out-of-distribution benchmark: is PROBE safe on structures unlike the backbone's data?
 
 Backbones (4 seeds each) trained on GFN2-xTB labels of 1000 ethanol geometries; every set
-labelled with the same xTB (``python -m benchmarks ood-data``, benchmarks/ood_data.py, builds
+labelled with the same xTB (``python -m benchmarks ood-data``, benchmarks/ood_data/, builds
 data, backbones and feature stores). The probe is fitted the way a user would, with defaults, on half of 500 held-out
 ethanol structures (``--reference`` = the backbone's training-set store, alpha = 0.02) and
 scored on the other half (in distribution) and on seven OOD sets: bond-dissociation scans,
@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from benchmarks.common import BACKBONES, CACHE, RESULTS
-from benchmarks.ood_data import OOD_KINDS, STORES
+from benchmarks.ood_data.layout import OOD_KINDS, STORES
 from benchmarks.report import write_markdown
 
 LABELS = {

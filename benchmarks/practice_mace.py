@@ -40,7 +40,7 @@ import numpy as np
 from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
-from benchmarks.signal_ablation import stores_for
+from benchmarks.signal_ablation.stores import stores_for
 
 WORK = CACHE / "practice"
 # label per dataset: ethanol energies are nearly all accurate (median error ~1 meV), so

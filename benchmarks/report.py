@@ -1,7 +1,7 @@
 """The benchmarks' Markdown helpers: cells, tables and result pages.
 
 Every experiment writes its ``results/<name>.md`` with ``write_markdown``;
-``benchmarks/results/README.md`` is assembled by ``benchmarks.suite.write_readme``. This
+``benchmarks/results/README.md`` is assembled by ``benchmarks.suite.readme.write_readme``. This
 module imports no experiment, so every experiment can import it.
 """
 

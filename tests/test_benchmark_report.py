@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import suite
+from benchmarks.suite import page, readme, runner
 
 
 def metrics(auroc, aurc):
@@ -15,7 +15,7 @@ def test_verdict_names_a_win_only_when_the_intervals_are_apart():
         "PROBE": metrics((0.9, 0.85, 0.95), (0.1, 0.08, 0.12)),
         "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35)),
     }
-    text = suite.verdict(apart)
+    text = page.verdict(apart)
     assert "PROBE beats it on AUROC (intervals do not overlap)" in text
     assert "PROBE beats it on AURC (intervals do not overlap)" in text
 
@@ -23,12 +23,12 @@ def test_verdict_names_a_win_only_when_the_intervals_are_apart():
         "PROBE": metrics((0.72, 0.6, 0.8), (0.28, 0.2, 0.33)),
         "ensemble E std": metrics((0.7, 0.65, 0.75), (0.3, 0.25, 0.35)),
     }
-    text = suite.verdict(overlapping)
+    text = page.verdict(overlapping)
     assert "ahead on AUROC but the intervals overlap" in text
     assert "beats it" not in text
 
     losing = {"PROBE": apart["ensemble E std"], "ensemble E std": apart["PROBE"]}
-    text = suite.verdict(losing)
+    text = page.verdict(losing)
     assert "it beats PROBE on AUROC (intervals do not overlap)" in text
     assert "it beats PROBE on AURC (intervals do not overlap)" in text
 
@@ -66,12 +66,12 @@ def payload(backbone, size, probe_auroc, ensemble_auroc, current=True):
 
 
 def test_report_has_a_row_per_result_and_the_small_vs_large_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
     (tmp_path / "toy_ethanol.json").write_text(json.dumps(payload("toy", "small", 0.61, 0.70)))
     (tmp_path / "toy_ethanol_large.json").write_text(json.dumps(payload("toy", "large", 0.83, 0.72)))
     (tmp_path / "scaling_toy.json").write_text(json.dumps([{"atoms": 9}]))  # not a suite result
 
-    suite.report()
+    readme.report()
     text = (tmp_path / "README.md").read_text()
     rows = [line for line in text.splitlines() if "| energy_median / held-out |" in line]
     assert len(rows) == 2
@@ -98,7 +98,7 @@ def test_backbone_errors_come_from_the_store():
         atom_force_error=np.full(5, 0.02, np.float32),
         member_energies=np.array([[1.0, 1.2], [2.0, 1.8]]),
     )
-    errors = suite.backbone_errors(data, [Path("seed1.model"), Path("seed2.model")])
+    errors = runner.backbone_errors(data, [Path("seed1.model"), Path("seed2.model")])
     assert np.isclose(errors["seed1.model"]["energy_mae_meV"], 200.0)  # |-0.1|, |+0.3|
     assert np.isclose(errors["seed1.model"]["energy_mean_signed_error_meV"], 100.0)
     assert np.isclose(errors["seed2.model"]["energy_mae_meV"], 100.0)
@@ -125,17 +125,17 @@ def test_markdown_shows_backbone_errors_and_wall_time():
         "cost_table_seconds": 60,
         "torch_threads": 1,
     }
-    text = suite.markdown(result)
+    text = page.markdown(result)
     assert "| seed1.model | 12.3 | -5.0 | 45.6 | 30.0 |" in text
     assert "| seed2.model | 15.0 | +2.0 | - | - |" in text
     assert "Wall time of this run: 10.0 min (training 0.0, extraction 5.0" in text
 
 
 def test_an_earlier_protocols_result_is_kept_apart_from_this_ones(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite, "RESULTS", tmp_path)
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
     (tmp_path / "toy_ethanol.json").write_text(json.dumps(payload("toy", "small", 0.61, 0.70)))
     (tmp_path / "toy_ethanol_large.json").write_text(json.dumps(payload("toy", "large", 0.83, 0.72, current=False)))
-    suite.report()
+    readme.report()
     text = (tmp_path / "README.md").read_text()
     current, earlier = text.split("## Earlier protocol")
     assert "| toy | ethanol | small | energy_median / held-out | 0.610" in current

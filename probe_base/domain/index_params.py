@@ -3,7 +3,7 @@ IVF-SQ, IVF-PQ) an element of n atoms gets, its cells, bytes and training sample
 constants the index and its search are built with, and the recall against exact k-NN that
 tunes its nprobe (``reference_index.ElementIndex.tune``).
 
-Why IVF-SQ over IVF-PQ (``benchmarks/reference_scale.py``, ``results/reference_scale*``;
+Why IVF-SQ over IVF-PQ (``benchmarks/reference_scale/``, ``results/reference_scale*``;
 features of the benchmark, 10^6 reference atoms, one shared core): the query of one MD step
 is the scan of the probed cells' codes. IVF-PQ's table look-ups cost ~35 ns per code and its
 recall stops at ~0.90 whatever nprobe (the codes' error); 8-bit residual scalar codes cost
