@@ -39,7 +39,8 @@ from probe_base.labels import LabelSpec, errors
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.plugins import get_adapter_class
 from probe_base.report.baselines import LatentDistance
-from probe_base.report.metrics import aurc, ece, evaluate_signal
+from probe_base.report.bootstrap import evaluate_signal
+from probe_base.report.metrics import aurc, ece
 from probe_base.store import extract, load_store
 from probe_base.workflow import split_holdout
 
