@@ -40,7 +40,7 @@ from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
 from probe_base.labels import LabelSpec
 from probe_base.net.classifier import ProbeClassifier
-from probe_base.report.metrics import format_table
+from probe_base.report.bootstrap import format_table
 from probe_base.store import extract, load_store
 from probe_base.workflow import evaluate_probe, fit_probe, split_holdout
 

@@ -157,7 +157,7 @@ def toy_store(n_structures: int, with_probe=True) -> tuple[Path, Path | None]:
 SIGNAL_CODE = """
 import sys, time
 import numpy as np
-from probe_base.report.metrics import evaluate_signal
+from probe_base.report.bootstrap import evaluate_signal
 n, resamples = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
 bad = rng.integers(0, 2, n)

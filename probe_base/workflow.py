@@ -21,7 +21,7 @@ from probe_base.net.atom_errors import atom_map_quality
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.probe import Probe
 from probe_base.report.baselines import ReferenceBaselines
-from probe_base.report.metrics import evaluate_signals, format_table
+from probe_base.report.bootstrap import evaluate_signals, format_table
 from probe_base.report.operating_point import decision_table, format_decisions, paired_differences
 from probe_base.scoring import score
 from probe_base.selective import selective_evaluation

@@ -4,7 +4,8 @@ from sklearn.metrics import roc_auc_score
 
 from probe_base.errors import LabelError
 from probe_base.labels import LabelSpec, errors
-from probe_base.report.metrics import aurc, e_aurc, ece, evaluate_signal, risk_coverage, selective_risk
+from probe_base.report.bootstrap import evaluate_signal
+from probe_base.report.metrics import aurc, e_aurc, ece, risk_coverage, selective_risk
 from probe_base.store import StoredDataset
 
 

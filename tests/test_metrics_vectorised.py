@@ -7,15 +7,9 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from probe_base.report import metrics
-from probe_base.report.metrics import (
-    aurc,
-    bootstrap_counts,
-    evaluate_signal,
-    resampled_metrics,
-    risk_coverage,
-    selective_risk,
-)
+from probe_base.report import bootstrap, metrics
+from probe_base.report.bootstrap import bootstrap_counts, evaluate_signal
+from probe_base.report.metrics import aurc, resampled_metrics, risk_coverage, selective_risk
 
 
 def _tied_inputs(n, seed):
@@ -110,7 +104,7 @@ def test_bootstrap_counts_are_the_per_resample_draws_in_bounded_chunks():
 
 def test_evaluate_signal_intervals_are_percentiles_of_sklearn_on_each_resample(monkeypatch):
     score, bad, errors, p = _tied_inputs(150, 7)
-    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 150 * 3)  # several chunks
+    monkeypatch.setattr(bootstrap, "CHUNK_ELEMENTS", 150 * 3)  # several chunks
     result = evaluate_signal(score, bad, errors, p, n_bootstrap=60, seed=4)
     rng = np.random.default_rng(4)
     auroc, ap, rho, area, brier, calibration = [], [], [], [], [], []
@@ -157,7 +151,7 @@ def test_single_class_resamples_are_left_out_of_the_interval():
 
 
 def test_several_signals_share_resamples_and_match_one_at_a_time():
-    from probe_base.report.metrics import evaluate_signals
+    from probe_base.report.bootstrap import evaluate_signals
 
     rng = np.random.default_rng(3)
     n = 300

@@ -13,7 +13,8 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Circle
 
 from probe_base.report.html import N_LEAST_TRUSTED, write_report
-from probe_base.report.structures import MAP_COLORS, ColourBar, draw_atoms, least_trusted, view_of
+from probe_base.report.structure_drawing import MAP_COLORS, ColourBar, draw_atoms, view_of
+from probe_base.report.structures import least_trusted
 from probe_base.workflow import evaluate_probe, write_evaluation
 
 

@@ -17,7 +17,7 @@ from benchmarks.signal_ablation.recipes import RECIPES, classifier_for, probe_in
 from benchmarks.signal_ablation.stores import stores_for
 from benchmarks.suite.cost import cost_table
 from probe_base.labels import LabelSpec, errors
-from probe_base.report.metrics import evaluate_signal
+from probe_base.report.bootstrap import evaluate_signal
 from probe_base.store import load_store
 
 

@@ -149,7 +149,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
 def ood_detection(in_arrays, ood_arrays, n_bootstrap):
     """Each signal as a detector of out-of-distribution structures (positive class: OOD),
     on the held-out evaluation half + the OOD set; and how many PROBE's decision rule flags."""
-    from probe_base.report.metrics import evaluate_signal
+    from probe_base.report.bootstrap import evaluate_signal
 
     is_ood = np.r_[np.zeros(len(in_arrays["p_reliable"])), np.ones(len(ood_arrays["p_reliable"]))]
     result = {

@@ -1,6 +1,8 @@
 """The ``probe`` command: plugins, extract, fit, evaluate, predict, calibrate, select, demo.
 
-- ``parser``: the argument parser (``build_parser``);
+- ``parser``: the argument parser (``build_parser``), assembled from ``options`` (argument
+  types, backbone options), ``verbs_fit`` (extract, fit) and ``verbs_use`` (evaluate,
+  predict, demo, calibrate, select, md);
 - ``checks``: what is refused before any work (``check_before_work``, ``check_device``);
 - ``commands``: one ``cmd_<name>(args)`` per subcommand, in ``COMMANDS``;
 - here: ``main``, the console entry point, which turns a ``ProbeError`` or an ``OSError``

@@ -5,8 +5,9 @@ plots, the realised risk and coverage of a calibrated threshold, and the least-t
 structures drawn atom by atom, coloured by the per-atom map. Images are embedded as
 base64 data (the plots PNG, the structures SVG) and the style is inline: the page opens offline and can be mailed.
 
-This module writes the page and its sections; the least-trusted structures (their choice,
-table and pictures) are in ``probe_base.report.structures``.
+This module writes the page and its sections; the least-trusted structures are in
+``probe_base.report.structures`` (their choice), ``probe_base.report.structure_drawing``
+(their pictures) and ``probe_base.report.structures_html`` (their section).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from probe_base.artifact import atomic_write
 from probe_base.labels import TARGETS, UNITS
-from probe_base.report.structures import least_trusted_section, png_data_uri
+from probe_base.report.structures_html import least_trusted_section, png_data_uri
 
 N_LEAST_TRUSTED = 12
 #: (key, heading, tooltip, higher is better); columns appear when any method has them

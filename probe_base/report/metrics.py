@@ -1,17 +1,17 @@
-"""Selective-classification metrics for a reliability signal, with bootstrap intervals.
-(Over 300 lines: each vectorised metric sits next to the scikit-learn reference it matches.)
+"""Selective-classification metrics for a reliability signal: point values and, for the
+bootstrap (``probe_base.report.bootstrap``), the same metrics under resampling weights.
 
 Conventions: ``unreliable`` is 1 for structures whose error is above the threshold;
 ``risk_score`` is higher for structures the method trusts less (1 - P(reliable) for
 PROBE, the member standard deviation for an ensemble). Calibration metrics (ECE, Brier)
 need a probability ``p_reliable`` and are skipped for scores that are not probabilities.
 
-Bootstrap resamples are computed all at once: a resample is a vector of counts (how
-often each structure was drawn), so every metric becomes sums over groups of tied
-scores, sorted once. Point estimates come from scikit-learn / scipy; the resampled
-values match them (tests/test_metrics_vectorised.py). Ties in the risk-coverage curve
-(AURC, selective risk) are resolved by expectation over the order of tied structures,
-so the result does not depend on how the structures happen to be stored.
+A resample is a vector of counts (how often each structure was drawn), so every metric
+becomes sums over groups of tied scores, sorted once, and many resamples are computed at
+once. Point estimates come from scikit-learn / scipy; the resampled values match them
+(tests/test_metrics_vectorised.py). Ties in the risk-coverage curve (AURC, selective
+risk) are resolved by expectation over the order of tied structures, so the result does
+not depend on how the structures happen to be stored.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ import numpy as np
 
 COVERAGES = (0.5, 0.8, 0.9, 0.95)
 N_BINS = 15
-# bootstrap chunk: resamples x structures per count matrix (float64: 2 MB; larger fresh
-# arrays cost more in page faults than the per-chunk Python overhead saves)
-CHUNK_ELEMENTS = 1 << 18
 
 
 def risk_coverage(risk_score, unreliable):
@@ -223,7 +220,7 @@ def _ranks(values):
 
 def resampled_metrics(weights, risk_score, unreliable, errors=None, p_reliable=None) -> dict:
     """Every metric of each weighting (rows of ``weights``, counts per structure): the same
-    names as ``evaluate_signal``, one array of length B each."""
+    names as ``probe_base.report.bootstrap.evaluate_signal``, one array of length B each."""
     signal = _Signal(risk_score, unreliable)
     error_ranks = None if errors is None else _ranks(np.asarray(errors, dtype=float))
     return _metrics(signal, signal.tallies(weights), error_ranks, p_reliable)
@@ -239,25 +236,6 @@ def _metrics(signal, t, error_ranks, p_reliable):
     if p_reliable is not None:
         out["ece"], out["brier"] = signal.calibration(t, p_reliable)
     return out
-
-
-def bootstrap_counts(n, n_bootstrap, seed=0, chunk=None, order=None):
-    """Resample counts, ``chunk`` resamples at a time: (chunk, n) float arrays. The draws are
-    those of ``rng.integers(0, n, n)`` called once per resample. ``order``: count column j
-    is structure ``order[j]`` (counting in sorted order spares gathering columns later)."""
-    rng = np.random.default_rng(seed)
-    chunk = chunk or max(1, CHUNK_ELEMENTS // max(n, 1))
-    column = None
-    if order is not None:
-        column = np.empty(n, dtype=np.int64)
-        column[np.asarray(order)] = np.arange(n)
-    for start in range(0, n_bootstrap, chunk):
-        rows = min(chunk, n_bootstrap - start)
-        drawn = rng.integers(0, n, (rows, n))
-        if column is not None:
-            drawn = column[drawn]
-        drawn += n * np.arange(rows)[:, None]
-        yield np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
 
 
 def _point_metrics(risk_score, unreliable, errors, p_reliable):
@@ -278,59 +256,3 @@ def _point_metrics(risk_score, unreliable, errors, p_reliable):
         out["ece"] = ece(p_reliable, 1 - unreliable)
         out["brier"] = float(brier_score_loss(1 - unreliable, p_reliable))
     return out
-
-
-def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
-    """Every metric with a 95 % bootstrap interval: ``{name: (value, low, high)}``."""
-    p = None if p_reliable is None else {"signal": p_reliable}
-    return evaluate_signals({"signal": risk_score}, unreliable, errors, p, n_bootstrap, seed)["signal"]
-
-
-def evaluate_signals(risk_scores, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
-    """``evaluate_signal`` of several risk scores of the same structures, ``{score name:
-    {name: (value, low, high)}}``; ``p_reliable``: ``{score name: P(reliable)}`` for those
-    that have one. The resamples are drawn once and shared: each score sees the counts
-    ``evaluate_signal`` would have drawn for it (the same seed), in its own sorted order."""
-    unreliable = np.asarray(unreliable, dtype=int)
-    errors = None if errors is None else np.asarray(errors, dtype=float)
-    error_ranks = None if errors is None else _ranks(errors)
-    p_reliable = p_reliable or {}
-    prepared = {}
-    for name, risk_score in risk_scores.items():
-        risk_score = np.asarray(risk_score, dtype=float)
-        p = p_reliable.get(name)
-        p = None if p is None else np.asarray(p, dtype=float)
-        point = _point_metrics(risk_score, unreliable, errors, p)
-        prepared[name] = (_Signal(risk_score, unreliable), p, point, {k: [] for k in point})
-    for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
-        for signal, p, _, samples in prepared.values():
-            tallies = _Tallies(signal, np.take(counts, signal.order, axis=1))
-            for k, v in _metrics(signal, tallies, error_ranks, p).items():
-                samples[k].append(v)
-    return {name: _intervals(point, samples) for name, (_, _, point, samples) in prepared.items()}
-
-
-def _intervals(point, samples) -> dict:
-    result = {}
-    for k, v in point.items():
-        values = np.concatenate(samples[k]) if samples[k] else np.zeros(0)
-        values = values[np.isfinite(values)]
-        low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
-        result[k] = (float(v), float(low), float(high))
-    return result
-
-
-def format_table(results: dict, metrics=("auroc", "auprc", "aurc", "e_aurc", "spearman", "ece")) -> str:
-    """A fixed-width table: one row per method, ``value [low, high]`` per metric."""
-    header = f"{'method':<22}" + "".join(f"{m:>22}" for m in metrics)
-    lines = [header, "-" * len(header)]
-    for method, table in results.items():
-        cells = []
-        for m in metrics:
-            if m in table and np.isfinite(table[m][0]):
-                v, lo, hi = table[m]
-                cells.append(f"{v:.3f} [{lo:.3f},{hi:.3f}]".rjust(22))
-            else:
-                cells.append("-".rjust(22))
-        lines.append(f"{method:<22}" + "".join(cells))
-    return "\n".join(lines)

@@ -158,7 +158,7 @@ class ProbeCallback(Callback):
         from probe_base.net.classifier import ProbeClassifier
         from probe_base.probe import Probe
         from probe_base.report.baselines import all_baselines
-        from probe_base.report.metrics import evaluate_signal, format_table
+        from probe_base.report.bootstrap import evaluate_signal, format_table
         from probe_base.workflow import split_holdout
 
         fit_idx, eval_idx = split_holdout(len(data), self.eval_fraction, self.seed)
