@@ -41,7 +41,7 @@ from probe_base.plugins import get_adapter_class
 from probe_base.report.baselines import LatentDistance
 from probe_base.report.metrics import aurc, ece, evaluate_signal
 from probe_base.store import extract, load_store
-from probe_base.workflow import split_holdout
+from probe_base.workflow.fit import split_holdout
 
 # name -> (which layers: "last" | "all", classifier parameters)
 RECIPES = {

@@ -90,7 +90,7 @@ def calibration_fraction(store, label, eval_fraction=0.5, split_seed=0, false_al
     Chosen from the fitting half's label counts alone."""
     from probe_base.decision import DEFAULT_CALIBRATION_FRACTION, min_reliable_calibration
     from probe_base.store import load_store
-    from probe_base.workflow import split_holdout
+    from probe_base.workflow.fit import split_holdout
 
     data = load_store(store)
     fit = data.subset(split_holdout(len(data), eval_fraction, split_seed)[0])
@@ -126,7 +126,8 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.plugins import get_adapter_class
     from probe_base.store import extract, load_store
-    from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
+    from probe_base.workflow.evaluate import evaluate_probe, write_evaluation
+    from probe_base.workflow.fit import fit_probe
 
     clock = {"started": time.perf_counter()}
     models = find_or_train(backbone, dataset, size, train, minimum=2)
