@@ -85,7 +85,7 @@ def paired_run(store, label_name, seed, n_eval_timing=200):
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import load_store
-    from probe_base.workflow import split_holdout
+    from probe_base.workflow.fit import split_holdout
 
     torch.set_num_threads(1)
     data = load_store(store)

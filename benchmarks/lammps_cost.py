@@ -48,7 +48,7 @@ def _backbone_and_probe(folder: Path):
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import extract
-    from probe_base.workflow import fit_probe
+    from probe_base.workflow.fit import fit_probe
 
     train = toy.emt_clusters(120, seed=0, rattle=(0.02, 0.08))
     model = toy.train(train, [a.get_potential_energy() for a in train], [a.get_forces() for a in train], epochs=25)

@@ -104,7 +104,8 @@ def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.report.baselines import ReferenceBaselines
     from probe_base.store import load_store
-    from probe_base.workflow import evaluate_probe, fit_probe
+    from probe_base.workflow.evaluate import evaluate_probe
+    from probe_base.workflow.fit import fit_probe
 
     started = time.perf_counter()
     stores = stores_of(backbone)
@@ -195,7 +196,7 @@ def scalar_ablation(stores, alpha=0.02, split_seed=0, label_args=None):
     from probe_base.domain.model import DomainModel
     from probe_base.labels import LabelSpec
     from probe_base.store import load_store
-    from probe_base.workflow import split_holdout
+    from probe_base.workflow.fit import split_holdout
 
     reference = load_store(stores["train"])
     heldout = load_store(stores["heldout"])

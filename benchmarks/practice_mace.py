@@ -55,7 +55,7 @@ def fitted_probe(dataset, seed=0, quantile=0.5):
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import load_store
-    from probe_base.workflow import split_holdout
+    from probe_base.workflow.fit import split_holdout
 
     models = find_or_train("mace", dataset, train=False)
     store_path, adapter = stores_for("mace", dataset, models)[models[0].stem]
@@ -219,7 +219,7 @@ def md(args):
     from probe_base.artifact import load_probe
     from probe_base.integrations.watchdog import ReliabilityWatchdog, UnreliableTrajectory
     from probe_base.scoring import decision_threshold
-    from probe_base.selective import calibrate_probe
+    from probe_base.workflow.calibrate import calibrate_probe
 
     torch.set_num_threads(args.threads)
     probe_path, store_path, _, _, _, _, _ = fitted_probe("ethanol", quantile=args.quantile)

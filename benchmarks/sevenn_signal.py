@@ -42,7 +42,8 @@ from probe_base.labels import LabelSpec
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.report.bootstrap import format_table
 from probe_base.store import extract, load_store
-from probe_base.workflow import evaluate_probe, fit_probe, split_holdout
+from probe_base.workflow.evaluate import evaluate_probe
+from probe_base.workflow.fit import fit_probe, split_holdout
 
 STORES = CACHE / "stores"  # the stores and probes of this benchmark
 MODELS = ["7net-0", "7net-0_22May2024", "7net-l3i5"]

@@ -146,7 +146,7 @@ def fit_probe(backbone, model, output, attention=None, domain=None):
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.plugins import get_adapter_class
     from probe_base.store import extract
-    from probe_base.workflow import fit_probe as fit
+    from probe_base.workflow.fit import fit_probe as fit
 
     adapter = get_adapter_class(backbone)([model])
     store = Path(output).with_suffix(".h5")

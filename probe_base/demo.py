@@ -19,7 +19,9 @@ from probe_base.labels import LabelSpec
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.plugins import get_adapter_class
 from probe_base.store import extract
-from probe_base.workflow import evaluate_probe, fit_probe, metrics_table, predict_file, write_evaluation
+from probe_base.workflow.evaluate import evaluate_probe, metrics_table, write_evaluation
+from probe_base.workflow.fit import fit_probe
+from probe_base.workflow.predict import predict_file
 
 TRAIN_SEED, HELDOUT_SEED = 0, 1
 

@@ -29,7 +29,9 @@ from probe_base.decision import (
     fit_rule,
     min_reliable_calibration,
 )
-from probe_base.domain.model import SCALARS, DomainError, DomainModel, min_calibration_size
+from probe_base.domain.conformal import DomainError, min_calibration_size
+from probe_base.domain.model import DomainModel
+from probe_base.domain.novelty import SCALARS
 from probe_base.errors import InputError
 from probe_base.labels import LabelSpec
 from probe_base.net.atom_errors import AtomErrorModel

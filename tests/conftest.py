@@ -85,7 +85,7 @@ def fitted_probe(heldout_store, tmp_path_factory):
     """A probe fitted on half of the held-out store, the other half kept for evaluation."""
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
-    from probe_base.workflow import fit_probe
+    from probe_base.workflow.fit import fit_probe
 
     path = tmp_path_factory.mktemp("probe") / "toy.probe"
     fit_probe(

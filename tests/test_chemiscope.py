@@ -11,7 +11,7 @@ import pytest
 
 from probe_base.cli import main
 from probe_base.report.chemiscope import chemiscope_from_evaluation, structure_map
-from probe_base.workflow import evaluate_probe
+from probe_base.workflow.evaluate import evaluate_probe
 
 
 def read_chemiscope(path):

@@ -120,7 +120,7 @@ def test_every_method_is_cut_at_the_same_rate_on_the_same_calibration_set():
 
 def test_a_fitted_probe_states_its_rule_and_evaluate_measures_it(fitted_probe, heldout_store):
     from probe_base.artifact import load_probe
-    from probe_base.workflow import evaluate_probe, metrics_table
+    from probe_base.workflow.evaluate import evaluate_probe, metrics_table
 
     artifact = load_probe(fitted_probe)
     rule = artifact.decision

@@ -14,7 +14,7 @@ from probe_base.errors import StoreError
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.net.inputs import normalisation, streamed_normalisation
 from probe_base.store import _content_sha256, _identity, load_store
-from probe_base.workflow import evaluate_probe
+from probe_base.workflow.evaluate import evaluate_probe
 
 N = 240  # structures of the toy held-out set used here
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from probe_base.domain.model import DomainError, DomainModel, conformal_threshold, min_calibration_size
+from probe_base.domain.conformal import DomainError, conformal_threshold, min_calibration_size
+from probe_base.domain.model import DomainModel
 from probe_base.net.atom_errors import AtomErrorModel, atom_map_quality
 from probe_base.report.baselines import GMM, LLPR
 from probe_base.store import FeatureSet

@@ -5,7 +5,7 @@ disagreement of a 3-member ensemble of the same MLIP in the same run."""
 
 import numpy as np
 
-from probe_base.workflow import evaluate_probe, metrics_table
+from probe_base.workflow.evaluate import evaluate_probe, metrics_table
 
 
 def test_probe_detects_unreliable_predictions(fitted_probe, heldout_store):
@@ -23,7 +23,7 @@ def test_evaluation_reports_the_domain_test_beside_the_network_alone(fitted_prob
     """On by default: the evaluation scores PROBE with the domain test, the network alone and
     novelty alone, reports the realised false-alarm rate on in-distribution held-out
     structures (about alpha), and where the two agree (inside) and differ (outside)."""
-    from probe_base.workflow import NETWORK, NOVELTY
+    from probe_base.workflow.evaluate import NETWORK, NOVELTY
 
     evaluation = evaluate_probe(fitted_probe, heldout_store, n_bootstrap=50)
     m = evaluation["metrics"]

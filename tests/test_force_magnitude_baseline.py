@@ -13,7 +13,7 @@ import torch
 
 from probe_base.net.atom_errors import atom_map_quality
 from probe_base.store import extract, load_store
-from probe_base.workflow import PREDICTED_FORCE, evaluate_probe, metrics_table, write_evaluation
+from probe_base.workflow.evaluate import PREDICTED_FORCE, evaluate_probe, metrics_table, write_evaluation
 
 torch.set_num_threads(1)
 FIELD = "atom_force_pred_norm"

@@ -95,7 +95,7 @@ def test_remove_offset_measures_errors_around_the_fitting_sets_mean_shift():
 
 def test_the_per_element_mean_map_knows_only_the_element():
     from probe_base.store import StoredDataset
-    from probe_base.workflow import per_element_mean_map
+    from probe_base.workflow.evaluate import per_element_mean_map
 
     def data(z, errors, offsets):
         n = len(offsets) - 1

@@ -119,11 +119,12 @@ def test_structure_scorer_gives_what_score_gives(toy_files, fitted_probe):
 def test_one_structure_domain_search_equals_the_per_element_one(distances, monkeypatch):
     """novelty_of_one (what a calculator's step calls) gives ``novelty``'s numbers, with an
     element the reference never had (Z = 9) among the atoms."""
-    from probe_base.domain import model as domain_module
-    from probe_base.domain.model import DomainModel, OneStructureSearch
+    from probe_base.domain import one_structure_search as search_module
+    from probe_base.domain.model import DomainModel
+    from probe_base.domain.one_structure_search import OneStructureSearch
     from probe_base.store import FeatureSet
 
-    monkeypatch.setattr(domain_module, "ONE_STRUCTURE_DISTANCES", distances)
+    monkeypatch.setattr(search_module, "ONE_STRUCTURE_DISTANCES", distances)
     rng = np.random.default_rng(0)
 
     def structures(n, seed, elements=(1, 6, 8)):

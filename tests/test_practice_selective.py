@@ -1,6 +1,7 @@
 """Risk control (probe_base.selective): the guarantee, checked empirically over many random
 calibration sets drawn from a population whose true selective risk is known in closed
-form, and the calibrate -> evaluate -> attach chain on the toy backbone."""
+form, and the calibrate -> evaluate -> attach chain on the toy backbone
+(probe_base.workflow.calibrate)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ def fitted(tmp_path_factory):
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.store import extract
-    from probe_base.workflow import fit_probe
+    from probe_base.workflow.fit import fit_probe
 
     toy = practice_toy.toy_probe()
     folder = tmp_path_factory.mktemp("selective")
@@ -268,8 +269,8 @@ def test_calibrate_crc_in_place_and_other_store(fitted, tmp_path):
 
     from probe_base import toy as toy_module
     from probe_base.artifact import load_probe
-    from probe_base.selective import calibrate_probe, selective_evaluation
     from probe_base.store import extract, load_store
+    from probe_base.workflow.calibrate import calibrate_probe, selective_evaluation
 
     probe = tmp_path / "copy.probe"
     shutil.copy(fitted["probe"], probe)

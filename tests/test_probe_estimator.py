@@ -89,7 +89,7 @@ def test_evaluate_cuts_novelty_on_the_stored_out_of_fold_scores(fitted, toy_data
     """Every method is cut on the calibration structures; for the novelty those are in the
     domain's reference, so the cut reads their stored cross-fitted novelty (in-sample it is
     too small, and a cut there flags far more than the stated rate)."""
-    from probe_base.workflow import _calibration_novelty
+    from probe_base.workflow.evaluate import _calibration_novelty
 
     path = fitted.save(tmp_path / "toy.probe", toy_data.fingerprint)
     loaded = load_probe(path)

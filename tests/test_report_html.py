@@ -15,7 +15,7 @@ from matplotlib.patches import Circle
 from probe_base.report.html import N_LEAST_TRUSTED, write_report
 from probe_base.report.structure_drawing import MAP_COLORS, ColourBar, draw_atoms, view_of
 from probe_base.report.structures import least_trusted
-from probe_base.workflow import evaluate_probe, write_evaluation
+from probe_base.workflow.evaluate import evaluate_probe, write_evaluation
 
 
 class Page(HTMLParser):
@@ -243,7 +243,7 @@ def test_report_without_the_input_file_keeps_the_table(evaluation, tmp_path):
 
 
 def test_report_shows_the_calibrated_threshold(fitted_probe, heldout_store, tmp_path):
-    from probe_base.selective import calibrate_probe
+    from probe_base.workflow.calibrate import calibrate_probe
 
     calibrated = tmp_path / "calibrated.probe"
     calibrate_probe(fitted_probe, heldout_store, target_risk=0.3, delta=0.2, output=calibrated)

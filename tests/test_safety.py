@@ -622,13 +622,16 @@ def test_item7_fit_and_evaluate_on_an_empty_store(heldout_store, fitted_probe, t
 def test_item7_read_only_output_folder_is_refused_before_any_work(
     heldout_store, fitted_probe, toy_files, tmp_path, capsys, monkeypatch
 ):
-    import probe_base.workflow as workflow
+    import probe_base.workflow.evaluate as evaluate_module
+    import probe_base.workflow.fit as fit_module
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output folder was checked")
 
     with read_only_folder(tmp_path / "ro") as folder:
-        monkeypatch.setattr(workflow, "load_store", no_work)
+        # each step reads the store through its own module's name
+        monkeypatch.setattr(fit_module, "load_store", no_work)
+        monkeypatch.setattr(evaluate_module, "load_store", no_work)
         for argv in (
             ["fit", "--store", heldout_store, "--output", folder / "p.probe"],
             ["evaluate", "--probe", fitted_probe, "--store", heldout_store, "--output-dir", folder / "report"],

@@ -118,7 +118,7 @@ def test_absurd_features_are_refused_by_fit_and_evaluate(heldout_store, fitted_p
 def test_fit_never_writes_a_probe_its_loader_rejects(heldout_store, tmp_path, monkeypatch):
     from probe_base.labels import LabelSpec
     from probe_base.net.classifier import ProbeClassifier
-    from probe_base.workflow import fit_probe
+    from probe_base.workflow.fit import fit_probe
 
     original = ProbeClassifier.state_dict
 

@@ -13,7 +13,7 @@ from probe_base.labels import LabelSpec
 from probe_base.net.classifier import ProbeClassifier
 from probe_base.report.baselines import LatentDistance
 from probe_base.report.metrics import aurc, ece
-from probe_base.workflow import split_holdout
+from probe_base.workflow.fit import split_holdout
 
 # name -> (which layers: "last" | "all", classifier parameters)
 RECIPES = {

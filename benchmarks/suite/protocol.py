@@ -51,7 +51,7 @@ def calibration_fraction(store, label, eval_fraction=0.5, split_seed=0, false_al
     Chosen from the fitting half's label counts alone."""
     from probe_base.decision import DEFAULT_CALIBRATION_FRACTION, min_reliable_calibration
     from probe_base.store import load_store
-    from probe_base.workflow import split_holdout
+    from probe_base.workflow.fit import split_holdout
 
     data = load_store(store)
     fit = data.subset(split_holdout(len(data), eval_fraction, split_seed)[0])

@@ -43,7 +43,8 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
     from probe_base.net.classifier import ProbeClassifier
     from probe_base.plugins import get_adapter_class
     from probe_base.store import extract, load_store
-    from probe_base.workflow import evaluate_probe, fit_probe, write_evaluation
+    from probe_base.workflow.evaluate import evaluate_probe, write_evaluation
+    from probe_base.workflow.fit import fit_probe
 
     clock = {"started": time.perf_counter()}
     models = find_or_train(backbone, dataset, size, train, minimum=2)

@@ -104,7 +104,7 @@ def classifier_of_args(args, progress=False):
 
 def _fit(args, group):
     from probe_base.labels import LabelSpec
-    from probe_base.workflow import fit_probe
+    from probe_base.workflow.fit import fit_probe
 
     rank0 = group is None or group.rank == 0
     classifier = classifier_of_args(args, progress=rank0)
@@ -162,7 +162,7 @@ def _offset_line(offset, label) -> str:
 
 
 def cmd_evaluate(args):
-    from probe_base.workflow import evaluate_probe, metrics_table, write_evaluation
+    from probe_base.workflow.evaluate import evaluate_probe, metrics_table, write_evaluation
 
     if args.chemiscope:
         from probe_base.report.chemiscope import require_chemiscope
@@ -177,7 +177,7 @@ def cmd_evaluate(args):
     )
     print(metrics_table(evaluation))
     if evaluation.get("selective"):
-        from probe_base.selective import format_selective
+        from probe_base.workflow.calibrate import format_selective
 
         print(format_selective(evaluation["selective"]))
     folder = write_evaluation(evaluation, args.output_dir)
@@ -191,7 +191,7 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     from probe_base.artifact import load_probe
-    from probe_base.workflow import predict_file
+    from probe_base.workflow.predict import predict_file
 
     adapter = _adapter(args, args.model)
     collector = None
@@ -225,7 +225,8 @@ def cmd_predict(args):
 
 def cmd_calibrate(args):
     from probe_base.errors import ProbeError
-    from probe_base.selective import calibrate_probe, min_calibration_size
+    from probe_base.selective import min_calibration_size
+    from probe_base.workflow.calibrate import calibrate_probe
 
     output = args.probe if args.overwrite else args.output
     control = calibrate_probe(

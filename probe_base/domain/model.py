@@ -7,12 +7,9 @@ atoms, IVF-SQ above), divided by that element's typical reference distance. Stru
 novelty, so one odd atom (a bond pulled apart, a fragment's dangling end) is enough.
 
 The reference atoms come from the backbone's training set (``probe fit --reference``) or,
-without one, from the probe's fitting set. The threshold is set by split-conformal
-calibration on in-distribution structures that are not in the reference: with n
-calibration structures, the ceil((n + 1)(1 - alpha))-th smallest novelty. A new structure
-exchangeable with them is then flagged with probability at most alpha (Vovk et al. 2005;
-Angelopoulos & Bates 2021). Novelties are reported divided by that threshold: > 1 means
-outside the domain.
+without one, from the probe's fitting set. The threshold is split-conformal on
+in-distribution structures that are not in the reference (``domain/conformal.py``).
+Novelties are reported divided by that threshold: > 1 means outside the domain.
 
 Structure-level scalars count too: how far a structure's predicted energy per atom, or (for
 total-energy labels) its atom count, lies beyond the reference set's range, in units of
@@ -31,63 +28,41 @@ features = 51 MB), an IVF-SQ one ``n_features + 8`` (``index_params``); the same
 ``max_reference_atoms`` atoms per element (a random subsample). Time per scored atom: exact,
 one matrix-vector product with its element's reference (a 9-atom step against 3 000
 reference atoms per element: ~0.1 ms); IVF-SQ / IVF-PQ, ``nprobe`` cells' codes.
+
+Beside it in ``domain/``: ``one_structure_search.py`` (an MD step's search), ``novelty.py``
+(the numeric helpers), ``state.py`` (the ``.probe`` file's arrays).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from probe_base.decision import DEFAULT_ALPHA
+from probe_base.domain.conformal import DomainError, conformal_threshold
 from probe_base.domain.index_params import EXACT_MAX_ATOMS, SCALE_SAMPLE, index_params
-from probe_base.domain.neighbours import ExactNeighbors
+from probe_base.domain.novelty import (
+    SCALARS,
+    atom_novelty,
+    atoms_of,
+    range_excess,
+    scalar_values,
+    standardise,
+    structure_novelty,
+)
+from probe_base.domain.one_structure_search import OneStructureSearch
 from probe_base.domain.reference_file import BuiltReference
 from probe_base.domain.reference_index import ElementIndex, element_scale
+from probe_base.domain.state import domain_from_state, domain_state
 from probe_base.domain.step_neighbours import StepNeighbours
-from probe_base.errors import ProbeError
 
-SCALARS = ("energy_per_atom", "n_atoms")
 # one range width beyond the reference's range weighs as much as this many typical
 # nearest-neighbour distances (ID structures lie within ~0.05 widths of the range)
 SCALAR_WEIGHT = 20.0
-UNSEEN = 1e6  # raw novelty of an atom of an element the reference never had
-# one structure's atoms x every element's reference atoms: one product up to this many
-# (beyond it the per-element searches' smaller selections win over saved calls)
-ONE_STRUCTURE_DISTANCES = 1 << 16
 # scoring: an atom whose novelty is bounded (by a one-cell search, or by the candidates an MD
 # step kept) at most this share of the threshold reports that bound, searched no further; it
 # is inside the domain whatever the full search would find, so no decision changes
 SETTLED_SHARE = 0.5
-
-
-class DomainError(ProbeError):
-    """A domain model that cannot be fitted as asked (alpha, calibration size, reference)."""
-
-
-def min_calibration_size(alpha: float) -> int:
-    """The fewest calibration structures for which a finite conformal threshold exists:
-    ceil((n + 1)(1 - alpha)) <= n  <=>  n >= 1/alpha - 1."""
-    return int(math.ceil(1.0 / alpha - 1.0 - 1e-9))
-
-
-def conformal_threshold(scores: np.ndarray, alpha: float) -> float:
-    """The split-conformal quantile: P(new score > threshold) <= alpha for a new score
-    exchangeable with ``scores``."""
-    if not 0.0 < alpha < 1.0:
-        raise DomainError(f"alpha must lie in (0, 1), not {alpha!r} (e.g. --alpha 0.02)")
-    scores = np.sort(np.asarray(scores, dtype=np.float64))
-    n = len(scores)
-    needed = min_calibration_size(alpha)
-    if n < needed:
-        raise DomainError(
-            f"alpha = {alpha:g} needs at least {needed} in-distribution calibration structures, "
-            f"only {n} are available: use more labelled structures or a larger --alpha "
-            f"(with {n} structures the smallest possible alpha is {1.0 / (n + 1):.3g})"
-        )
-    rank = int(math.ceil((n + 1) * (1.0 - alpha)))  # 1-based
-    return float(scores[rank - 1])
 
 
 class DomainModel(BaseEstimator):
@@ -178,7 +153,7 @@ class DomainModel(BaseEstimator):
         values = self._scalar_values(reference)
         self.ranges_ = {name: (float(v[structures].min()), float(v[structures].max())) for name, v in values.items()}
         z_all = np.asarray(reference.atomic_numbers)
-        atom_rows = np.arange(len(z_all)) if rows is None else _atoms_of(reference, rows)
+        atom_rows = np.arange(len(z_all)) if rows is None else atoms_of(reference, rows)
         self.elements_ = np.unique(z_all[atom_rows]).astype(np.int64)
         self.reference_, self.scale_ = {}, {}
         for z in self.elements_:
@@ -215,30 +190,16 @@ class DomainModel(BaseEstimator):
 
     # ---- scoring -------------------------------------------------------------------------
     def _scalar_values(self, X) -> dict:
-        return self._scalars_of(np.asarray(X.energy_pred, dtype=np.float64), X.n_atoms.astype(np.float64))
-
-    def _scalars_of(self, energy, n_atoms) -> dict:
-        unknown = set(self.scalars) - set(SCALARS)
-        if unknown:
-            raise DomainError(f"unknown structure scalars {sorted(unknown)}; choose from {SCALARS}")
-        values = {"energy_per_atom": energy / np.maximum(n_atoms, 1), "n_atoms": n_atoms}
-        return {name: values[name] for name in self.scalars}
+        energy = np.asarray(X.energy_pred, dtype=np.float64)
+        return scalar_values(self.scalars, energy, X.n_atoms.astype(np.float64))
 
     def range_excess(self, X) -> dict:
         """Per scalar: how far each structure lies beyond the reference's range, in range
         widths (0 inside; one atom is the least width of an atom count)."""
-        return self._excess(self._scalar_values(X))
-
-    def _excess(self, values) -> dict:
-        out = {}
-        for name, v in values.items():
-            lo, hi = self.ranges_[name]
-            width = max(hi - lo, 1.0 if name == "n_atoms" else 1e-6)
-            out[name] = np.maximum(np.maximum(v - hi, lo - v), 0.0) / width
-        return out
+        return range_excess(self._scalar_values(X), self.ranges_)
 
     def _standardise(self, feats):
-        return ((np.asarray(feats, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
+        return standardise(feats, self.mean_, self.std_)
 
     def element_groups(self, atomic_numbers) -> list:
         """The atoms of each element with what their search needs: (rows, reference search
@@ -280,26 +241,15 @@ class DomainModel(BaseEstimator):
         ``settle`` (fitted: scoring, never calibration): an approximate element's atom whose
         one-cell search already bounds its novelty at ``SETTLED_SHARE`` of the threshold
         reports that bound (``ElementIndex.mean_distance(settle_below=...)``)."""
-        out = np.full(len(features), UNSEEN)
-        points = self._standardise(features)
-        for rows, knn, k, scale in self.element_groups(atomic_numbers) if groups is None else groups:
-            if knn is None:  # an unseen element: novel by definition
-                continue
-            if settle and isinstance(knn, ElementIndex):
-                distance = knn.mean_distance(points[rows], k, settle_below=SETTLED_SHARE * self.threshold_ * scale)
-            else:  # StepNeighbours keeps its own bound
-                distance = knn.mean_distance(points[rows], k)
-            out[rows] = distance / scale
-        return out
+        groups = self.element_groups(atomic_numbers) if groups is None else groups
+        settle_below = SETTLED_SHARE * self.threshold_ if settle else None
+        return atom_novelty(self._standardise(features), groups, settle_below)
 
     def _raw_structure_novelty(self, X, settle=False):
         atom = self._raw_atom_novelty(X.features, X.atomic_numbers, settle=settle)
         if len(X) == 0:
             return np.zeros(0), atom
-        structure = np.maximum.reduceat(atom, X.offsets[:-1])
-        for excess in self.range_excess(X).values():
-            structure = np.maximum(structure, self.scalar_weight * excess)
-        return structure, atom
+        return structure_novelty(atom, X.offsets, self.range_excess(X), self.scalar_weight), atom
 
     def novelty_of_one(self, features, search, energy):
         """``novelty`` of one structure: (structure novelty, per-atom novelties), divided by
@@ -311,8 +261,8 @@ class DomainModel(BaseEstimator):
         else:
             atom = self._raw_atom_novelty(features, groups=search, settle=True)
         structure = float(atom.max()) if n else 0.0
-        scalars = self._scalars_of(np.array([float(energy)]), np.array([float(n)]))
-        for excess in self._excess(scalars).values():
+        scalars = scalar_values(self.scalars, np.array([float(energy)]), np.array([float(n)]))
+        for excess in range_excess(scalars, self.ranges_).values():
             structure = max(structure, self.scalar_weight * float(excess[0]))
         return structure / self.threshold_, atom / self.threshold_
 
@@ -337,59 +287,13 @@ class DomainModel(BaseEstimator):
 
     # ---- persistence (the artifact module writes these to the .probe file) ---------------
     def state_dict(self) -> tuple[dict, dict]:
-        """(arrays, JSON metadata): everything ``from_state`` needs, no pickle."""
+        """(arrays, JSON metadata): everything ``from_state`` needs, no pickle (``state.py``)."""
         _check_fitted(self)
-        arrays = {"mean": self.mean_, "std": self.std_, "calibration_scores": self.calibration_scores_}
-        if getattr(self, "out_of_fold_scores_", None) is not None:  # self-calibrated: per reference structure
-            arrays["out_of_fold_scores"] = np.asarray(self.out_of_fold_scores_, dtype=np.float64)
-        ranges = {name: list(r) for name, r in self.ranges_.items()}
-        indexes = {}
-        for z, index in self.reference_.items():
-            arrays[f"index.{z}"], indexes[str(z)] = index.state()
-        meta = {
-            "params": {**self.get_params(), "scalars": list(self.scalars)},
-            "threshold": self.threshold_,
-            "n_calibration": self.n_calibration_,
-            "n_features": int(self.n_features_in_),
-            "elements": [int(z) for z in self.elements_],
-            "scale": {str(z): float(s) for z, s in self.scale_.items()},
-            "ranges": ranges,
-            "indexes": indexes,
-        }
-        return arrays, meta
+        return domain_state(self)
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict) -> "DomainModel":
-        params = dict(meta["params"])
-        params["scalars"] = tuple(params.get("scalars", ()))
-        model = cls(**params)
-        model.ranges_ = {name: tuple(r) for name, r in meta.get("ranges", {}).items()}
-        model.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
-        model.std_ = np.asarray(arrays["std"], dtype=np.float32)
-        model.calibration_scores_ = np.asarray(arrays["calibration_scores"], dtype=np.float64)
-        if "out_of_fold_scores" in arrays:
-            model.out_of_fold_scores_ = np.asarray(arrays["out_of_fold_scores"], dtype=np.float64)
-        model.threshold_ = float(meta["threshold"])
-        model.n_calibration_ = int(meta["n_calibration"])
-        model.n_features_in_ = int(meta["n_features"])
-        model.elements_ = np.asarray(meta["elements"], dtype=np.int64)
-        model.scale_ = {int(z): float(s) for z, s in meta["scale"].items()}
-        model.reference_ = {}
-        indexes = meta.get("indexes")
-        for z in model.elements_:
-            if indexes is None:  # files before the FAISS index: the exact reference's features
-                points = np.asarray(arrays[f"reference.{int(z)}"], dtype=np.float32)
-                model.reference_[int(z)] = ElementIndex.flat(points)
-                continue
-            index = ElementIndex.from_state(
-                arrays[f"index.{int(z)}"], indexes[str(int(z))], f"domain index of Z={int(z)}"
-            )
-            if index.n_features != model.n_features_in_:
-                raise ValueError(
-                    f"domain index of Z={int(z)} has {index.n_features} features, the domain {model.n_features_in_}"
-                )
-            model.reference_[int(z)] = index
-        return model
+        return domain_from_state(cls, arrays, meta)
 
     def summary(self) -> str:
         counts = ", ".join(
@@ -411,47 +315,6 @@ class DomainModel(BaseEstimator):
                 lo, hi = self.ranges_[name]
                 out.append(f"{name} {v[0]:.4g} outside the reference's {lo:.4g}..{hi:.4g}")
         return out
-
-
-class OneStructureSearch:
-    """The k-NN novelty of one structure's atoms against the reference atoms of every
-    element in one matrix product, another element's reference atoms masked out (+inf): a
-    few array operations per MD step instead of a few per element. ``usable`` where the
-    product stays small and every element takes the same k."""
-
-    def __init__(self, domain, atomic_numbers):
-        z = np.asarray(atomic_numbers)
-        elements = [int(e) for e in np.unique(z) if int(e) in domain.reference_]
-        sizes = [len(domain.reference_[e]) for e in elements]
-        ks = {min(domain.n_neighbors, size) for size in sizes}
-        exact = all(domain.reference_[e].kind == "flat" for e in elements)
-        self.usable = exact and len(ks) == 1 and len(z) * sum(sizes) <= ONE_STRUCTURE_DISTANCES
-        if not self.usable:
-            return
-        self.k = ks.pop()
-        self.reference = ExactNeighbors(np.concatenate([domain.reference_[e].points for e in elements]))
-        owner = np.repeat(elements, sizes)
-        self.mask = np.where(z[:, None] == owner[None, :], 0.0, np.inf).astype(np.float32)
-        self.unseen = ~np.isin(z, elements)
-        scale = {e: domain.scale_[e] for e in elements}
-        self.scale = np.array([scale.get(int(e), 1.0) for e in z])
-
-    def __call__(self, points) -> np.ndarray:
-        """Raw novelty of each atom from its standardised features (UNSEEN: an element the
-        reference never had)."""
-        distances = self.reference.squared_distances(points)
-        distances += self.mask
-        nearest = np.partition(distances, self.k - 1, axis=1)[:, : self.k]
-        out = np.sqrt(np.maximum(nearest, 0.0)).mean(1) / self.scale
-        out[self.unseen] = UNSEEN
-        return out
-
-
-def _atoms_of(X, rows):
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.arange(X.offsets[i], X.offsets[i + 1]) for i in rows])
 
 
 def _check_fitted(model):

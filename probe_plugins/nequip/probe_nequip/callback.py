@@ -154,12 +154,13 @@ class ProbeCallback(Callback):
         )
 
     def evaluate(self, index, data) -> dict:
-        from probe_base.domain.model import DomainModel, min_calibration_size
+        from probe_base.domain.conformal import min_calibration_size
+        from probe_base.domain.model import DomainModel
         from probe_base.net.classifier import ProbeClassifier
         from probe_base.probe import Probe
         from probe_base.report.baselines import all_baselines
         from probe_base.report.bootstrap import evaluate_signal, format_table
-        from probe_base.workflow import split_holdout
+        from probe_base.workflow.fit import split_holdout
 
         fit_idx, eval_idx = split_holdout(len(data), self.eval_fraction, self.seed)
         fit, held = data.subset(fit_idx), data.subset(eval_idx)
