@@ -18,13 +18,13 @@ EXPERIMENTS = (
     "backbones",  # train <backbone>
     "backbones.aimnet",  # aimnet-hook-overhead
     "signal_ablation.cli",  # signal-ablation, ablation-table
-    "ood",  # ood
+    "ood.cli",  # ood
     "ood_data.cli",  # ood-data
     "scaling",  # scaling
-    "step_cost",  # step-cost
-    "speed",  # evaluate-speed, startup
+    "step_cost.cli",  # step-cost
+    "speed.cli",  # evaluate-speed, startup
     "attention_ablation",  # attention
-    "practice_mace",  # practice guarantee|md
+    "practice_mace.cli",  # practice guarantee|md
     "active_learning_mace",  # active-learning
     "distributed_extract",  # distributed-extract ranks|gpu|record-gpu
     "sevenn_signal",  # sevenn-signal

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import speed
 from benchmarks.backbones import find_or_train
 from benchmarks.common import CACHE, ETHANOL_HELDOUT, RESULTS
 from benchmarks.report import write_markdown
+from benchmarks.speed.toy_store import toy_store
 from probe_base.net.model import ATTENTIONS
 
 LABELS = {
@@ -41,7 +41,7 @@ XTB_STORES = {f"{b}-xtb-ethanol": b for b in ("mace", "nequip", "aimnet")}
 
 def store_path(name) -> Path:
     if name == "toy":
-        return speed.toy_store(800, with_probe=False)[0]
+        return toy_store(800, with_probe=False)[0]
     if name in XTB_STORES:  # the OOD benchmark's held-out xTB-labelled ethanol (seed 1 backbone)
         from benchmarks.ood_data.layout import STORES
 

@@ -25,9 +25,11 @@ import time
 
 import numpy as np
 
-from benchmarks import speed, step_cost
 from benchmarks.common import REPO, RESULTS
 from benchmarks.report import write_markdown
+from benchmarks.speed.compare import code_tree, environment, python_path
+from benchmarks.step_cost.experiment import timing_probes
+from benchmarks.step_cost.models import BACKBONES, replicated_ethanol, timing_model
 
 PROBES = ("self", "pooling", "pooling + domain")
 DEFAULT_SIZES = {"ethanol": [1, 11, 111, 1111], "nacl": [1, 2, 4, 8, 11]}
@@ -37,7 +39,7 @@ def structure(kind, size):
     """``ethanol``: ``size`` molecules on a grid (9 atoms each, no cell); ``nacl``: the
     8-atom rock-salt cell repeated ``size`` times along each axis (periodic)."""
     if kind == "ethanol":
-        return step_cost.replicated_ethanol(size)
+        return replicated_ethanol(size)
     from ase.build import bulk
 
     cell = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((size, size, size))
@@ -102,9 +104,9 @@ def scaling(args):
     backbone = args.backbone
     kind = args.structures or ("nacl" if backbone == "sevenn" else "ethanol")
     sizes = args.sizes or DEFAULT_SIZES[kind]
-    model = step_cost.timing_model(backbone)
-    after = speed.code_tree(args.after)
-    probes = step_cost.timing_probes(backbone, model, after=after)
+    model = timing_model(backbone)
+    after = code_tree(args.after)
+    probes = timing_probes(backbone, model, after=after)
     rows = []
     for size in sizes:
         row = {}
@@ -119,8 +121,8 @@ def scaling(args):
                 text=True,
                 cwd=after,
                 env={
-                    **speed.environment(after, plugins=[backbone]),
-                    "PYTHONPATH": speed.python_path(after, [backbone]) + os.pathsep + str(REPO),
+                    **environment(after, plugins=[backbone]),
+                    "PYTHONPATH": python_path(after, [backbone]) + os.pathsep + str(REPO),
                 },
             )
             if result.returncode:
@@ -205,7 +207,7 @@ def scaling(args):
 
 def register(sub):
     s = sub.add_parser("scaling", help="probe time and memory vs atoms, self vs pooling probe")
-    s.add_argument("--backbone", choices=step_cost.BACKBONES, default="mace")
+    s.add_argument("--backbone", choices=BACKBONES, default="mace")
     s.add_argument(
         "--structures", choices=list(DEFAULT_SIZES), default=None, help="default: nacl for sevenn, ethanol otherwise"
     )

@@ -2,7 +2,8 @@
 
 import json
 
-from benchmarks import speed
+from benchmarks.speed.compare import interleaved, summary
+from benchmarks.speed.readme import readme_section
 
 
 def test_rounds_alternate_the_order_and_the_speedup_is_a_ratio_of_medians():
@@ -16,17 +17,17 @@ def test_rounds_alternate_the_order_and_the_speedup_is_a_ratio_of_medians():
 
         return run
 
-    times = speed.interleaved({"before": variant("before"), "after": variant("after")}, rounds=4)
+    times = interleaved({"before": variant("before"), "after": variant("after")}, rounds=4)
     assert calls == ["before", "after", "after", "before", "before", "after", "after", "before"]
     assert times == {"before": [5.0, 4.0, 6.0, 30.0], "after": [1.0, 1.2, 0.9, 1.1]}
-    result = speed.summary(times)
+    result = summary(times)
     assert result["speedup"] == (5.5 / 1.05)  # medians: an outlier round does not move it
-    per = speed.summary({"before": [10.0], "after": [50.0]}, per={"before": 10, "after": 1000})
+    per = summary({"before": [10.0], "after": [50.0]}, per={"before": 10, "after": 1000})
     assert per["speedup"] == 20.0  # 1 s vs 0.05 s per resample
 
 
 def test_readme_section_quotes_each_result_file(tmp_path):
-    assert speed.readme_section(tmp_path) == ""
+    assert readme_section(tmp_path) == ""
     (tmp_path / "speed_evaluate.json").write_text(
         json.dumps(
             {
@@ -49,6 +50,6 @@ def test_readme_section_quotes_each_result_file(tmp_path):
         )
     )
     (tmp_path / "scaling_old.json").write_text(json.dumps([{"atoms": 9}]))  # older format: skipped
-    text = speed.readme_section(tmp_path)
+    text = readme_section(tmp_path)
     assert "x6.0 faster (60 s -> 10.0 s median)" in text and "x40 per resample" in text
     assert "mace (9 atoms)" in text and "before: +12.0 %" in text and "after, pooling: +1.5 %" in text

@@ -67,7 +67,7 @@ import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 from sevenn.calculator import SevenNetCalculator
-from benchmarks.step_cost import replicated_ethanol
+from benchmarks.step_cost.models import replicated_ethanol
 atoms = replicated_ethanol(11)
 atoms.calc = SevenNetCalculator("7net-0", device="cpu")
 rng = np.random.default_rng(0)

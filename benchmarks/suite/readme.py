@@ -39,7 +39,7 @@ def suite_payloads(results):
 def write_readme(results) -> str:
     """``results/README.md``: this suite's section, then the speed benchmarks' (an empty
     section is left out)."""
-    from benchmarks import speed
+    from benchmarks.speed import readme as speed
 
     sections = [readme_section(results), speed.readme_section(results)]
     return write_markdown(results / "README.md", "\n".join(s for s in sections if s))

@@ -100,7 +100,7 @@ def run(backbone, dataset, size, n_bootstrap=1000, train=True):
             if set_name == "held-out":
                 in_distribution = evaluation["arrays"]
                 if "PROBE network alone" in evaluation["arrays"]["scores"]:
-                    from benchmarks.ood import paired_difference
+                    from benchmarks.ood.protocol import paired_difference
 
                     scores = evaluation["arrays"]["scores"]
                     evaluations[key]["default_minus_network"] = paired_difference(
