@@ -10,7 +10,7 @@ The backbone is TinyMLIP (``probe_base/toy.py``, 64 features), trained as in
 label: worse than their median error; the toy misses any absolute tolerance);
 the evaluated store holds ``--structures`` more (EMT labels): in-distribution clusters and
 a tenth hot ones (rattle 0.15-0.25 A). Timed: ``probe --threads 2 evaluate`` (FAISS with
-two OpenMP threads) with its defaults (baselines, bootstrap, plots); and the domain query
+two OpenMP threads) with its defaults (baselines, bootstrap, plots), again with ``--bootstrap 0``; and the domain query
 alone, the batch novelty with the one-cell settling search (``SETTLED_SHARE``) and without,
 with the share of structures whose decision differs (must be 0).
 
@@ -165,6 +165,19 @@ def run(args):
         str(out_dir),
         threads=2,
     )
+    # the same without the bootstrap intervals (1000 resamples of every signal by default)
+    no_bootstrap_seconds = _cli(
+        "evaluate",
+        "--probe",
+        str(probe),
+        "--store",
+        str(evaluated),
+        "--output-dir",
+        str(CACHE / f"evaluate_{args.structures}_no_bootstrap"),
+        "--bootstrap",
+        "0",
+        threads=2,
+    )
     domain = _domain_only(probe, evaluated, threads=2)
     payload = {
         "experiment": "evaluate_scale",
@@ -175,6 +188,7 @@ def run(args):
         "threads": 2,
         "load_average_at_end": list(os.getloadavg()),
         "probe_evaluate_seconds": evaluate_seconds,
+        "probe_evaluate_no_bootstrap_seconds": no_bootstrap_seconds,
         "target_seconds": 60.0,
         "domain_query": domain,
         "preparation_seconds": timings,
@@ -193,6 +207,7 @@ def run(args):
         "| what | seconds |",
         "|---|---|",
         f"| `probe --threads 2 evaluate` (defaults: baselines, bootstrap, plots), end to end | {evaluate_seconds:.1f} |",
+        f"| the same with `--bootstrap 0` (no intervals) | {no_bootstrap_seconds:.1f} |",
         f"| the domain query alone, settling search (one cell first) | {s['settled']:.1f} |",
         f"| the domain query alone, full search for every atom | {s['full search']:.1f} |",
         "",
