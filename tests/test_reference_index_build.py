@@ -1,41 +1,27 @@
-"""The domain's reference as FAISS indexes (probe_base/domain/reference_index.py): the approximate
-index agrees with the exact one, a build streamed from several stores equals one from
-their concatenation, a damaged index is refused, and a build holds one chunk at a time."""
+"""The domain's reference as FAISS indexes (probe_base/domain/reference_index.py), built: the
+index kind is chosen by size, the approximate index agrees with the exact one and its tuned nprobe
+is the fewest cells reaching the recall target, a build streamed in chunks or from several stores
+equals one in memory or from their concatenation, a build holds one chunk at a time, and a memory
+budget keeps a stratified coreset."""
 
-import functools
-import json
 import tracemalloc
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
+from reference_helpers import _split_store, _structures, _with_kind
 
-from probe_base.artifact import load_probe, save_probe
 from probe_base.domain import index_params as ip
 from probe_base.domain import reference_build as rb
 from probe_base.domain import reference_index as ri
 from probe_base.domain.index_params import ReferenceError
 from probe_base.domain.model import DomainModel
 from probe_base.domain.reference_build import build_reference
-from probe_base.domain.reference_file import BuiltReference
 from probe_base.domain.reference_sources import ArraySource, StoreSource
-from probe_base.errors import ArtifactError
-from probe_base.store import FeatureSet, load_store
+from probe_base.store import load_store
 
 faiss = pytest.importorskip("faiss")
 faiss.omp_set_num_threads(1)
-
-
-def _structures(n, seed, n_features=16, atoms=(6, 12), elements=(1, 6)):
-    """Element-dependent features on a few modes per element (as a backbone's cluster)."""
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(*atoms, n)
-    z = rng.choice(elements, counts.sum())
-    modes = {e: np.random.default_rng(e).normal(size=(8, n_features)) * 3 for e in elements}
-    feats = np.stack([modes[e][rng.integers(8)] for e in z]) + rng.normal(size=(len(z), n_features))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return FeatureSet(feats.astype(np.float32), z, offsets, rng.normal(size=n))
 
 
 def test_index_kind_is_chosen_by_size():
@@ -50,13 +36,6 @@ def test_index_kind_is_chosen_by_size():
     assert ip.index_params(10**5, 64, nprobe=3)["nprobe"] == 3  # given: not tuned
     with pytest.raises(ReferenceError, match="unknown approximate index kind"):
         ip.index_params(10**5, 64, kind="hnsw")
-
-
-def _with_kind(monkeypatch, kind):
-    """DomainModel's approximate elements of ``kind`` (its fit asks index_params)."""
-    import probe_base.domain.model as domain_module
-
-    monkeypatch.setattr(domain_module, "index_params", functools.partial(ip.index_params, kind=kind))
 
 
 # Tolerances (3000 reference structures, ~12.9k atoms per element, 256 cells): recall@5 of the
@@ -140,36 +119,6 @@ def test_streamed_build_equals_the_in_memory_fit():
     np.testing.assert_allclose(streamed.novelty(test)[0], in_memory.novelty(test)[0], rtol=1e-4)
     for z in in_memory.scale_:
         assert streamed.scale_[z] == pytest.approx(in_memory.scale_[z], rel=1e-4)
-
-
-def _split_store(store, tmp_path, parts):
-    """The store's structures cut into ``parts`` stores (the same datasets and attributes)."""
-    import h5py
-
-    with h5py.File(store, "r") as h5:
-        offsets = np.concatenate([[0], np.cumsum(h5["n_atoms"][:])])
-        n = len(offsets) - 1
-        cuts = np.linspace(0, n, parts + 1).astype(int)
-        per_atom = {k for k in h5 if h5[k].shape[:1] == (offsets[-1],) and offsets[-1] != n}
-        paths = []
-        for i in range(parts):
-            path = tmp_path / f"part{i}.h5"
-            a, b = cuts[i], cuts[i + 1]
-            with h5py.File(path, "w") as out:
-                for key in h5:
-                    data = h5[key]
-                    if key in per_atom:
-                        out[key] = data[offsets[a] : offsets[b]]
-                    elif data.shape[:1] == (n,):
-                        out[key] = data[a:b]
-                    else:
-                        out[key] = data[()]
-                for key, value in h5.attrs.items():
-                    out.attrs[key] = value
-                if "n_done" in out.attrs:
-                    out.attrs["n_done"] = b - a
-            paths.append(path)
-    return paths
 
 
 @pytest.mark.parametrize("exact_max_atoms", [10**9, 2000])  # exact; IVF-PQ
@@ -264,120 +213,3 @@ def test_a_memory_budget_keeps_a_stratified_coreset():
     assert np.mean(nearest < 0.05) > 0.7
     with pytest.raises(ReferenceError, match="raise --memory-budget"):
         build_reference(ArraySource(reference), memory_budget=10, progress=False)
-
-
-def _rewrite(source, target, edit):
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(source), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    meta = json.loads(metadata["mlip_probe"])
-    # without the whole file's content hash (files written before it had none), so the
-    # domain's own per-index check is what refuses the edit
-    metadata.pop("mlip_probe_sha256", None)
-    edit(tensors, meta)
-    metadata["mlip_probe"] = json.dumps(meta)
-    save_file(tensors, str(target), metadata=metadata)
-    return target
-
-
-def test_a_damaged_or_mismatched_index_in_a_probe_is_refused(fitted_probe, tmp_path):
-    artifact = load_probe(fitted_probe)
-    key = next(f"domain.index.{z}" for z in artifact.domain.reference_)
-
-    def flip(tensors, meta):
-        data = tensors[key].clone()
-        data[len(data) // 2] ^= 1
-        tensors[key] = data
-
-    with pytest.raises(ArtifactError, match=r"bad\.probe: .*sha256.*re-create it with `probe fit`") as err:
-        load_probe(_rewrite(fitted_probe, tmp_path / "bad.probe", flip))
-    assert "\n" not in str(err.value)
-
-    other = DomainModel().fit(_structures(100, 0, n_features=artifact.domain.n_features_in_, elements=(29,)))
-    data, meta_z = other.reference_[29].state()
-
-    def swap(tensors, meta):  # a valid index of other atoms, its hash updated: sizes disagree
-        tensors[key] = torch.from_numpy(data)
-        z = key.rsplit(".", 1)[1]
-        meta["domain"]["indexes"][z]["sha256"] = meta_z["sha256"]
-
-    with pytest.raises(ArtifactError, match=r"mismatched\.probe: .*holds a IndexFlatL2 of \d+ atoms"):
-        load_probe(_rewrite(fitted_probe, tmp_path / "mismatched.probe", swap))
-
-
-def _tensors_and_metadata(path):
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as handle:
-        return {key: handle.get_tensor(key).tobytes() for key in handle.keys()}, dict(handle.metadata())
-
-
-@pytest.mark.parametrize("kind", ["ivfsq", "ivfpq"])  # the new kind; the earlier one (files written before it)
-def test_an_approximate_domain_round_trips_through_a_probe_bit_identically(
-    fitted_probe, heldout_store, tmp_path, monkeypatch, kind
-):
-    _with_kind(monkeypatch, kind)
-    artifact = load_probe(fitted_probe)
-    store = load_store(heldout_store)
-    half = np.arange(0, len(store), 2)
-    domain = DomainModel(exact_max_atoms=1000).fit(store.subset(half), store.subset(half + 1))
-    assert {ix.kind for ix in domain.reference_.values()} == {kind}
-    first = tmp_path / "first.probe"
-    keep = dict(classifier=artifact.classifier, label=artifact.label, fingerprint=artifact.fingerprint)
-    save_probe(first, **keep, info=artifact.info.get("info"), domain=domain)
-    loaded = load_probe(first)
-    for z, index in domain.reference_.items():
-        (a, meta_a), (b, meta_b) = index.state(), loaded.domain.reference_[z].state()
-        assert a.tobytes() == b.tobytes() and meta_a == meta_b  # FAISS's bytes and the search settings
-    test = store.subset(half + 1)
-    np.testing.assert_array_equal(loaded.domain.novelty(test)[0], domain.novelty(test)[0])
-    # written again from what was read: the same tensors, byte for byte, and the same content
-    # hash over them and the metadata (safetensors may order its header's keys differently)
-    second = tmp_path / "second.probe"
-    save_probe(second, **keep, info=loaded.info.get("info"), domain=loaded.domain)
-    (t1, m1), (t2, m2) = _tensors_and_metadata(first), _tensors_and_metadata(second)
-    assert m1 == m2 and sorted(t1) == sorted(t2)
-    assert all(t1[name] == t2[name] for name in t1)
-    # one flipped byte in the approximate index: refused in one line naming the fix
-    key = next(f"domain.index.{z}" for z in domain.reference_)
-
-    def flip(tensors, meta):
-        data = tensors[key].clone()
-        data[len(data) // 3] ^= 4
-        tensors[key] = data
-
-    with pytest.raises(ArtifactError, match=r"bad\.probe: .*sha256.*re-create it with `probe fit`") as err:
-        load_probe(_rewrite(first, tmp_path / "bad.probe", flip))
-    assert "\n" not in str(err.value)
-
-
-def test_cli_build_from_several_stores_then_fit_against_it(heldout_store, tmp_path, capsys):
-    from probe_base.cli import main
-
-    parts = _split_store(heldout_store, tmp_path, 2)
-    out = tmp_path / "train.reference"
-    args = ["reference", "build", "--store", *map(str, parts), "--output", str(out), "--no-progress"]
-    assert main([*args, "--chunk-atoms", "2000", "--exact-max-atoms", "3000"]) == 0
-    assert "ivfsq" in capsys.readouterr().out
-    built = BuiltReference.load(out)
-    assert {ix.kind for ix in built.indexes.values()} == {"ivfsq"}
-    # the streamed build tuned nprobe on its own atoms' exact neighbours (found as they streamed)
-    assert all(ix.params["validation_recall"] >= ip.RECALL_TARGET - ip.RECALL_PLATEAU for ix in built.indexes.values())
-    probe = tmp_path / "p.probe"
-    fit = ["fit", "--store", str(heldout_store), "--output", str(probe), "--reference", str(out), "--epochs", "3"]
-    fit += ["--quantile", "0.5"]
-    assert main([*fit, "--seeds", "1"]) == 0
-    domain = load_probe(probe).domain
-    assert {ix.kind for ix in domain.reference_.values()} == {"ivfsq"} and domain.n_calibration_ == 400
-    # a damaged .reference: one line naming the fix
-    raw = bytearray(out.read_bytes())
-    raw[-100] ^= 0xFF
-    (tmp_path / "bad.reference").write_bytes(bytes(raw))
-    capsys.readouterr()
-    assert main([*fit[:5], "--reference", str(tmp_path / "bad.reference"), *fit[7:]]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err  # refused before training: one line
-    assert "sha256" in err and "probe reference build" in err
