@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.ood.protocol import LABELS, SETS
+from benchmarks.ood.protocol import SETS
+from benchmarks.suite.protocol import LABELS
 
 SCALAR_VARIANTS = {
     "atoms only": (),

@@ -10,8 +10,9 @@ import time
 from benchmarks.common import CACHE, RESULTS
 from benchmarks.ood.ablation import scalar_ablation
 from benchmarks.ood.page import markdown, plot
-from benchmarks.ood.protocol import LABELS, METHODS, PROTOCOL, SETS, _separation, paired_difference, stores_of
+from benchmarks.ood.protocol import METHODS, PROTOCOL, SETS, _separation, paired_difference, stores_of
 from benchmarks.report import write_markdown
+from benchmarks.suite.protocol import LABELS
 
 
 def run(backbone, n_bootstrap=200, alpha=0.02, split_seed=0):

@@ -12,11 +12,6 @@ import numpy as np
 
 from benchmarks.ood_data.layout import OOD_KINDS, STORES
 
-LABELS = {
-    "energy_tolerance": dict(target="energy"),
-    "force_rmse_tolerance": dict(target="force_rmse"),
-    "energy_median": dict(target="energy", quantile=0.5),
-}
 METHODS = (
     "PROBE",
     "PROBE network alone",
