@@ -1,4 +1,4 @@
-"""What the OOD benchmark compares: its labels, methods, sets and protocol, the feature
+"""What the OOD benchmark compares: its methods, sets and protocol (the labels are the suite's), the feature
 stores it reads (built by ``ood-data`` when missing), and the two statistics it adds to
 ``evaluate_probe``'s: separation AUROC and the paired bootstrap difference of two scores
 (which the suite's runner uses too)."""
