@@ -136,10 +136,18 @@ def _domain_only(probe_path, store_path, threads):
     }
 
 
+def _fit_store_found(probe_path) -> bool:
+    from probe_base.artifact import load_probe
+
+    return Path(load_probe(probe_path).info["info"].get("fit_store", "")).exists()
+
+
 def run(args):
     timings = {}
     reference, fit_store, evaluated = _prepare(args, timings)
     probe = CACHE / f"probe_{args.reference_atoms}.probe"
+    if probe.exists() and not _fit_store_found(probe):
+        probe.unlink()  # evaluate would skip the baselines (they need the fitting store): refit here
     if not probe.exists():
         timings["probe_fit_seconds"] = _cli(
             "fit",

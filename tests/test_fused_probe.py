@@ -169,3 +169,27 @@ def test_traced_one_structure_path_equals_the_eager_one(attention, monkeypatch):
     feats, z, _, extras = _batch(b=1, n=big)
     torch.testing.assert_close(stacked.one(feats, z, extras)[0], stacked(feats, z, None, extras)[0])
     assert big not in stacked._traced
+
+
+def test_size_sorted_batches_give_each_structure_its_own_answer_in_input_order(monkeypatch):
+    """Structures run in batches of about one size (sorted within windows); every output
+    goes back to its structure: equal to scoring each structure alone."""
+    from conftest import synthetic_features
+
+    from probe_base.net import ensemble as ensemble_module
+    from probe_base.net.classifier import ProbeClassifier
+
+    X, y = synthetic_features(60)
+    assert len(set(X.n_atoms.tolist())) > 3  # the sort reorders something
+    clf = ProbeClassifier(max_epochs=2, patience=1, cv_folds=2, attention="self", batch_size=4).fit(X, y)
+    monkeypatch.setattr(ensemble_module, "SORT_WINDOW", 16)
+    order = ensemble_module.size_sorted(X.n_atoms, window=16)
+    assert sorted(order) == list(range(len(X))) and not np.array_equal(order, np.arange(len(X)))
+    assert all(np.all(np.diff(X.n_atoms[order[s : s + 16]]) >= 0) for s in range(0, len(X), 16))
+    rows = [3, 17, 40, 41, 59]
+    p, importance = clf.predict_with_importance(X)
+    for i in rows:
+        one_p, one_imp = clf.predict_with_importance(X.subset([i]))
+        np.testing.assert_allclose(p[i], one_p[0], rtol=1e-5, atol=1e-6)
+        assert len(importance[i]) == X.n_atoms[i]
+        np.testing.assert_allclose(importance[i], one_imp[0], rtol=1e-4, atol=1e-6)
