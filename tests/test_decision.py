@@ -136,3 +136,26 @@ def test_a_fitted_probe_states_its_rule_and_evaluate_measures_it(fitted_probe, h
         assert row["false_alarm_target"] in (None, 0.05), name
     text = metrics_table(evaluation)
     assert "stated false-alarm rate <= 5%" in text and "measured on" in text
+
+
+def test_paired_intervals_are_the_rate_differences_among_each_resamples_drawn_structures():
+    """Each resample's difference is PROBE's rate minus the other's among the structures it
+    drew (with repeats), for both classes: checked against the resampled indices themselves."""
+    from probe_base.report.bootstrap import bootstrap_counts
+
+    rng = np.random.default_rng(3)
+    n = 80
+    unreliable = rng.random(n) < 0.4
+    flags = {"PROBE": rng.random(n) < 0.5, "GMM": rng.random(n) < 0.3}
+    paired = paired_differences(flags, unreliable, n_bootstrap=40, seed=5)["best single-pass baseline"]
+    expected = {"detection": [], "false_alarm": []}
+    for counts in bootstrap_counts(n, 40, seed=5):
+        for row in counts:
+            drawn = np.repeat(np.arange(n), row.astype(int))
+            for metric, mask in (("detection", unreliable[drawn]), ("false_alarm", ~unreliable[drawn])):
+                a, b = flags["PROBE"][drawn][mask], flags["GMM"][drawn][mask]
+                expected[metric].append(a.mean() - b.mean())
+    for metric, mask in (("detection", unreliable), ("false_alarm", ~unreliable)):
+        point, low, high = paired[metric]
+        assert point == pytest.approx(flags["PROBE"][mask].mean() - flags["GMM"][mask].mean())
+        assert (low, high) == pytest.approx(tuple(np.percentile(expected[metric], [2.5, 97.5])))

@@ -171,3 +171,5 @@ def test_several_signals_share_resamples_and_match_one_at_a_time():
             assert [low, high] == pytest.approx(np.percentile(values[np.isfinite(values)], [2.5, 97.5]), abs=1e-12)
         assert together[name] == evaluate_signal(score, bad, errors, prob, n_bootstrap=300, seed=4)
     assert "ece" in together["probability"] and "ece" not in together["noisy"]
+    # scores resampled on two threads at once: the same numbers
+    assert evaluate_signals(scores, bad, errors, {"probability": p}, n_bootstrap=300, seed=4, threads=2) == together

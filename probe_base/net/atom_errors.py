@@ -127,44 +127,72 @@ def atom_map_quality(maps, true_errors, offsets, top=3) -> dict:
     ``hit_rate``: the map's top atom is among the ``top`` atoms of largest true error;
     ``random_rate``: the same for a random atom (top / N averaged); ``spearman``: mean
     within-structure rank correlation of map and true errors (scipy's ``spearmanr`` per
-    structure, computed for all structures at once: one call per structure cost seconds)."""
-    offsets = np.asarray(offsets, dtype=np.int64)
-    sizes = np.diff(offsets)
-    true_all = np.asarray(true_errors, dtype=float)
-    finite = np.logical_and.reduceat(np.isfinite(true_all), offsets[:-1]) if len(true_all) else np.zeros(0, bool)
-    kept = np.flatnonzero((sizes > top) & finite)
-    if len(kept) == 0:
-        return {"hit_rate": float("nan"), "random_rate": float("nan"), "spearman": float("nan"), "n_structures": 0}
-    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in kept])
-    true = true_all[rows]
-    m = np.concatenate([np.asarray(maps[i], dtype=float) for i in kept])
-    seg = np.repeat(np.arange(len(kept)), sizes[kept])
-    starts = np.concatenate([[0], np.cumsum(sizes[kept])[:-1]])
-    index = np.arange(len(rows))
-    # the ``top`` worst atoms as np.argsort(true)[::-1][:top] picks them (ties: later first)
-    worst_order = np.lexsort((-index, -true, seg))
-    worst = np.zeros(len(rows), dtype=bool)
-    worst[worst_order[(index - starts[seg[worst_order]]) < top]] = True
-    # the map's top atom as np.argmax picks it (ties: the first)
-    first_max = np.lexsort((index, -m, seg))[starts]
-    hits = worst[first_max].astype(float)
-    randoms = top / sizes[kept]
-    ptp_m = np.maximum.reduceat(m, starts) - np.minimum.reduceat(m, starts)
-    ptp_t = np.maximum.reduceat(true, starts) - np.minimum.reduceat(true, starts)
-    ranked = (ptp_m > 0) & (ptp_t > 0)
-    rho = _segment_pearson(_segment_ranks(m, seg), _segment_ranks(true, seg), starts, sizes[kept])
-    return {
-        "hit_rate": float(np.mean(hits)),
-        "random_rate": float(np.mean(randoms)),
-        "spearman": float(np.mean(rho[ranked])) if ranked.any() else float("nan"),
-        "n_structures": len(kept),
-    }
+    structure, computed for all structures at once: one call per structure cost seconds).
+    Several maps of the same structures: ``AtomMapScorer`` (the true side done once)."""
+    return AtomMapScorer(true_errors, offsets, top)(maps)
 
 
-def _segment_ranks(values, seg):
+class AtomMapScorer:
+    """``atom_map_quality`` of any number of maps against one set of true per-atom errors:
+    the structures kept, the worst atoms and the ranks of the true errors, computed once."""
+
+    def __init__(self, true_errors, offsets, top=3):
+        offsets = np.asarray(offsets, dtype=np.int64)
+        sizes = np.diff(offsets)
+        true_all = np.asarray(true_errors, dtype=float)
+        finite = np.logical_and.reduceat(np.isfinite(true_all), offsets[:-1]) if len(true_all) else np.zeros(0, bool)
+        self.kept = np.flatnonzero((sizes > top) & finite)
+        if len(self.kept) == 0:
+            return
+        self.sizes = sizes[self.kept]
+        rows = np.repeat(offsets[self.kept] - np.cumsum(np.r_[0, self.sizes[:-1]]), self.sizes)
+        rows += np.arange(len(rows))  # the kept structures' atoms, in order
+        true = true_all[rows]
+        self.seg = np.repeat(np.arange(len(self.kept)), self.sizes)
+        self.starts = np.r_[0, np.cumsum(self.sizes)[:-1]]
+        # the ``top`` worst atoms as np.argsort(true, kind="stable")[::-1][:top] picks them (ties: later first)
+        worst_order = _segment_order(-true, self.starts, self.sizes, later_first=True)
+        self.worst = np.zeros(len(rows), dtype=bool)
+        self.worst[worst_order[(np.arange(len(rows)) - self.starts[self.seg[worst_order]]) < top]] = True
+        self.random_rate = float(np.mean(top / self.sizes))
+        self.true_varies = (np.maximum.reduceat(true, self.starts) - np.minimum.reduceat(true, self.starts)) > 0
+        self.true_ranks = _segment_ranks(true, self.starts, self.sizes)
+
+    def __call__(self, maps) -> dict:
+        if len(self.kept) == 0:
+            return {"hit_rate": float("nan"), "random_rate": float("nan"), "spearman": float("nan"), "n_structures": 0}
+        m = np.concatenate([np.asarray(maps[i], dtype=float) for i in self.kept])
+        # the map's top atom as np.argmax picks it (ties: the first)
+        first_max = _segment_order(-m, self.starts, self.sizes)[self.starts]
+        hits = self.worst[first_max]
+        ranked = self.true_varies & ((np.maximum.reduceat(m, self.starts) - np.minimum.reduceat(m, self.starts)) > 0)
+        rho = _segment_pearson(_segment_ranks(m, self.starts, self.sizes), self.true_ranks, self.starts, self.sizes)
+        return {
+            "hit_rate": float(np.mean(hits)),
+            "random_rate": self.random_rate,
+            "spearman": float(np.mean(rho[ranked])) if ranked.any() else float("nan"),
+            "n_structures": len(self.kept),
+        }
+
+
+def _segment_order(values, starts, sizes, later_first=False):
+    """Indices sorted by segment (contiguous, ascending), then value, then index (later
+    first with ``later_first``): ``np.lexsort`` of those keys, computed one segment length
+    at a time as a row-wise sort of a (segments, length) table (a few lengths, short rows)."""
+    order = np.empty(len(values), dtype=np.int64)
+    for size in np.unique(sizes):
+        slots = starts[sizes == size][:, None] + np.arange(size)
+        table = values[slots][:, ::-1] if later_first else values[slots]
+        within = np.argsort(table, axis=1, kind="stable")
+        order[slots] = np.take_along_axis(slots, size - 1 - within if later_first else within, axis=1)
+    return order
+
+
+def _segment_ranks(values, starts, sizes):
     """1-based ranks within each segment, ties given their average rank (scipy's rankdata)."""
-    order = np.lexsort((values, seg))
-    v, s = values[order], seg[order]
+    order = _segment_order(values, starts, sizes)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    v, s = values[order], seg
     position = np.arange(len(values))
     segment_start = np.r_[True, s[1:] != s[:-1]]
     first = np.maximum.accumulate(np.where(segment_start, position, 0))

@@ -6,9 +6,12 @@ point value (``evaluate_signal``, ``evaluate_signals``), tabulated by ``format_t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
+
 import numpy as np
 
-from probe_base.report.metrics import _metrics, _point_metrics, _ranks, _Signal, _Tallies
+from probe_base.report.metrics import _metrics, _point_metrics, _ranks, _Signal, _Tallies, centred_error_ranks
 
 # bootstrap chunk: resamples x structures per count matrix (float64: 2 MB; larger fresh
 # arrays cost more in page faults than the per-chunk Python overhead saves)
@@ -40,11 +43,14 @@ def evaluate_signal(risk_score, unreliable, errors=None, p_reliable=None, n_boot
     return evaluate_signals({"signal": risk_score}, unreliable, errors, p, n_bootstrap, seed)["signal"]
 
 
-def evaluate_signals(risk_scores, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0) -> dict:
+def evaluate_signals(
+    risk_scores, unreliable, errors=None, p_reliable=None, n_bootstrap=1000, seed=0, threads=1
+) -> dict:
     """``evaluate_signal`` of several risk scores of the same structures, ``{score name:
     {name: (value, low, high)}}``; ``p_reliable``: ``{score name: P(reliable)}`` for those
     that have one. The resamples are drawn once and shared: each score sees the counts
-    ``evaluate_signal`` would have drawn for it (the same seed), in its own sorted order."""
+    ``evaluate_signal`` would have drawn for it (the same seed), in its own sorted order.
+    ``threads``: scores resampled at once (numpy releases the GIL in its array loops)."""
     unreliable = np.asarray(unreliable, dtype=int)
     errors = None if errors is None else np.asarray(errors, dtype=float)
     error_ranks = None if errors is None else _ranks(errors)
@@ -56,11 +62,18 @@ def evaluate_signals(risk_scores, unreliable, errors=None, p_reliable=None, n_bo
         p = None if p is None else np.asarray(p, dtype=float)
         point = _point_metrics(risk_score, unreliable, errors, p)
         prepared[name] = (_Signal(risk_score, unreliable), p, point, {k: [] for k in point})
-    for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
-        for signal, p, _, samples in prepared.values():
-            tallies = _Tallies(signal, np.take(counts, signal.order, axis=1))
-            for k, v in _metrics(signal, tallies, error_ranks, p).items():
-                samples[k].append(v)
+
+    def resample(item, counts, error_rank):
+        signal, p, _, samples = item
+        tallies = _Tallies(signal, np.take(counts, signal.order, axis=1))
+        for k, v in _metrics(signal, tallies, error_rank, p).items():
+            samples[k].append(v)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(prepared)))) as pool:
+        for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
+            error_rank = None if error_ranks is None else centred_error_ranks(counts, error_ranks)
+            # each score's samples are its own: the threads share only read-only counts
+            list(pool.map(resample, prepared.values(), repeat(counts), repeat(error_rank)))
     return {name: _intervals(point, samples) for name, (_, _, point, samples) in prepared.items()}
 
 

@@ -79,7 +79,8 @@ class _Tallies:
             self.bad = np.add.reduceat(bad_ordered, signal.starts, axis=1)
         else:  # every group is one structure
             self.total, self.bad = self.ordered, bad_ordered
-        self.accepted_before = np.cumsum(self.total, axis=1) - self.total
+        self.accepted_through = np.cumsum(self.total, axis=1)
+        self.accepted_before = self.accepted_through - self.total
         self.bad_before = np.cumsum(self.bad, axis=1) - self.bad
         self.n = self.accepted_before[:, -1] + self.total[:, -1]
         self.n_bad = self.bad_before[:, -1] + self.bad[:, -1]
@@ -151,39 +152,26 @@ class _Signal:
         """Expected rate of unreliable among the first ceil(coverage n) accepted."""
         k = np.maximum(np.ceil(coverage * t.n), 1.0)
         # the group holding the k-th acceptance: the first whose cumulative count reaches k
-        g = np.sum(t.accepted_before + t.total < k[:, None], axis=1)[:, None]
+        # (the running sums ascend: a binary search per resample)
+        g = np.array([np.searchsorted(row, k_row) for row, k_row in zip(t.accepted_through, k)])[:, None]
         pick = lambda a: np.take_along_axis(a, g, axis=1)[:, 0]  # noqa: E731
         inside = k - pick(t.accepted_before)
         return (pick(t.bad_before) + pick(t.bad) * inside / pick(t.total)) / k
 
-    def spearman(self, t: _Tallies, error_ranks):
+    def spearman(self, t: _Tallies, error_rank):
         """Pearson correlation of average ranks (with ties) in each resample, as
-        ``spearmanr``; computed in ascending score order."""
+        ``spearmanr``; computed in ascending score order. ``error_rank``: the centred
+        ranks of the errors per structure in input order (``centred_error_ranks``)."""
         centre = (t.n[:, None] + 1) / 2  # the mean of ranks 1..n
         score_rank = t.accepted_before + (t.total + 1) / 2 - centre
         if self.tied:
             score_rank = np.repeat(score_rank, self.group_sizes, axis=1)
-        # ranks of the errors: weights in error order (a permutation of score order)
-        from_score_order, starts, group_in_score_order = self._error_order(error_ranks)
-        in_group = t.ordered[:, from_score_order]
-        if len(starts) < len(self.score):
-            in_group = np.add.reduceat(in_group, starts, axis=1)
-        error_rank = np.cumsum(in_group, axis=1) - in_group + (in_group + 1) / 2 - centre
-        error_rank = np.take(error_rank, group_in_score_order, axis=1)
+        error_rank = np.take(error_rank, self.order, axis=1)
         weighted = t.ordered * score_rank
         cov = np.einsum("ij,ij->i", weighted, error_rank)
         var = np.einsum("ij,ij->i", weighted, score_rank) * np.einsum("ij,ij,ij->i", t.ordered, error_rank, error_rank)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(var > 0, cov / np.sqrt(var), np.nan)
-
-    def _error_order(self, error_ranks):
-        order, starts, group_of = error_ranks
-        if getattr(self, "_error_key", None) is not error_ranks:
-            position = np.empty(len(self.order), dtype=np.int64)
-            position[self.order] = np.arange(len(self.order))
-            self._error_cache = (position[order], starts, group_of[self.order])
-            self._error_key = error_ranks
-        return self._error_cache
 
     def calibration(self, t: _Tallies, p_reliable, n_bins=N_BINS):
         """ECE and Brier score of P(reliable) under each weighting."""
@@ -218,21 +206,35 @@ def _ranks(values):
     return order, np.flatnonzero(new_group), group_of
 
 
+def centred_error_ranks(weights, error_ranks):
+    """Per resample (rows of ``weights``, counts per structure in input order), per
+    structure: the average rank of its error among the drawn structures minus the mean
+    rank. The same for every signal of one resample: computed once."""
+    order, starts, group_of = error_ranks
+    in_group = np.take(weights, order, axis=1)
+    if len(starts) < len(order):
+        in_group = np.add.reduceat(in_group, starts, axis=1)
+    n = in_group.sum(1, keepdims=True)
+    rank = np.cumsum(in_group, axis=1) - in_group + (in_group + 1) / 2 - (n + 1) / 2
+    return np.take(rank, group_of, axis=1)
+
+
 def resampled_metrics(weights, risk_score, unreliable, errors=None, p_reliable=None) -> dict:
     """Every metric of each weighting (rows of ``weights``, counts per structure): the same
     names as ``probe_base.report.bootstrap.evaluate_signal``, one array of length B each."""
+    weights = np.asarray(weights, dtype=float)
     signal = _Signal(risk_score, unreliable)
-    error_ranks = None if errors is None else _ranks(np.asarray(errors, dtype=float))
-    return _metrics(signal, signal.tallies(weights), error_ranks, p_reliable)
+    error_rank = None if errors is None else centred_error_ranks(weights, _ranks(np.asarray(errors, dtype=float)))
+    return _metrics(signal, signal.tallies(weights), error_rank, p_reliable)
 
 
-def _metrics(signal, t, error_ranks, p_reliable):
+def _metrics(signal, t, error_rank, p_reliable):
     out = {"auroc": signal.auroc(t), "auprc": signal.auprc(t), "aurc": signal.aurc(t)}
     out["e_aurc"] = out["aurc"] - signal.optimal_aurc(t)
     for c in COVERAGES:
         out[f"risk@{int(c * 100)}"] = signal.selective_risk(t, c)
-    if error_ranks is not None:
-        out["spearman"] = signal.spearman(t, error_ranks)
+    if error_rank is not None:
+        out["spearman"] = signal.spearman(t, error_rank)
     if p_reliable is not None:
         out["ece"], out["brier"] = signal.calibration(t, p_reliable)
     return out

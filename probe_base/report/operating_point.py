@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from probe_base.decision import DEFAULT_FALSE_ALARM, DecisionError, baseline_cut, flags_above
+from probe_base.report.bootstrap import bootstrap_counts
 from probe_base.selective import binomial_interval
 
 #: scores that need N backbones; the others are single-pass (they read the one backbone)
@@ -82,20 +83,27 @@ def paired_differences(flags, unreliable, n_bootstrap=1000, seed=0) -> dict:
         return f[unreliable].mean()
 
     out = {}
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(unreliable), (n_bootstrap, len(unreliable)))
+    compared = {}
     for comparison, names in (("best single-pass baseline", single), ("ensemble", ensemble)):
-        if not names:
-            continue
-        other = max(names, key=lambda n: detection(flags[n]))
-        a, b = flags["PROBE"].astype(float), flags[other].astype(float)
+        if names:
+            other = max(names, key=lambda n: detection(flags[n]))
+            compared[comparison] = (other, flags["PROBE"].astype(float) - flags[other].astype(float))
+    masks = {"detection": unreliable.astype(float), "false_alarm": (~unreliable).astype(float)}
+    # per resample (counts of each structure drawn): the difference of the two rates among
+    # the drawn structures of a class = counts @ (difference * class) / counts @ class
+    sums = {(c, m): [] for c in compared for m in masks}
+    for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
+        for metric, mask in masks.items():
+            drawn = counts @ mask
+            for comparison, (_, difference) in compared.items():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    sums[comparison, metric].append((counts @ (difference * mask)) / drawn)
+    for comparison, (other, difference) in compared.items():
         result = {"other": other}
-        for metric, mask in (("detection", unreliable), ("false_alarm", ~unreliable)):
-            weights = mask[draws].astype(float)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                diff = ((a[draws] - b[draws]) * weights).sum(1) / weights.sum(1)
+        for metric, mask in masks.items():
+            diff = np.concatenate(sums[comparison, metric]) if sums[comparison, metric] else np.zeros(0)
             diff = diff[np.isfinite(diff)]
-            point = float(a[mask].mean() - b[mask].mean())
+            point = float(difference[mask > 0].mean())
             low, high = np.percentile(diff, [2.5, 97.5]) if len(diff) else (np.nan, np.nan)
             result[metric] = (point, float(low), float(high))
         out[comparison] = result

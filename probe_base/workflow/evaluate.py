@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from probe_base.artifact import atomic_write, load_probe
 from probe_base.errors import InputError
-from probe_base.net.atom_errors import atom_map_quality
+from probe_base.net.atom_errors import AtomMapScorer
 from probe_base.report.baselines import ReferenceBaselines
 from probe_base.report.bootstrap import evaluate_signals, format_table
 from probe_base.report.operating_point import decision_table, format_decisions, paired_differences
@@ -101,23 +102,28 @@ def evaluate_probe(
     )
     probabilities = {"PROBE": result.p_reliable, NETWORK: result.p_network}
     metrics = evaluate_signals(
-        scores, unreliable, errs, {k: v for k, v in probabilities.items() if k in scores}, n_bootstrap, seed
+        scores,
+        unreliable,
+        errs,
+        {k: v for k, v in probabilities.items() if k in scores},
+        n_bootstrap,
+        seed,
+        threads=torch.get_num_threads(),  # what `probe --threads` set
     )
     atom_maps, atom_maps_skipped = {}, {}
     if data.atom_force_error is not None and np.isfinite(data.atom_force_error).any():
+        quality = AtomMapScorer(data.atom_force_error, data.offsets)  # the true side once for every map
         if result.atom_error is not None:
-            atom_maps["predicted force error"] = atom_map_quality(
-                result.atom_error, data.atom_force_error, data.offsets
-            )
-        atom_maps["attention importance"] = atom_map_quality(result.importance, data.atom_force_error, data.offsets)
+            atom_maps["predicted force error"] = quality(result.atom_error)
+        atom_maps["attention importance"] = quality(result.importance)
         if result.atom_novelty is not None:
-            atom_maps["atom novelty"] = atom_map_quality(result.atom_novelty, data.atom_force_error, data.offsets)
+            atom_maps["atom novelty"] = quality(result.atom_novelty)
         element_mean = per_element_mean_map(fit_data, data)
         if element_mean is not None:  # the baseline a map must beat: "H atoms err most"
-            atom_maps["per-element mean error"] = atom_map_quality(element_mean, data.atom_force_error, data.offsets)
+            atom_maps["per-element mean error"] = quality(element_mean)
         force_map, why_not = predicted_force_map(data)
         if force_map is not None:  # the simplest baseline: atoms under large forces err most
-            atom_maps[PREDICTED_FORCE] = atom_map_quality(force_map, data.atom_force_error, data.offsets)
+            atom_maps[PREDICTED_FORCE] = quality(force_map)
         else:
             atom_maps_skipped[PREDICTED_FORCE] = why_not
     domain = None
@@ -184,8 +190,11 @@ def per_element_mean_map(fit_data, data):
     if not finite.any():
         return None
     overall = float(errors[finite].mean())
-    means = {int(z): float(errors[finite & (z_fit == z)].mean()) for z in np.unique(z_fit[finite])}
-    per_atom = np.array([means.get(int(z), overall) for z in data.atomic_numbers])
+    z_eval = np.asarray(data.atomic_numbers, dtype=np.int64)
+    element_mean = np.full(max(int(z_fit.max()), int(z_eval.max(initial=0))) + 1, overall)  # unseen: overall
+    for z in np.unique(z_fit[finite]):
+        element_mean[z] = errors[finite & (z_fit == z)].mean()
+    per_atom = element_mean[z_eval]
     return [per_atom[data.offsets[i] : data.offsets[i + 1]] for i in range(len(data))]
 
 
