@@ -152,3 +152,30 @@ def test_a_settled_batch_query_changes_no_value_above_the_bound_and_no_decision(
     np.testing.assert_allclose(settled[above], full[above], rtol=1e-6)
     assert np.array_equal(settled <= bound, full <= bound)
     assert 0 < np.sum(settled != full) < 500  # some settled by one cell, the far ones searched fully
+
+
+def test_the_bounding_search_scans_each_querys_truly_nearest_cell_even_with_a_graph_quantizer():
+    """The one-cell search of a batch assigns cells by an exact search of the centroids
+    (not the HNSW graph): each query's distances are those to the codes of its nearest cell."""
+    import faiss
+
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(20_000, 16)).astype(np.float32)
+    params = {**ip.index_params(len(points), 16, exact_max_atoms=1000, nprobe=4), "hnsw_quantizer": True}
+    index = ri.ElementIndex.build(points, params, seed=0)
+    ivf = faiss.extract_index_ivf(index.index)
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
+    q = (points[:300] + rng.normal(size=(300, 16)) * 0.3).astype(np.float32)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    nearest = np.argmin(((q[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    squared, labels = index._search_exact_cells(q, 5, 1)
+    members = {c: set() for c in np.unique(nearest)}
+    invlists = ivf.invlists
+    for c in members:
+        ids = faiss.rev_swig_ptr(invlists.get_ids(int(c)), invlists.list_size(int(c)))
+        members[c] = set(ids.tolist())
+    assert all(set(row[row >= 0].tolist()) <= members[c] for row, c in zip(labels, nearest))
+    # the mean of those distances: what the settle step of ``mean_distance`` compares to its bound
+    found = index._searched_mean(q, 5, False, nprobe=1, complete=True, exact_cells=True)
+    expected = np.where((labels >= 0).all(1), np.sqrt(np.maximum(squared, 0)).mean(1), np.inf)
+    np.testing.assert_allclose(found, expected, rtol=1e-6)

@@ -73,6 +73,7 @@ class ElementIndex:
         self.params, self.n_features = dict(params), int(n_features)
         self.exact, self.index = exact, index
         self._points = None
+        self._centroids = None  # the cells' centroids in an exact index (batch searches)
         if index is not None:
             self._set_search_parameters()
 
@@ -223,21 +224,26 @@ class ElementIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if settle_below is None or exclude_nearest or self.params["nprobe"] <= SETTLE_NPROBE:
             return self._searched_mean(queries, k, exclude_nearest)
-        cheap = self._searched_mean(queries, k, False, nprobe=SETTLE_NPROBE, complete=True)
+        cheap = self._searched_mean(queries, k, False, nprobe=SETTLE_NPROBE, complete=True, exact_cells=True)
         rest = np.flatnonzero(~(cheap <= settle_below))
         if len(rest):
             cheap[rest] = self._searched_mean(queries[rest], k, False)
         return cheap
 
-    def _searched_mean(self, queries, k, exclude_nearest, nprobe=None, complete=False) -> np.ndarray:
+    def _searched_mean(self, queries, k, exclude_nearest, nprobe=None, complete=False, exact_cells=False):
         """The mean distance to the k nearest codes FAISS finds (``nprobe``: this many cells
-        instead of the tuned number; ``complete``: a query with fewer than k found is +inf)."""
+        instead of the tuned number; ``complete``: a query with fewer than k found is +inf;
+        ``exact_cells``: the cells found by ``_search_exact_cells``, not the quantizer)."""
         faiss = _faiss()
         take = min(k + int(exclude_nearest), len(self))
         params = None if nprobe is None else faiss.SearchParametersIVF(nprobe=int(nprobe))
         out = np.empty(len(queries))
         for start in range(0, len(queries), SEARCH_ROWS):
-            squared, labels = self.index.search(queries[start : start + SEARCH_ROWS], take, params=params)
+            chunk = queries[start : start + SEARCH_ROWS]
+            if exact_cells:
+                squared, labels = self._search_exact_cells(chunk, take, int(nprobe or self.params["nprobe"]))
+            else:
+                squared, labels = self.index.search(chunk, take, params=params)
             distance = np.where(labels >= 0, np.sqrt(np.maximum(squared, 0.0)), np.nan)
             if exclude_nearest:
                 distance = distance[:, 1:]
@@ -248,6 +254,35 @@ class ElementIndex:
                 mean[found < distance.shape[1]] = np.inf
             out[start : start + len(distance)] = mean
         return out
+
+    def _search_exact_cells(self, queries, take, cells):
+        """FAISS's IVF search in each query's ``cells`` truly nearest cells, the centroids
+        searched exactly (one matrix product): for the one-cell bounding search of a batch, 8x
+        cheaper per atom than the HNSW quantizer (made for the few atoms of an MD step). Not
+        for the tuned search: the truly nearest 24 cells hold more atoms than the graph's
+        and cost more to scan (and the MD step's search is the graph's)."""
+        faiss = _faiss()
+        ivf = faiss.extract_index_ivf(self.index)
+        if self._centroids is None:
+            self._centroids = faiss.IndexFlatL2(ivf.d)
+            self._centroids.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
+        cells = min(cells, ivf.nlist)
+        centroid_squared, nearest_cells = self._centroids.search(queries, cells)
+        squared = np.empty((len(queries), take), dtype=np.float32)
+        labels = np.empty((len(queries), take), dtype=np.int64)
+        # the C++ call: the Python wrapper takes no SearchParameters (its nprobe: ``cells``)
+        ivf.search_preassigned_c(
+            len(queries),
+            faiss.swig_ptr(queries),
+            take,
+            faiss.swig_ptr(nearest_cells),
+            faiss.swig_ptr(centroid_squared),
+            faiss.swig_ptr(squared),
+            faiss.swig_ptr(labels),
+            False,
+            faiss.SearchParametersIVF(nprobe=cells),
+        )
+        return squared, labels
 
     # ---- persistence ---------------------------------------------------------------------
     def state(self) -> tuple[np.ndarray, dict]:

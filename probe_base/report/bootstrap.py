@@ -69,11 +69,13 @@ def evaluate_signals(
         for k, v in _metrics(signal, tallies, error_rank, p).items():
             samples[k].append(v)
 
-    with ThreadPoolExecutor(max(1, min(threads, len(prepared)))) as pool:
+    workers = max(1, min(threads, len(prepared)))
+    with ThreadPoolExecutor(workers) as pool:
         for counts in bootstrap_counts(len(unreliable), n_bootstrap, seed):
             error_rank = None if error_ranks is None else centred_error_ranks(counts, error_ranks)
             # each score's samples are its own: the threads share only read-only counts
-            list(pool.map(resample, prepared.values(), repeat(counts), repeat(error_rank)))
+            run = pool.map if workers > 1 else map
+            list(run(resample, prepared.values(), repeat(counts), repeat(error_rank)))
     return {name: _intervals(point, samples) for name, (_, _, point, samples) in prepared.items()}
 
 

@@ -132,8 +132,8 @@ class _Signal:
         structures (b unreliable), the j-th accepted adds b j / m unreliable in expectation:
         sum_j (B + b j/m) / (A + j) = B S0 + (b/m)(m - A S0), S0 = H(A + m) - H(A)."""
         harmonic = self.harmonic_up_to(t.n)
-        a = t.accepted_before.round().astype(np.int64)
-        s0 = harmonic[a + t.total.round().astype(np.int64)] - harmonic[a]
+        # counts are sums of whole draws: exact integers in float64, no rounding needed
+        s0 = harmonic[t.accepted_through.astype(np.int64)] - harmonic[t.accepted_before.astype(np.int64)]
         if self.tied:
             bad_rate = np.divide(t.bad, t.total, out=np.zeros_like(t.bad), where=t.total > 0)
         else:  # a group's weight is its structure's count: the rate is its label
